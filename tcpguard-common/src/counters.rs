@@ -1,0 +1,134 @@
+//! Global counters: one `Counters` value per CPU in a per-CPU array, so the
+//! datapath increments without atomics and userspace sums the CPUs.
+
+macro_rules! counters {
+    ($($(#[doc = $doc:literal])* $name:ident => $label:literal,)*) => {
+        /// Index of a global counter.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Counter { $($(#[doc = $doc])* $name,)* }
+
+        impl Counter {
+            pub const ALL: [Counter; COUNTER_COUNT] = [$(Counter::$name,)*];
+            /// Stable snake_case name, used in metrics labels and status.
+            pub const fn name(self) -> &'static str {
+                match self { $(Counter::$name => $label,)* }
+            }
+        }
+
+        pub const COUNTER_COUNT: usize = [$($label,)*].len();
+    };
+}
+
+counters! {
+    /// Every packet the program saw.
+    Packets => "packets",
+    /// Not IPv4/IPv6 (ARP, LLDP, ...).
+    PassNonIp => "pass_non_ip",
+    /// IP but not TCP.
+    PassNonTcp => "pass_non_tcp",
+    /// A non-first IP fragment (no TCP header to read).
+    PassFragment => "pass_fragment",
+    /// Ethernet or VLAN header cut short.
+    PassTruncatedEth => "pass_truncated_eth",
+    /// IPv4/IPv6 header cut short, or a wrong IP version.
+    PassTruncatedIp => "pass_truncated_ip",
+    /// TCP header (or its options) cut short.
+    PassTruncatedTcp => "pass_truncated_tcp",
+    /// IPv4 IHL < 5.
+    PassBadIhl => "pass_bad_ihl",
+    /// TCP data offset < 5.
+    PassBadDoff => "pass_bad_doff",
+    /// More IPv6 extension headers than the bounded walk follows.
+    PassIpv6ExtLimit => "pass_ipv6_ext_limit",
+    /// TCP to a port that is not protected.
+    PassUnprotectedPort => "pass_unprotected_port",
+    /// A drop overridden by the allow-list.
+    PassAllowed => "pass_allowed",
+    /// Source matched a block entry whose time has run out.
+    PassBlockExpired => "pass_block_expired",
+    /// Ordinary TCP to a protected port.
+    PassTcp => "pass_tcp",
+    /// Dropped: the source matches the block-list.
+    DropBlocked => "drop_blocked",
+    /// Dropped: the source exceeded its SYN rate.
+    DropRateLimited => "drop_rate_limited",
+    /// Monitor mode: would have been dropped as blocked.
+    MonitorBlocked => "monitor_blocked",
+    /// Monitor mode: would have been dropped by the rate limit.
+    MonitorRateLimited => "monitor_rate_limited",
+    /// Client SYNs (SYN without ACK) to protected ports.
+    Syn => "syn",
+    /// SYNs repeating the ISN of an open half-open entry.
+    SynRetransmit => "syn_retransmit",
+    /// Inbound SYN+ACK (this host is the client).
+    SynAckIn => "synack_in",
+    /// Final ACKs with seq = ISN + 1.
+    HandshakeCompleted => "handshake_completed",
+    /// Completions that came after the half-open timeout.
+    HandshakeCompletedLate => "handshake_completed_late",
+    /// ACKs for a half-open 4-tuple with the wrong seq.
+    AckBadSeq => "ack_bad_seq",
+    /// RST packets.
+    Rst => "rst",
+    /// RSTs that removed a half-open entry.
+    RstHalfOpen => "rst_half_open",
+    /// FIN packets.
+    Fin => "fin",
+    /// Half-open entries created.
+    HalfOpenOpened => "half_open_opened",
+    /// A SYN with a new ISN replaced an open entry (the old one failed).
+    HalfOpenReplaced => "half_open_replaced",
+}
+
+/// The value stored per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counters {
+    pub v: [u64; COUNTER_COUNT],
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters { v: [0; COUNTER_COUNT] }
+    }
+}
+
+impl Counters {
+    #[inline(always)]
+    pub fn get(&self, c: Counter) -> u64 {
+        self.v[c as usize]
+    }
+
+    /// Element-wise wrapping sum (used to fold the per-CPU values).
+    pub fn add(&mut self, other: &Counters) {
+        for (a, b) in self.v.iter_mut().zip(other.v.iter()) {
+            *a = a.wrapping_add(*b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_indices_dense() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+            for d in &Counter::ALL[i + 1..] {
+                assert_ne!(c.name(), d.name());
+            }
+        }
+    }
+
+    #[test]
+    fn add_folds_cpus() {
+        let mut a = Counters::default();
+        let mut b = Counters::default();
+        b.v[Counter::Syn as usize] = 3;
+        a.add(&b);
+        a.add(&b);
+        assert_eq!(a.get(Counter::Syn), 6);
+    }
+}

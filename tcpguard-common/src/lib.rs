@@ -1,0 +1,21 @@
+//! Types and pure logic shared by the XDP program and the userspace daemon.
+//!
+//! Everything here compiles for the BPF target (`no_std`) and for the host,
+//! where it is unit-tested. The XDP program is a thin shell around these
+//! functions: parsing ([`parse`]), handshake transitions ([`handshake`]),
+//! the per-source SYN token bucket ([`ratelimit`]) and half-open accounting
+//! ([`halfopen`]).
+#![cfg_attr(target_arch = "bpf", no_std)]
+
+pub mod counters;
+pub mod halfopen;
+pub mod handshake;
+pub mod parse;
+pub mod ratelimit;
+pub mod types;
+
+#[cfg(all(feature = "user", not(target_arch = "bpf")))]
+pub mod craft;
+
+pub use counters::{Counter, Counters, COUNTER_COUNT};
+pub use types::*;

@@ -1,0 +1,313 @@
+//! Header parsing: Ethernet, up to two VLAN tags, IPv4 (IHL honoured,
+//! non-first fragments skipped), IPv6 (bounded extension-header walk), TCP
+//! (data offset honoured). Generic over [`PacketBuf`] so the same code runs
+//! on an XDP context in the kernel and on a byte slice in host tests.
+//!
+//! Anything that cannot be parsed yields a [`ParseError`]; the XDP program
+//! passes such packets and counts them by reason — it never drops them.
+
+use crate::Counter;
+
+/// Bounds-checked reads from a packet.
+pub trait PacketBuf {
+    /// `N` bytes at `off`, or `None` if the packet is shorter.
+    fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]>;
+}
+
+impl PacketBuf for [u8] {
+    #[inline(always)]
+    fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        let s = self.get(off..off.checked_add(N)?)?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(s);
+        Some(out)
+    }
+}
+
+pub const ETH_HLEN: usize = 14;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86DD;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88A8;
+pub const IPPROTO_TCP: u8 = 6;
+/// How many IPv6 extension headers the walk follows before giving up.
+pub const MAX_IPV6_EXT: usize = 4;
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_PSH: u8 = 0x08;
+pub const TCP_ACK: u8 = 0x10;
+
+/// Why a packet was not parsed as TCP. Each maps to one pass counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseError {
+    NonIp,
+    NonTcp,
+    Fragment,
+    TruncatedEth,
+    TruncatedIp,
+    TruncatedTcp,
+    BadIhl,
+    BadDoff,
+    Ipv6ExtLimit,
+}
+
+impl ParseError {
+    #[inline(always)]
+    pub fn counter(self) -> Counter {
+        match self {
+            ParseError::NonIp => Counter::PassNonIp,
+            ParseError::NonTcp => Counter::PassNonTcp,
+            ParseError::Fragment => Counter::PassFragment,
+            ParseError::TruncatedEth => Counter::PassTruncatedEth,
+            ParseError::TruncatedIp => Counter::PassTruncatedIp,
+            ParseError::TruncatedTcp => Counter::PassTruncatedTcp,
+            ParseError::BadIhl => Counter::PassBadIhl,
+            ParseError::BadDoff => Counter::PassBadDoff,
+            ParseError::Ipv6ExtLimit => Counter::PassIpv6ExtLimit,
+        }
+    }
+}
+
+/// The fields of a TCP segment the datapath needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpPacket {
+    /// Source/destination; IPv4 as IPv4-mapped IPv6.
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub is_v6: bool,
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+}
+
+impl TcpPacket {
+    #[inline(always)]
+    pub fn has(&self, f: u8) -> bool {
+        self.flags & f == f
+    }
+}
+
+#[inline(always)]
+fn be16(b: [u8; 2]) -> u16 {
+    u16::from_be_bytes(b)
+}
+
+#[inline(always)]
+fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
+}
+
+/// Parse an Ethernet frame down to TCP.
+#[inline(always)]
+pub fn parse<B: PacketBuf + ?Sized>(b: &B) -> Result<TcpPacket, ParseError> {
+    let mut off = ETH_HLEN;
+    let mut proto = be16(b.bytes::<2>(12).ok_or(ParseError::TruncatedEth)?);
+    // Up to two VLAN tags (802.1ad outer, 802.1Q inner, or QinQ 802.1Q).
+    if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+        proto = be16(b.bytes::<2>(off + 2).ok_or(ParseError::TruncatedEth)?);
+        off += 4;
+        if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+            proto = be16(b.bytes::<2>(off + 2).ok_or(ParseError::TruncatedEth)?);
+            off += 4;
+        }
+    }
+    match proto {
+        ETH_P_IP => parse_ipv4(b, off),
+        ETH_P_IPV6 => parse_ipv6(b, off),
+        _ => Err(ParseError::NonIp),
+    }
+}
+
+#[inline(always)]
+fn parse_ipv4<B: PacketBuf + ?Sized>(b: &B, off: usize) -> Result<TcpPacket, ParseError> {
+    let h = b.bytes::<20>(off).ok_or(ParseError::TruncatedIp)?;
+    if h[0] >> 4 != 4 {
+        return Err(ParseError::TruncatedIp);
+    }
+    let ihl = (h[0] & 0x0f) as usize;
+    if ihl < 5 {
+        return Err(ParseError::BadIhl);
+    }
+    // Fragment offset (13 bits) non-zero: no TCP header in this packet.
+    if be16([h[6], h[7]]) & 0x1fff != 0 {
+        return Err(ParseError::Fragment);
+    }
+    if h[9] != IPPROTO_TCP {
+        return Err(ParseError::NonTcp);
+    }
+    let saddr = v4_mapped([h[12], h[13], h[14], h[15]]);
+    let daddr = v4_mapped([h[16], h[17], h[18], h[19]]);
+    parse_tcp(b, off + ihl * 4, saddr, daddr, false)
+}
+
+#[inline(always)]
+fn parse_ipv6<B: PacketBuf + ?Sized>(b: &B, off: usize) -> Result<TcpPacket, ParseError> {
+    let h = b.bytes::<40>(off).ok_or(ParseError::TruncatedIp)?;
+    if h[0] >> 4 != 6 {
+        return Err(ParseError::TruncatedIp);
+    }
+    let mut saddr = [0u8; 16];
+    let mut daddr = [0u8; 16];
+    saddr.copy_from_slice(&h[8..24]);
+    daddr.copy_from_slice(&h[24..40]);
+    let mut next = h[6];
+    let mut l4 = off + 40;
+    // Bounded walk of the extension headers a TCP packet may carry.
+    for _ in 0..MAX_IPV6_EXT {
+        match next {
+            IPPROTO_TCP => return parse_tcp(b, l4, saddr, daddr, true),
+            // Hop-by-hop, routing, destination options: (len + 1) * 8 bytes.
+            0 | 43 | 60 => {
+                let e = b.bytes::<2>(l4).ok_or(ParseError::TruncatedIp)?;
+                next = e[0];
+                l4 += (e[1] as usize + 1) * 8;
+            }
+            // Fragment header: 8 bytes; a non-zero offset means no TCP header.
+            44 => {
+                let e = b.bytes::<4>(l4).ok_or(ParseError::TruncatedIp)?;
+                if be16([e[2], e[3]]) & 0xfff8 != 0 {
+                    return Err(ParseError::Fragment);
+                }
+                next = e[0];
+                l4 += 8;
+            }
+            // Authentication header: (len + 2) * 4 bytes.
+            51 => {
+                let e = b.bytes::<2>(l4).ok_or(ParseError::TruncatedIp)?;
+                next = e[0];
+                l4 += (e[1] as usize + 2) * 4;
+            }
+            _ => return Err(ParseError::NonTcp),
+        }
+    }
+    if next == IPPROTO_TCP {
+        return parse_tcp(b, l4, saddr, daddr, true);
+    }
+    Err(ParseError::Ipv6ExtLimit)
+}
+
+#[inline(always)]
+fn parse_tcp<B: PacketBuf + ?Sized>(
+    b: &B,
+    off: usize,
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+    is_v6: bool,
+) -> Result<TcpPacket, ParseError> {
+    let t = b.bytes::<20>(off).ok_or(ParseError::TruncatedTcp)?;
+    let doff = (t[12] >> 4) as usize;
+    if doff < 5 {
+        return Err(ParseError::BadDoff);
+    }
+    // The options the data offset announces must be in the packet.
+    if doff > 5 && b.bytes::<1>(off + doff * 4 - 1).is_none() {
+        return Err(ParseError::TruncatedTcp);
+    }
+    Ok(TcpPacket {
+        saddr,
+        daddr,
+        is_v6,
+        sport: be16([t[0], t[1]]),
+        dport: be16([t[2], t[3]]),
+        seq: u32::from_be_bytes([t[4], t[5], t[6], t[7]]),
+        ack: u32::from_be_bytes([t[8], t[9], t[10], t[11]]),
+        flags: t[13],
+    })
+}
+
+#[cfg(all(test, feature = "user"))]
+mod tests {
+    use super::*;
+    use crate::craft::Craft;
+
+    fn v6addr(last: u8) -> [u8; 16] {
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        a[15] = last;
+        a
+    }
+
+    fn v4() -> Craft {
+        Craft::v4([10, 0, 0, 1], [10, 0, 0, 2], 40000, 80).flags(TCP_SYN).seq(1000)
+    }
+
+    #[test]
+    fn syn_v4() {
+        let p = parse(&v4().build()[..]).unwrap();
+        assert_eq!(p.sport, 40000);
+        assert_eq!(p.dport, 80);
+        assert_eq!(p.seq, 1000);
+        assert!(p.has(TCP_SYN));
+        assert!(!p.is_v6);
+        assert_eq!(&p.saddr[12..], &[10, 0, 0, 1]);
+        assert_eq!(&p.daddr[10..12], &[0xff, 0xff]);
+    }
+
+    #[test]
+    fn syn_v6_and_ext_headers() {
+        let c = Craft::v6(v6addr(5), v6addr(6), 1234, 443)
+            .flags(TCP_SYN)
+            .seq(7);
+        let p = parse(&c.clone().build()[..]).unwrap();
+        assert!(p.is_v6);
+        assert_eq!(p.dport, 443);
+        assert_eq!(p.saddr[15], 5);
+        // hop-by-hop + destination options + first fragment: still TCP.
+        let p2 = parse(&c.clone().v6_ext(&[0, 60, 44]).build()[..]).unwrap();
+        assert_eq!(p2, p);
+        // Non-first fragment.
+        assert_eq!(
+            parse(&c.clone().v6_ext(&[44]).frag_offset(8).build()[..]),
+            Err(ParseError::Fragment)
+        );
+        // Five extension headers: beyond the bounded walk.
+        assert_eq!(
+            parse(&c.clone().v6_ext(&[0, 60, 60, 60, 60]).build()[..]),
+            Err(ParseError::Ipv6ExtLimit)
+        );
+    }
+
+    #[test]
+    fn vlan_tags() {
+        let one = parse(&v4().vlans(&[ETH_P_8021Q]).build()[..]).unwrap();
+        let two = parse(&v4().vlans(&[ETH_P_8021AD, ETH_P_8021Q]).build()[..]).unwrap();
+        let none = parse(&v4().build()[..]).unwrap();
+        assert_eq!(one, none);
+        assert_eq!(two, none);
+        // A third tag is not followed: the inner type is a VLAN, not IP.
+        assert_eq!(
+            parse(&v4().vlans(&[ETH_P_8021AD, ETH_P_8021Q, ETH_P_8021Q]).build()[..]),
+            Err(ParseError::NonIp)
+        );
+    }
+
+    #[test]
+    fn ipv4_options_and_tcp_options_honoured() {
+        let p = parse(&v4().ip_options(8).tcp_options(12).build()[..]).unwrap();
+        assert_eq!(p.dport, 80);
+        assert_eq!(p.seq, 1000);
+    }
+
+    #[test]
+    fn errors_by_reason() {
+        let full = v4().build();
+        assert_eq!(parse(&full[..10]), Err(ParseError::TruncatedEth));
+        assert_eq!(parse(&full[..20]), Err(ParseError::TruncatedIp));
+        assert_eq!(parse(&full[..40]), Err(ParseError::TruncatedTcp));
+        assert_eq!(parse(&v4().ihl(4).build()[..]), Err(ParseError::BadIhl));
+        assert_eq!(parse(&v4().doff(4).build()[..]), Err(ParseError::BadDoff));
+        assert_eq!(parse(&v4().frag_offset(185).build()[..]), Err(ParseError::Fragment));
+        assert_eq!(parse(&v4().l4_proto(17).build()[..]), Err(ParseError::NonTcp));
+        assert_eq!(parse(&v4().ethertype(0x0806).build()[..]), Err(ParseError::NonIp));
+        // Data offset announces options that are not there.
+        let mut short = v4().tcp_options(12).build();
+        short.truncate(short.len() - 4);
+        assert_eq!(parse(&short[..]), Err(ParseError::TruncatedTcp));
+        // MF set, offset zero: a first fragment still carries TCP.
+        assert!(parse(&v4().more_fragments().build()[..]).is_ok());
+    }
+}
