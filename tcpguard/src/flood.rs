@@ -1,0 +1,215 @@
+//! The project's own SYN flood generator: crafted Ethernet frames sent with
+//! sendmmsg(2) on an AF_PACKET socket, in batches, at a target rate or as
+//! fast as one core goes. Sources are spoofed at random from a prefix, one
+//! fixed address, or a fixed set of N addresses; IPv4 or IPv6.
+//!
+//! Only for lab interfaces: callers pass an interface inside a namespace
+//! they created.
+
+use std::{
+    io,
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use tcpguard_common::{craft::Craft, parse::TCP_SYN};
+
+use crate::net::Prefix;
+
+#[derive(Clone, Debug)]
+pub enum Sources {
+    /// A fresh random address from the prefix for every SYN.
+    Random(Prefix),
+    /// One address.
+    Single(IpAddr),
+    /// N addresses from the prefix, used round-robin.
+    Set(Prefix, u32),
+}
+
+#[derive(Clone, Debug)]
+pub struct FloodSpec {
+    pub ifname: String,
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub dst: IpAddr,
+    pub dport: u16,
+    pub sources: Sources,
+    /// Packets per second; 0 = as fast as possible.
+    pub rate: u64,
+    /// Stop after this many packets (0 = no count limit).
+    pub count: u64,
+    /// Stop after this long.
+    pub duration: Duration,
+    /// Linux-like SYN options (MSS, SACK, timestamps, wscale) or none.
+    pub options: bool,
+    pub seed: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct FloodReport {
+    pub sent: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+}
+
+impl FloodReport {
+    pub fn pps(&self) -> f64 {
+        self.sent as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// xorshift64*: fast, good enough for spoofed addresses and ports.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+fn pick(p: &Prefix, r: u64) -> IpAddr {
+    match p.addr {
+        IpAddr::V4(a) => {
+            let host = if p.len >= 32 { 0 } else { (r as u32) & (u32::MAX >> p.len) };
+            IpAddr::V4((u32::from(a) | host).into())
+        }
+        IpAddr::V6(a) => {
+            let host = if p.len >= 128 { 0 } else { u128::from(r) & (u128::MAX >> p.len) };
+            IpAddr::V6((u128::from(a) | host).into())
+        }
+    }
+}
+
+const BATCH: usize = 64;
+
+/// An AF_PACKET socket bound to one interface (of the calling thread's
+/// network namespace).
+pub struct PacketSocket {
+    fd: i32,
+    ifindex: i32,
+}
+
+impl PacketSocket {
+    pub fn open(ifname: &str) -> io::Result<Self> {
+        let c = std::ffi::CString::new(ifname).map_err(|_| io::Error::other("bad interface name"))?;
+        // SAFETY: plain syscalls with valid arguments.
+        let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) } as i32;
+        if ifindex == 0 {
+            return Err(io::Error::other(format!("no interface {ifname} in this namespace")));
+        }
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto;
+        sll.sll_ifindex = ifindex;
+        let rc = unsafe {
+            libc::bind(fd, (&raw const sll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32)
+        };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            unsafe { libc::close(fd) };
+            return Err(e);
+        }
+        Ok(PacketSocket { fd, ifindex })
+    }
+
+    /// Send frames with one sendmmsg call per batch; returns how many went.
+    pub fn send_batch(&self, frames: &[Vec<u8>]) -> io::Result<usize> {
+        let mut iov: Vec<libc::iovec> = frames
+            .iter()
+            .map(|f| libc::iovec { iov_base: f.as_ptr() as *mut _, iov_len: f.len() })
+            .collect();
+        let mut msgs: Vec<libc::mmsghdr> = iov
+            .iter_mut()
+            .map(|v| {
+                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                h.msg_hdr.msg_iov = v;
+                h.msg_hdr.msg_iovlen = 1;
+                h
+            })
+            .collect();
+        let _ = self.ifindex;
+        // SAFETY: msgs and iov point at live buffers for the call's duration.
+        let n = unsafe { libc::sendmmsg(self.fd, msgs.as_mut_ptr(), msgs.len() as u32, 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+}
+
+impl Drop for PacketSocket {
+    fn drop(&mut self) {
+        // SAFETY: our fd.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+/// Build one SYN frame from `src`.
+pub fn syn_frame(spec: &FloodSpec, src: IpAddr, sport: u16, seq: u32) -> Vec<u8> {
+    let c = match (src, spec.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => Craft::v4(s.octets(), d.octets(), sport, spec.dport),
+        (IpAddr::V6(s), IpAddr::V6(d)) => Craft::v6(s.octets(), d.octets(), sport, spec.dport),
+        (IpAddr::V4(s), IpAddr::V6(d)) => {
+            Craft::v6(s.to_ipv6_mapped().octets(), d.octets(), sport, spec.dport)
+        }
+        (IpAddr::V6(s), IpAddr::V4(d)) => {
+            Craft::v4(s.to_ipv4_mapped().map_or([0; 4], |a| a.octets()), d.octets(), sport, spec.dport)
+        }
+    };
+    let c = c.flags(TCP_SYN).seq(seq).macs(spec.src_mac, spec.dst_mac);
+    if spec.options { c.syn_options() } else { c }.build()
+}
+
+/// Send the flood from the calling thread (which must be in the namespace
+/// that holds `spec.ifname`). Paced per batch when `rate` > 0.
+pub fn run(spec: &FloodSpec, stop: &std::sync::atomic::AtomicBool) -> io::Result<FloodReport> {
+    let sock = PacketSocket::open(&spec.ifname)?;
+    let mut rng = Rng(spec.seed | 1);
+    let start = Instant::now();
+    let mut rep = FloodReport::default();
+    let mut i: u64 = 0;
+    let mut frames: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
+    loop {
+        if stop.load(std::sync::atomic::Ordering::Relaxed)
+            || start.elapsed() >= spec.duration
+            || (spec.count > 0 && rep.sent >= spec.count)
+        {
+            break;
+        }
+        let want = if spec.count > 0 { (spec.count - rep.sent).min(BATCH as u64) as usize } else { BATCH };
+        frames.clear();
+        for _ in 0..want {
+            let r = rng.next();
+            let src = match &spec.sources {
+                Sources::Random(p) => pick(p, r),
+                Sources::Single(a) => *a,
+                Sources::Set(p, n) => pick(p, (i % u64::from((*n).max(1))) + 1),
+            };
+            let sport = 1024 + (r >> 48) as u16 % 64_000;
+            frames.push(syn_frame(spec, src, sport, (r >> 16) as u32));
+            i += 1;
+        }
+        match sock.send_batch(&frames) {
+            Ok(n) => rep.sent += n as u64,
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => rep.errors += 1,
+            Err(e) => return Err(e),
+        }
+        if spec.rate > 0 {
+            // Sleep until the schedule for what has been sent so far.
+            let due = Duration::from_secs_f64(rep.sent as f64 / spec.rate as f64);
+            let el = start.elapsed();
+            if due > el {
+                std::thread::sleep(due - el);
+            }
+        }
+    }
+    rep.elapsed = start.elapsed();
+    Ok(rep)
+}

@@ -1,0 +1,10 @@
+//! tcpguard: SYN-flood detection and mitigation (userspace side).
+//!
+//! `loader` owns the eBPF object and its attachment; `maps` turns BPF maps
+//! into plain Rust snapshots and writes settings and lists back.
+
+pub mod flood;
+pub mod lab;
+pub mod loader;
+pub mod maps;
+pub mod net;

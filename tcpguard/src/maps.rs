@@ -1,0 +1,269 @@
+//! Typed reads and writes of the datapath's maps. Reads return plain Rust
+//! snapshots; nothing here keeps state between calls.
+
+use std::net::IpAddr;
+
+use aya::{
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray},
+    Ebpf,
+};
+use tcpguard_common::{
+    halfopen::BUCKETS, map_names, AllowEntry, BlockEntry, Counters, HoBucket, Settings, SrcKey,
+    SrcStats, FLAG_HAS_BLOCKS,
+};
+
+use crate::net::Prefix;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    #[error("map {name} is missing from the loaded object")]
+    Missing { name: &'static str },
+    #[error("map {name}: {op} failed")]
+    Op { name: &'static str, op: &'static str, #[source] source: MapError },
+}
+
+fn op(name: &'static str, op: &'static str) -> impl FnOnce(MapError) -> MapsError {
+    move |source| MapsError::Op { name, op, source }
+}
+
+/// Borrowed access to the maps of a loaded object.
+pub struct Maps<'a> {
+    ebpf: &'a mut Ebpf,
+}
+
+impl<'a> Maps<'a> {
+    pub fn new(ebpf: &'a mut Ebpf) -> Self {
+        Maps { ebpf }
+    }
+
+    fn map(&self, name: &'static str) -> Result<&aya::maps::Map, MapsError> {
+        self.ebpf.map(name).ok_or(MapsError::Missing { name })
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, MapsError> {
+        self.ebpf.map_mut(name).ok_or(MapsError::Missing { name })
+    }
+
+    /// Global counters summed over CPUs.
+    pub fn counters(&self) -> Result<Counters, MapsError> {
+        let n = map_names::COUNTERS;
+        let arr: PerCpuArray<&MapData, Counters> = PerCpuArray::try_from(self.map(n)?).map_err(op(n, "open"))?;
+        let per_cpu = arr.get(&0, 0).map_err(op(n, "read"))?;
+        let mut total = Counters::default();
+        for c in per_cpu.iter() {
+            total.add(c);
+        }
+        Ok(total)
+    }
+
+    /// Every CPU's half-open accounting slots.
+    pub fn half_open_slots(&self) -> Result<Vec<HoBucket>, MapsError> {
+        let n = map_names::HO_BUCKETS;
+        let arr: PerCpuArray<&MapData, HoBucket> = PerCpuArray::try_from(self.map(n)?).map_err(op(n, "open"))?;
+        let mut out = Vec::with_capacity(BUCKETS as usize * 4);
+        for i in 0..BUCKETS {
+            out.extend(arr.get(&i, 0).map_err(op(n, "read"))?.iter().copied());
+        }
+        Ok(out)
+    }
+
+    pub fn settings(&self) -> Result<Settings, MapsError> {
+        let n = map_names::SETTINGS;
+        let arr: Array<&MapData, Settings> = Array::try_from(self.map(n)?).map_err(op(n, "open"))?;
+        arr.get(&0, 0).map_err(op(n, "read"))
+    }
+
+    pub fn set_settings(&mut self, s: &Settings) -> Result<(), MapsError> {
+        let n = map_names::SETTINGS;
+        let mut arr: Array<&mut MapData, Settings> = Array::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
+        arr.set(0, s, 0).map_err(op(n, "write"))
+    }
+
+    /// Replace the protected-port set (an empty set with the port filter
+    /// flag off means every port is protected).
+    pub fn set_ports(&mut self, ports: &[u16]) -> Result<(), MapsError> {
+        let n = map_names::PORTS;
+        let mut m: HashMap<&mut MapData, u16, u8> = HashMap::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
+        let old: Vec<u16> = m.keys().filter_map(Result::ok).collect();
+        for p in old.iter().filter(|p| !ports.contains(p)) {
+            m.remove(p).map_err(op(n, "remove"))?;
+        }
+        for p in ports {
+            m.insert(p, 1, 0).map_err(op(n, "insert"))?;
+        }
+        Ok(())
+    }
+
+    /// Block a prefix until `expires_ns` (CLOCK_MONOTONIC; 0 = forever).
+    /// Also raises the settings flag that makes the datapath look at the
+    /// block-lists at all.
+    pub fn block(&mut self, p: &Prefix, expires_ns: u64) -> Result<(), MapsError> {
+        self.insert_block(p, expires_ns)?;
+        self.sync_block_flag()
+    }
+
+    /// Keep `FLAG_HAS_BLOCKS` equal to "the block-lists are not empty".
+    pub fn sync_block_flag(&mut self) -> Result<(), MapsError> {
+        let any = !self.blocks()?.is_empty();
+        let mut s = self.settings()?;
+        let flags = if any { s.flags | FLAG_HAS_BLOCKS } else { s.flags & !FLAG_HAS_BLOCKS };
+        if flags != s.flags {
+            s.flags = flags;
+            self.set_settings(&s)?;
+        }
+        Ok(())
+    }
+
+    fn insert_block(&mut self, p: &Prefix, expires_ns: u64) -> Result<(), MapsError> {
+        let v = BlockEntry { expires_ns };
+        match p.addr {
+            IpAddr::V4(a) => {
+                let n = map_names::BLOCK_V4;
+                let mut t: LpmTrie<&mut MapData, [u8; 4], BlockEntry> = LpmTrie::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
+                t.insert(&Key::new(u32::from(p.len), a.octets()), v, 0).map_err(op(n, "insert"))
+            }
+            IpAddr::V6(a) => {
+                let n = map_names::BLOCK_V6;
+                let mut t: LpmTrie<&mut MapData, [u8; 16], BlockEntry> = LpmTrie::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
+                t.insert(&Key::new(u32::from(p.len), a.octets()), v, 0).map_err(op(n, "insert"))
+            }
+        }
+    }
+
+    /// Remove a block entry; `Ok(false)` if there was none.
+    pub fn unblock(&mut self, p: &Prefix) -> Result<bool, MapsError> {
+        let r = match p.addr {
+            IpAddr::V4(a) => {
+                let n = map_names::BLOCK_V4;
+                let mut t: LpmTrie<&mut MapData, [u8; 4], BlockEntry> = LpmTrie::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
+                t.remove(&Key::new(u32::from(p.len), a.octets()))
+            }
+            IpAddr::V6(a) => {
+                let n = map_names::BLOCK_V6;
+                let mut t: LpmTrie<&mut MapData, [u8; 16], BlockEntry> = LpmTrie::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
+                t.remove(&Key::new(u32::from(p.len), a.octets()))
+            }
+        };
+        let removed = not_found_is_false(r, "unblock")?;
+        self.sync_block_flag()?;
+        Ok(removed)
+    }
+
+    /// All block entries.
+    pub fn blocks(&self) -> Result<Vec<(Prefix, BlockEntry)>, MapsError> {
+        let mut out = Vec::new();
+        let n = map_names::BLOCK_V4;
+        let t: LpmTrie<&MapData, [u8; 4], BlockEntry> = LpmTrie::try_from(self.map(n)?).map_err(op(n, "open"))?;
+        for kv in t.iter() {
+            let (k, v) = kv.map_err(op(n, "iterate"))?;
+            out.push((Prefix::new(IpAddr::from(k.data()), k.prefix_len() as u8), v));
+        }
+        let n = map_names::BLOCK_V6;
+        let t: LpmTrie<&MapData, [u8; 16], BlockEntry> = LpmTrie::try_from(self.map(n)?).map_err(op(n, "open"))?;
+        for kv in t.iter() {
+            let (k, v) = kv.map_err(op(n, "iterate"))?;
+            out.push((Prefix::new(IpAddr::from(k.data()), k.prefix_len() as u8), v));
+        }
+        Ok(out)
+    }
+
+    pub fn allow(&mut self, p: &Prefix, now_ns: u64) -> Result<(), MapsError> {
+        let v = AllowEntry { added_ns: now_ns };
+        match p.addr {
+            IpAddr::V4(a) => {
+                let n = map_names::ALLOW_V4;
+                let mut t: LpmTrie<&mut MapData, [u8; 4], AllowEntry> = LpmTrie::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
+                t.insert(&Key::new(u32::from(p.len), a.octets()), v, 0).map_err(op(n, "insert"))
+            }
+            IpAddr::V6(a) => {
+                let n = map_names::ALLOW_V6;
+                let mut t: LpmTrie<&mut MapData, [u8; 16], AllowEntry> = LpmTrie::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
+                t.insert(&Key::new(u32::from(p.len), a.octets()), v, 0).map_err(op(n, "insert"))
+            }
+        }
+    }
+
+    pub fn disallow(&mut self, p: &Prefix) -> Result<bool, MapsError> {
+        let r = match p.addr {
+            IpAddr::V4(a) => {
+                let n = map_names::ALLOW_V4;
+                let mut t: LpmTrie<&mut MapData, [u8; 4], AllowEntry> = LpmTrie::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
+                t.remove(&Key::new(u32::from(p.len), a.octets()))
+            }
+            IpAddr::V6(a) => {
+                let n = map_names::ALLOW_V6;
+                let mut t: LpmTrie<&mut MapData, [u8; 16], AllowEntry> = LpmTrie::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
+                t.remove(&Key::new(u32::from(p.len), a.octets()))
+            }
+        };
+        not_found_is_false(r, "disallow")
+    }
+
+    /// Look one source up (cheap; for tests and `status` details).
+    pub fn source(&self, addr: IpAddr) -> Result<Option<SrcStats>, MapsError> {
+        let n = map_names::SRC_STATS;
+        let m: HashMap<&MapData, SrcKey, SrcStats> = HashMap::try_from(self.map(n)?).map_err(op(n, "open"))?;
+        match m.get(&src_key(addr), 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(op(n, "read")(e)),
+        }
+    }
+
+    /// Every tracked source. O(table size): for tests and occasional use,
+    /// not for the daemon's tick.
+    pub fn sources(&self) -> Result<Vec<(IpAddr, SrcStats)>, MapsError> {
+        let n = map_names::SRC_STATS;
+        let m: HashMap<&MapData, SrcKey, SrcStats> = HashMap::try_from(self.map(n)?).map_err(op(n, "open"))?;
+        let mut out = Vec::new();
+        for kv in m.iter() {
+            match kv {
+                Ok((k, v)) => out.push((key_addr(&k), v)),
+                // LRU eviction while iterating: skip, the next scan sees the rest.
+                Err(MapError::KeyNotFound) => continue,
+                Err(e) => return Err(op(n, "iterate")(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Number of entries in the half-open table (O(n); tests only).
+    pub fn half_open_entries(&self) -> Result<usize, MapsError> {
+        let n = map_names::HALF_OPEN;
+        let m: HashMap<&MapData, tcpguard_common::FlowKey, tcpguard_common::HalfOpen> =
+            HashMap::try_from(self.map(n)?).map_err(op(n, "open"))?;
+        Ok(m.keys().filter(Result::is_ok).count())
+    }
+}
+
+fn not_found_is_false(r: Result<(), MapError>, what: &'static str) -> Result<bool, MapsError> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(MapError::KeyNotFound) => Ok(false),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(source) => Err(MapsError::Op { name: "lists", op: what, source }),
+    }
+}
+
+pub fn src_key(addr: IpAddr) -> SrcKey {
+    match addr {
+        IpAddr::V4(a) => SrcKey::from_v4(a.octets()),
+        IpAddr::V6(a) => SrcKey { addr: a.octets() },
+    }
+}
+
+pub fn key_addr(k: &SrcKey) -> IpAddr {
+    let v6 = std::net::Ipv6Addr::from(k.addr);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+/// CLOCK_MONOTONIC in ns, the clock `bpf_ktime_get_ns` reads.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

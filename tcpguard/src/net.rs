@@ -1,0 +1,98 @@
+//! IP prefixes (CIDR) as operators type them.
+
+use std::{fmt, net::IpAddr, str::FromStr};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Prefix {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+impl Prefix {
+    /// The prefix with host bits cleared.
+    pub fn new(addr: IpAddr, len: u8) -> Self {
+        let addr = match addr {
+            IpAddr::V4(a) => {
+                let m = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len.min(32))) };
+                IpAddr::V4((u32::from(a) & m).into())
+            }
+            IpAddr::V6(a) => {
+                let m = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len.min(128))) };
+                IpAddr::V6((u128::from(a) & m).into())
+            }
+        };
+        Prefix { addr, len }
+    }
+
+    pub fn host(addr: IpAddr) -> Self {
+        Prefix { addr, len: if addr.is_ipv4() { 32 } else { 128 } }
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
+                Prefix::new(ip, self.len).addr == self.addr
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+impl FromStr for Prefix {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, l) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.trim().parse().map_err(|_| format!("{s:?} is not an IP address or CIDR prefix"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match l {
+            None => max,
+            Some(l) => l
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|l| *l <= max)
+                .ok_or_else(|| format!("{s:?}: prefix length must be 0..={max}"))?,
+        };
+        Ok(Prefix::new(addr, len))
+    }
+}
+
+impl serde::Serialize for Prefix {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Prefix {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_normalise() {
+        let p: Prefix = "10.1.2.3/24".parse().unwrap();
+        assert_eq!(p.to_string(), "10.1.2.0/24");
+        assert!(p.contains("10.1.2.200".parse().unwrap()));
+        assert!(!p.contains("10.1.3.1".parse().unwrap()));
+        assert_eq!("192.0.2.7".parse::<Prefix>().unwrap().len, 32);
+        assert_eq!("2001:db8::1/32".parse::<Prefix>().unwrap().to_string(), "2001:db8::/32");
+        assert!("10.0.0.0/33".parse::<Prefix>().unwrap_err().contains("0..=32"));
+        assert!("bogus".parse::<Prefix>().is_err());
+        assert!(!p.contains("::1".parse().unwrap()));
+    }
+}

@@ -1,0 +1,50 @@
+//! Helpers for the kernel tests. These tests need root and a kernel with
+//! BPF; without them they fail with a message (never skip).
+#![allow(dead_code)]
+
+use aya::programs::{TestRun, TestRunOptions};
+use tcpguard::{
+    loader::{Datapath, LoadOptions},
+    maps::Maps,
+};
+use tcpguard_common::{Counter, Counters};
+
+pub fn require_root() {
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    assert_eq!(
+        uid, 0,
+        "kernel tests need root (BPF_PROG_TEST_RUN, XDP, network namespaces): run `cargo xtask test` as root"
+    );
+}
+
+pub fn load() -> Datapath {
+    require_root();
+    Datapath::load(&LoadOptions::default()).unwrap_or_else(|e| {
+        panic!("loading the datapath failed: {e}: {}", tcpguard::loader::source_chain(&e))
+    })
+}
+
+/// Run the tcpguard program once on `frame`; the XDP verdict.
+pub fn run(dp: &Datapath, frame: &[u8]) -> u32 {
+    let opts = TestRunOptions { data_in: Some(frame), repeat: 1, ..TestRunOptions::default() };
+    dp.program().test_run(opts).expect("BPF_PROG_TEST_RUN").return_value
+}
+
+pub fn counters(dp: &mut Datapath) -> Counters {
+    Maps::new(&mut dp.ebpf).counters().expect("read counters")
+}
+
+/// Counter deltas between two snapshots, as (name, delta) for the non-zero ones.
+pub fn delta(before: &Counters, after: &Counters) -> Vec<(&'static str, u64)> {
+    Counter::ALL
+        .iter()
+        .filter_map(|c| {
+            let d = after.get(*c).wrapping_sub(before.get(*c));
+            (d != 0).then(|| (c.name(), d))
+        })
+        .collect()
+}
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;

@@ -1,0 +1,308 @@
+//! BPF_PROG_TEST_RUN on crafted packets: every verdict, and the counters
+//! each must move, in the real kernel (root required).
+
+mod common;
+
+use std::net::IpAddr;
+
+use common::*;
+use tcpguard::{
+    loader::Datapath,
+    maps::{monotonic_ns, Maps},
+    net::Prefix,
+};
+use tcpguard_common::{
+    craft::Craft,
+    parse::{ETH_P_8021AD, ETH_P_8021Q, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    Counter::*,
+    Settings, FLAG_MONITOR, FLAG_PORT_FILTER,
+};
+
+const CLIENT: [u8; 4] = [192, 0, 2, 10];
+const SERVER: [u8; 4] = [192, 0, 2, 1];
+
+fn syn4(src: [u8; 4], sport: u16, isn: u32) -> Craft {
+    Craft::v4(src, SERVER, sport, 80).flags(TCP_SYN).seq(isn).syn_options()
+}
+
+fn v6(last: u8) -> [u8; 16] {
+    let mut a = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    a[15] = last;
+    a
+}
+
+/// Run `frame`, assert the verdict and exactly the counter deltas given
+/// (besides `packets`, which every run moves by one).
+fn expect(dp: &mut Datapath, frame: &[u8], verdict: u32, moved: &[(tcpguard_common::Counter, u64)]) {
+    let before = counters(dp);
+    let v = run(dp, frame);
+    let after = counters(dp);
+    let mut d = delta(&before, &after);
+    d.sort();
+    let mut want: Vec<(&str, u64)> = moved.iter().map(|(c, n)| (c.name(), *n)).collect();
+    want.push(("packets", 1));
+    want.sort();
+    assert_eq!(v, verdict, "verdict (1 = drop, 2 = pass); counters moved: {d:?}");
+    assert_eq!(d, want, "counter deltas");
+}
+
+fn maps(dp: &mut Datapath) -> Maps<'_> {
+    Maps::new(&mut dp.ebpf)
+}
+
+fn source(dp: &mut Datapath, a: IpAddr) -> tcpguard_common::SrcStats {
+    maps(dp).source(a).unwrap().expect("source is tracked")
+}
+
+#[test]
+fn syn_v4_opens_half_open() {
+    let mut dp = load();
+    expect(&mut dp, &syn4(CLIENT, 1000, 7).build(), XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+    let s = source(&mut dp, IpAddr::from(CLIENT));
+    assert_eq!((s.syns, s.half_open, s.completed), (1, 1, 0));
+    assert_eq!(maps(&mut dp).half_open_entries().unwrap(), 1);
+}
+
+#[test]
+fn syn_v6_opens_half_open() {
+    let mut dp = load();
+    let f = Craft::v6(v6(10), v6(1), 1000, 443).flags(TCP_SYN).seq(5).syn_options().build();
+    expect(&mut dp, &f, XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+    let s = source(&mut dp, IpAddr::from(v6(10)));
+    assert_eq!((s.syns, s.half_open), (1, 1));
+}
+
+#[test]
+fn syn_behind_one_and_two_vlan_tags() {
+    let mut dp = load();
+    let one = syn4(CLIENT, 1000, 1).vlans(&[ETH_P_8021Q]).build();
+    let two = syn4(CLIENT, 1001, 1).vlans(&[ETH_P_8021AD, ETH_P_8021Q]).build();
+    expect(&mut dp, &one, XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+    expect(&mut dp, &two, XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+    assert_eq!(source(&mut dp, IpAddr::from(CLIENT)).half_open, 2);
+}
+
+#[test]
+fn retransmitted_syn_is_not_a_new_half_open() {
+    let mut dp = load();
+    let f = syn4(CLIENT, 1000, 42).build();
+    expect(&mut dp, &f, XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+    expect(&mut dp, &f, XDP_PASS, &[(Syn, 1), (SynRetransmit, 1), (PassTcp, 1)]);
+    // A new ISN on the same 4-tuple replaces the abandoned attempt.
+    let g = syn4(CLIENT, 1000, 9000).build();
+    expect(&mut dp, &g, XDP_PASS, &[(Syn, 1), (HalfOpenReplaced, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+    assert_eq!(maps(&mut dp).half_open_entries().unwrap(), 1);
+}
+
+#[test]
+fn ack_with_isn_plus_one_completes() {
+    let mut dp = load();
+    run(&mut dp, &syn4(CLIENT, 1000, 100).build());
+    let ack = Craft::v4(CLIENT, SERVER, 1000, 80).flags(TCP_ACK).seq(101).ack(5555).build();
+    expect(&mut dp, &ack, XDP_PASS, &[(HandshakeCompleted, 1), (PassTcp, 1)]);
+    let s = source(&mut dp, IpAddr::from(CLIENT));
+    assert_eq!((s.completed, s.half_open), (1, 0));
+    assert_eq!(maps(&mut dp).half_open_entries().unwrap(), 0);
+    // Data on the established flow afterwards: just passes.
+    let data = Craft::v4(CLIENT, SERVER, 1000, 80).flags(TCP_ACK).seq(101).payload(b"GET /").build();
+    expect(&mut dp, &data, XDP_PASS, &[(PassTcp, 1)]);
+}
+
+#[test]
+fn ack_with_wrong_seq_does_not_complete() {
+    let mut dp = load();
+    run(&mut dp, &syn4(CLIENT, 1000, 100).build());
+    let ack = Craft::v4(CLIENT, SERVER, 1000, 80).flags(TCP_ACK).seq(500).build();
+    expect(&mut dp, &ack, XDP_PASS, &[(AckBadSeq, 1), (PassTcp, 1)]);
+    assert_eq!(source(&mut dp, IpAddr::from(CLIENT)).completed, 0);
+    assert_eq!(maps(&mut dp).half_open_entries().unwrap(), 1);
+}
+
+#[test]
+fn rst_clears_half_open() {
+    let mut dp = load();
+    run(&mut dp, &syn4(CLIENT, 1000, 100).build());
+    let rst = Craft::v4(CLIENT, SERVER, 1000, 80).flags(TCP_RST).seq(101).build();
+    expect(&mut dp, &rst, XDP_PASS, &[(Rst, 1), (RstHalfOpen, 1), (PassTcp, 1)]);
+    let s = source(&mut dp, IpAddr::from(CLIENT));
+    assert_eq!((s.rsts, s.half_open), (1, 0));
+    assert_eq!(maps(&mut dp).half_open_entries().unwrap(), 0);
+}
+
+#[test]
+fn fin_is_counted() {
+    let mut dp = load();
+    run(&mut dp, &syn4(CLIENT, 1000, 100).build());
+    let fin = Craft::v4(CLIENT, SERVER, 2000, 80).flags(TCP_FIN | TCP_ACK).seq(1).build();
+    expect(&mut dp, &fin, XDP_PASS, &[(Fin, 1), (PassTcp, 1)]);
+    assert_eq!(source(&mut dp, IpAddr::from(CLIENT)).fins, 1);
+}
+
+#[test]
+fn blocked_prefix_is_dropped() {
+    let mut dp = load();
+    maps(&mut dp).block(&"192.0.2.0/24".parse().unwrap(), 0).unwrap();
+    expect(&mut dp, &syn4(CLIENT, 1000, 1).build(), XDP_DROP, &[(DropBlocked, 1)]);
+    // Not only SYNs: every TCP packet from the prefix.
+    let ack = Craft::v4(CLIENT, SERVER, 1000, 80).flags(TCP_ACK).seq(2).build();
+    expect(&mut dp, &ack, XDP_DROP, &[(DropBlocked, 1)]);
+    // Another source passes.
+    expect(&mut dp, &syn4([198, 51, 100, 1], 1000, 1).build(), XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+    // Unblocking lifts it.
+    assert!(maps(&mut dp).unblock(&"192.0.2.0/24".parse().unwrap()).unwrap());
+    expect(&mut dp, &syn4(CLIENT, 1001, 1).build(), XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+}
+
+#[test]
+fn blocked_v6_prefix_is_dropped() {
+    let mut dp = load();
+    maps(&mut dp).block(&"2001:db8::/32".parse().unwrap(), 0).unwrap();
+    let f = Craft::v6(v6(10), v6(1), 1000, 443).flags(TCP_SYN).seq(5).build();
+    expect(&mut dp, &f, XDP_DROP, &[(DropBlocked, 1)]);
+}
+
+#[test]
+fn allow_list_beats_block_list() {
+    let mut dp = load();
+    let mut m = maps(&mut dp);
+    m.block(&"192.0.2.0/24".parse().unwrap(), 0).unwrap();
+    m.allow(&Prefix::host(IpAddr::from(CLIENT)), monotonic_ns()).unwrap();
+    expect(&mut dp, &syn4(CLIENT, 1000, 1).build(), XDP_PASS, &[(PassAllowed, 1)]);
+    // Its neighbour in the blocked /24 is still dropped.
+    expect(&mut dp, &syn4([192, 0, 2, 11], 1000, 1).build(), XDP_DROP, &[(DropBlocked, 1)]);
+}
+
+#[test]
+fn expired_block_passes() {
+    let mut dp = load();
+    maps(&mut dp).block(&"192.0.2.0/24".parse().unwrap(), monotonic_ns() - 1).unwrap();
+    expect(
+        &mut dp,
+        &syn4(CLIENT, 1000, 1).build(),
+        XDP_PASS,
+        &[(PassBlockExpired, 1), (Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+    );
+    // A block whose time is still running drops.
+    maps(&mut dp).block(&"192.0.2.0/24".parse().unwrap(), monotonic_ns() + 60_000_000_000).unwrap();
+    expect(&mut dp, &syn4(CLIENT, 1001, 1).build(), XDP_DROP, &[(DropBlocked, 1)]);
+}
+
+#[test]
+fn rate_limit_drops_past_the_burst() {
+    let mut dp = load();
+    maps(&mut dp).set_settings(&Settings { syn_rate: 1, syn_burst: 3, ..Settings::default() }).unwrap();
+    for i in 0..3 {
+        expect(&mut dp, &syn4(CLIENT, 1000 + i, 1).build(), XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+    }
+    for i in 3..6 {
+        expect(&mut dp, &syn4(CLIENT, 1000 + i, 1).build(), XDP_DROP, &[(Syn, 1), (DropRateLimited, 1)]);
+    }
+    let s = source(&mut dp, IpAddr::from(CLIENT));
+    assert_eq!((s.syns, s.dropped, s.half_open), (6, 3, 3));
+    // Other sources have their own bucket.
+    expect(&mut dp, &syn4([198, 51, 100, 1], 1000, 1).build(), XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+    // An allow-listed source is never rate limited.
+    maps(&mut dp).allow(&Prefix::host(IpAddr::from(CLIENT)), 0).unwrap();
+    expect(&mut dp, &syn4(CLIENT, 2000, 1).build(), XDP_PASS, &[(Syn, 1), (PassAllowed, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+}
+
+#[test]
+fn monitor_mode_passes_what_enforce_drops() {
+    let mut dp = load();
+    maps(&mut dp)
+        .set_settings(&Settings { flags: FLAG_MONITOR, syn_rate: 1, syn_burst: 1, ..Settings::default() })
+        .unwrap();
+    maps(&mut dp).block(&"198.51.100.0/24".parse().unwrap(), 0).unwrap();
+    expect(&mut dp, &syn4([198, 51, 100, 7], 1000, 1).build(), XDP_PASS, &[(MonitorBlocked, 1)]);
+    expect(&mut dp, &syn4(CLIENT, 1000, 1).build(), XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+    expect(
+        &mut dp,
+        &syn4(CLIENT, 1001, 1).build(),
+        XDP_PASS,
+        &[(Syn, 1), (MonitorRateLimited, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+    );
+    // The same packets in enforce mode are dropped.
+    let s = maps(&mut dp).settings().unwrap();
+    maps(&mut dp).set_settings(&Settings { flags: s.flags & !FLAG_MONITOR, ..s }).unwrap();
+    expect(&mut dp, &syn4([198, 51, 100, 7], 1000, 1).build(), XDP_DROP, &[(DropBlocked, 1)]);
+    expect(&mut dp, &syn4(CLIENT, 1002, 1).build(), XDP_DROP, &[(Syn, 1), (DropRateLimited, 1)]);
+}
+
+#[test]
+fn unprotected_port_passes_untracked() {
+    let mut dp = load();
+    let mut m = maps(&mut dp);
+    m.set_settings(&Settings { flags: FLAG_PORT_FILTER, ..Settings::default() }).unwrap();
+    m.set_ports(&[80]).unwrap();
+    let to22 = Craft::v4(CLIENT, SERVER, 1000, 22).flags(TCP_SYN).seq(1).build();
+    expect(&mut dp, &to22, XDP_PASS, &[(PassUnprotectedPort, 1)]);
+    expect(&mut dp, &syn4(CLIENT, 1000, 1).build(), XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+}
+
+#[test]
+fn truncated_headers_pass_counted() {
+    let mut dp = load();
+    // Ethernet: a VLAN TPID with the tag cut off (the kernel needs >= 14 bytes).
+    let mut eth = syn4(CLIENT, 1, 1).vlans(&[ETH_P_8021Q]).build();
+    eth.truncate(16);
+    expect(&mut dp, &eth, XDP_PASS, &[(PassTruncatedEth, 1)]);
+    let full = syn4(CLIENT, 1, 1).build();
+    expect(&mut dp, &full[..14 + 12], XDP_PASS, &[(PassTruncatedIp, 1)]);
+    expect(&mut dp, &full[..14 + 20 + 10], XDP_PASS, &[(PassTruncatedTcp, 1)]);
+    // Options announced by the data offset but missing.
+    expect(&mut dp, &full[..full.len() - 4], XDP_PASS, &[(PassTruncatedTcp, 1)]);
+    let v6 = Craft::v6(v6(10), v6(1), 1000, 443).flags(TCP_SYN).build();
+    expect(&mut dp, &v6[..14 + 30], XDP_PASS, &[(PassTruncatedIp, 1)]);
+}
+
+#[test]
+fn bad_header_lengths_pass_counted() {
+    let mut dp = load();
+    expect(&mut dp, &syn4(CLIENT, 1, 1).ihl(4).build(), XDP_PASS, &[(PassBadIhl, 1)]);
+    expect(&mut dp, &syn4(CLIENT, 1, 1).doff(4).build(), XDP_PASS, &[(PassBadDoff, 1)]);
+    // IPv4 options are honoured: the TCP header is found after them.
+    expect(&mut dp, &syn4(CLIENT, 1, 1).ip_options(12).build(), XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+}
+
+#[test]
+fn fragments_and_non_tcp_pass_counted() {
+    let mut dp = load();
+    expect(&mut dp, &syn4(CLIENT, 1, 1).frag_offset(100).build(), XDP_PASS, &[(PassFragment, 1)]);
+    let f6 = Craft::v6(v6(10), v6(1), 1000, 443).flags(TCP_SYN).v6_ext(&[44]).frag_offset(10).build();
+    expect(&mut dp, &f6, XDP_PASS, &[(PassFragment, 1)]);
+    expect(&mut dp, &syn4(CLIENT, 1, 1).l4_proto(17).build(), XDP_PASS, &[(PassNonTcp, 1)]);
+    expect(&mut dp, &syn4(CLIENT, 1, 1).ethertype(0x0806).build(), XDP_PASS, &[(PassNonIp, 1)]);
+    let deep = Craft::v6(v6(10), v6(1), 1000, 443).flags(TCP_SYN).v6_ext(&[0, 60, 60, 60, 60]).build();
+    expect(&mut dp, &deep, XDP_PASS, &[(PassIpv6ExtLimit, 1)]);
+    // Extension headers within the walk: the SYN is seen.
+    let ext = Craft::v6(v6(10), v6(1), 1000, 443).flags(TCP_SYN).v6_ext(&[0, 43, 60]).build();
+    expect(&mut dp, &ext, XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+}
+
+#[test]
+fn malformed_input_never_drops_even_with_a_block_for_everything() {
+    // Block the whole v4 space: anything parsed as TCP would be dropped, so
+    // every pass below proves the packet was not mis-parsed into a drop.
+    let mut dp = load();
+    maps(&mut dp).block(&"0.0.0.0/0".parse().unwrap(), 0).unwrap();
+    let full = syn4(CLIENT, 1, 1).build();
+    let mut rng = 0x1234_5678_u64;
+    for len in 14..full.len() {
+        assert_eq!(run(&dp, &full[..len]), XDP_PASS, "truncated at {len}");
+    }
+    for _ in 0..500 {
+        let mut f = full.clone();
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        // Corrupt the version/IHL byte or the data offset byte at random.
+        let (i, v) = if rng & 1 == 0 { (14, (rng >> 8) as u8) } else { (14 + 20 + 12, (rng >> 8) as u8) };
+        f[i] = v;
+        let verdict = run(&dp, &f);
+        let ok_v4 = i == 14 && v == 0x45;
+        let ok_doff = i == 46 && (v >> 4) >= 5 && (v >> 4) <= ((full.len() - 34) / 4) as u8;
+        if !(ok_v4 || ok_doff) {
+            assert_eq!(verdict, XDP_PASS, "byte {i} = {v:#04x}");
+        }
+    }
+}
