@@ -15,6 +15,39 @@
 
 use crate::HalfOpen;
 
+/// Slots in the SYN pre-filter (`SYN_SEEN`, an array of coarse timestamps).
+pub const FILTER_SLOTS: u32 = 1 << 16;
+
+/// Pre-filter slot of a 4-tuple. The ACK path of an established flow reads
+/// one array slot instead of hashing the 40-byte key into `HALF_OPEN`:
+/// only when a SYN hashed to the same slot within the half-open timeout is
+/// the table looked up. False positives cost one lookup; there are no false
+/// negatives while the slot's stamp is younger than the timeout.
+#[inline(always)]
+pub fn filter_slot(saddr: &[u8; 16], sport: u16, dport: u16) -> u32 {
+    let w = |i: usize| u32::from_ne_bytes([saddr[i], saddr[i + 1], saddr[i + 2], saddr[i + 3]]);
+    const K: u32 = 0x9E37_79B1;
+    let ports = (u32::from(sport) << 16) | u32::from(dport);
+    // Multiply between the words so that address and port bits do not
+    // cancel each other as a plain XOR fold would.
+    let mut x = (w(0) ^ w(4) ^ w(8)).wrapping_mul(K) ^ w(12);
+    x = x.wrapping_mul(K) ^ ports;
+    // murmur3's 32-bit finaliser.
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x85EB_CA6B);
+    x ^= x >> 13;
+    x = x.wrapping_mul(0xC2B2_AE35);
+    x ^= x >> 16;
+    x & (FILTER_SLOTS - 1)
+}
+
+/// Whether a slot stamped at `stamp_ns` may hold a live half-open entry.
+/// The stamps come from a coarse clock: allow one extra second of slack.
+#[inline(always)]
+pub fn filter_may_match(stamp_ns: u64, now_ns: u64, timeout_ns: u64) -> bool {
+    stamp_ns != 0 && now_ns.saturating_sub(stamp_ns) < timeout_ns + 1_000_000_000
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SynAction {
     /// No entry for the 4-tuple: open one.
@@ -73,6 +106,23 @@ mod tests {
         assert_eq!(on_syn(None, 5), SynAction::Open);
         assert_eq!(on_syn(Some(&e(5, 0)), 5), SynAction::Retransmit);
         assert_eq!(on_syn(Some(&e(5, 0)), 6), SynAction::Replace);
+    }
+
+    #[test]
+    fn filter_slot_is_in_range_and_spreads() {
+        let mut seen = std::collections::HashSet::new();
+        for port in 0..1000u16 {
+            let mut a = [0u8; 16];
+            a[15] = (port % 7) as u8;
+            let s = filter_slot(&a, 40000 + port, 80);
+            assert!(s < FILTER_SLOTS);
+            seen.insert(s);
+        }
+        assert!(seen.len() >= 980, "{} distinct slots of 1000", seen.len());
+        let t = 10_000_000_000;
+        assert!(!filter_may_match(0, 5, t));
+        assert!(filter_may_match(100, 100 + t, t));
+        assert!(!filter_may_match(100, 100 + t + 1_000_000_000, t));
     }
 
     #[test]

@@ -14,10 +14,11 @@ pub mod map_names {
     pub const BLOCK_V4: &str = "BLOCK_V4";
     pub const BLOCK_V6: &str = "BLOCK_V6";
     pub const PORTS: &str = "PORTS";
+    pub const SYN_SEEN: &str = "SYN_SEEN";
     /// Every map the program owns, in pinning order.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         SETTINGS, COUNTERS, HALF_OPEN, HO_BUCKETS, SRC_STATS, ALLOW_V4, ALLOW_V6, BLOCK_V4,
-        BLOCK_V6, PORTS,
+        BLOCK_V6, PORTS, SYN_SEEN,
     ];
 }
 

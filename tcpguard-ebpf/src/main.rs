@@ -12,8 +12,8 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{xdp_action, BPF_F_NO_PREALLOC},
-    helpers::bpf_ktime_get_ns,
+    bindings::{xdp_action, BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::{map, xdp},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     programs::XdpContext,
@@ -34,11 +34,14 @@ static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static HALF_OPEN: LruHashMap<FlowKey, HalfOpen> =
-    LruHashMap::with_max_entries(DEFAULT_HALF_OPEN_ENTRIES, 0);
+    LruHashMap::with_max_entries(DEFAULT_HALF_OPEN_ENTRIES, BPF_F_NO_COMMON_LRU);
+/// Coarse time of the last SYN per 4-tuple hash: the ACK path's pre-filter.
+#[map]
+static SYN_SEEN: Array<u64> = Array::with_max_entries(handshake::FILTER_SLOTS, 0);
 #[map]
 static HO_BUCKETS: PerCpuArray<HoBucket> = PerCpuArray::with_max_entries(BUCKETS, 0);
 #[map]
-static SRC_STATS: LruHashMap<SrcKey, SrcStats> = LruHashMap::with_max_entries(DEFAULT_SRC_ENTRIES, 0);
+static SRC_STATS: LruHashMap<SrcKey, SrcStats> = LruHashMap::with_max_entries(DEFAULT_SRC_ENTRIES, BPF_F_NO_COMMON_LRU);
 #[map]
 static ALLOW_V4: LpmTrie<[u8; 4], AllowEntry> =
     LpmTrie::with_max_entries(LIST_ENTRIES, BPF_F_NO_PREALLOC);
@@ -92,6 +95,12 @@ fn bump(c: &mut Counters, which: Counter) {
 fn now_ns() -> u64 {
     // SAFETY: helper without arguments.
     unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+fn coarse_ns() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_coarse_ns() }
 }
 
 #[inline(always)]
@@ -278,6 +287,10 @@ fn on_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket, src: 
                 bump(c, Counter::HalfOpenReplaced);
             }
             let e = HalfOpen { isn: p.seq, _pad: 0, opened_ns: now };
+            if let Some(slot) = SYN_SEEN.get_ptr_mut(handshake::filter_slot(&p.saddr, p.sport, p.dport)) {
+                // SAFETY: array slot; a racing writer stores a time just as recent.
+                unsafe { *slot = now };
+            }
             if HALF_OPEN.insert(&key, &e, 0).is_ok() {
                 bump(c, Counter::HalfOpenOpened);
                 let sec = now / NS_PER_SEC;
@@ -300,13 +313,18 @@ fn on_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket, src: 
 
 #[inline(always)]
 fn on_ack(c: &mut Counters, s: &Settings, p: &TcpPacket, src: &SrcKey) {
+    let timeout = s.timeout_ns();
+    // Established flows stop here: no SYN hashed to this slot recently.
+    match SYN_SEEN.get(handshake::filter_slot(&p.saddr, p.sport, p.dport)) {
+        Some(&stamp) if stamp != 0 && handshake::filter_may_match(stamp, coarse_ns(), timeout) => {}
+        _ => return,
+    }
     let key = flow_key(p);
     // SAFETY: copied out before removal.
     let Some(e) = (unsafe { HALF_OPEN.get(&key) }).copied() else {
         return;
     };
     let now = now_ns();
-    let timeout = s.timeout_ns();
     match handshake::on_ack(&e, p.seq, now, timeout) {
         AckAction::BadSeq => bump(c, Counter::AckBadSeq),
         action => {

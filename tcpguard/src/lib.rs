@@ -3,8 +3,12 @@
 //! `loader` owns the eBPF object and its attachment; `maps` turns BPF maps
 //! into plain Rust snapshots and writes settings and lists back.
 
+pub mod bench;
+pub mod cli;
+pub mod daemon_check;
 pub mod flood;
 pub mod lab;
 pub mod loader;
 pub mod maps;
 pub mod net;
+pub mod summary;

@@ -1,1 +1,78 @@
-fn main() {}
+use std::{io::IsTerminal as _, time::Duration};
+
+use anyhow::{Context as _, Result};
+use clap::Parser as _;
+use tcpguard::{
+    cli::{BenchWhat, Cli, Command},
+    loader::{pin_dir_for, Datapath, LoadOptions},
+    maps::{monotonic_ns, Maps},
+    summary,
+};
+use tcpguard_common::halfopen::Tally;
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    if let Err(e) = rt.block_on(dispatch(cli)) {
+        eprintln!("tcpguard: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Watch { iface, xdp_mode, no_pin, interval, duration } => {
+            watch(&iface, xdp_mode, !no_pin, interval, duration).await
+        }
+        Command::Bench { what: BenchWhat::Packets { quick } } => {
+            tcpguard::daemon_check::require_capabilities()?;
+            print!("{}", tcpguard::bench::packets(quick)?);
+            Ok(())
+        }
+    }
+}
+
+async fn watch(iface: &str, mode: tcpguard::loader::AttachMode, pin: bool, interval: f64, duration: Option<f64>) -> Result<()> {
+    tcpguard::daemon_check::require_capabilities()?;
+    let pin_dir = pin.then(|| pin_dir_for(iface));
+    let opts = LoadOptions { pin_dir: pin_dir.clone(), ..LoadOptions::default() };
+    let mut dp = Datapath::load(&opts).context("loading the XDP program")?;
+    let used = dp.attach(iface, mode).with_context(|| format!("attaching to {iface}"))?;
+    log::info!("attached to {iface} in {used} mode{}", match &pin_dir {
+        Some(d) => format!(", maps pinned under {}", d.display()),
+        None => String::new(),
+    });
+    let tty = std::io::stdout().is_terminal();
+    let mut tally = Tally::default();
+    let mut prev = Maps::new(&mut dp.ebpf).counters()?;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(interval.max(0.1)));
+    let started = std::time::Instant::now();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => break,
+            _ = term.recv() => break,
+            _ = tick.tick() => {
+                let m = Maps::new(&mut dp.ebpf);
+                let c = m.counters()?;
+                let timeout_s = m.settings()?.timeout_ns() / 1_000_000_000;
+                let half_open = tally.update(&m.half_open_slots()?, monotonic_ns() / 1_000_000_000, timeout_s);
+                let text = summary::render(iface, used, &c, &prev, interval, half_open, tally.failed_total);
+                if tty { print!("\x1b[H\x1b[2J"); }
+                println!("{text}");
+                prev = c;
+                if duration.is_some_and(|d| started.elapsed().as_secs_f64() >= d) { break; }
+            }
+        }
+    }
+    drop(dp); // detaches
+    if let Some(dir) = pin_dir {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing pins in {}", dir.display()))?;
+    }
+    log::info!("detached from {iface}");
+    Ok(())
+}
