@@ -79,6 +79,11 @@ counters! {
     HalfOpenOpened => "half_open_opened",
     /// A SYN with a new ISN replaced an open entry (the old one failed).
     HalfOpenReplaced => "half_open_replaced",
+    /// Sources entered into the source table (never seen, or evicted since):
+    /// the daemon's distinct-new-source estimate.
+    NewSource => "new_source",
+    /// Heavy-source reports sent to the daemon.
+    HeavyEvent => "heavy_event",
 }
 
 /// The value stored per CPU.

@@ -15,6 +15,8 @@ pub mod map_names {
     pub const BLOCK_V6: &str = "BLOCK_V6";
     pub const PORTS: &str = "PORTS";
     pub const SYN_SEEN: &str = "SYN_SEEN";
+    /// Ring buffer of heavy-source events (not pinned: per daemon run).
+    pub const EVENTS: &str = "EVENTS";
     /// Every map the program owns, in pinning order.
     pub const ALL: [&str; 11] = [
         SETTINGS, COUNTERS, HALF_OPEN, HO_BUCKETS, SRC_STATS, ALLOW_V4, ALLOW_V6, BLOCK_V4,
@@ -56,6 +58,10 @@ pub struct Settings {
     pub syn_burst: u64,
     /// A half-open entry older than this counts as a failed handshake.
     pub half_open_timeout_ns: u64,
+    /// SYNs from one source within one second that make it "heavy": the
+    /// datapath reports it once per second on the `EVENTS` ring buffer.
+    /// 0 = no reports.
+    pub heavy_syns_per_sec: u64,
 }
 
 impl Settings {
@@ -125,6 +131,21 @@ pub struct SrcStats {
     /// Token bucket, in thousandths of a token.
     pub tokens_milli: u64,
     pub refill_ns: u64,
+    /// SYNs in the current one-second rate window, and its start.
+    pub second_syns: u64,
+    pub second_start_ns: u64,
+}
+
+/// Sent on the `EVENTS` ring buffer when a source reaches
+/// `Settings::heavy_syns_per_sec` within one second. The daemon follows
+/// such sources with point lookups instead of scanning `SRC_STATS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeavyEvent {
+    pub addr: [u8; 16],
+    pub syns: u64,
+    pub half_open: u64,
+    pub completed: u64,
 }
 
 /// Value of a block-list entry.
@@ -163,6 +184,7 @@ mod pod {
     unsafe impl aya::Pod for BlockEntry {}
     unsafe impl aya::Pod for AllowEntry {}
     unsafe impl aya::Pod for HoBucket {}
+    unsafe impl aya::Pod for HeavyEvent {}
     unsafe impl aya::Pod for crate::Counters {}
 }
 
@@ -188,11 +210,12 @@ mod tests {
 
     #[test]
     fn sizes_have_no_hidden_padding() {
-        assert_eq!(size_of::<Settings>(), 32);
+        assert_eq!(size_of::<Settings>(), 40);
+        assert_eq!(size_of::<HeavyEvent>(), 40);
         assert_eq!(size_of::<SrcKey>(), 16);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<HalfOpen>(), 16);
-        assert_eq!(size_of::<SrcStats>(), 12 * 8);
+        assert_eq!(size_of::<SrcStats>(), 14 * 8);
         assert_eq!(size_of::<BlockEntry>(), 8);
         assert_eq!(size_of::<HoBucket>(), 24);
     }

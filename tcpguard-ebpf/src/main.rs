@@ -15,7 +15,7 @@ use aya_ebpf::{
     bindings::{xdp_action, BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC},
     helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::{map, xdp},
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
 use tcpguard_common::{
@@ -23,7 +23,7 @@ use tcpguard_common::{
     handshake::{self, AckAction, SynAction},
     parse::{self, PacketBuf, TcpPacket, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     ratelimit::{self, Bucket},
-    AllowEntry, BlockEntry, Counter, Counters, FlowKey, HalfOpen, HoBucket, Settings, SrcKey,
+    AllowEntry, BlockEntry, Counter, Counters, FlowKey, HalfOpen, HeavyEvent, HoBucket, Settings, SrcKey,
     SrcStats, DEFAULT_HALF_OPEN_ENTRIES, DEFAULT_SRC_ENTRIES, FLAG_HAS_BLOCKS, FLAG_MONITOR,
     FLAG_PORT_FILTER, LIST_ENTRIES, PORT_ENTRIES,
 };
@@ -54,6 +54,12 @@ static BLOCK_V4: LpmTrie<[u8; 4], BlockEntry> =
 #[map]
 static BLOCK_V6: LpmTrie<[u8; 16], BlockEntry> =
     LpmTrie::with_max_entries(LIST_ENTRIES, BPF_F_NO_PREALLOC);
+/// Scratch space for building a `SrcStats` off the BPF stack.
+#[map]
+static SCRATCH: PerCpuArray<SrcStats> = PerCpuArray::with_max_entries(1, 0);
+/// Heavy-source reports for the daemon.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 #[map]
 static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(PORT_ENTRIES, 0);
 
@@ -190,10 +196,8 @@ fn try_tcpguard(ctx: &XdpContext) -> Result<u32, ()> {
             return Ok(xdp_action::XDP_PASS);
         }
     };
-    let s = match SETTINGS.get(0) {
-        Some(s) => *s,
-        None => Settings::default(),
-    };
+    // Index 0 of an array always exists; its all-zero value is the default.
+    let s = SETTINGS.get(0).ok_or(())?;
     if s.flags & FLAG_PORT_FILTER != 0 {
         // SAFETY: read-only presence check.
         if unsafe { PORTS.get(p.dport) }.is_none() {
@@ -203,7 +207,7 @@ fn try_tcpguard(ctx: &XdpContext) -> Result<u32, ()> {
     }
     if s.flags & FLAG_HAS_BLOCKS != 0 {
         match blocked(&p) {
-            Some(true) => return Ok(enforce(c, &s, &p, Reason::Blocked)),
+            Some(true) => return Ok(enforce(c, s, &p, Reason::Blocked)),
             Some(false) => bump(c, Counter::PassBlockExpired),
             None => {}
         }
@@ -211,7 +215,7 @@ fn try_tcpguard(ctx: &XdpContext) -> Result<u32, ()> {
 
     let src = SrcKey { addr: p.saddr };
     if p.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN {
-        return Ok(on_syn(ctx, c, &s, &p, &src));
+        return Ok(on_syn(ctx, c, s, &p, &src));
     }
     if p.has(TCP_SYN) {
         if p.has(TCP_ACK) {
@@ -222,9 +226,9 @@ fn try_tcpguard(ctx: &XdpContext) -> Result<u32, ()> {
     }
     if p.has(TCP_RST) {
         bump(c, Counter::Rst);
-        on_rst(c, &s, &p, &src);
+        on_rst(c, s, &p, &src);
     } else if p.has(TCP_ACK) {
-        on_ack(c, &s, &p, &src);
+        on_ack(c, s, &p, &src);
     }
     if p.has(TCP_FIN) {
         bump(c, Counter::Fin);
@@ -246,9 +250,19 @@ fn on_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket, src: 
     let st = match SRC_STATS.get_ptr_mut(src) {
         Some(st) => st,
         None => {
-            let fresh = SrcStats { first_seen_ns: now, window_start_ns: now, ..SrcStats::default() };
-            if SRC_STATS.insert(src, &fresh, 0).is_err() {
+            // Build the new entry in a per-CPU scratch slot (the BPF stack
+            // is 512 bytes).
+            let Some(fresh) = SCRATCH.get_ptr_mut(0) else { return xdp_action::XDP_PASS };
+            // SAFETY: per-CPU scratch value, only this CPU uses it.
+            let fresh = unsafe { &mut *fresh };
+            *fresh = SrcStats::default();
+            fresh.first_seen_ns = now;
+            fresh.window_start_ns = now;
+            fresh.second_start_ns = now;
+            if SRC_STATS.insert(src, &*fresh, 0).is_err() {
                 aya_log_ebpf::warn!(ctx, "tcpguard: source table insert failed");
+            } else {
+                bump(c, Counter::NewSource);
             }
             match SRC_STATS.get_ptr_mut(src) {
                 Some(st) => st,
@@ -260,6 +274,19 @@ fn on_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket, src: 
     let st = unsafe { &mut *st };
     st.syns += 1;
     st.last_seen_ns = now;
+    if now.saturating_sub(st.second_start_ns) >= NS_PER_SEC {
+        st.second_start_ns = now;
+        st.second_syns = 0;
+    }
+    st.second_syns += 1;
+    if s.heavy_syns_per_sec != 0 && st.second_syns == s.heavy_syns_per_sec {
+        // Written in place in the ring buffer: no copy on the BPF stack.
+        if let Some(mut ev) = EVENTS.reserve::<HeavyEvent>(0) {
+            ev.write(HeavyEvent { addr: p.saddr, syns: st.syns, half_open: st.half_open, completed: st.completed });
+            ev.submit(0);
+            bump(c, Counter::HeavyEvent);
+        }
+    }
 
     if s.syn_rate != 0 {
         let b = Bucket { tokens_milli: st.tokens_milli, refill_ns: st.refill_ns };

@@ -32,12 +32,14 @@ fn v6(last: u8) -> [u8; 16] {
 }
 
 /// Run `frame`, assert the verdict and exactly the counter deltas given
-/// (besides `packets`, which every run moves by one).
+/// (besides `packets`, which every run moves by one, and `new_source`,
+/// which has tests of its own below).
 fn expect(dp: &mut Datapath, frame: &[u8], verdict: u32, moved: &[(tcpguard_common::Counter, u64)]) {
     let before = counters(dp);
     let v = run(dp, frame);
     let after = counters(dp);
     let mut d = delta(&before, &after);
+    d.retain(|(n, _)| *n != "new_source");
     d.sort();
     let mut want: Vec<(&str, u64)> = moved.iter().map(|(c, n)| (c.name(), *n)).collect();
     want.push(("packets", 1));
@@ -305,4 +307,37 @@ fn malformed_input_never_drops_even_with_a_block_for_everything() {
             assert_eq!(verdict, XDP_PASS, "byte {i} = {v:#04x}");
         }
     }
+}
+
+#[test]
+fn new_sources_are_counted_once() {
+    let mut dp = load();
+    let before = counters(&mut dp);
+    for i in 0..10u8 {
+        run(&dp, &syn4([198, 51, 100, i], 1000, 1).build());
+        run(&dp, &syn4([198, 51, 100, i], 1001, 1).build());
+    }
+    let after = counters(&mut dp);
+    assert_eq!(after.get(NewSource) - before.get(NewSource), 10);
+    assert_eq!(after.get(Syn) - before.get(Syn), 20);
+}
+
+#[test]
+fn heavy_source_is_reported_once_per_second() {
+    use aya::maps::RingBuf;
+    let mut dp = load();
+    maps(&mut dp).set_settings(&Settings { heavy_syns_per_sec: 5, ..Settings::default() }).unwrap();
+    for i in 0..20 {
+        run(&dp, &syn4(CLIENT, 2000 + i, 1).build());
+    }
+    run(&dp, &syn4([198, 51, 100, 1], 1000, 1).build());
+    assert_eq!(counters(&mut dp).get(HeavyEvent), 1);
+    let mut rb = RingBuf::try_from(dp.ebpf.map_mut("EVENTS").unwrap()).unwrap();
+    let item = rb.next().expect("one heavy-source event");
+    let ev: tcpguard_common::HeavyEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+    assert_eq!(&ev.addr[12..], &CLIENT);
+    assert_eq!(ev.syns, 5);
+    assert_eq!(ev.half_open, 4, "reported before its fifth half-open entry is added");
+    drop(item);
+    assert!(rb.next().is_none());
 }
