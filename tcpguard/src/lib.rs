@@ -5,6 +5,8 @@
 
 pub mod bench;
 pub mod cli;
+pub mod config;
+pub mod daemon;
 pub mod daemon_check;
 pub mod flood;
 pub mod lab;

@@ -1,0 +1,348 @@
+//! Configuration: serde types with kebab-case keys, defaults per section,
+//! unknown keys rejected, and `check()` for semantics. No I/O but reading
+//! the file. The commented default file (config/tcpguard.toml) is embedded
+//! and is what `tcpguard run` uses without --config.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{loader::AttachMode, net::Prefix};
+
+/// The documented default configuration, embedded in the binary.
+pub const DEFAULT_TOML: &str = include_str!("../../config/tcpguard.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}")]
+    Read { path: PathBuf, #[source] source: std::io::Error },
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("{origin}: {key}: {reason}")]
+    Invalid { origin: String, key: &'static str, reason: String },
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct Config {
+    pub daemon: DaemonConfig,
+    pub datapath: DatapathConfig,
+    pub detection: DetectionConfig,
+    pub policy: PolicyConfig,
+    pub metrics: MetricsConfig,
+    pub control: ControlConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    pub interfaces: Vec<String>,
+    pub xdp_mode: AttachMode,
+    pub tick_ms: u64,
+    pub stay_attached: bool,
+    pub state_dir: PathBuf,
+    pub pin_root: PathBuf,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            interfaces: Vec::new(),
+            xdp_mode: AttachMode::Auto,
+            tick_ms: 250,
+            stay_attached: false,
+            state_dir: "/var/lib/tcpguard".into(),
+            pin_root: crate::loader::PIN_ROOT.into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatapathMode {
+    #[default]
+    Enforce,
+    Monitor,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct DatapathConfig {
+    pub mode: DatapathMode,
+    pub ports: Vec<u16>,
+    pub half_open_timeout_secs: u64,
+    pub half_open_entries: u32,
+    pub source_entries: u32,
+    pub syn_rate_per_source: u64,
+    pub syn_burst: u64,
+    pub allow: Vec<Prefix>,
+    pub block: Vec<Prefix>,
+}
+
+impl Default for DatapathConfig {
+    fn default() -> Self {
+        DatapathConfig {
+            mode: DatapathMode::Enforce,
+            ports: Vec::new(),
+            half_open_timeout_secs: 10,
+            half_open_entries: tcpguard_common::DEFAULT_HALF_OPEN_ENTRIES,
+            source_entries: tcpguard_common::DEFAULT_SRC_ENTRIES,
+            syn_rate_per_source: 0,
+            syn_burst: 0,
+            allow: vec!["127.0.0.0/8".parse().expect("valid"), "::1/128".parse().expect("valid")],
+            block: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct DetectionConfig {
+    pub min_syn_rate: f64,
+    pub half_open_threshold: u64,
+    pub min_completion_ratio: f64,
+    pub start_ticks: u32,
+    pub hold_down_secs: f64,
+    pub heavy_source_syn_rate: u64,
+    pub heavy_share: f64,
+    pub spoofed_new_source_ratio: f64,
+}
+
+impl Default for DetectionConfig {
+    fn default() -> Self {
+        DetectionConfig {
+            min_syn_rate: 1000.0,
+            half_open_threshold: 512,
+            min_completion_ratio: 0.5,
+            start_ticks: 2,
+            hold_down_secs: 5.0,
+            heavy_source_syn_rate: 200,
+            heavy_share: 0.5,
+            spoofed_new_source_ratio: 0.5,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyMode {
+    Monitor,
+    Drop,
+    SynCookie,
+    #[default]
+    Auto,
+}
+
+impl PolicyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyMode::Monitor => "monitor",
+            PolicyMode::Drop => "drop",
+            PolicyMode::SynCookie => "syn-cookie",
+            PolicyMode::Auto => "auto",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    pub mode: PolicyMode,
+    pub block_ttl_secs: u64,
+    pub block_ttl_max_secs: u64,
+    pub max_blocked: usize,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig { mode: PolicyMode::Auto, block_ttl_secs: 60, block_ttl_max_secs: 3600, max_blocked: 1024 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { enabled: true, listen: "127.0.0.1:9717".parse().expect("valid") }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct ControlConfig {
+    pub socket: PathBuf,
+    pub mode: String,
+    pub group: String,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig { socket: "/run/tcpguard/tcpguard.sock".into(), mode: "0660".into(), group: String::new() }
+    }
+}
+
+impl ControlConfig {
+    /// The socket file mode, validated by `check()`.
+    pub fn mode_bits(&self) -> u32 {
+        u32::from_str_radix(&self.mode, 8).unwrap_or(0o660)
+    }
+}
+
+impl Config {
+    /// Parse and check TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { origin: origin.to_string(), message: flatten(&e.to_string()) })?;
+        cfg.check().map_err(|(key, reason)| ConfigError::Invalid { origin: origin.to_string(), key, reason })?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn embedded() -> Self {
+        Self::parse(DEFAULT_TOML, "embedded default").expect("the embedded default config is valid")
+    }
+
+    /// Semantic checks: the first problem, as (key, reason).
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let d = &self.daemon;
+        if !(50..=5000).contains(&d.tick_ms) {
+            return Err(("daemon.tick-ms", format!("{} is outside 50..=5000", d.tick_ms)));
+        }
+        for i in &d.interfaces {
+            if i.is_empty() || i.len() > 15 || i.contains('/') || i.contains(char::is_whitespace) {
+                return Err(("daemon.interfaces", format!("{i:?} is not a valid interface name")));
+            }
+        }
+        let p = &self.datapath;
+        if !(1..=60).contains(&p.half_open_timeout_secs) {
+            return Err(("datapath.half-open-timeout-secs", format!("{} is outside 1..=60", p.half_open_timeout_secs)));
+        }
+        if !(1024..=16_777_216).contains(&p.half_open_entries) {
+            return Err(("datapath.half-open-entries", format!("{} is outside 1024..=16777216", p.half_open_entries)));
+        }
+        if !(1024..=16_777_216).contains(&p.source_entries) {
+            return Err(("datapath.source-entries", format!("{} is outside 1024..=16777216", p.source_entries)));
+        }
+        if p.syn_rate_per_source > tcpguard_common::ratelimit::MAX_RATE {
+            return Err(("datapath.syn-rate-per-source", format!("at most {}", tcpguard_common::ratelimit::MAX_RATE)));
+        }
+        if p.syn_burst > tcpguard_common::ratelimit::MAX_BURST {
+            return Err(("datapath.syn-burst", format!("at most {}", tcpguard_common::ratelimit::MAX_BURST)));
+        }
+        if p.ports.contains(&0) {
+            return Err(("datapath.ports", "port 0 cannot be protected".into()));
+        }
+        if p.ports.len() > tcpguard_common::PORT_ENTRIES as usize {
+            return Err(("datapath.ports", format!("at most {} ports", tcpguard_common::PORT_ENTRIES)));
+        }
+        if let Some(b) = p.block.iter().find(|b| p.allow.iter().any(|a| a == *b)) {
+            return Err(("datapath.block", format!("{b} is also in datapath.allow")));
+        }
+        let t = &self.detection;
+        let ratio = |key: &'static str, v: f64| {
+            if (0.0..=1.0).contains(&v) { Ok(()) } else { Err((key, format!("{v} is not a ratio in 0..=1"))) }
+        };
+        ratio("detection.min-completion-ratio", t.min_completion_ratio)?;
+        ratio("detection.heavy-share", t.heavy_share)?;
+        ratio("detection.spoofed-new-source-ratio", t.spoofed_new_source_ratio)?;
+        if !(t.min_syn_rate.is_finite() && t.min_syn_rate > 0.0) {
+            return Err(("detection.min-syn-rate", format!("{} must be a positive rate", t.min_syn_rate)));
+        }
+        if !(1..=100).contains(&t.start_ticks) {
+            return Err(("detection.start-ticks", format!("{} is outside 1..=100", t.start_ticks)));
+        }
+        if !(t.hold_down_secs.is_finite() && (0.0..=3600.0).contains(&t.hold_down_secs)) {
+            return Err(("detection.hold-down-secs", format!("{} is outside 0..=3600", t.hold_down_secs)));
+        }
+        if t.heavy_source_syn_rate == 0 {
+            return Err(("detection.heavy-source-syn-rate", "must be at least 1".into()));
+        }
+        let y = &self.policy;
+        if y.block_ttl_secs == 0 {
+            return Err(("policy.block-ttl-secs", "must be at least 1".into()));
+        }
+        if y.block_ttl_max_secs < y.block_ttl_secs {
+            return Err(("policy.block-ttl-max-secs", format!("{} is below policy.block-ttl-secs ({})", y.block_ttl_max_secs, y.block_ttl_secs)));
+        }
+        if y.max_blocked == 0 || y.max_blocked > tcpguard_common::LIST_ENTRIES as usize / 2 {
+            return Err(("policy.max-blocked", format!("{} is outside 1..={}", y.max_blocked, tcpguard_common::LIST_ENTRIES / 2)));
+        }
+        let c = &self.control;
+        match u32::from_str_radix(&c.mode, 8) {
+            Ok(m) if m <= 0o777 && m & 0o600 == 0o600 => {}
+            _ => return Err(("control.mode", format!("{:?} must be an octal mode like \"0660\" that lets the owner read and write", c.mode))),
+        }
+        if !c.socket.is_absolute() {
+            return Err(("control.socket", format!("{} must be an absolute path", c.socket.display())));
+        }
+        Ok(())
+    }
+}
+
+/// TOML errors span several lines with a source excerpt; keep them on one
+/// line for logs while keeping the key and the reason.
+fn flatten(msg: &str) -> String {
+    msg.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('|') && !l.chars().all(|c| c == '^' || c == ' ')).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_equals_code_defaults() {
+        // The documented file and the Default impls must not drift apart.
+        assert_eq!(Config::embedded(), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_name() {
+        let e = Config::parse("[detection]\nmin-syn-rat = 5\n", "t.toml").unwrap_err().to_string();
+        assert!(e.contains("t.toml"), "{e}");
+        assert!(e.contains("unknown field `min-syn-rat`"), "{e}");
+        let e = Config::parse("[nonsense]\n", "t.toml").unwrap_err().to_string();
+        assert!(e.contains("unknown field `nonsense`"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_reason() {
+        let cases = [
+            ("[daemon]\ntick-ms = 10\n", "daemon.tick-ms", "outside 50..=5000"),
+            ("[detection]\nmin-completion-ratio = 1.5\n", "detection.min-completion-ratio", "not a ratio"),
+            ("[policy]\nblock-ttl-secs = 100\nblock-ttl-max-secs = 10\n", "policy.block-ttl-max-secs", "below"),
+            ("[control]\nmode = \"0999\"\n", "control.mode", "octal"),
+            ("[datapath]\nblock = [\"10.0.0.0/8\"]\nallow = [\"10.0.0.0/8\"]\n", "datapath.block", "also in"),
+            ("[datapath]\nhalf-open-timeout-secs = 0\n", "datapath.half-open-timeout-secs", "outside"),
+        ];
+        for (text, key, reason) in cases {
+            let e = Config::parse(text, "t.toml").unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(reason), "{text:?} gave {e:?}");
+        }
+        // Type errors from serde also carry the key.
+        let e = Config::parse("[policy]\nmode = \"nuke\"\n", "t.toml").unwrap_err().to_string();
+        assert!(e.contains("unknown variant `nuke`") && e.contains("mode"), "{e}");
+        let e = Config::parse("[datapath]\nallow = [\"10.0.0.0/33\"]\n", "t.toml").unwrap_err().to_string();
+        assert!(e.contains("prefix length"), "{e}");
+    }
+
+    #[test]
+    fn partial_file_takes_defaults_for_the_rest() {
+        let c = Config::parse("[policy]\nmode = \"drop\"\n", "t.toml").unwrap();
+        assert_eq!(c.policy.mode, PolicyMode::Drop);
+        assert_eq!(c.detection, DetectionConfig::default());
+        assert_eq!(c.daemon.tick_ms, 250);
+    }
+}

@@ -1,0 +1,471 @@
+//! Detection: a pure function from map snapshots to an assessment. No I/O,
+//! no clocks (time arrives in the sample), so it is tested on synthetic
+//! series.
+//!
+//! Rule (all thresholds from `[detection]`): a tick is *over threshold* when
+//! the total SYN rate is at least `min-syn-rate` and either the half-open
+//! count reaches `half-open-threshold` or the completion ratio
+//! (completed / SYN) falls below `min-completion-ratio`. A flash crowd of
+//! real clients completes its handshakes, so it stays under.
+//!
+//! Kind, while over threshold:
+//! - few heavy sources: sources at or above `heavy-source-syn-rate` carry at
+//!   least `heavy-share` of the SYNs;
+//! - spoofed random sources: never-seen sources per SYN at or above
+//!   `spoofed-new-source-ratio` (random addresses are always new);
+//! - distributed real sources: otherwise — many sources that recur (real
+//!   addresses), none heavy.
+//!
+//! Lifecycle with hysteresis: `start-ticks` consecutive ticks over threshold
+//! start an attack; once under, it cools down and is over after
+//! `hold-down-secs` without a tick over threshold.
+
+use std::{collections::HashMap, net::IpAddr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::DetectionConfig;
+
+/// Cumulative counters and current gauges at one instant.
+#[derive(Clone, Debug, Default)]
+pub struct Sample {
+    /// Seconds on a monotonic clock.
+    pub t: f64,
+    pub syn: u64,
+    pub completed: u64,
+    pub new_sources: u64,
+    pub half_open: u64,
+    /// Sources the datapath reported as heavy (and still follows).
+    pub sources: Vec<SourceSample>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceSample {
+    pub addr: IpAddr,
+    /// Cumulative SYNs from this source.
+    pub syns: u64,
+    pub completed: u64,
+    pub half_open: u64,
+    /// Cumulative SYNs when first reported: the rate base for a newcomer.
+    pub syns_at_report: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    FewHeavySources,
+    SpoofedRandom,
+    DistributedReal,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::FewHeavySources, Kind::SpoofedRandom, Kind::DistributedReal];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::FewHeavySources => "few-heavy-sources",
+            Kind::SpoofedRandom => "spoofed-random",
+            Kind::DistributedReal => "distributed-real",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Idle,
+    /// Over threshold, not yet for `start-ticks` ticks.
+    Pending,
+    Active,
+    CoolingDown,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub rule: String,
+    pub observed: f64,
+    pub threshold: f64,
+}
+
+impl Evidence {
+    fn new(rule: &str, observed: f64, threshold: f64) -> Self {
+        Evidence { rule: rule.to_string(), observed, threshold }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    Started(Kind),
+    Ended(Kind),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rates {
+    pub syn_per_sec: f64,
+    pub completed_per_sec: f64,
+    /// completed / SYN over the tick; 1.0 when there were no SYNs.
+    pub completion_ratio: f64,
+    pub new_sources_per_sec: f64,
+    pub half_open: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeavySource {
+    pub addr: IpAddr,
+    pub syn_per_sec: f64,
+    pub half_open: u64,
+    pub completed: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Assessment {
+    pub over: bool,
+    pub phase: Phase,
+    /// The kind of the current attack (Active or CoolingDown).
+    pub kind: Option<Kind>,
+    /// Why the last tick was (or was not) over threshold, and why this kind.
+    pub evidence: Vec<Evidence>,
+    pub event: Option<Event>,
+    pub rates: Rates,
+    /// Sources at or above the heavy rate this tick, heaviest first.
+    pub heavy: Vec<HeavySource>,
+    /// Seconds since the attack started.
+    pub since: Option<f64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Detector {
+    cfg: DetectionConfig,
+    prev: Option<Sample>,
+    prev_sources: HashMap<IpAddr, u64>,
+    phase: Phase,
+    over_ticks: u32,
+    kind: Option<Kind>,
+    started_at: f64,
+    last_over_at: f64,
+}
+
+impl Detector {
+    pub fn new(cfg: DetectionConfig) -> Self {
+        Detector {
+            cfg,
+            prev: None,
+            prev_sources: HashMap::new(),
+            phase: Phase::Idle,
+            over_ticks: 0,
+            kind: None,
+            started_at: 0.0,
+            last_over_at: 0.0,
+        }
+    }
+
+    /// New thresholds (reload); the attack state carries over.
+    pub fn reconfigure(&mut self, cfg: DetectionConfig) {
+        self.cfg = cfg;
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub fn step(&mut self, s: Sample) -> Assessment {
+        let Some(prev) = self.prev.take() else {
+            // First sample: nothing to compare with.
+            for src in &s.sources {
+                self.prev_sources.insert(src.addr, src.syns);
+            }
+            self.prev = Some(s);
+            return self.assessment(false, Vec::new(), None, Rates::default(), Vec::new());
+        };
+        let dt = (s.t - prev.t).max(1e-3);
+        let d = |a: u64, b: u64| a.saturating_sub(b) as f64;
+        let syn = d(s.syn, prev.syn);
+        let completed = d(s.completed, prev.completed);
+        let rates = Rates {
+            syn_per_sec: syn / dt,
+            completed_per_sec: completed / dt,
+            completion_ratio: if syn > 0.0 { (completed / syn).min(1.0) } else { 1.0 },
+            new_sources_per_sec: d(s.new_sources, prev.new_sources) / dt,
+            half_open: s.half_open,
+        };
+
+        // Per-source rates for the followed sources.
+        let mut heavy: Vec<HeavySource> = Vec::new();
+        let mut next_prev = HashMap::with_capacity(s.sources.len());
+        for src in &s.sources {
+            let rate = match self.prev_sources.get(&src.addr) {
+                Some(&p) => d(src.syns, p) / dt,
+                // Newly reported: it reached the heavy rate within one
+                // second; count what it sent since the report too.
+                None => (d(src.syns, src.syns_at_report) / dt).max(self.cfg.heavy_source_syn_rate as f64),
+            };
+            next_prev.insert(src.addr, src.syns);
+            if rate >= self.cfg.heavy_source_syn_rate as f64 {
+                heavy.push(HeavySource { addr: src.addr, syn_per_sec: rate, half_open: src.half_open, completed: src.completed });
+            }
+        }
+        heavy.sort_by(|a, b| b.syn_per_sec.total_cmp(&a.syn_per_sec));
+        self.prev_sources = next_prev;
+
+        let c = &self.cfg;
+        let mut evidence = vec![Evidence::new("syn-rate", rates.syn_per_sec, c.min_syn_rate)];
+        let busy = rates.syn_per_sec >= c.min_syn_rate;
+        let half_open_high = rates.half_open >= c.half_open_threshold;
+        let low_completion = rates.completion_ratio < c.min_completion_ratio;
+        if half_open_high || !low_completion {
+            evidence.push(Evidence::new("half-open", rates.half_open as f64, c.half_open_threshold as f64));
+        }
+        if low_completion || !half_open_high {
+            evidence.push(Evidence::new("completion-ratio", rates.completion_ratio, c.min_completion_ratio));
+        }
+        let over = busy && (half_open_high || low_completion);
+
+        let mut classified = None;
+        if over {
+            let heavy_rate: f64 = heavy.iter().map(|h| h.syn_per_sec).sum();
+            let share = (heavy_rate / rates.syn_per_sec.max(1e-9)).min(1.0);
+            let new_ratio = (rates.new_sources_per_sec / rates.syn_per_sec.max(1e-9)).min(1.0);
+            let kind = if share >= c.heavy_share {
+                evidence.push(Evidence::new("heavy-share", share, c.heavy_share));
+                Kind::FewHeavySources
+            } else if new_ratio >= c.spoofed_new_source_ratio {
+                evidence.push(Evidence::new("new-source-ratio", new_ratio, c.spoofed_new_source_ratio));
+                Kind::SpoofedRandom
+            } else {
+                // Evidence for "real, distributed": sources recur, none heavy.
+                evidence.push(Evidence::new("new-source-ratio", new_ratio, c.spoofed_new_source_ratio));
+                evidence.push(Evidence::new("heavy-share", share, c.heavy_share));
+                Kind::DistributedReal
+            };
+            classified = Some(kind);
+        }
+
+        let event = self.advance(s.t, over, classified);
+        self.prev = Some(s);
+        self.assessment(over, evidence, event, rates, heavy)
+    }
+
+    fn advance(&mut self, t: f64, over: bool, kind: Option<Kind>) -> Option<Event> {
+        if over {
+            self.last_over_at = t;
+            self.over_ticks = self.over_ticks.saturating_add(1);
+        } else {
+            self.over_ticks = 0;
+        }
+        match (self.phase, over) {
+            (Phase::Idle | Phase::Pending, true) => {
+                if self.over_ticks >= self.cfg.start_ticks {
+                    self.phase = Phase::Active;
+                    self.kind = kind;
+                    self.started_at = t;
+                    return kind.map(Event::Started);
+                }
+                self.phase = Phase::Pending;
+                None
+            }
+            (Phase::Pending, false) => {
+                self.phase = Phase::Idle;
+                None
+            }
+            (Phase::Active | Phase::CoolingDown, true) => {
+                self.phase = Phase::Active;
+                self.kind = kind.or(self.kind);
+                None
+            }
+            (Phase::Active, false) => {
+                self.phase = Phase::CoolingDown;
+                self.cool_or_end(t)
+            }
+            (Phase::CoolingDown, false) => self.cool_or_end(t),
+            (Phase::Idle, false) => None,
+        }
+    }
+
+    fn cool_or_end(&mut self, t: f64) -> Option<Event> {
+        if t - self.last_over_at >= self.cfg.hold_down_secs {
+            self.phase = Phase::Idle;
+            return self.kind.take().map(Event::Ended);
+        }
+        None
+    }
+
+    fn assessment(&self, over: bool, evidence: Vec<Evidence>, event: Option<Event>, rates: Rates, heavy: Vec<HeavySource>) -> Assessment {
+        let active = matches!(self.phase, Phase::Active | Phase::CoolingDown);
+        Assessment {
+            over,
+            phase: self.phase,
+            kind: if active { self.kind } else { None },
+            evidence,
+            event,
+            since: active.then(|| self.prev.as_ref().map_or(0.0, |p| p.t) - self.started_at),
+            rates,
+            heavy,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A synthetic traffic generator: cumulative counters advanced per tick.
+    struct Series {
+        t: f64,
+        s: Sample,
+        tick: f64,
+    }
+
+    impl Series {
+        fn new() -> Self {
+            Series { t: 0.0, s: Sample::default(), tick: 0.25 }
+        }
+        /// One tick with the given per-second rates and half-open gauge.
+        fn tick(&mut self, syn: f64, completed: f64, new_src: f64, half_open: u64, sources: &[(IpAddr, f64)]) -> Sample {
+            self.t += self.tick;
+            self.s.t = self.t;
+            self.s.syn += (syn * self.tick) as u64;
+            self.s.completed += (completed * self.tick) as u64;
+            self.s.new_sources += (new_src * self.tick) as u64;
+            self.s.half_open = half_open;
+            for (addr, rate) in sources {
+                match self.s.sources.iter_mut().find(|x| x.addr == *addr) {
+                    Some(x) => x.syns += (rate * self.tick) as u64,
+                    None => self.s.sources.push(SourceSample {
+                        addr: *addr,
+                        syns: (rate * self.tick) as u64,
+                        completed: 0,
+                        half_open: 0,
+                        syns_at_report: 0,
+                    }),
+                }
+            }
+            self.s.clone()
+        }
+    }
+
+    fn cfg() -> DetectionConfig {
+        DetectionConfig::default()
+    }
+
+    #[test]
+    fn flash_crowd_of_real_clients_is_not_an_attack() {
+        let mut d = Detector::new(cfg());
+        let mut g = Series::new();
+        // Normal: 200 conn/s. Then a flash crowd at 10x: 2000 SYN/s, all complete,
+        // a few hundred new sources per second, half-open small.
+        for _ in 0..20 {
+            let a = d.step(g.tick(200.0, 200.0, 20.0, 5, &[]));
+            assert_eq!(a.phase, Phase::Idle);
+        }
+        for _ in 0..40 {
+            let a = d.step(g.tick(2000.0, 1990.0, 400.0, 40, &[]));
+            assert!(!a.over, "{:?}", a.evidence);
+            assert_eq!(a.phase, Phase::Idle);
+            assert_eq!(a.kind, None);
+        }
+    }
+
+    #[test]
+    fn spoofed_flood_is_spoofed_and_starts_after_start_ticks() {
+        let mut d = Detector::new(cfg());
+        let mut g = Series::new();
+        d.step(g.tick(100.0, 100.0, 5.0, 2, &[]));
+        d.step(g.tick(100.0, 100.0, 5.0, 2, &[]));
+        // The seed signature: many half-open, random (always new) sources.
+        let a = d.step(g.tick(50_000.0, 100.0, 49_000.0, 30_000, &[]));
+        assert!(a.over);
+        assert_eq!(a.phase, Phase::Pending);
+        let a = d.step(g.tick(50_000.0, 100.0, 49_000.0, 60_000, &[]));
+        assert_eq!(a.phase, Phase::Active);
+        assert_eq!(a.kind, Some(Kind::SpoofedRandom));
+        assert_eq!(a.event, Some(Event::Started(Kind::SpoofedRandom)));
+        let ev: Vec<&str> = a.evidence.iter().map(|e| e.rule.as_str()).collect();
+        assert!(ev.contains(&"syn-rate") && ev.contains(&"new-source-ratio"), "{ev:?}");
+        let sr = &a.evidence[0];
+        assert_eq!((sr.observed, sr.threshold), (50_000.0, 1000.0));
+    }
+
+    #[test]
+    fn one_heavy_source_is_few_heavy_and_named() {
+        let mut d = Detector::new(cfg());
+        let mut g = Series::new();
+        let bad: IpAddr = "198.51.100.66".parse().unwrap();
+        let good: IpAddr = "198.51.100.7".parse().unwrap();
+        d.step(g.tick(100.0, 100.0, 1.0, 1, &[(good, 5.0)]));
+        let mut last = None;
+        for _ in 0..3 {
+            last = Some(d.step(g.tick(20_100.0, 100.0, 1.0, 3000, &[(bad, 20_000.0), (good, 5.0)])));
+        }
+        let a = last.unwrap();
+        assert_eq!(a.kind, Some(Kind::FewHeavySources));
+        assert_eq!(a.heavy.len(), 1, "only the heavy one: {:?}", a.heavy);
+        assert_eq!(a.heavy[0].addr, bad);
+        assert!((a.heavy[0].syn_per_sec - 20_000.0).abs() < 1.0);
+    }
+
+    #[test]
+    fn distributed_real_sources() {
+        let mut d = Detector::new(cfg());
+        let mut g = Series::new();
+        d.step(g.tick(100.0, 100.0, 1.0, 1, &[]));
+        let mut a = None;
+        for _ in 0..3 {
+            // 10k SYN/s from recurring sources (few new), a third complete.
+            a = Some(d.step(g.tick(10_000.0, 3000.0, 50.0, 4000, &[])));
+        }
+        assert_eq!(a.unwrap().kind, Some(Kind::DistributedReal));
+    }
+
+    #[test]
+    fn attack_ends_after_hold_down_not_before() {
+        let c = DetectionConfig { hold_down_secs: 2.0, ..cfg() };
+        let mut d = Detector::new(c);
+        let mut g = Series::new();
+        d.step(g.tick(0.0, 0.0, 0.0, 0, &[]));
+        for _ in 0..4 {
+            d.step(g.tick(50_000.0, 0.0, 49_000.0, 9000, &[]));
+        }
+        assert_eq!(d.phase(), Phase::Active);
+        // Flood stops: cooling for 2 s (8 ticks of 0.25 s), then over.
+        let mut ended_at = None;
+        for i in 1..=12 {
+            let a = d.step(g.tick(50.0, 50.0, 1.0, 3, &[]));
+            if let Some(Event::Ended(k)) = a.event {
+                assert_eq!(k, Kind::SpoofedRandom);
+                ended_at = Some(i);
+            } else if ended_at.is_none() {
+                assert_eq!(a.phase, Phase::CoolingDown, "tick {i}");
+                assert_eq!(a.kind, Some(Kind::SpoofedRandom), "kind kept while cooling");
+            }
+        }
+        assert_eq!(ended_at, Some(8));
+        assert_eq!(d.phase(), Phase::Idle);
+    }
+
+    #[test]
+    fn a_blip_during_cooldown_reactivates_without_a_new_start() {
+        let c = DetectionConfig { hold_down_secs: 2.0, ..cfg() };
+        let mut d = Detector::new(c);
+        let mut g = Series::new();
+        d.step(g.tick(0.0, 0.0, 0.0, 0, &[]));
+        for _ in 0..3 {
+            d.step(g.tick(50_000.0, 0.0, 49_000.0, 9000, &[]));
+        }
+        d.step(g.tick(10.0, 10.0, 1.0, 0, &[]));
+        assert_eq!(d.phase(), Phase::CoolingDown);
+        let a = d.step(g.tick(50_000.0, 0.0, 49_000.0, 9000, &[]));
+        assert_eq!(a.phase, Phase::Active);
+        assert_eq!(a.event, None, "same attack, not a new one");
+    }
+
+    #[test]
+    fn single_tick_spike_does_not_start_an_attack() {
+        let mut d = Detector::new(cfg());
+        let mut g = Series::new();
+        d.step(g.tick(0.0, 0.0, 0.0, 0, &[]));
+        let a = d.step(g.tick(50_000.0, 0.0, 49_000.0, 9000, &[]));
+        assert_eq!(a.phase, Phase::Pending);
+        let a = d.step(g.tick(10.0, 10.0, 1.0, 0, &[]));
+        assert_eq!(a.phase, Phase::Idle);
+        assert_eq!(a.event, None);
+    }
+}
