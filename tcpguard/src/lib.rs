@@ -13,4 +13,5 @@ pub mod lab;
 pub mod loader;
 pub mod maps;
 pub mod net;
+pub mod proto;
 pub mod summary;

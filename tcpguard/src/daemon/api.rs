@@ -1,0 +1,150 @@
+//! Control-socket server. Requests are forwarded to the daemon loop, which
+//! owns the maps, and answered there.
+
+use std::{
+    os::unix::fs::{FileTypeExt as _, PermissionsExt as _},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use tokio::{
+    net::{UnixListener, UnixStream},
+    sync::{mpsc, oneshot},
+};
+
+use crate::{
+    config::ControlConfig,
+    proto::{read_frame, write_frame, Request, Response},
+};
+
+pub type ApiCall = (Request, oneshot::Sender<Response>);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("refusing to remove {path}: it exists and is not a socket (control.socket)")]
+    NotASocket { path: PathBuf },
+    #[error("another tcpguard daemon answers on {path}; stop it first")]
+    InUse { path: PathBuf },
+    #[error("cannot set up the control socket {path}")]
+    Io { path: PathBuf, #[source] source: std::io::Error },
+    #[error("control.group {group:?}: no such group")]
+    NoGroup { group: String },
+}
+
+/// Bind the socket: create its directory, clear a stale socket (never a
+/// non-socket file), apply mode and group.
+pub fn bind(cfg: &ControlConfig) -> Result<UnixListener, ApiError> {
+    let path = cfg.socket.as_path();
+    let io = |source| ApiError::Io { path: path.to_path_buf(), source };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_socket() => return Err(ApiError::NotASocket { path: path.to_path_buf() }),
+        Ok(_) => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(ApiError::InUse { path: path.to_path_buf() });
+            }
+            std::fs::remove_file(path).map_err(io)?;
+        }
+        Err(_) => {}
+    }
+    let l = UnixListener::bind(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.mode_bits())).map_err(io)?;
+    if !cfg.group.is_empty() {
+        let gid = group_id(&cfg.group).ok_or_else(|| ApiError::NoGroup { group: cfg.group.clone() })?;
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(io)?;
+    }
+    Ok(l)
+}
+
+fn group_id(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: getgrnam returns a pointer into static storage or null.
+    let g = unsafe { libc::getgrnam(c.as_ptr()) };
+    (!g.is_null()).then(|| unsafe { (*g).gr_gid })
+}
+
+/// Accept connections until the listener fails; each gets one request.
+pub async fn serve(listener: UnixListener, tx: mpsc::Sender<ApiCall>) {
+    loop {
+        let Ok((sock, _)) = listener.accept().await else { continue };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(10), handle(sock, tx)).await;
+        });
+    }
+}
+
+async fn handle(mut sock: UnixStream, tx: mpsc::Sender<ApiCall>) {
+    let resp = match read_frame::<_, Request>(&mut sock).await {
+        Ok(req) => {
+            let (rtx, rrx) = oneshot::channel();
+            if tx.send((req, rtx)).await.is_err() {
+                Response::Error { message: "the daemon is shutting down".into() }
+            } else {
+                rrx.await.unwrap_or(Response::Error { message: "the daemon dropped the request".into() })
+            }
+        }
+        Err(e) => Response::Error { message: format!("bad request: {e}") },
+    };
+    let _ = write_frame(&mut sock, &resp).await;
+}
+
+/// Remove the socket file if it is (still) a socket.
+pub fn remove(path: &Path) {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn refuses_to_unlink_a_regular_file_and_detects_a_live_daemon() {
+        let dir = std::env::temp_dir().join(format!("tcpguard-api-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sock");
+        std::fs::write(&path, "precious").unwrap();
+        let cfg = ControlConfig { socket: path.clone(), mode: "0600".into(), group: String::new() };
+        assert!(matches!(bind(&cfg), Err(ApiError::NotASocket { .. })));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
+        std::fs::remove_file(&path).unwrap();
+
+        let l = bind(&cfg).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(matches!(bind(&cfg), Err(ApiError::InUse { .. })));
+        drop(l);
+        // A stale socket (nobody listening) is replaced.
+        let _l2 = bind(&cfg).unwrap();
+        remove(&path);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn request_response_through_the_socket() {
+        let dir = std::env::temp_dir().join(format!("tcpguard-api2-{}", std::process::id()));
+        let cfg = ControlConfig { socket: dir.join("s"), mode: "0660".into(), group: String::new() };
+        let l = bind(&cfg).unwrap();
+        let (tx, mut rx) = mpsc::channel::<ApiCall>(4);
+        tokio::spawn(serve(l, tx));
+        tokio::spawn(async move {
+            while let Some((req, reply)) = rx.recv().await {
+                let _ = reply.send(Response::Done { message: format!("{req:?}") });
+            }
+        });
+        let mut c = UnixStream::connect(&cfg.socket).await.unwrap();
+        write_frame(&mut c, &Request::Unblock { prefix: "10.0.0.0/8".parse().unwrap() }).await.unwrap();
+        let r: Response = read_frame(&mut c).await.unwrap();
+        assert_eq!(r, Response::Done { message: "Unblock { prefix: Prefix { addr: 10.0.0.0, len: 8 } }".into() });
+        // Garbage gets an error response, not a hang or a crash.
+        let mut c = UnixStream::connect(&cfg.socket).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut c, &3u32.to_be_bytes()).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut c, b"???").await.unwrap();
+        let r: Response = read_frame(&mut c).await.unwrap();
+        assert!(matches!(r, Response::Error { message } if message.starts_with("bad request")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

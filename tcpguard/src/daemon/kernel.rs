@@ -1,0 +1,200 @@
+//! The kernel's own view, as a cross-check of the datapath: SYN_RECV
+//! sockets (netlink sock_diag, filtered in the kernel), TcpExt counters from
+//! /proc/net/netstat, and the `net.ipv4.tcp_syncookies` sysctl.
+
+use std::{collections::HashMap, io, path::Path};
+
+use serde::{Deserialize, Serialize};
+
+pub const SYNCOOKIES: &str = "/proc/sys/net/ipv4/tcp_syncookies";
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelView {
+    pub syn_recv: u64,
+    pub syncookies_sent: u64,
+    pub syncookies_recv: u64,
+    pub syncookies_failed: u64,
+    pub listen_overflows: u64,
+    pub listen_drops: u64,
+    /// Current value of net.ipv4.tcp_syncookies.
+    pub syncookies: u8,
+}
+
+pub fn read_view() -> KernelView {
+    let ext = read_tcpext().unwrap_or_default();
+    let g = |k: &str| ext.get(k).copied().unwrap_or(0);
+    KernelView {
+        syn_recv: count_syn_recv().unwrap_or(0),
+        syncookies_sent: g("SyncookiesSent"),
+        syncookies_recv: g("SyncookiesRecv"),
+        syncookies_failed: g("SyncookiesFailed"),
+        listen_overflows: g("ListenOverflows"),
+        listen_drops: g("ListenDrops"),
+        syncookies: read_syncookies().unwrap_or(0),
+    }
+}
+
+/// TcpExt counters from /proc/net/netstat (a header line of names, then a
+/// line of values).
+pub fn read_tcpext() -> io::Result<HashMap<String, u64>> {
+    parse_tcpext(&std::fs::read_to_string("/proc/net/netstat")?)
+}
+
+pub fn parse_tcpext(text: &str) -> io::Result<HashMap<String, u64>> {
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        return Err(io::Error::other("no TcpExt lines in /proc/net/netstat"));
+    };
+    Ok(names
+        .split_whitespace()
+        .skip(1)
+        .zip(values.split_whitespace().skip(1))
+        .filter_map(|(n, v)| Some((n.to_string(), v.parse().ok()?)))
+        .collect())
+}
+
+pub fn read_syncookies() -> io::Result<u8> {
+    let s = std::fs::read_to_string(SYNCOOKIES)?;
+    s.trim().parse().map_err(|_| io::Error::other(format!("unexpected {SYNCOOKIES} value {s:?}")))
+}
+
+pub fn write_syncookies(v: u8) -> io::Result<()> {
+    std::fs::write(SYNCOOKIES, format!("{v}\n"))
+}
+
+/// The sysctl value tcpguard changed and must restore, kept on disk so a
+/// restart after a crash can put it back.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedState {
+    /// The operator's tcp_syncookies value while tcpguard forces 2.
+    pub syncookies_original: Option<u8>,
+}
+
+pub fn load_state(dir: &Path) -> SavedState {
+    std::fs::read_to_string(dir.join("state.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default()
+}
+
+pub fn save_state(dir: &Path, st: &SavedState) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join("state.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(st).map_err(io::Error::other)?)?;
+    std::fs::rename(tmp, dir.join("state.json"))
+}
+
+// --- SYN_RECV count with NETLINK_SOCK_DIAG ---------------------------------
+
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_ERROR: u16 = 2;
+const TCP_SYN_RECV: u32 = 3;
+
+#[repr(C)]
+struct Request {
+    // struct nlmsghdr
+    len: u32,
+    kind: u16,
+    flags: u16,
+    seq: u32,
+    pid: u32,
+    // struct inet_diag_req_v2
+    family: u8,
+    protocol: u8,
+    ext: u8,
+    pad: u8,
+    states: u32,
+    id: [u8; 48],
+}
+
+/// Number of SYN_RECV sockets (request sockets) for IPv4 and IPv6, as
+/// `ss -tn state syn-recv` would list them; the kernel filters by state.
+pub fn count_syn_recv() -> io::Result<u64> {
+    Ok(count_family(libc::AF_INET as u8)? + count_family(libc::AF_INET6 as u8)?)
+}
+
+fn count_family(family: u8) -> io::Result<u64> {
+    // SAFETY: plain syscalls with checked results.
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::NETLINK_SOCK_DIAG) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    struct Fd(i32);
+    impl Drop for Fd {
+        fn drop(&mut self) {
+            unsafe { libc::close(self.0) };
+        }
+    }
+    let fd = Fd(fd);
+    let req = Request {
+        len: std::mem::size_of::<Request>() as u32,
+        kind: SOCK_DIAG_BY_FAMILY,
+        flags: (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16,
+        seq: 1,
+        pid: 0,
+        family,
+        protocol: libc::IPPROTO_TCP as u8,
+        ext: 0,
+        pad: 0,
+        states: 1 << TCP_SYN_RECV,
+        id: [0; 48],
+    };
+    let n = unsafe { libc::send(fd.0, (&raw const req).cast(), req.len as usize, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut count = 0u64;
+    loop {
+        let n = unsafe { libc::recv(fd.0, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut off = 0usize;
+        let n = n as usize;
+        while off + 16 <= n {
+            let len = u32::from_ne_bytes(buf[off..off + 4].try_into().expect("4 bytes")) as usize;
+            let kind = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().expect("2 bytes"));
+            match kind {
+                NLMSG_DONE => return Ok(count),
+                NLMSG_ERROR => return Err(io::Error::other("sock_diag returned an error")),
+                SOCK_DIAG_BY_FAMILY => count += 1,
+                _ => {}
+            }
+            if len < 16 {
+                return Err(io::Error::other("malformed netlink message"));
+            }
+            off += (len + 3) & !3;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcpext_parse() {
+        let text = "TcpExt: SyncookiesSent SyncookiesRecv ListenDrops\nTcpExt: 5 3 9\nIpExt: InOctets\nIpExt: 1\n";
+        let m = parse_tcpext(text).unwrap();
+        assert_eq!(m["SyncookiesSent"], 5);
+        assert_eq!(m["ListenDrops"], 9);
+        assert!(parse_tcpext("IpExt: a\nIpExt: 1\n").is_err());
+    }
+
+    #[test]
+    fn request_layout() {
+        assert_eq!(std::mem::size_of::<Request>(), 16 + 56);
+    }
+
+    #[test]
+    fn state_round_trip() {
+        let dir = std::env::temp_dir().join(format!("tcpguard-state-{}", std::process::id()));
+        let st = SavedState { syncookies_original: Some(1) };
+        save_state(&dir, &st).unwrap();
+        assert_eq!(load_state(&dir), st);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(load_state(&dir), SavedState::default());
+    }
+}

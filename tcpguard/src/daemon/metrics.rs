@@ -1,0 +1,225 @@
+//! Prometheus metrics: a struct that owns its registry, updated once per
+//! tick from the BPF counters (summed over CPUs), served on /metrics. No
+//! per-address labels: top sources belong in `tcpguard status`.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use prometheus::{
+    core::Collector, Encoder as _, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+use tcpguard_common::{Counter, Counters};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpListener,
+};
+
+use crate::daemon::{detect::Kind, kernel::KernelView};
+
+pub struct Metrics {
+    pub registry: Registry,
+    packets: IntCounter,
+    syn: IntCounter,
+    completed: IntCounter,
+    failed: IntCounter,
+    new_sources: IntCounter,
+    half_open: IntGauge,
+    dropped: IntCounterVec,
+    would_drop: IntCounterVec,
+    passed: IntCounterVec,
+    attack_active: IntGauge,
+    attacks: IntCounterVec,
+    blocked: IntGauge,
+    syncookies_forced: IntGauge,
+    k_syn_recv: IntGauge,
+    k_counters: IntCounterVec,
+    pub tick: Histogram,
+    prev: Counters,
+    prev_kernel: KernelView,
+}
+
+fn reg<T: Collector + Clone + 'static>(r: &Registry, c: T) -> T {
+    r.register(Box::new(c.clone())).expect("metric names are unique");
+    c
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = Registry::new_custom(Some("tcpguard".into()), None).expect("valid prefix");
+        let counter = |n: &str, h: &str| reg(&r, IntCounter::new(n, h).expect("valid metric"));
+        let vec = |n: &str, h: &str, l: &str| reg(&r, IntCounterVec::new(Opts::new(n, h), &[l]).expect("valid metric"));
+        let gauge = |n: &str, h: &str| reg(&r, IntGauge::new(n, h).expect("valid metric"));
+        let m = Metrics {
+            packets: counter("packets_total", "Packets seen by the XDP program."),
+            syn: counter("syn_packets_total", "Client SYNs (SYN without ACK) to protected ports."),
+            completed: counter("handshakes_completed_total", "Handshakes completed by the client's ACK (seq = ISN + 1)."),
+            failed: counter("handshakes_failed_total", "Half-open handshakes that outlived the half-open timeout."),
+            new_sources: counter("new_sources_total", "Source addresses entered into the source table."),
+            half_open: gauge("half_open_connections", "Half-open handshakes within the half-open timeout."),
+            dropped: vec("dropped_packets_total", "Packets dropped by the XDP program, by reason.", "reason"),
+            would_drop: vec("monitor_would_drop_total", "Packets monitor mode would have dropped, by reason.", "reason"),
+            passed: vec("passed_packets_total", "Packets passed without tracking, by reason.", "reason"),
+            attack_active: gauge("attack_active", "1 while an attack is active or cooling down."),
+            attacks: vec("attacks_total", "Attacks declared, by kind.", "kind"),
+            blocked: gauge("blocked_prefixes", "Entries in the block-lists."),
+            syncookies_forced: gauge("syncookies_forced", "1 while tcpguard forces net.ipv4.tcp_syncookies=2."),
+            k_syn_recv: gauge("kernel_syn_recv_sockets", "SYN_RECV sockets according to the kernel (sock_diag)."),
+            k_counters: vec("kernel_tcpext_total", "Kernel TcpExt counters (SyncookiesSent/Recv/Failed, ListenOverflows/Drops).", "counter"),
+            tick: reg(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new("tick_duration_seconds", "Time the daemon spends per tick.")
+                        .buckets(vec![0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25]),
+                )
+                .expect("valid metric"),
+            ),
+            prev: Counters::default(),
+            prev_kernel: KernelView::default(),
+            registry: r,
+        };
+        for k in Kind::ALL {
+            m.attacks.with_label_values(&[k.as_str()]);
+        }
+        m
+    }
+
+    /// Start counting from these values (the maps may predate this process).
+    pub fn baseline(&mut self, c: &Counters, k: &KernelView) {
+        self.prev = *c;
+        self.prev_kernel = k.clone();
+    }
+
+    pub fn update(&mut self, c: &Counters, half_open: u64, failed_delta: u64, k: &KernelView, blocked: usize, attack: bool, forced: bool) {
+        let d = |x: Counter| c.get(x).wrapping_sub(self.prev.get(x));
+        self.packets.inc_by(d(Counter::Packets));
+        self.syn.inc_by(d(Counter::Syn));
+        self.completed.inc_by(d(Counter::HandshakeCompleted));
+        self.new_sources.inc_by(d(Counter::NewSource));
+        self.failed.inc_by(failed_delta);
+        self.dropped.with_label_values(&["blocked"]).inc_by(d(Counter::DropBlocked));
+        self.dropped.with_label_values(&["rate_limited"]).inc_by(d(Counter::DropRateLimited));
+        self.would_drop.with_label_values(&["blocked"]).inc_by(d(Counter::MonitorBlocked));
+        self.would_drop.with_label_values(&["rate_limited"]).inc_by(d(Counter::MonitorRateLimited));
+        for x in Counter::ALL.iter().filter(|x| x.name().starts_with("pass_")) {
+            self.passed.with_label_values(&[&x.name()["pass_".len()..]]).inc_by(d(*x));
+        }
+        self.half_open.set(half_open as i64);
+        self.attack_active.set(i64::from(attack));
+        self.blocked.set(blocked as i64);
+        self.syncookies_forced.set(i64::from(forced));
+        self.k_syn_recv.set(k.syn_recv as i64);
+        let p = &self.prev_kernel;
+        for (name, now, before) in [
+            ("SyncookiesSent", k.syncookies_sent, p.syncookies_sent),
+            ("SyncookiesRecv", k.syncookies_recv, p.syncookies_recv),
+            ("SyncookiesFailed", k.syncookies_failed, p.syncookies_failed),
+            ("ListenOverflows", k.listen_overflows, p.listen_overflows),
+            ("ListenDrops", k.listen_drops, p.listen_drops),
+        ] {
+            self.k_counters.with_label_values(&[name]).inc_by(now.saturating_sub(before));
+        }
+        self.prev = *c;
+        self.prev_kernel = k.clone();
+    }
+
+    pub fn attack_started(&self, k: Kind) {
+        self.attacks.with_label_values(&[k.as_str()]).inc();
+    }
+
+    pub fn attacks_total(&self) -> u64 {
+        Kind::ALL.iter().map(|k| self.attacks.with_label_values(&[k.as_str()]).get()).sum()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
+        buf
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Serve `GET /metrics` over plain HTTP/1.x. Anything else: 404.
+pub async fn serve(listener: TcpListener, metrics: Arc<std::sync::Mutex<Metrics>>) {
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else { continue };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut req = Vec::with_capacity(1024);
+            let mut buf = [0u8; 1024];
+            let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16 * 1024 {
+                    let n = sock.read(&mut buf).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    req.extend_from_slice(&buf[..n]);
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await;
+            if !matches!(read, Ok(Ok(()))) {
+                return;
+            }
+            let line = String::from_utf8_lossy(&req);
+            let first = line.lines().next().unwrap_or("");
+            let mut parts = first.split_whitespace();
+            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let (status, ctype, body) = if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
+                let body = metrics.lock().map(|m| m.encode()).unwrap_or_default();
+                ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body)
+            } else {
+                ("404 Not Found", "text/plain", b"tcpguard: try GET /metrics\n".to_vec())
+            };
+            let head = format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(&body).await;
+        });
+    }
+}
+
+/// Bind the metrics listener (an error names the address).
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr} (metrics.listen): {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_no_address_labels() {
+        let mut m = Metrics::new();
+        let mut c = Counters::default();
+        c.v[Counter::Syn as usize] = 10;
+        c.v[Counter::DropBlocked as usize] = 3;
+        m.update(&c, 7, 2, &KernelView::default(), 1, true, true);
+        m.attack_started(Kind::SpoofedRandom);
+        let text = String::from_utf8(m.encode()).unwrap();
+        for want in [
+            "tcpguard_syn_packets_total 10",
+            "tcpguard_half_open_connections 7",
+            "tcpguard_handshakes_failed_total 2",
+            "tcpguard_dropped_packets_total{reason=\"blocked\"} 3",
+            "tcpguard_attack_active 1",
+            "tcpguard_attacks_total{kind=\"spoofed-random\"} 1",
+            "tcpguard_blocked_prefixes 1",
+            "tcpguard_syncookies_forced 1",
+            "tcpguard_tick_duration_seconds_bucket",
+            "tcpguard_kernel_tcpext_total{counter=\"SyncookiesSent\"} 0",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert!(!text.contains("addr="), "no per-address labels");
+        // Counters advance by deltas.
+        c.v[Counter::Syn as usize] = 15;
+        m.update(&c, 0, 0, &KernelView::default(), 0, false, false);
+        assert!(String::from_utf8(m.encode()).unwrap().contains("tcpguard_syn_packets_total 15"));
+    }
+}

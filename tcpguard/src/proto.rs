@@ -1,0 +1,193 @@
+//! Control-socket protocol: one request, one response, each a JSON value
+//! behind a 4-byte big-endian length, capped at [`MAX_FRAME`].
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::{
+    daemon::{
+        detect::{Evidence, Kind, Phase},
+        kernel::KernelView,
+    },
+    net::Prefix,
+};
+
+pub const MAX_FRAME: u32 = 4 * 1024 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Request {
+    Status,
+    /// Every tracked source, heaviest first (scans the source table).
+    Top { limit: usize },
+    Block { prefix: Prefix, ttl_secs: Option<u64> },
+    Unblock { prefix: Prefix },
+    Allow { prefix: Prefix },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum Response {
+    Status(Box<StatusView>),
+    Top { sources: Vec<SourceView> },
+    Done { message: String },
+    Error { message: String },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatusView {
+    pub version: String,
+    pub interfaces: Vec<InterfaceView>,
+    pub policy: String,
+    pub datapath_mode: String,
+    pub uptime_secs: f64,
+    pub attack: AttackView,
+    pub half_open: u64,
+    pub handshakes_failed: u64,
+    pub syn_per_sec: f64,
+    pub completed_per_sec: f64,
+    pub completion_ratio: f64,
+    pub new_sources_per_sec: f64,
+    pub dropped_per_sec: f64,
+    pub blocked: Vec<BlockView>,
+    pub allowed: Vec<Prefix>,
+    pub top_sources: Vec<SourceView>,
+    pub kernel: KernelStatus,
+    pub counters: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct InterfaceView {
+    pub name: String,
+    pub xdp_mode: String,
+    /// True when the attachment was adopted from a previous run's pin.
+    pub adopted: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttackView {
+    pub active: bool,
+    pub phase: Phase,
+    pub kind: Option<Kind>,
+    pub since_secs: Option<f64>,
+    pub evidence: Vec<Evidence>,
+    pub mitigation: Vec<String>,
+    pub attacks_total: u64,
+}
+
+impl Default for AttackView {
+    fn default() -> Self {
+        AttackView {
+            active: false,
+            phase: Phase::Idle,
+            kind: None,
+            since_secs: None,
+            evidence: Vec::new(),
+            mitigation: Vec::new(),
+            attacks_total: 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockView {
+    pub prefix: Prefix,
+    /// Seconds left; None = permanent.
+    pub expires_in_secs: Option<f64>,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceView {
+    pub addr: IpAddr,
+    pub syn_per_sec: f64,
+    pub syns: u64,
+    pub completed: u64,
+    pub half_open: u64,
+    pub dropped: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct KernelStatus {
+    #[serde(flatten)]
+    pub view: KernelView,
+    /// tcpguard has set tcp_syncookies=2 and will restore the original.
+    pub syncookies_forced: bool,
+    pub syncookies_original: Option<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {len} bytes exceeds the {MAX_FRAME}-byte limit")]
+    TooLarge { len: u32 },
+    #[error("malformed message: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, msg: &T) -> Result<(), ProtoError> {
+    let body = serde_json::to_vec(msg)?;
+    let len = u32::try_from(body.len()).map_err(|_| ProtoError::TooLarge { len: u32::MAX })?;
+    if len > MAX_FRAME {
+        return Err(ProtoError::TooLarge { len });
+    }
+    w.write_all(&len.to_be_bytes()).await?;
+    w.write_all(&body).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+pub async fn read_frame<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(r: &mut R) -> Result<T, ProtoError> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len);
+    if len > MAX_FRAME {
+        return Err(ProtoError::TooLarge { len });
+    }
+    let mut body = vec![0u8; len as usize];
+    r.read_exact(&mut body).await?;
+    Ok(serde_json::from_slice(&body)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn round_trip_and_limits() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        let req = Request::Block { prefix: "198.51.100.0/24".parse().unwrap(), ttl_secs: Some(30) };
+        write_frame(&mut a, &req).await.unwrap();
+        let got: Request = read_frame(&mut b).await.unwrap();
+        assert_eq!(got, req);
+        // The wire form is stable JSON an operator can read.
+        assert_eq!(
+            serde_json::to_string(&req).unwrap(),
+            r#"{"cmd":"block","prefix":"198.51.100.0/24","ttl_secs":30}"#
+        );
+        // Oversized length is refused before allocating.
+        a.write_all(&(MAX_FRAME + 1).to_be_bytes()).await.unwrap();
+        assert!(matches!(read_frame::<_, Request>(&mut b).await, Err(ProtoError::TooLarge { .. })));
+    }
+
+    #[tokio::test]
+    async fn garbage_is_an_error_not_a_panic() {
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        a.write_all(&5u32.to_be_bytes()).await.unwrap();
+        a.write_all(b"{nope").await.unwrap();
+        assert!(matches!(read_frame::<_, Request>(&mut b).await, Err(ProtoError::Json(_))));
+        let bad: Result<Request, _> = serde_json::from_str(r#"{"cmd":"block","prefix":"10.0.0.0/99"}"#);
+        assert!(bad.unwrap_err().to_string().contains("prefix length"));
+    }
+
+    #[test]
+    fn status_json_has_the_documented_fields() {
+        let v = serde_json::to_value(StatusView::default()).unwrap();
+        for path in ["/attack/active", "/attack/kind", "/attack/evidence", "/half_open", "/syn_per_sec", "/blocked", "/top_sources", "/kernel/syncookies_forced"] {
+            assert!(v.pointer(path).is_some(), "missing {path} in {v}");
+        }
+    }
+}
