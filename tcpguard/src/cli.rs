@@ -1,8 +1,10 @@
 //! Command line: one enum variant per subcommand.
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 
-use crate::loader::AttachMode;
+use clap::{Args, Parser, Subcommand};
+
+use crate::{loader::AttachMode, net::Prefix};
 
 #[derive(Parser, Debug)]
 #[command(name = "tcpguard", version, about = "SYN-flood detection and mitigation with XDP")]
@@ -11,8 +13,71 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Where clients find the daemon.
+#[derive(Args, Debug, Clone)]
+pub struct Client {
+    /// Control socket (default: control.socket of --config, else /run/tcpguard/tcpguard.sock).
+    #[arg(long, global = true)]
+    pub socket: Option<PathBuf>,
+    /// Read the socket path from this config file.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the daemon: attach XDP, detect, mitigate, serve metrics and the control socket.
+    Run {
+        /// Config file (default: the embedded default config, see config/tcpguard.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Interface to protect (repeatable); overrides daemon.interfaces.
+        #[arg(long = "iface")]
+        ifaces: Vec<String>,
+    },
+    /// Is the host under attack, and what is tcpguard doing about it?
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: Client,
+    },
+    /// Tracked sources, heaviest first (scans the source table).
+    Top {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: Client,
+    },
+    /// Block a prefix in XDP (all TCP to protected ports).
+    Block {
+        prefix: Prefix,
+        /// How long, e.g. 30s, 10m, 2h, 1d (default: until unblocked).
+        #[arg(long)]
+        ttl: Option<String>,
+        #[command(flatten)]
+        client: Client,
+    },
+    /// Remove a block.
+    Unblock {
+        prefix: Prefix,
+        #[command(flatten)]
+        client: Client,
+    },
+    /// Allow-list a prefix: always passes, never blocked or rate limited.
+    Allow {
+        prefix: Prefix,
+        #[command(flatten)]
+        client: Client,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        what: ConfigCmd,
+    },
     /// Attach to one interface in the foreground and print a counter
     /// summary every second until Ctrl-C, then detach.
     Watch {
@@ -38,6 +103,14 @@ pub enum Command {
         #[command(subcommand)]
         what: BenchWhat,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Parse and validate a config file; print the first problem with its key.
+    Check { path: PathBuf },
+    /// Print the embedded default config.
+    Default,
 }
 
 #[derive(Subcommand, Debug)]

@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod ctl;
 pub mod daemon;
 pub mod daemon_check;
 pub mod flood;

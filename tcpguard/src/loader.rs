@@ -4,7 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use aya::{
-    programs::{Xdp, XdpMode},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+        Xdp, XdpMode,
+    },
     Ebpf, EbpfLoader,
 };
 use tcpguard_common::map_names;
@@ -30,6 +34,17 @@ pub enum LoaderError {
     Attach { iface: String, mode: &'static str, #[source] source: aya::programs::ProgramError },
     #[error("failed to create pin directory {path}")]
     PinDir { path: PathBuf, #[source] source: std::io::Error },
+    #[error("failed to pin the XDP link at {path}")]
+    PinLink { path: PathBuf, #[source] source: Box<dyn std::error::Error + Send + Sync> },
+}
+
+/// How an interface came to be protected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    pub mode: &'static str,
+    /// Taken over from a previous run's pinned link (no gap in protection).
+    pub adopted: bool,
+    pub link_pin: PathBuf,
 }
 
 /// How to attach: `Auto` tries native (driver) mode, then generic (skb).
@@ -75,6 +90,8 @@ impl Default for LoadOptions {
 /// The loaded datapath: the eBPF object with both programs verified.
 pub struct Datapath {
     pub ebpf: Ebpf,
+    /// The pinned XDP link, when attached with [`Datapath::attach_pinned`].
+    link: Option<PinnedLink>,
 }
 
 impl Datapath {
@@ -86,6 +103,7 @@ impl Datapath {
             .map_max_entries(map_names::SRC_STATS, opts.source_entries);
         let pins: Vec<(&'static str, PathBuf)> = match &opts.pin_dir {
             Some(dir) => {
+                ensure_bpffs(dir)?;
                 std::fs::create_dir_all(dir)
                     .map_err(|source| LoaderError::PinDir { path: dir.clone(), source })?;
                 map_names::ALL.iter().map(|n| (*n, dir.join(n))).collect()
@@ -104,7 +122,7 @@ impl Datapath {
                 .map_err(|source| LoaderError::Verify { name, source })?;
             prog.load().map_err(|source| LoaderError::Verify { name, source })?;
         }
-        Ok(Datapath { ebpf })
+        Ok(Datapath { ebpf, link: None })
     }
 
     pub fn program(&self) -> &Xdp {
@@ -126,6 +144,56 @@ impl Datapath {
         attach_program(&mut self.ebpf, PROGRAM, iface, mode)
     }
 
+    /// Attach through a pinned bpf_link at `link_pin`: adopt the link a
+    /// previous run left (atomically swapping in this program, maps
+    /// unchanged), or attach anew and pin the link. The pinned link keeps XDP
+    /// attached if this process dies; [`Datapath::release`] decides on exit.
+    pub fn attach_pinned(&mut self, iface: &str, mode: AttachMode, link_pin: &Path) -> Result<Attachment, LoaderError> {
+        if link_pin.exists() {
+            match self.adopt(link_pin) {
+                Ok(()) => return Ok(Attachment { mode: "adopted", adopted: true, link_pin: link_pin.to_path_buf() }),
+                Err(e) => {
+                    log::warn!("cannot adopt the pinned link {}: {e}; attaching anew", link_pin.display());
+                    let _ = std::fs::remove_file(link_pin);
+                }
+            }
+        }
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM)
+            .ok_or(LoaderError::MissingProgram { name: PROGRAM })?
+            .try_into()
+            .map_err(|source| LoaderError::Verify { name: PROGRAM, source })?;
+        let used = attach_mode(prog, iface, mode)?;
+        let pin_err = |source: Box<dyn std::error::Error + Send + Sync>| LoaderError::PinLink { path: link_pin.to_path_buf(), source };
+        let (id, prog) = (used.1, prog);
+        let link = prog.take_link(id).map_err(|e| pin_err(Box::new(e)))?;
+        let fd = FdLink::try_from(link).map_err(|e| pin_err(Box::new(e)))?;
+        let pinned = fd.pin(link_pin).map_err(|e| pin_err(Box::new(e)))?;
+        self.link = Some(pinned);
+        Ok(Attachment { mode: used.0, adopted: false, link_pin: link_pin.to_path_buf() })
+    }
+
+    fn adopt(&mut self, link_pin: &Path) -> Result<(), Box<dyn std::error::Error>> {
+        let pinned = PinnedLink::from_pin(link_pin)?;
+        let xdp_link = XdpLink::try_from(FdLink::from(pinned))?;
+        let prog: &mut Xdp = self.ebpf.program_mut(PROGRAM).ok_or("program missing")?.try_into()?;
+        prog.attach_to_link(xdp_link)?;
+        Ok(())
+    }
+
+    /// On exit: `stay` keeps the pinned link (XDP stays attached and the next
+    /// start adopts it); otherwise the pin is removed and XDP detaches when
+    /// this `Datapath` is dropped. Maps stay pinned either way.
+    pub fn release(&mut self, link_pin: &Path, stay: bool) {
+        if !stay {
+            if let Err(e) = std::fs::remove_file(link_pin) {
+                log::warn!("removing {}: {e}", link_pin.display());
+            }
+        }
+        self.link = None;
+    }
+
     /// Attach the pass-everything program (for a veth peer, or a baseline).
     pub fn attach_baseline(&mut self, iface: &str) -> Result<&'static str, LoaderError> {
         attach_program(&mut self.ebpf, BASELINE_PROGRAM, iface, AttachMode::Auto)
@@ -143,8 +211,16 @@ fn attach_program(
         .ok_or(LoaderError::MissingProgram { name })?
         .try_into()
         .map_err(|source| LoaderError::Verify { name, source })?;
+    attach_mode(prog, iface, mode).map(|(label, _)| label)
+}
+
+fn attach_mode(
+    prog: &mut Xdp,
+    iface: &str,
+    mode: AttachMode,
+) -> Result<(&'static str, aya::programs::xdp::XdpLinkId), LoaderError> {
     let try_mode = |prog: &mut Xdp, m: XdpMode, label: &'static str| {
-        prog.attach(iface, m).map(|_| label).map_err(|source| LoaderError::Attach {
+        prog.attach(iface, m).map(|id| (label, id)).map_err(|source| LoaderError::Attach {
             iface: iface.to_string(),
             mode: label,
             source,
@@ -177,4 +253,47 @@ pub fn source_chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     parts.join(": ")
+}
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const BPFFS_MOUNT: &str = "/sys/fs/bpf";
+
+fn is_bpffs(p: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else { return false };
+    // SAFETY: statfs into a zeroed struct.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
+}
+
+/// Make sure `pin_root` lies on a bpf filesystem. Hosts booted by systemd
+/// mount one at /sys/fs/bpf; minimal systems may not, and then tcpguard
+/// mounts it there itself (as systemd would), saying so. Returns whether it
+/// mounted.
+pub fn ensure_bpffs(pin_root: &Path) -> Result<bool, LoaderError> {
+    let mut probe = pin_root.to_path_buf();
+    while !probe.exists() {
+        if !probe.pop() {
+            break;
+        }
+    }
+    if is_bpffs(&probe) {
+        return Ok(false);
+    }
+    let mount_err = |msg: String| LoaderError::PinDir { path: pin_root.to_path_buf(), source: std::io::Error::other(msg) };
+    if !pin_root.starts_with(BPFFS_MOUNT) {
+        return Err(mount_err(format!(
+            "{} is not on a bpf filesystem; mount one (mount -t bpf bpf DIR) or use a pin-root under {BPFFS_MOUNT}",
+            pin_root.display()
+        )));
+    }
+    log::info!("no bpf filesystem at {BPFFS_MOUNT}: mounting one (mount -t bpf bpf {BPFFS_MOUNT})");
+    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
+    let (src, dst, fs) = (c("bpf"), c(BPFFS_MOUNT), c("bpf"));
+    // SAFETY: valid C strings; mode 0700 as systemd mounts it.
+    let data = c("mode=0700");
+    let rc = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), fs.as_ptr(), 0, data.as_ptr().cast()) };
+    if rc != 0 {
+        return Err(mount_err(format!("mounting bpffs at {BPFFS_MOUNT}: {}", std::io::Error::last_os_error())));
+    }
+    Ok(true)
 }

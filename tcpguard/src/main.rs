@@ -1,14 +1,28 @@
-use std::{io::IsTerminal as _, time::Duration};
+use std::{io::IsTerminal as _, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, Result};
 use clap::Parser as _;
 use tcpguard::{
-    cli::{BenchWhat, Cli, Command},
+    cli::{BenchWhat, Cli, Client, Command, ConfigCmd},
+    config::{Config, ControlConfig},
+    ctl,
+    daemon::run,
+    proto::{Request, Response},
     loader::{pin_dir_for, Datapath, LoadOptions},
     maps::{monotonic_ns, Maps},
     summary,
 };
 use tcpguard_common::halfopen::Tally;
+
+fn done(r: Response) -> Result<()> {
+    match r {
+        Response::Done { message } => {
+            println!("{message}");
+            Ok(())
+        }
+        other => anyhow::bail!("unexpected answer: {other:?}"),
+    }
+}
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -20,8 +34,67 @@ fn main() {
     }
 }
 
+fn socket_of(c: &Client) -> Result<PathBuf> {
+    if let Some(s) = &c.socket {
+        return Ok(s.clone());
+    }
+    match &c.config {
+        Some(p) => Ok(Config::load(p)?.control.socket),
+        None => Ok(ControlConfig::default().socket),
+    }
+}
+
+async fn ask(c: &Client, req: Request) -> Result<Response> {
+    Ok(ctl::request(&socket_of(c)?, &req).await?)
+}
+
 async fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Run { config, ifaces } => run::run(run::RunOptions { config_path: config, interfaces: ifaces }).await,
+        Command::Status { json, client } => match ask(&client, Request::Status).await? {
+            Response::Status(v) if json => {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                Ok(())
+            }
+            Response::Status(v) => {
+                print!("{}", ctl::render_status(&v));
+                Ok(())
+            }
+            other => anyhow::bail!("unexpected answer: {other:?}"),
+        },
+        Command::Top { limit, json, client } => match ask(&client, Request::Top { limit }).await? {
+            Response::Top { sources } if json => {
+                println!("{}", serde_json::to_string_pretty(&sources)?);
+                Ok(())
+            }
+            Response::Top { sources } => {
+                print!("{}", ctl::render_top(&sources));
+                Ok(())
+            }
+            other => anyhow::bail!("unexpected answer: {other:?}"),
+        },
+        Command::Block { prefix, ttl, client } => {
+            let ttl_secs = ttl.map(|t| ctl::parse_duration(&t)).transpose().map_err(anyhow::Error::msg)?;
+            done(ask(&client, Request::Block { prefix, ttl_secs }).await?)
+        }
+        Command::Unblock { prefix, client } => done(ask(&client, Request::Unblock { prefix }).await?),
+        Command::Allow { prefix, client } => done(ask(&client, Request::Allow { prefix }).await?),
+        Command::Config { what: ConfigCmd::Check { path } } => {
+            let cfg = Config::load(&path)?;
+            println!(
+                "{}: ok (policy {}, interfaces [{}], {} allow, {} block)",
+                path.display(),
+                cfg.policy.mode.as_str(),
+                cfg.daemon.interfaces.join(", "),
+                cfg.datapath.allow.len(),
+                cfg.datapath.block.len()
+            );
+            Ok(())
+        }
+        Command::Config { what: ConfigCmd::Default } => {
+            print!("{}", tcpguard::config::DEFAULT_TOML);
+            Ok(())
+        }
         Command::Watch { iface, xdp_mode, no_pin, interval, duration } => {
             watch(&iface, xdp_mode, !no_pin, interval, duration).await
         }

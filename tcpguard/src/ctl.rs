@@ -1,0 +1,182 @@
+//! The client side of the control socket: `status`, `top`, `block`,
+//! `unblock`, `allow`. Errors an operator can act on.
+
+use std::{fmt::Write as _, io, path::Path, time::Duration};
+
+use tokio::net::UnixStream;
+
+use crate::proto::{read_frame, write_frame, Request, Response, SourceView, StatusView};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    #[error("tcpguard is not running (no daemon answers on {path}). Start it with `systemctl start tcpguard` or `tcpguard run --iface IFACE`")]
+    NotRunning { path: String },
+    #[error("permission denied on {path}: run as root or as a member of the socket's group (control.group in the config)")]
+    Denied { path: String },
+    #[error("talking to the daemon on {path}: {source}")]
+    Io { path: String, #[source] source: crate::proto::ProtoError },
+    #[error("the daemon did not answer within 10 s on {path}")]
+    Timeout { path: String },
+    #[error("{0}")]
+    Daemon(String),
+}
+
+pub async fn request(socket: &Path, req: &Request) -> Result<Response, CtlError> {
+    let path = socket.display().to_string();
+    let mut s = match UnixStream::connect(socket).await {
+        Ok(s) => s,
+        Err(e) => {
+            return Err(match e.kind() {
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => CtlError::NotRunning { path },
+                io::ErrorKind::PermissionDenied => CtlError::Denied { path },
+                _ => CtlError::Io { path, source: e.into() },
+            })
+        }
+    };
+    let exchange = async {
+        write_frame(&mut s, req).await?;
+        read_frame::<_, Response>(&mut s).await
+    };
+    match tokio::time::timeout(Duration::from_secs(10), exchange).await {
+        Err(_) => Err(CtlError::Timeout { path }),
+        Ok(Err(e)) => Err(CtlError::Io { path, source: e }),
+        Ok(Ok(Response::Error { message })) => Err(CtlError::Daemon(message)),
+        Ok(Ok(r)) => Ok(r),
+    }
+}
+
+fn dur(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// The human status view: the answer to "is this host under attack, and
+/// what is tcpguard doing about it?" on one screen.
+pub fn render_status(v: &StatusView) -> String {
+    let mut s = String::new();
+    let ifs: Vec<String> = v
+        .interfaces
+        .iter()
+        .map(|i| format!("{} ({}{})", i.name, i.xdp_mode, if i.adopted { ", adopted" } else { "" }))
+        .collect();
+    let _ = writeln!(s, "tcpguard {} — protecting {} — policy {}, datapath {}, up {}", v.version, ifs.join(", "), v.policy, v.datapath_mode, dur(v.uptime_secs));
+    let a = &v.attack;
+    if a.active {
+        let kind = a.kind.map_or("unknown", |k| k.as_str());
+        let phase = if a.phase == crate::daemon::detect::Phase::CoolingDown { " (cooling down)" } else { "" };
+        let _ = writeln!(s, "ATTACK: {kind}{phase} for {}", dur(a.since_secs.unwrap_or(0.0)));
+        for m in &a.mitigation {
+            let _ = writeln!(s, "  mitigation: {m}");
+        }
+    } else {
+        let _ = writeln!(s, "no attack ({} so far)", a.attacks_total);
+    }
+    let ev: Vec<String> = a
+        .evidence
+        .iter()
+        .map(|e| {
+            let fmt = |x: f64| if x.fract() == 0.0 || x.abs() >= 100.0 { format!("{x:.0}") } else { format!("{x:.2}") };
+            format!("{} {} (threshold {})", e.rule, fmt(e.observed), fmt(e.threshold))
+        })
+        .collect();
+    if !ev.is_empty() {
+        let _ = writeln!(s, "  evidence: {}", ev.join("; "));
+    }
+    let _ = writeln!(
+        s,
+        "traffic: {:.0} SYN/s, {:.0} completed/s (ratio {:.2}), {} half-open, {:.0} new sources/s, {:.0} drops/s, {} failed handshakes",
+        v.syn_per_sec, v.completed_per_sec, v.completion_ratio, v.half_open, v.new_sources_per_sec, v.dropped_per_sec, v.handshakes_failed
+    );
+    let k = &v.kernel;
+    let _ = writeln!(
+        s,
+        "kernel: tcp_syncookies={}{}, {} SYN_RECV, cookies sent {} / recv {} / failed {}, listen overflows {}, drops {}",
+        k.view.syncookies,
+        if k.syncookies_forced { " (forced by tcpguard)" } else { "" },
+        k.view.syn_recv,
+        k.view.syncookies_sent,
+        k.view.syncookies_recv,
+        k.view.syncookies_failed,
+        k.view.listen_overflows,
+        k.view.listen_drops
+    );
+    let _ = writeln!(s, "blocked ({}):", v.blocked.len());
+    for b in v.blocked.iter().take(20) {
+        let exp = b.expires_in_secs.map_or("permanent".into(), |e| format!("expires in {}", dur(e)));
+        let _ = writeln!(s, "  {:<24} {:<20} {}", b.prefix.to_string(), exp, b.reason);
+    }
+    if v.blocked.len() > 20 {
+        let _ = writeln!(s, "  ... {} more (tcpguard status --json)", v.blocked.len() - 20);
+    }
+    if !v.top_sources.is_empty() {
+        let _ = writeln!(s, "heavy sources:");
+        for t in &v.top_sources {
+            let _ = writeln!(s, "  {:<40} {:>8.0} SYN/s {:>6} half-open {:>6} completed", t.addr.to_string(), t.syn_per_sec, t.half_open, t.completed);
+        }
+    }
+    s
+}
+
+pub fn render_top(v: &[SourceView]) -> String {
+    let mut s = format!("{:<40} {:>10} {:>10} {:>10} {:>10} {:>10}\n", "source", "SYN/s", "SYNs", "completed", "half-open", "dropped");
+    for t in v {
+        let _ = writeln!(s, "{:<40} {:>10.0} {:>10} {:>10} {:>10} {:>10}", t.addr.to_string(), t.syn_per_sec, t.syns, t.completed, t.half_open, t.dropped);
+    }
+    s
+}
+
+/// "30", "30s", "5m", "2h", "1d" -> seconds.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1),
+        Some((i, 'm')) => (&s[..i], 60),
+        Some((i, 'h')) => (&s[..i], 3600),
+        Some((i, 'd')) => (&s[..i], 86_400),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .map(|n| n * mult)
+        .ok_or_else(|| format!("{s:?} is not a duration like 30s, 10m, 2h or 1d"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), 90);
+        assert_eq!(parse_duration("10m").unwrap(), 600);
+        assert_eq!(parse_duration("1d").unwrap(), 86_400);
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(dur(3725.0), "1h02m");
+    }
+
+    #[tokio::test]
+    async fn not_running_message_says_how_to_start() {
+        let e = request(Path::new("/nonexistent/tcpguard.sock"), &Request::Status).await.unwrap_err().to_string();
+        assert!(e.contains("not running") && e.contains("tcpguard run"), "{e}");
+    }
+
+    #[test]
+    fn status_renders_attack_and_blocks() {
+        let mut v = StatusView::default();
+        v.attack.active = true;
+        v.attack.kind = Some(crate::daemon::detect::Kind::SpoofedRandom);
+        v.attack.phase = crate::daemon::detect::Phase::Active;
+        v.attack.mitigation = vec!["SYN cookies forced".into()];
+        v.blocked.push(crate::proto::BlockView { prefix: "198.51.100.66/32".parse().unwrap(), expires_in_secs: Some(42.0), reason: "operator".into() });
+        let text = render_status(&v);
+        assert!(text.contains("ATTACK: spoofed-random"), "{text}");
+        assert!(text.contains("mitigation: SYN cookies forced"));
+        assert!(text.contains("198.51.100.66/32") && text.contains("expires in 42s"));
+    }
+}
