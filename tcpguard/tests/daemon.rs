@@ -1,0 +1,421 @@
+//! End-to-end: `tcpguard run` on the server veth of a namespace lab, a real
+//! kernel listener, real clients, real floods from the project's generator;
+//! observed through `tcpguard status --json`, /metrics over HTTP, signals
+//! and the sysctl itself. Root required.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use common::require_root;
+use serde_json::Value;
+use tcpguard::{
+    flood::{self, FloodReport, FloodSpec, Sources},
+    lab::{Lab, SERVER_IP},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tcpguard");
+const PORT: u16 = 8080;
+const TICK_MS: u64 = 250;
+
+/// Per-test files: config, socket, state, pins. Removed on drop.
+struct Files {
+    dir: PathBuf,
+    pin_root: PathBuf,
+}
+
+impl Files {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("tcpguard-e2e-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // Let an unprivileged user reach the socket's directory (the socket's own mode decides).
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let pin_root = PathBuf::from(format!("/sys/fs/bpf/tcpguard-e2e-{tag}-{}", std::process::id()));
+        Files { dir, pin_root }
+    }
+    fn socket(&self) -> PathBuf {
+        self.dir.join("tcpguard.sock")
+    }
+    fn config(&self) -> PathBuf {
+        self.dir.join("tcpguard.toml")
+    }
+    fn write_config(&self, policy: &str, extra: &str) {
+        let text = format!(
+            "[daemon]\ntick-ms = {TICK_MS}\nstate-dir = \"{}\"\npin-root = \"{}\"\n\
+             [detection]\nhold-down-secs = 2\n\
+             [policy]\nmode = \"{policy}\"\n\
+             [control]\nsocket = \"{}\"\n{extra}",
+            self.dir.join("state").display(),
+            self.pin_root.display(),
+            self.socket().display()
+        );
+        std::fs::write(self.config(), text).unwrap();
+    }
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.pin_root);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A daemon we started; killed by PID on drop if still running.
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(lab: &Lab, f: &Files) -> Self {
+        let log = f.dir.join(format!("daemon-{}.log", Instant::now().elapsed().as_nanos()));
+        let out = std::fs::File::create(&log).unwrap();
+        // nsenter --net: the network namespace only, so pins land on the host's bpffs.
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", lab.server.name))
+            .args([BIN, "run", "--config"])
+            .arg(f.config())
+            .args(["--iface", &lab.srv_if])
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start tcpguard run");
+        let d = Daemon { child, log };
+        let t = Instant::now();
+        while status(f).is_none() {
+            assert!(t.elapsed() < Duration::from_secs(10), "daemon did not come up:\n{}", d.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child by PID.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+    fn stop(mut self) -> String {
+        self.signal(libc::SIGTERM);
+        let t = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                assert!(st.success(), "tcpguard exited with {st}:\n{}", self.log_text());
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "no clean exit:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.log_text()
+    }
+    fn kill9(mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn status(f: &Files) -> Option<Value> {
+    let o = Command::new(BIN).args(["status", "--json", "--socket"]).arg(f.socket()).output().ok()?;
+    o.status.success().then(|| serde_json::from_slice(&o.stdout).expect("status --json is JSON"))
+}
+
+fn wait_status(f: &Files, limit: Duration, what: &str, mut pred: impl FnMut(&Value) -> bool) -> (Value, Duration) {
+    let t = Instant::now();
+    loop {
+        if let Some(v) = status(f) {
+            if pred(&v) {
+                return (v, t.elapsed());
+            }
+            if t.elapsed() > limit {
+                panic!("timed out after {limit:?} waiting for {what}; last status: {v:#}");
+            }
+        } else if t.elapsed() > limit {
+            panic!("timed out after {limit:?} waiting for {what}; daemon not answering");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn ctl(f: &Files, args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).arg("--socket").arg(f.socket()).output().unwrap()
+}
+
+fn serve(lab: &Lab, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
+    lab.server
+        .spawn(move || {
+            let l = TcpListener::bind(SocketAddr::new(IpAddr::V4(SERVER_IP), PORT)).unwrap();
+            l.set_nonblocking(true).unwrap();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut s, _)) => {
+                        s.set_nonblocking(false).unwrap();
+                        let mut b = [0u8; 2];
+                        let _ = s.read(&mut b);
+                        let _ = s.write_all(b"ok");
+                        n += 1;
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+            n
+        })
+        .unwrap()
+}
+
+fn connect_n(lab: &Lab, n: usize) -> usize {
+    lab.client
+        .run(move || {
+            let to = SocketAddr::new(IpAddr::V4(SERVER_IP), PORT);
+            (0..n)
+                .filter(|_| {
+                    TcpStream::connect_timeout(&to, Duration::from_secs(3)).is_ok_and(|mut s| {
+                        let mut b = [0u8; 2];
+                        s.write_all(b"hi").is_ok() && s.read_exact(&mut b).is_ok()
+                    })
+                })
+                .count()
+        })
+        .unwrap()
+}
+
+fn start_flood(lab: &Lab, sources: Sources, rate: u64, secs: u64, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<FloodReport> {
+    let spec = FloodSpec {
+        ifname: lab.cli_if.clone(),
+        src_mac: lab.cli_mac,
+        dst_mac: lab.srv_mac,
+        dst: IpAddr::V4(SERVER_IP),
+        dport: PORT,
+        sources,
+        rate,
+        count: 0,
+        duration: Duration::from_secs(secs),
+        options: true,
+        seed: rand_seed(),
+    };
+    lab.client.spawn(move || flood::run(&spec, &stop).expect("flood")).unwrap()
+}
+
+fn rand_seed() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+fn scrape(lab: &Lab) -> String {
+    lab.server
+        .run(|| {
+            let mut s = TcpStream::connect("127.0.0.1:9717").expect("metrics listener");
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        })
+        .unwrap()
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("metric {name} not found"))
+}
+
+fn xdp_attached(lab: &Lab) -> bool {
+    lab.server.ip(&["link", "show", "dev", &lab.srv_if]).unwrap().contains("xdp")
+}
+
+#[test]
+fn spoofed_flood_forces_cookies_then_restores() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let f = Files::new("spoof");
+    f.write_config("auto", "");
+    let original = lab.server.read_sysctl("net.ipv4.tcp_syncookies").unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = serve(&lab, stop.clone());
+    let d = Daemon::start(&lab, &f);
+    assert_eq!(connect_n(&lab, 10), 10);
+
+    let flood_stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let flood = start_flood(&lab, Sources::Random("198.19.0.0/16".parse().unwrap()), 20_000, 30, flood_stop.clone());
+    let (v, _) = wait_status(&f, Duration::from_secs(5), "spoofed attack", |v| {
+        v["attack"]["active"] == true && v["attack"]["kind"] == "spoofed-random"
+    });
+    let latency = started.elapsed();
+    eprintln!("detection latency (flood start -> status shows attack): {latency:?}");
+    // Two ticks over threshold; the first tick after the flood starts is partial.
+    assert!(latency <= Duration::from_millis(3 * TICK_MS + 150), "detected after {latency:?}");
+    let rules: Vec<&str> = v["attack"]["evidence"].as_array().unwrap().iter().map(|e| e["rule"].as_str().unwrap()).collect();
+    assert!(rules.contains(&"syn-rate") && rules.contains(&"new-source-ratio"), "{rules:?}");
+    let (v, _) = wait_status(&f, Duration::from_secs(2), "cookies forced", |v| v["kernel"]["syncookies_forced"] == true);
+    assert_eq!(v["kernel"]["syncookies"], 2);
+    assert_eq!(lab.server.read_sysctl("net.ipv4.tcp_syncookies").unwrap(), "2");
+    assert!(v["half_open"].as_u64().unwrap() > 1000, "half_open {}", v["half_open"]);
+    // Real clients still get in during the flood.
+    assert_eq!(connect_n(&lab, 10), 10, "legit clients during the spoofed flood");
+
+    // Metrics over real HTTP, counters moving.
+    let m1 = scrape(&lab);
+    assert!(m1.starts_with("HTTP/1.1 200 OK"));
+    assert_eq!(metric(&m1, "tcpguard_attack_active"), 1.0);
+    assert_eq!(metric(&m1, "tcpguard_syncookies_forced"), 1.0);
+    assert_eq!(metric(&m1, "tcpguard_attacks_total{kind=\"spoofed-random\"}"), 1.0);
+    std::thread::sleep(Duration::from_millis(3 * TICK_MS));
+    let m2 = scrape(&lab);
+    assert!(metric(&m2, "tcpguard_syn_packets_total") > metric(&m1, "tcpguard_syn_packets_total"));
+    assert!(metric(&m2, "tcpguard_half_open_connections") > 1000.0);
+
+    // The kernel agrees: it is sending cookies.
+    let v = status(&f).unwrap();
+    assert!(v["kernel"]["syncookies_sent"].as_u64().unwrap() > 0, "{:#}", v["kernel"]);
+
+    flood_stop.store(true, Ordering::Relaxed);
+    let rep = flood.join().unwrap();
+    assert!(rep.sent > 10_000);
+    let (v, waited) = wait_status(&f, Duration::from_secs(8), "attack over", |v| v["attack"]["active"] == false);
+    eprintln!("attack over {waited:?} after the flood stopped (hold-down 2 s)");
+    assert!(waited >= Duration::from_millis(1500), "ended before the hold-down: {waited:?}");
+    assert_eq!(v["kernel"]["syncookies_forced"], false);
+    assert_eq!(lab.server.read_sysctl("net.ipv4.tcp_syncookies").unwrap(), original, "sysctl restored");
+
+    let log = d.stop();
+    assert!(log.contains("attack started: spoofed-random"), "{log}");
+    assert!(!xdp_attached(&lab), "clean stop detaches");
+    stop.store(true, Ordering::Relaxed);
+    assert!(server.join().unwrap() >= 20);
+}
+
+#[test]
+fn single_source_flood_is_blocked_and_survives_kill_9() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let f = Files::new("single");
+    f.write_config("auto", "");
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = serve(&lab, stop.clone());
+    let d = Daemon::start(&lab, &f);
+
+    let bad: IpAddr = "198.51.100.66".parse().unwrap();
+    let flood_stop = Arc::new(AtomicBool::new(false));
+    let flood = start_flood(&lab, Sources::Single(bad), 5_000, 30, flood_stop.clone());
+    let (v, _) = wait_status(&f, Duration::from_secs(5), "heavy source blocked", |v| {
+        v["blocked"].as_array().unwrap().iter().any(|b| b["prefix"] == "198.51.100.66/32")
+    });
+    assert_eq!(v["attack"]["kind"], "few-heavy-sources", "{:#}", v["attack"]);
+    assert_eq!(v["kernel"]["syncookies_forced"], false, "a heavy real source is blocked, not answered with cookies");
+    // Its SYNs are dropped in XDP, and another client still connects.
+    let (v, _) = wait_status(&f, Duration::from_secs(3), "drops", |v| v["counters"]["drop_blocked"].as_u64().unwrap() > 1000);
+    let top: Vec<&str> = v["top_sources"].as_array().unwrap().iter().map(|s| s["addr"].as_str().unwrap()).collect();
+    assert!(top.contains(&"198.51.100.66") || v["attack"]["active"] == true);
+    assert_eq!(connect_n(&lab, 10), 10);
+
+    // kill -9: XDP stays attached (pinned link) and keeps dropping.
+    let before = status(&f).unwrap()["counters"]["drop_blocked"].as_u64().unwrap();
+    d.kill9();
+    assert!(xdp_attached(&lab), "XDP stays attached after kill -9");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(connect_n(&lab, 5), 5, "clients connect while the daemon is down");
+
+    // Restart adopts the link and the block-list.
+    let d = Daemon::start(&lab, &f);
+    let v = status(&f).unwrap();
+    assert_eq!(v["interfaces"][0]["adopted"], true, "{:#}", v["interfaces"]);
+    assert!(v["blocked"].as_array().unwrap().iter().any(|b| b["prefix"] == "198.51.100.66/32"), "block-list kept: {:#}", v["blocked"]);
+    let after = v["counters"]["drop_blocked"].as_u64().unwrap();
+    assert!(after > before + 1000, "the datapath kept dropping while the daemon was dead: {before} -> {after}");
+    flood_stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+
+    // Operator commands on the same daemon.
+    let o = ctl(&f, &["unblock", "198.51.100.66/32"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = ctl(&f, &["unblock", "198.51.100.66/32"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is not blocked"));
+    let o = ctl(&f, &["block", "203.0.113.0/24", "--ttl", "1h"]);
+    assert!(o.status.success());
+    let o = ctl(&f, &["allow", "203.0.113.7"]);
+    assert!(o.status.success());
+    let o = ctl(&f, &["block", "203.0.113.7"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("allow-listed"), "{o:?}");
+    let o = ctl(&f, &["top", "--json", "--limit", "3"]);
+    let top: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(top[0]["addr"], "198.51.100.66", "{top:#}");
+    d.stop();
+    stop.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+}
+
+#[test]
+fn reload_kill_restore_and_permissions() {
+    require_root();
+    let lab = Lab::new().unwrap();
+    let f = Files::new("reload");
+    f.write_config("syn-cookie", "");
+    let d = Daemon::start(&lab, &f);
+
+    // SIGHUP with a valid file: applied.
+    f.write_config("monitor", "");
+    d.signal(libc::SIGHUP);
+    wait_status(&f, Duration::from_secs(3), "policy monitor", |v| v["policy"] == "monitor");
+    // SIGHUP with a bad file: refused, old config keeps running.
+    std::fs::write(f.config(), "[policy]\nmode = \"nuke\"\n").unwrap();
+    d.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(500));
+    let v = status(&f).expect("daemon still answers after a bad reload");
+    assert_eq!(v["policy"], "monitor");
+    assert!(d.log_text().contains("reload refused, keeping the running config"), "{}", d.log_text());
+    assert!(d.log_text().contains("unknown variant `nuke`"));
+
+    // An unprivileged user is refused by the socket's permissions.
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN, "status", "--socket"])
+        .arg(f.socket())
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("permission denied"), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Killed while forcing cookies: the next start restores the operator's value.
+    f.write_config("syn-cookie", "");
+    d.signal(libc::SIGHUP);
+    wait_status(&f, Duration::from_secs(3), "policy syn-cookie", |v| v["policy"] == "syn-cookie");
+    let flood_stop = Arc::new(AtomicBool::new(false));
+    let flood = start_flood(&lab, Sources::Random("198.19.0.0/16".parse().unwrap()), 20_000, 30, flood_stop.clone());
+    wait_status(&f, Duration::from_secs(5), "cookies forced", |v| v["kernel"]["syncookies_forced"] == true);
+    d.kill9();
+    flood_stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    assert_eq!(lab.server.read_sysctl("net.ipv4.tcp_syncookies").unwrap(), "2", "left forced by the killed daemon");
+    let state = std::fs::read_to_string(f.dir.join("state/state.json")).unwrap();
+    assert!(state.contains("\"syncookies_original\": 1"), "{state}");
+    let d = Daemon::start(&lab, &f);
+    assert_eq!(lab.server.read_sysctl("net.ipv4.tcp_syncookies").unwrap(), "1", "restored on start");
+    assert!(d.log_text().contains("restoring the operator's value 1"));
+    d.stop();
+    assert!(!Path::new(&f.socket()).exists(), "socket removed on exit");
+    // Not running: one line that says so and how to start it.
+    let o = ctl(&f, &["status"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("not running") && err.contains("tcpguard run"), "{err}");
+}
