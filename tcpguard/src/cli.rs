@@ -34,6 +34,15 @@ pub enum Command {
         /// Interface to protect (repeatable); overrides daemon.interfaces.
         #[arg(long = "iface")]
         ifaces: Vec<String>,
+        /// Control socket path; overrides control.socket.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// A self-contained demo lab: namespaces, a real server and clients, floods, live status.
+    Demo {
+        /// Scale every phase's duration (1.0 = about 55 s in all).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
     },
     /// Is the host under attack, and what is tcpguard doing about it?
     Status {

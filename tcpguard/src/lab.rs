@@ -205,3 +205,199 @@ fn mac(ns: &Netns, dev: &str) -> Result<[u8; 6], LabError> {
     }
     Ok(m)
 }
+
+/// A third namespace, the attacker, on its own veth into the server:
+/// server side `srv_if` = 198.19.254.1/24, attacker `att_if` = 198.19.254.2/24.
+pub struct Attacker {
+    pub ns: Netns,
+    pub srv_if: String,
+    pub att_if: String,
+    pub srv_mac: [u8; 6],
+    pub att_mac: [u8; 6],
+}
+
+impl Lab {
+    /// Add an attacker namespace joined to the server by a second veth pair.
+    pub fn add_attacker(&self) -> Result<Attacker, LabError> {
+        let ns = Netns::new("a")?;
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let srv_if = format!("tgS{}x{n}", std::process::id());
+        let att_if = format!("tgA{}x{n}", std::process::id());
+        ip(&["link", "add", &srv_if, "netns", &self.server.name, "type", "veth", "peer", "name", &att_if, "netns", &ns.name])?;
+        self.server.ip(&["addr", "add", "198.19.254.1/24", "dev", &srv_if])?;
+        ns.ip(&["addr", "add", "198.19.254.2/24", "dev", &att_if])?;
+        self.server.ip(&["link", "set", &srv_if, "up"])?;
+        ns.ip(&["link", "set", &att_if, "up"])?;
+        let srv_mac = mac(&self.server, &srv_if)?;
+        let att_mac = mac(&ns, &att_if)?;
+        Ok(Attacker { ns, srv_if, att_if, srv_mac, att_mac })
+    }
+}
+
+/// A TCP listener with a chosen backlog, accepting and answering in a
+/// thread inside the server namespace until dropped.
+pub struct Server {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Server {
+    pub fn start(ns: &Netns, addr: std::net::SocketAddr, backlog: i32) -> Result<Self, LabError> {
+        use std::sync::{atomic::AtomicBool, Arc};
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = ns.spawn(move || {
+            let l = match listen(addr, backlog) {
+                Ok(l) => {
+                    let _ = tx.send(Ok(()));
+                    l
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return 0;
+                }
+            };
+            let mut served = 0u64;
+            while !s2.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut s, _)) => {
+                        use std::io::{Read as _, Write as _};
+                        let _ = s.set_nonblocking(false);
+                        let _ = s.set_read_timeout(Some(std::time::Duration::from_millis(500)));
+                        let mut b = [0u8; 2];
+                        let _ = s.read(&mut b);
+                        let _ = s.write_all(b"ok");
+                        served += 1;
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_micros(500)),
+                }
+            }
+            served
+        })?;
+        rx.recv()
+            .map_err(|_| LabError::Spawn(io::Error::other("listener thread died")))?
+            .map_err(LabError::Spawn)?;
+        Ok(Server { stop, thread: Some(thread) })
+    }
+
+    /// Stop and return how many connections were served.
+    pub fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().and_then(|t| t.join().ok()).unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A non-blocking listener with an explicit backlog (std's is fixed).
+fn listen(addr: std::net::SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
+    let l = std::net::TcpListener::bind(addr)?;
+    // Re-issue listen(2) with the wanted backlog.
+    // SAFETY: fd owned by `l`.
+    if unsafe { libc::listen(l.as_raw_fd(), backlog) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// Outcome of one legit connection attempt.
+#[derive(Clone, Copy, Debug)]
+pub struct Probe {
+    /// Seconds since the prober started.
+    pub at: f64,
+    pub ok: bool,
+    pub latency: std::time::Duration,
+}
+
+/// A legit client: connect, send, read the answer, close; again every
+/// `interval`, each attempt bounded by `timeout`. Runs in the client
+/// namespace until stopped.
+pub struct Prober {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub results: std::sync::Arc<std::sync::Mutex<Vec<Probe>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Prober {
+    pub fn start(ns: &Netns, to: std::net::SocketAddr, interval: std::time::Duration, timeout: std::time::Duration) -> Result<Self, LabError> {
+        use std::sync::{atomic::AtomicBool, Arc, Mutex};
+        let stop = Arc::new(AtomicBool::new(false));
+        let results = Arc::new(Mutex::new(Vec::new()));
+        let (s2, r2) = (stop.clone(), results.clone());
+        let thread = ns.spawn(move || {
+            let t0 = std::time::Instant::now();
+            while !s2.load(Ordering::Relaxed) {
+                let t = std::time::Instant::now();
+                let ok = probe_once(to, timeout);
+                let p = Probe { at: t.duration_since(t0).as_secs_f64(), ok, latency: t.elapsed() };
+                r2.lock().expect("probe lock").push(p);
+                if let Some(rest) = interval.checked_sub(t.elapsed()) {
+                    std::thread::sleep(rest);
+                }
+            }
+        })?;
+        Ok(Prober { stop, results, thread: Some(thread) })
+    }
+
+    pub fn snapshot(&self) -> Vec<Probe> {
+        self.results.lock().expect("probe lock").clone()
+    }
+
+    pub fn stop(mut self) -> Vec<Probe> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.snapshot()
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn probe_once(to: std::net::SocketAddr, timeout: std::time::Duration) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&to, timeout) else { return false };
+    let _ = s.set_read_timeout(Some(timeout));
+    let mut b = [0u8; 2];
+    s.write_all(b"hi").is_ok() && s.read_exact(&mut b).is_ok() && &b == b"ok"
+}
+
+/// Success ratio and latency percentiles (of successful attempts).
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct ProbeStats {
+    pub attempts: usize,
+    pub success: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+pub fn probe_stats(p: &[Probe]) -> ProbeStats {
+    if p.is_empty() {
+        return ProbeStats::default();
+    }
+    let mut lat: Vec<f64> = p.iter().filter(|x| x.ok).map(|x| x.latency.as_secs_f64() * 1000.0).collect();
+    lat.sort_by(f64::total_cmp);
+    let pct = |q: f64| if lat.is_empty() { 0.0 } else { lat[((lat.len() - 1) as f64 * q).round() as usize] };
+    ProbeStats {
+        attempts: p.len(),
+        success: p.iter().filter(|x| x.ok).count() as f64 / p.len() as f64,
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+    }
+}

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod ctl;
 pub mod daemon;
+pub mod demo;
 pub mod daemon_check;
 pub mod flood;
 pub mod lab;

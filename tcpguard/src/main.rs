@@ -50,7 +50,11 @@ async fn ask(c: &Client, req: Request) -> Result<Response> {
 
 async fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run { config, ifaces } => run::run(run::RunOptions { config_path: config, interfaces: ifaces }).await,
+        Command::Run { config, ifaces, socket } => run::run(run::RunOptions { config_path: config, interfaces: ifaces, socket }).await,
+        Command::Demo { scale } => {
+            tcpguard::daemon_check::require_capabilities()?;
+            tokio::task::spawn_blocking(move || tcpguard::demo::run(scale)).await?
+        }
         Command::Status { json, client } => match ask(&client, Request::Status).await? {
             Response::Status(v) if json => {
                 println!("{}", serde_json::to_string_pretty(&v)?);

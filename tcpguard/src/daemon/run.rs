@@ -35,6 +35,7 @@ use crate::{
 pub struct RunOptions {
     pub config_path: Option<PathBuf>,
     pub interfaces: Vec<String>,
+    pub socket: Option<PathBuf>,
 }
 
 struct Iface {
@@ -92,6 +93,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     };
     if !opts.interfaces.is_empty() {
         cfg.daemon.interfaces = opts.interfaces.clone();
+    }
+    if let Some(s) = &opts.socket {
+        cfg.control.socket = s.clone();
     }
     if cfg.daemon.interfaces.is_empty() {
         anyhow::bail!("no interface to protect: pass --iface NAME or set daemon.interfaces in the config");

@@ -1,0 +1,248 @@
+//! `tcpguard demo` (run by `cargo xtask demo`): a self-contained lab — a
+//! server namespace with a real TCP listener, a legit client and an attacker
+//! in namespaces of their own, joined by veth pairs — with `tcpguard run`
+//! on the server's two interfaces using the embedded default config. It
+//! drives steady clients, a spoofed random-source flood, a quiet spell, a
+//! single-source flood and the end of it, showing the live status, then
+//! prints a summary. Everything is removed on exit and on Ctrl-C.
+
+use std::{
+    io::IsTerminal as _,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    process::{Child, Command},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+
+use crate::{
+    flood::{self, FloodReport, FloodSpec, Sources},
+    lab::{probe_stats, Lab, Probe, Prober, Server, SERVER_IP},
+    proto::{Request, Response, StatusView},
+};
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+struct Phase {
+    name: &'static str,
+    secs: u64,
+    flood: Option<(Sources, u64)>,
+}
+
+struct DaemonChild {
+    child: Child,
+    pins: Vec<PathBuf>,
+    dir: PathBuf,
+}
+
+impl Drop for DaemonChild {
+    fn drop(&mut self) {
+        // SIGTERM: the daemon restores sysctls and detaches.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let t = Instant::now();
+        while self.child.try_wait().ok().flatten().is_none() && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for p in &self.pins {
+            let _ = std::fs::remove_dir_all(p);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn run(phase_scale: f64) -> Result<()> {
+    // SAFETY: installing a handler that only stores to an atomic.
+    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
+    let tty = std::io::stdout().is_terminal();
+    println!("tcpguard demo: building the lab (namespaces server, client, attacker; veth pairs)...");
+    let lab = Lab::new().context("creating the lab namespaces")?;
+    let att = lab.add_attacker().context("adding the attacker namespace")?;
+    let port = 8080;
+    let server = Server::start(&lab.server, SocketAddr::new(IpAddr::V4(SERVER_IP), port), 128)?;
+
+    let dir = std::env::temp_dir().join(format!("tcpguard-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let socket = dir.join("tcpguard.sock");
+    let log = dir.join("daemon.log");
+    let exe = std::env::current_exe()?;
+    let out = std::fs::File::create(&log)?;
+    let child = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", lab.server.name))
+        .arg(&exe)
+        .args(["run", "--iface", &lab.srv_if, "--iface", &att.srv_if, "--socket"])
+        .arg(&socket)
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .context("starting tcpguard run")?;
+    let pins = [&lab.srv_if, &att.srv_if].iter().map(|i| PathBuf::from(crate::loader::PIN_ROOT).join(i)).collect();
+    let daemon = DaemonChild { child, pins, dir: dir.clone() };
+    println!("tcpguard run --iface {} --iface {}   (embedded default config, policy auto)", lab.srv_if, att.srv_if);
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let status = |rt: &tokio::runtime::Runtime| -> Option<StatusView> {
+        match rt.block_on(crate::ctl::request(&socket, &Request::Status)) {
+            Ok(Response::Status(v)) => Some(*v),
+            _ => None,
+        }
+    };
+    let t = Instant::now();
+    while status(&rt).is_none() {
+        if t.elapsed() > Duration::from_secs(15) {
+            anyhow::bail!("the daemon did not start:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let prober = Prober::start(&lab.client, SocketAddr::new(IpAddr::V4(SERVER_IP), port), Duration::from_millis(20), Duration::from_secs(1))?;
+    let s = |x: u64| ((x as f64 * phase_scale).round() as u64).max(2);
+    let phases = [
+        Phase { name: "steady legit clients", secs: s(6), flood: None },
+        Phase { name: "spoofed random-source SYN flood (50k SYN/s from 198.19.0.0/17)", secs: s(15), flood: Some((Sources::Random("198.19.0.0/17".parse().expect("prefix")), 50_000)) },
+        Phase { name: "flood stopped", secs: s(9), flood: None },
+        Phase { name: "single-source SYN flood (10k SYN/s from 203.0.113.66)", secs: s(12), flood: Some((Sources::Single("203.0.113.66".parse().expect("addr")), 10_000)) },
+        Phase { name: "flood stopped", secs: s(9), flood: None },
+    ];
+
+    struct Row {
+        name: &'static str,
+        from: f64,
+        to: f64,
+        detected_after: Option<f64>,
+        kind: Option<String>,
+        mitigation: Vec<String>,
+        sent: Option<FloodReport>,
+    }
+    let mut rows: Vec<Row> = Vec::new();
+    let demo_start = Instant::now();
+    let mut last_status: Option<StatusView> = None;
+    'phases: for ph in &phases {
+        let stop = Arc::new(AtomicBool::new(false));
+        let fl = match &ph.flood {
+            Some((src, rate)) => {
+                let spec = FloodSpec {
+                    ifname: att.att_if.clone(),
+                    src_mac: att.att_mac,
+                    dst_mac: att.srv_mac,
+                    dst: IpAddr::V4(SERVER_IP),
+                    dport: port,
+                    sources: src.clone(),
+                    rate: *rate,
+                    count: 0,
+                    duration: Duration::from_secs(ph.secs),
+                    options: true,
+                    seed: 0x5eed,
+                };
+                let st = stop.clone();
+                Some(att.ns.spawn(move || flood::run(&spec, &st))?)
+            }
+            None => None,
+        };
+        let from = demo_start.elapsed().as_secs_f64();
+        let mut row = Row { name: ph.name, from, to: from, detected_after: None, kind: None, mitigation: Vec::new(), sent: None };
+        let end = Instant::now() + Duration::from_secs(ph.secs);
+        while Instant::now() < end {
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                stop.store(true, Ordering::SeqCst);
+                if let Some(f) = fl {
+                    let _ = f.join();
+                }
+                break 'phases;
+            }
+            if let Some(v) = status(&rt) {
+                if ph.flood.is_some() && v.attack.active && row.detected_after.is_none() {
+                    row.detected_after = Some(demo_start.elapsed().as_secs_f64() - from);
+                    row.kind = v.attack.kind.map(|k| k.as_str().to_string());
+                }
+                if ph.flood.is_some() && v.attack.active {
+                    for m in &v.attack.mitigation {
+                        if !row.mitigation.contains(m) {
+                            row.mitigation.push(m.clone());
+                        }
+                    }
+                    for b in &v.blocked {
+                        let m = format!("blocked {}", b.prefix);
+                        if !row.mitigation.contains(&m) {
+                            row.mitigation.push(m);
+                        }
+                    }
+                }
+                let probes = prober.snapshot();
+                screen(tty, ph.name, demo_start.elapsed().as_secs_f64(), &v, &probes);
+                last_status = Some(v);
+            }
+            std::thread::sleep(Duration::from_millis(1000));
+        }
+        stop.store(true, Ordering::SeqCst);
+        if let Some(f) = fl {
+            row.sent = f.join().ok().and_then(Result::ok);
+        }
+        row.to = demo_start.elapsed().as_secs_f64();
+        rows.push(row);
+    }
+    let probes = prober.stop();
+    let served = server.stop();
+    drop(daemon);
+    drop(att);
+    drop(lab);
+    let interrupted = INTERRUPTED.load(Ordering::SeqCst);
+
+    println!("\n=== tcpguard demo summary{} ===", if interrupted { " (interrupted)" } else { "" });
+    println!("{:<66} {:>9} {:>8} {:>8}  {}", "phase", "legit ok", "p50 ms", "p99 ms", "detection / mitigation");
+    for r in &rows {
+        let p: Vec<Probe> = probes.iter().copied().filter(|p| p.at >= r.from && p.at < r.to).collect();
+        let st = probe_stats(&p);
+        let det = match (&r.sent, r.detected_after, &r.kind) {
+            (Some(rep), Some(d), Some(k)) => format!(
+                "{k} detected after {d:.1}s; {}; flood sent {} SYNs ({:.0}/s)",
+                r.mitigation.join(", "),
+                rep.sent,
+                rep.pps()
+            ),
+            (Some(rep), _, _) => format!("not detected; flood sent {} SYNs", rep.sent),
+            _ => String::new(),
+        };
+        println!("{:<66} {:>8.1}% {:>8.2} {:>8.2}  {}", r.name, st.success * 100.0, st.p50_ms, st.p99_ms, det);
+    }
+    if let Some(v) = last_status {
+        println!("attacks declared: {}; connections served: {served}; namespaces, veths, pins and the daemon removed.", v.attack.attacks_total);
+    }
+    Ok(())
+}
+
+fn screen(tty: bool, phase: &str, t: f64, v: &StatusView, probes: &[Probe]) {
+    let recent: Vec<Probe> = probes.iter().copied().filter(|p| p.at >= t - 3.0).collect();
+    let st = probe_stats(&recent);
+    if tty {
+        print!("\x1b[H\x1b[2J");
+        println!("tcpguard demo — t={t:5.1}s — {phase}\n");
+        println!("legit clients (last 3 s): {:.1}% ok of {} attempts, p50 {:.2} ms, p99 {:.2} ms\n", st.success * 100.0, st.attempts, st.p50_ms, st.p99_ms);
+        print!("{}", crate::ctl::render_status(v));
+        println!("\nCtrl-C stops the demo and cleans up.");
+    } else {
+        let kind = v.attack.kind.map_or("-", |k| k.as_str());
+        println!(
+            "t={t:5.1}s {:<40.40} attack={:<5} kind={:<18} syn/s={:>7.0} half-open={:>6} drops/s={:>7.0} blocked={} cookies={} legit={:>5.1}%",
+            phase,
+            v.attack.active,
+            kind,
+            v.syn_per_sec,
+            v.half_open,
+            v.dropped_per_sec,
+            v.blocked.len(),
+            if v.kernel.syncookies_forced { "forced" } else { "off" },
+            st.success * 100.0
+        );
+    }
+}
