@@ -23,6 +23,7 @@ use anyhow::{Context as _, Result};
 use crate::{
     flood::{self, FloodReport, FloodSpec, Sources},
     lab::{probe_stats, Lab, Probe, Prober, Server, SERVER_IP},
+    daemon::detect::Kind,
     proto::{Request, Response, StatusView},
 };
 
@@ -36,6 +37,8 @@ struct Phase {
     name: &'static str,
     secs: u64,
     flood: Option<(Sources, u64)>,
+    /// The kind the flood should be classified as.
+    expect: Option<Kind>,
 }
 
 struct DaemonChild {
@@ -108,11 +111,21 @@ pub fn run(phase_scale: f64) -> Result<()> {
     let prober = Prober::start(&lab.client, SocketAddr::new(IpAddr::V4(SERVER_IP), port), Duration::from_millis(20), Duration::from_secs(1))?;
     let s = |x: u64| ((x as f64 * phase_scale).round() as u64).max(2);
     let phases = [
-        Phase { name: "steady legit clients", secs: s(6), flood: None },
-        Phase { name: "spoofed random-source SYN flood (50k SYN/s from 198.19.0.0/17)", secs: s(15), flood: Some((Sources::Random("198.19.0.0/17".parse().expect("prefix")), 50_000)) },
-        Phase { name: "flood stopped", secs: s(9), flood: None },
-        Phase { name: "single-source SYN flood (10k SYN/s from 203.0.113.66)", secs: s(12), flood: Some((Sources::Single("203.0.113.66".parse().expect("addr")), 10_000)) },
-        Phase { name: "flood stopped", secs: s(9), flood: None },
+        Phase { name: "steady legit clients", secs: s(6), flood: None, expect: None },
+        Phase {
+            name: "spoofed random-source SYN flood (50k SYN/s from 198.19.0.0/17)",
+            secs: s(15),
+            flood: Some((Sources::Random("198.19.0.0/17".parse().expect("prefix")), 50_000)),
+            expect: Some(Kind::SpoofedRandom),
+        },
+        Phase { name: "flood stopped", secs: s(9), flood: None, expect: None },
+        Phase {
+            name: "single-source SYN flood (10k SYN/s from 203.0.113.66)",
+            secs: s(12),
+            flood: Some((Sources::Single("203.0.113.66".parse().expect("addr")), 10_000)),
+            expect: Some(Kind::FewHeavySources),
+        },
+        Phase { name: "flood stopped", secs: s(9), flood: None, expect: None },
     ];
 
     struct Row {
@@ -120,9 +133,11 @@ pub fn run(phase_scale: f64) -> Result<()> {
         from: f64,
         to: f64,
         detected_after: Option<f64>,
+        mitigated_after: Option<f64>,
         kind: Option<String>,
         mitigation: Vec<String>,
         sent: Option<FloodReport>,
+        ended_after: Option<f64>,
     }
     let mut rows: Vec<Row> = Vec::new();
     let demo_start = Instant::now();
@@ -150,8 +165,19 @@ pub fn run(phase_scale: f64) -> Result<()> {
             None => None,
         };
         let from = demo_start.elapsed().as_secs_f64();
-        let mut row = Row { name: ph.name, from, to: from, detected_after: None, kind: None, mitigation: Vec::new(), sent: None };
+        let mut row = Row {
+            name: ph.name,
+            from,
+            to: from,
+            detected_after: None,
+            mitigated_after: None,
+            kind: None,
+            mitigation: Vec::new(),
+            sent: None,
+            ended_after: None,
+        };
         let end = Instant::now() + Duration::from_secs(ph.secs);
+        let mut polls = 0u32;
         while Instant::now() < end {
             if INTERRUPTED.load(Ordering::SeqCst) {
                 stop.store(true, Ordering::SeqCst);
@@ -161,9 +187,21 @@ pub fn run(phase_scale: f64) -> Result<()> {
                 break 'phases;
             }
             if let Some(v) = status(&rt) {
-                if ph.flood.is_some() && v.attack.active && row.detected_after.is_none() {
-                    row.detected_after = Some(demo_start.elapsed().as_secs_f64() - from);
+                let now = demo_start.elapsed().as_secs_f64() - from;
+                if ph.expect.is_some() && v.attack.active && v.attack.kind == ph.expect && row.detected_after.is_none() {
+                    row.detected_after = Some(now);
                     row.kind = v.attack.kind.map(|k| k.as_str().to_string());
+                }
+                let mitigated = match ph.expect {
+                    Some(Kind::FewHeavySources) => !v.blocked.is_empty(),
+                    Some(_) => v.kernel.syncookies_forced,
+                    None => false,
+                };
+                if mitigated && row.mitigated_after.is_none() {
+                    row.mitigated_after = Some(now);
+                }
+                if ph.flood.is_none() && !v.attack.active && row.ended_after.is_none() && rows.last().is_some_and(|r: &Row| r.sent.is_some()) {
+                    row.ended_after = Some(now);
                 }
                 if ph.flood.is_some() && v.attack.active {
                     for m in &v.attack.mitigation {
@@ -178,11 +216,14 @@ pub fn run(phase_scale: f64) -> Result<()> {
                         }
                     }
                 }
-                let probes = prober.snapshot();
-                screen(tty, ph.name, demo_start.elapsed().as_secs_f64(), &v, &probes);
+                if polls % 4 == 0 {
+                    let probes = prober.snapshot();
+                    screen(tty, ph.name, demo_start.elapsed().as_secs_f64(), &v, &probes);
+                }
                 last_status = Some(v);
             }
-            std::thread::sleep(Duration::from_millis(1000));
+            polls += 1;
+            std::thread::sleep(Duration::from_millis(250));
         }
         stop.store(true, Ordering::SeqCst);
         if let Some(f) = fl {
@@ -205,13 +246,14 @@ pub fn run(phase_scale: f64) -> Result<()> {
         let st = probe_stats(&p);
         let det = match (&r.sent, r.detected_after, &r.kind) {
             (Some(rep), Some(d), Some(k)) => format!(
-                "{k} detected after {d:.1}s; {}; flood sent {} SYNs ({:.0}/s)",
+                "{k} detected after {d:.2}s, mitigated after {}; {}; flood sent {} SYNs ({:.0}/s)",
+                r.mitigated_after.map_or("-".into(), |m| format!("{m:.2}s")),
                 r.mitigation.join(", "),
                 rep.sent,
                 rep.pps()
             ),
-            (Some(rep), _, _) => format!("not detected; flood sent {} SYNs", rep.sent),
-            _ => String::new(),
+            (Some(rep), _, _) => format!("not detected as expected; flood sent {} SYNs", rep.sent),
+            _ => r.ended_after.map_or(String::new(), |e| format!("attack over after {e:.1}s (hold-down 5 s)")),
         };
         println!("{:<66} {:>8.1}% {:>8.2} {:>8.2}  {}", r.name, st.success * 100.0, st.p50_ms, st.p99_ms, det);
     }

@@ -29,6 +29,12 @@ enum Cmd {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// The demo lab: install prerequisites, build release, run `tcpguard demo` (root).
+    Demo {
+        /// Scale the phase durations (1.0 = about 55 s).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+    },
     /// Benchmarks: per-packet cost with BPF_PROG_TEST_RUN; writes docs/benchmarks.md.
     Bench {
         /// Fewer repetitions (a quick look, not for the record).
@@ -45,6 +51,7 @@ fn main() -> Result<()> {
         Cmd::Prereqs => prereqs(),
         Cmd::Test { args } => test(&args),
         Cmd::Bench { quick } => bench(quick),
+        Cmd::Demo { scale } => demo(scale),
     }
 }
 
@@ -129,6 +136,17 @@ fn test(extra: &[String]) -> Result<()> {
     say("running every test: host unit tests, BPF_PROG_TEST_RUN tests, namespace labs");
     run(Command::new("cargo").args(["test", "--release"]).args(extra))?;
     Ok(())
+}
+
+fn demo(scale: f64) -> Result<()> {
+    prereqs()?;
+    if !is_root() {
+        bail!("the demo creates network namespaces and attaches XDP: run it as root");
+    }
+    say("building tcpguard (release)");
+    run(Command::new("cargo").args(["build", "--release", "-p", "tcpguard"]))?;
+    let bin = workspace_root().join("target/release/tcpguard");
+    run(Command::new(bin).args(["demo", "--scale", &scale.to_string()]))
 }
 
 fn bench(quick: bool) -> Result<()> {

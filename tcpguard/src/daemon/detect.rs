@@ -11,10 +11,12 @@
 //! Kind, while over threshold:
 //! - few heavy sources: sources at or above `heavy-source-syn-rate` carry at
 //!   least `heavy-share` of the SYNs;
-//! - spoofed random sources: never-seen sources per SYN at or above
-//!   `spoofed-new-source-ratio` (random addresses are always new);
-//! - distributed real sources: otherwise — many sources that recur (real
-//!   addresses), none heavy.
+//! - spoofed random sources: the handshakes do not complete (completion
+//!   ratio below `min-completion-ratio`: spoofed sources never answer the
+//!   SYN-ACK), or never-seen sources per SYN reach
+//!   `spoofed-new-source-ratio`;
+//! - distributed real sources: otherwise — many sources, none heavy, that
+//!   do complete handshakes yet keep the half-open count high.
 //!
 //! Lifecycle with hysteresis: `start-ticks` consecutive ticks over threshold
 //! start an attack; once under, it cools down and is over after
@@ -227,11 +229,12 @@ impl Detector {
             let kind = if share >= c.heavy_share {
                 evidence.push(Evidence::new("heavy-share", share, c.heavy_share));
                 Kind::FewHeavySources
-            } else if new_ratio >= c.spoofed_new_source_ratio {
+            } else if low_completion || new_ratio >= c.spoofed_new_source_ratio {
+                // Spoofed sources never complete; random addresses are new.
                 evidence.push(Evidence::new("new-source-ratio", new_ratio, c.spoofed_new_source_ratio));
                 Kind::SpoofedRandom
             } else {
-                // Evidence for "real, distributed": sources recur, none heavy.
+                // Real, distributed: they complete, recur, and none is heavy.
                 evidence.push(Evidence::new("new-source-ratio", new_ratio, c.spoofed_new_source_ratio));
                 evidence.push(Evidence::new("heavy-share", share, c.heavy_share));
                 Kind::DistributedReal
@@ -409,10 +412,27 @@ mod tests {
         d.step(g.tick(100.0, 100.0, 1.0, 1, &[]));
         let mut a = None;
         for _ in 0..3 {
-            // 10k SYN/s from recurring sources (few new), a third complete.
-            a = Some(d.step(g.tick(10_000.0, 3000.0, 50.0, 4000, &[])));
+            // 10k SYN/s from recurring sources (few new); most complete,
+            // but they hold the half-open count high.
+            a = Some(d.step(g.tick(10_000.0, 7000.0, 50.0, 4000, &[])));
         }
         assert_eq!(a.unwrap().kind, Some(Kind::DistributedReal));
+    }
+
+    #[test]
+    fn spoofed_flood_reusing_addresses_is_still_spoofed() {
+        // A spoofed flood from a small prefix revisits addresses: few are
+        // new, but none completes a handshake.
+        let mut d = Detector::new(cfg());
+        let mut g = Series::new();
+        d.step(g.tick(100.0, 100.0, 1.0, 1, &[]));
+        let mut a = None;
+        for _ in 0..3 {
+            a = Some(d.step(g.tick(50_000.0, 50.0, 500.0, 90_000, &[])));
+        }
+        let a = a.unwrap();
+        assert_eq!(a.kind, Some(Kind::SpoofedRandom));
+        assert!(a.evidence.iter().any(|e| e.rule == "completion-ratio" && e.observed < e.threshold), "{:?}", a.evidence);
     }
 
     #[test]
