@@ -129,4 +129,9 @@ pub enum BenchWhat {
         #[arg(long)]
         quick: bool,
     },
+    /// Flood lab: (a)-(d) side by side, detection latency, daemon cost; JSON on stdout.
+    Flood {
+        #[arg(long)]
+        quick: bool,
+    },
 }

@@ -318,8 +318,10 @@ pub struct Probe {
     pub latency: std::time::Duration,
 }
 
-/// A legit client: connect, send, read the answer, close; again every
-/// `interval`, each attempt bounded by `timeout`. Runs in the client
+/// A legit client, open-loop: every `interval` a new attempt starts (in its
+/// own thread, so a stalled attempt does not delay the next) that connects,
+/// sends, reads the answer and closes, bounded by `timeout`. Every setup
+/// under test thus gets the same number of attempts. Runs in the client
 /// namespace until stopped.
 pub struct Prober {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -335,23 +337,38 @@ impl Prober {
         let (s2, r2) = (stop.clone(), results.clone());
         let thread = ns.spawn(move || {
             let t0 = std::time::Instant::now();
+            let mut inflight = Vec::new();
+            let mut n: u32 = 0;
             while !s2.load(Ordering::Relaxed) {
-                let t = std::time::Instant::now();
-                let ok = probe_once(to, timeout);
-                let p = Probe { at: t.duration_since(t0).as_secs_f64(), ok, latency: t.elapsed() };
-                r2.lock().expect("probe lock").push(p);
-                if let Some(rest) = interval.checked_sub(t.elapsed()) {
+                let r3 = r2.clone();
+                // Threads inherit this thread's network namespace.
+                inflight.push(std::thread::spawn(move || {
+                    let t = std::time::Instant::now();
+                    let ok = probe_once(to, timeout);
+                    let p = Probe { at: t.duration_since(t0).as_secs_f64(), ok, latency: t.elapsed() };
+                    r3.lock().expect("probe lock").push(p);
+                }));
+                inflight.retain(|h| !h.is_finished());
+                n += 1;
+                let next = interval * n;
+                if let Some(rest) = next.checked_sub(t0.elapsed()) {
                     std::thread::sleep(rest);
                 }
+            }
+            for h in inflight {
+                let _ = h.join();
             }
         })?;
         Ok(Prober { stop, results, thread: Some(thread) })
     }
 
     pub fn snapshot(&self) -> Vec<Probe> {
-        self.results.lock().expect("probe lock").clone()
+        let mut v = self.results.lock().expect("probe lock").clone();
+        v.sort_by(|a, b| a.at.total_cmp(&b.at));
+        v
     }
 
+    /// Stop starting attempts, wait for those in flight, return all.
     pub fn stop(mut self) -> Vec<Probe> {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {

@@ -4,6 +4,7 @@
 //! into plain Rust snapshots and writes settings and lists back.
 
 pub mod bench;
+pub mod bench_flood;
 pub mod cli;
 pub mod config;
 pub mod ctl;

@@ -102,6 +102,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Watch { iface, xdp_mode, no_pin, interval, duration } => {
             watch(&iface, xdp_mode, !no_pin, interval, duration).await
         }
+        Command::Bench { what: BenchWhat::Flood { quick } } => {
+            tcpguard::daemon_check::require_capabilities()?;
+            let r = tokio::task::spawn_blocking(move || tcpguard::bench_flood::run(quick)).await??;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            Ok(())
+        }
         Command::Bench { what: BenchWhat::Packets { quick } } => {
             tcpguard::daemon_check::require_capabilities()?;
             print!("{}", tcpguard::bench::packets(quick)?);

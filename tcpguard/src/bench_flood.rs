@@ -1,0 +1,390 @@
+//! Flood benchmarks in a namespace lab, side by side in one run under the
+//! same fixed-rate spoofed flood:
+//! (a) no protection: tcp_syncookies=0, listen backlog 16;
+//! (b) the kernel's default: tcp_syncookies=1, backlog 128;
+//! (c) tcpguard, policy drop (plus the kernel default);
+//! (d) tcpguard, policy auto.
+//! For each: legit success and connect latency (median, p99), softirq CPU.
+//! Then detection latency and the daemon's CPU and RSS with 100,000 sources.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    process::{Child, Command},
+    sync::{atomic::AtomicBool, Arc},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+
+use crate::{
+    flood::{self, FloodSpec, Sources},
+    lab::{probe_stats, Attacker, Lab, Netns, ProbeStats, Prober, Server, SERVER_IP},
+    proto::{Request, Response, StatusView},
+};
+
+const PORT: u16 = 8080;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Setup {
+    #[serde(rename = "a")]
+    NoProtection,
+    #[serde(rename = "b")]
+    KernelCookies,
+    #[serde(rename = "c")]
+    TcpguardDrop,
+    #[serde(rename = "d")]
+    TcpguardAuto,
+}
+
+impl Setup {
+    pub const ALL: [Setup; 4] = [Setup::NoProtection, Setup::KernelCookies, Setup::TcpguardDrop, Setup::TcpguardAuto];
+    pub fn label(self) -> &'static str {
+        match self {
+            Setup::NoProtection => "(a) no protection: syncookies=0, backlog 16",
+            Setup::KernelCookies => "(b) kernel default: syncookies=1, backlog 128",
+            Setup::TcpguardDrop => "(c) tcpguard policy drop",
+            Setup::TcpguardAuto => "(d) tcpguard policy auto",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Point {
+    pub setup: Setup,
+    pub target_pps: u64,
+    pub sent_pps: f64,
+    pub legit: ProbeStats,
+    /// Softirq share of all CPU time on the machine during the flood (%).
+    pub softirq_pct: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Latency {
+    pub kind: String,
+    pub flood_pps: u64,
+    pub runs: usize,
+    /// Flood start -> `status` shows the attack (median, max; seconds).
+    pub declared_median: f64,
+    pub declared_max: f64,
+    /// Flood start -> mitigation in effect (cookies forced / source blocked).
+    pub mitigated_median: f64,
+    pub mitigated_max: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DaemonCost {
+    pub sources: u64,
+    pub flood_pps: f64,
+    pub seconds: f64,
+    /// Daemon CPU, % of one core.
+    pub cpu_pct_of_core: f64,
+    pub rss_max_mb: f64,
+    pub tick_mean_ms: f64,
+    pub tick_ms: u64,
+    pub tracked_sources_in_datapath: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FloodBench {
+    pub generator_max_pps: f64,
+    pub seconds_per_point: f64,
+    pub points: Vec<Point>,
+    pub latency: Vec<Latency>,
+    pub daemon: DaemonCost,
+}
+
+fn cpu_times() -> (u64, u64) {
+    // (softirq, total) jiffies from the aggregate "cpu" line of /proc/stat.
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = s.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let total = f.iter().take(8).sum();
+    (f.get(6).copied().unwrap_or(0), total)
+}
+
+struct Daemon {
+    child: Child,
+    dir: PathBuf,
+    pin_root: PathBuf,
+    socket: PathBuf,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Daemon {
+    fn start(lab: &Lab, att: &Attacker, policy: &str, tag: &str) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("tcpguard-bench-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let pin_root = PathBuf::from(format!("/sys/fs/bpf/tcpguard-bench-{tag}-{}", std::process::id()));
+        let socket = dir.join("s.sock");
+        let cfg = format!(
+            "[daemon]\nstate-dir = \"{}\"\npin-root = \"{}\"\n[policy]\nmode = \"{policy}\"\n[control]\nsocket = \"{}\"\n",
+            dir.join("state").display(),
+            pin_root.display(),
+            socket.display()
+        );
+        std::fs::write(dir.join("c.toml"), cfg)?;
+        let log = std::fs::File::create(dir.join("log"))?;
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", lab.server.name))
+            .arg(std::env::current_exe()?)
+            .args(["run", "--config"])
+            .arg(dir.join("c.toml"))
+            .args(["--iface", &lab.srv_if, "--iface", &att.srv_if])
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let d = Daemon { child, dir, pin_root, socket, rt };
+        let t = Instant::now();
+        while d.status().is_none() {
+            if t.elapsed() > Duration::from_secs(15) {
+                anyhow::bail!("daemon did not start: {}", std::fs::read_to_string(d.dir.join("log")).unwrap_or_default());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(d)
+    }
+
+    fn status(&self) -> Option<StatusView> {
+        match self.rt.block_on(crate::ctl::request(&self.socket, &Request::Status)) {
+            Ok(Response::Status(v)) => Some(*v),
+            _ => None,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let t = Instant::now();
+        while self.child.try_wait().ok().flatten().is_none() && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.pin_root);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn spec(att: &Attacker, sources: Sources, pps: u64, secs: f64, seed: u64) -> FloodSpec {
+    FloodSpec {
+        ifname: att.att_if.clone(),
+        src_mac: att.att_mac,
+        dst_mac: att.srv_mac,
+        dst: IpAddr::V4(SERVER_IP),
+        dport: PORT,
+        sources,
+        rate: pps,
+        count: 0,
+        duration: Duration::from_secs_f64(secs),
+        options: true,
+        seed,
+    }
+}
+
+fn spoofed() -> Sources {
+    Sources::Random("198.19.0.0/16".parse().expect("prefix"))
+}
+
+fn lab() -> Result<(Lab, Attacker)> {
+    let lab = Lab::new().context("lab")?;
+    let att = lab.add_attacker().context("attacker")?;
+    Ok((lab, att))
+}
+
+fn set(ns: &Netns, k: &str, v: &str) -> Result<()> {
+    ns.sysctl(k, v).with_context(|| format!("sysctl {k}={v}"))
+}
+
+/// One point: a fresh lab, the setup, a flood at `pps` for `secs`, a legit
+/// client probing throughout.
+fn point(setup: Setup, pps: u64, secs: f64) -> Result<Point> {
+    let (lab, att) = lab()?;
+    let (cookies, backlog) = match setup {
+        Setup::NoProtection => ("0", 16),
+        _ => ("1", 128),
+    };
+    set(&lab.server, "net.ipv4.tcp_syncookies", cookies)?;
+    let server = Server::start(&lab.server, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), backlog)?;
+    let _daemon = match setup {
+        Setup::TcpguardDrop => Some(Daemon::start(&lab, &att, "drop", "c")?),
+        Setup::TcpguardAuto => Some(Daemon::start(&lab, &att, "auto", "d")?),
+        _ => None,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let fspec = spec(&att, spoofed(), pps, secs, 0xbe4c + pps);
+    let st = stop.clone();
+    let (soft0, tot0) = cpu_times();
+    let flood = att.ns.spawn(move || flood::run(&fspec, &st))?;
+    // Probe from fresh client state: the flood is on from the start.
+    let prober = Prober::start(&lab.client, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), Duration::from_millis(25), Duration::from_secs(1))?;
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let probes = prober.stop();
+    let rep = flood.join().map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
+    let (soft1, tot1) = cpu_times();
+    server.stop();
+    Ok(Point {
+        setup,
+        target_pps: pps,
+        sent_pps: rep.pps(),
+        legit: probe_stats(&probes),
+        softirq_pct: (soft1 - soft0) as f64 * 100.0 / (tot1 - tot0).max(1) as f64,
+    })
+}
+
+fn generator_max() -> Result<f64> {
+    let (lab, att) = lab()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let fspec = spec(&att, spoofed(), 0, 3.0, 7);
+    let rep = att.ns.run(|| flood::run(&fspec, &stop))??;
+    drop(lab);
+    Ok(rep.pps())
+}
+
+fn latency(kind: &str, pps: u64, runs: usize) -> Result<Latency> {
+    let (mut declared, mut mitigated) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        let (lab, att) = lab()?;
+        let _server = Server::start(&lab.server, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 128)?;
+        let d = Daemon::start(&lab, &att, "auto", "lat")?;
+        let sources = if kind == "spoofed-random" { spoofed() } else { Sources::Single("203.0.113.66".parse().expect("addr")) };
+        let stop = Arc::new(AtomicBool::new(false));
+        let fspec = spec(&att, sources, pps, 4.0, 0x1a7 + i as u64);
+        let st = stop.clone();
+        // Stagger the start against the 250 ms tick.
+        std::thread::sleep(Duration::from_millis(37 * i as u64));
+        let t0 = Instant::now();
+        let flood = att.ns.spawn(move || flood::run(&fspec, &st))?;
+        let (mut dec, mut mit) = (None, None);
+        while t0.elapsed() < Duration::from_secs(4) && (dec.is_none() || mit.is_none()) {
+            if let Some(v) = d.status() {
+                let e = t0.elapsed().as_secs_f64();
+                if dec.is_none() && v.attack.active && v.attack.kind.is_some_and(|k| k.as_str() == kind) {
+                    dec = Some(e);
+                }
+                let m = if kind == "spoofed-random" { v.kernel.syncookies_forced && v.kernel.view.syncookies == 2 } else { !v.blocked.is_empty() };
+                if mit.is_none() && m {
+                    mit = Some(e);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = flood.join();
+        declared.push(dec.unwrap_or(f64::NAN));
+        mitigated.push(mit.unwrap_or(f64::NAN));
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let max = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::max);
+    Ok(Latency {
+        kind: kind.into(),
+        flood_pps: pps,
+        runs,
+        declared_max: max(&declared),
+        mitigated_max: max(&mitigated),
+        declared_median: med(&mut declared),
+        mitigated_median: med(&mut mitigated),
+    })
+}
+
+fn proc_cpu_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the ")" of comm: utime is the 12th, stime the 13th.
+    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0)
+}
+
+fn proc_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn daemon_cost(sources: u32, secs: f64) -> Result<DaemonCost> {
+    let (lab, att) = lab()?;
+    let _server = Server::start(&lab.server, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 128)?;
+    let d = Daemon::start(&lab, &att, "auto", "cost")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    // 100k distinct addresses from 198.18.0.0/15, round-robin, as fast as
+    // the generator goes: the source table fills with 100k entries.
+    let fspec = spec(&att, Sources::Set("198.18.0.0/15".parse().expect("prefix"), sources), 0, secs + 2.0, 3);
+    let st = stop.clone();
+    let flood = att.ns.spawn(move || flood::run(&fspec, &st))?;
+    std::thread::sleep(Duration::from_secs(2));
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let c0 = proc_cpu_ticks(d.pid());
+    let t0 = Instant::now();
+    let mut rss: f64 = 0.0;
+    while t0.elapsed() < Duration::from_secs_f64(secs) {
+        rss = rss.max(proc_rss_mb(d.pid()));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let cpu = (proc_cpu_ticks(d.pid()) - c0) as f64 / hz / t0.elapsed().as_secs_f64() * 100.0;
+    let tick = scrape_tick(&lab.server)?;
+    let v = d.status();
+    let rep = flood.join().map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
+    let tracked = v.as_ref().map_or(0, |v| v.counters.get("new_source").copied().unwrap_or(0));
+    Ok(DaemonCost {
+        sources: u64::from(sources),
+        flood_pps: rep.pps(),
+        seconds: secs,
+        cpu_pct_of_core: cpu,
+        rss_max_mb: rss,
+        tick_mean_ms: tick * 1000.0,
+        tick_ms: 250,
+        tracked_sources_in_datapath: tracked,
+    })
+}
+
+/// Mean tick duration (s) from the daemon's own histogram.
+fn scrape_tick(ns: &Netns) -> Result<f64> {
+    let text = ns.run(|| -> std::io::Result<String> {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect("127.0.0.1:9717")?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })??;
+    let get = |n: &str| text.lines().find_map(|l| l.strip_prefix(n)?.trim().parse::<f64>().ok()).unwrap_or(0.0);
+    Ok(get("tcpguard_tick_duration_seconds_sum ") / get("tcpguard_tick_duration_seconds_count ").max(1.0))
+}
+
+pub fn run(quick: bool) -> Result<FloodBench> {
+    crate::lab::sweep_stale();
+    let secs = if quick { 3.0 } else { 6.0 };
+    let mut out = FloodBench { seconds_per_point: secs, ..FloodBench::default() };
+    out.generator_max_pps = generator_max()?;
+    eprintln!("generator maximum: {:.0} SYN/s", out.generator_max_pps);
+    let rates: Vec<u64> = if quick { vec![20_000, 100_000] } else { vec![10_000, 30_000, 60_000, 100_000, 150_000] };
+    for &r in &rates {
+        for s in Setup::ALL {
+            let p = point(s, r, secs)?;
+            eprintln!(
+                "{:<48} {:>7} SYN/s (sent {:>7.0}): legit {:>5.1}% p50 {:>6.2} ms p99 {:>7.2} ms softirq {:>4.1}%",
+                s.label(), r, p.sent_pps, p.legit.success * 100.0, p.legit.p50_ms, p.legit.p99_ms, p.softirq_pct
+            );
+            out.points.push(p);
+        }
+    }
+    let runs = if quick { 2 } else { 5 };
+    out.latency.push(latency("spoofed-random", 50_000, runs)?);
+    out.latency.push(latency("few-heavy-sources", 10_000, runs)?);
+    eprintln!("latency: {:?}", out.latency);
+    out.daemon = daemon_cost(100_000, if quick { 4.0 } else { 10.0 })?;
+    eprintln!("daemon: {:?}", out.daemon);
+    Ok(out)
+}
