@@ -286,6 +286,14 @@ fn on_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket, src: 
             ev.submit(0);
             bump(c, Counter::HeavyEvent);
         }
+        // Rare by construction (once per source per second at the heavy
+        // rate): a datapath record for the daemon's log.
+        if p.is_v6 {
+            aya_log_ebpf::info!(ctx, "heavy source {:i}: {} SYNs within one second", p.saddr, st.second_syns);
+        } else {
+            let a = u32::from_be_bytes(v4(p));
+            aya_log_ebpf::info!(ctx, "heavy source {:i}: {} SYNs within one second", a, st.second_syns);
+        }
     }
 
     if s.syn_rate != 0 {

@@ -106,6 +106,37 @@ pub enum Command {
         #[arg(long)]
         duration: Option<f64>,
     },
+    /// Lab tool: send a SYN flood from this network namespace (refuses the
+    /// host's own namespace). For namespaces you created, e.g. with
+    /// `ip netns exec LAB tcpguard flood ...`.
+    Flood {
+        /// Interface to send on (inside the lab namespace).
+        #[arg(long)]
+        iface: String,
+        /// Destination address (IPv4 or IPv6).
+        #[arg(long)]
+        dst: std::net::IpAddr,
+        /// Destination MAC, e.g. 02:00:00:00:00:01.
+        #[arg(long)]
+        dst_mac: String,
+        #[arg(long, default_value_t = 80)]
+        dport: u16,
+        /// random:PREFIX | single:ADDR | set:PREFIX:N
+        #[arg(long, default_value = "random:198.19.0.0/16")]
+        sources: String,
+        /// SYN/s; 0 = as fast as possible.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// Stop after this many SYNs (0 = no limit).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+        /// Stop after this many seconds.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// SYNs without TCP options.
+        #[arg(long)]
+        no_options: bool,
+    },
     /// Benchmarks (run through `cargo xtask bench`).
     #[command(hide = true)]
     Bench {

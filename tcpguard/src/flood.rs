@@ -213,3 +213,95 @@ pub fn run(spec: &FloodSpec, stop: &std::sync::atomic::AtomicBool) -> io::Result
     rep.elapsed = start.elapsed();
     Ok(rep)
 }
+
+impl std::str::FromStr for Sources {
+    type Err = String;
+    /// `random:PREFIX`, `single:ADDR` or `set:PREFIX:N`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?}: expected random:PREFIX, single:ADDR or set:PREFIX:N");
+        let (kind, rest) = s.split_once(':').ok_or_else(bad)?;
+        match kind {
+            "random" => Ok(Sources::Random(rest.parse()?)),
+            "single" => Ok(Sources::Single(rest.parse().map_err(|_| bad())?)),
+            "set" => {
+                let (p, n) = rest.rsplit_once(':').ok_or_else(bad)?;
+                Ok(Sources::Set(p.parse()?, n.parse().map_err(|_| bad())?))
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// Inode number of the kernel's initial network namespace
+/// (`PROC_NET_INIT_INO` in include/linux/proc_ns.h).
+const PROC_NET_INIT_INO: u64 = 0xEFFF_FFF9;
+
+/// True when the calling thread is in the host's network namespace — the
+/// kernel's initial one, or PID 1's where that is readable — where a flood
+/// must never be sent; also when it cannot be determined (fail closed).
+pub fn in_host_netns() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    let Ok(me) = std::fs::metadata(format!("/proc/self/task/{tid}/ns/net")) else { return true };
+    if me.ino() == PROC_NET_INIT_INO {
+        return true;
+    }
+    // From inside another namespace PID 1's link is usually unreadable.
+    std::fs::metadata("/proc/1/ns/net").is_ok_and(|init| init.ino() == me.ino() && init.dev() == me.dev())
+}
+
+pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let mut m = [0u8; 6];
+    if parts.len() != 6 {
+        return Err(format!("{s:?} is not a MAC address like 02:00:00:00:00:01"));
+    }
+    for (i, p) in parts.iter().enumerate() {
+        m[i] = u8::from_str_radix(p, 16).map_err(|_| format!("{s:?} is not a MAC address"))?;
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_and_mac_parse() {
+        assert!(matches!("random:198.19.0.0/16".parse::<Sources>(), Ok(Sources::Random(_))));
+        assert!(matches!("single:2001:db8::1".parse::<Sources>(), Ok(Sources::Single(IpAddr::V6(_)))));
+        assert!(matches!("set:198.18.0.0/15:100000".parse::<Sources>(), Ok(Sources::Set(_, 100_000))));
+        assert!("bogus".parse::<Sources>().is_err());
+        assert_eq!(parse_mac("02:00:00:00:00:0a").unwrap(), [2, 0, 0, 0, 0, 10]);
+        assert!(parse_mac("02:00").is_err());
+    }
+
+    #[test]
+    fn set_sources_cycle_through_n_addresses() {
+        let p: Prefix = "198.18.0.0/15".parse().unwrap();
+        let a: std::collections::HashSet<IpAddr> = (0..250u64).map(|i| pick(&p, (i % 100) + 1)).collect();
+        assert_eq!(a.len(), 100);
+        assert!(a.iter().all(|x| p.contains(*x)));
+    }
+
+    #[test]
+    fn v6_frames_parse_back() {
+        let spec = FloodSpec {
+            ifname: "x".into(),
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            dst: "fd00:7467::1".parse().unwrap(),
+            dport: 443,
+            sources: Sources::Single("fd00:7467::99".parse().unwrap()),
+            rate: 0,
+            count: 1,
+            duration: Duration::from_secs(1),
+            options: false,
+            seed: 1,
+        };
+        let f = syn_frame(&spec, "fd00:7467::99".parse().unwrap(), 1234, 77);
+        let p = tcpguard_common::parse::parse(&f[..]).unwrap();
+        assert!(p.is_v6 && p.dport == 443 && p.seq == 77 && p.has(TCP_SYN));
+    }
+}

@@ -102,6 +102,29 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Watch { iface, xdp_mode, no_pin, interval, duration } => {
             watch(&iface, xdp_mode, !no_pin, interval, duration).await
         }
+        Command::Flood { iface, dst, dst_mac, dport, sources, rate, count, duration, no_options } => {
+            use tcpguard::flood;
+            if flood::in_host_netns() {
+                anyhow::bail!("refusing to flood from the host's own network namespace: run it inside a lab namespace you created (ip netns exec LAB tcpguard flood ...)");
+            }
+            let spec = flood::FloodSpec {
+                src_mac: [0x02, 0x74, 0x67, 0, 0, 1],
+                dst_mac: flood::parse_mac(&dst_mac).map_err(anyhow::Error::msg)?,
+                ifname: iface,
+                dst,
+                dport,
+                sources: sources.parse().map_err(anyhow::Error::msg)?,
+                rate,
+                count,
+                duration: Duration::from_secs_f64(duration),
+                options: !no_options,
+                seed: std::process::id().into(),
+            };
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            let rep = tokio::task::spawn_blocking(move || flood::run(&spec, &stop)).await??;
+            println!("sent {} SYNs in {:.2} s ({:.0}/s), {} send errors", rep.sent, rep.elapsed.as_secs_f64(), rep.pps(), rep.errors);
+            Ok(())
+        }
         Command::Bench { what: BenchWhat::Flood { quick } } => {
             tcpguard::daemon_check::require_capabilities()?;
             let r = tokio::task::spawn_blocking(move || tcpguard::bench_flood::run(quick)).await??;

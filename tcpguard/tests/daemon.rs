@@ -327,6 +327,8 @@ fn single_source_flood_is_blocked_and_survives_kill_9() {
     let top: Vec<&str> = v["top_sources"].as_array().unwrap().iter().map(|s| s["addr"].as_str().unwrap()).collect();
     assert!(top.contains(&"198.51.100.66") || v["attack"]["active"] == true);
     assert_eq!(connect_n(&lab, 10), 10);
+    // A datapath log record (aya-log) reached the daemon's log.
+    assert!(d.log_text().contains("heavy source 198.51.100.66"), "{}", d.log_text());
 
     // kill -9: XDP stays attached (pinned link) and keeps dropping.
     let before = status(&f).unwrap()["counters"]["drop_blocked"].as_u64().unwrap();

@@ -144,6 +144,47 @@ fn lab_handshakes_spoofed_flood_and_block() {
         .count() as u64;
     assert!(flooders >= syns * 95 / 100, "{flooders} spoofed sources with a half-open entry, of {syns}");
 
+    // The kernel's own view agrees: request sockets in SYN_RECV (sock_diag).
+    let syn_recv = lab.server.run(tcpguard::daemon::kernel::count_syn_recv).unwrap().expect("sock_diag");
+    assert!(syn_recv >= 64, "kernel SYN_RECV sockets during the flood: {syn_recv}");
+
+    // IPv6: spoofed sources from fd00:7467:1::/64 are tracked too.
+    let before = counters(&mut dp);
+    let mut spec6 = flood_spec(&lab, Sources::Random("fd00:7467:1::/64".parse().unwrap()), 500);
+    spec6.dst = SERVER_IP6.parse().unwrap();
+    let rep = lab.client.run(|| flood::run(&spec6, &AtomicBool::new(false))).unwrap().expect("v6 flood");
+    assert_eq!(rep.sent, 500);
+    assert!(wait_for(|| counters(&mut dp).get(Counter::Syn) - before.get(Counter::Syn) >= 475));
+    let v6_sources = Maps::new(&mut dp.ebpf)
+        .sources()
+        .unwrap()
+        .into_iter()
+        .filter(|(a, s)| matches!(a, IpAddr::V6(v) if v.segments()[..3] == [0xfd00, 0x7467, 1]) && s.half_open == 1)
+        .count();
+    assert!(v6_sources >= 475, "{v6_sources} IPv6 sources tracked");
+
+    // The flood generator's CLI, run inside the client namespace.
+    let before = counters(&mut dp);
+    let mac = lab.srv_mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+    let o = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", lab.client.name))
+        .args([env!("CARGO_BIN_EXE_tcpguard"), "flood", "--iface", &lab.cli_if, "--dst", "198.18.0.1", "--dst-mac", &mac])
+        .args(["--dport", "8080", "--sources", "single:198.18.5.5", "--count", "300", "--rate", "20000"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("sent 300 SYNs"), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(wait_for(|| counters(&mut dp).get(Counter::Syn) - before.get(Counter::Syn) >= 285));
+    let s = Maps::new(&mut dp.ebpf).source("198.18.5.5".parse().unwrap()).unwrap().expect("tracked");
+    assert!(s.syns >= 285);
+    // ...and refused in the host's own namespace.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_tcpguard"))
+        .args(["flood", "--iface", "lo", "--dst", "127.0.0.1", "--dst-mac", &mac, "--count", "1"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("refusing to flood from the host"));
+
     // 3. Block 198.20.0.0/16: its SYNs are dropped while the client still connects.
     Maps::new(&mut dp.ebpf).block(&"198.20.0.0/16".parse().unwrap(), 0).unwrap();
     let before = counters(&mut dp);
@@ -162,4 +203,39 @@ fn lab_handshakes_spoofed_flood_and_block() {
     stop.store(true, Ordering::Relaxed);
     assert!(srv4.join().unwrap() >= 40);
     assert_eq!(srv6.join().unwrap(), 5);
+}
+
+#[test]
+fn watch_attaches_pins_prints_and_detaches() {
+    require_root();
+    let lab = Lab::new().expect("lab");
+    let pins = std::path::Path::new(tcpguard::loader::PIN_ROOT).join(&lab.srv_if);
+    let child = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", lab.server.name))
+        .args([env!("CARGO_BIN_EXE_tcpguard"), "watch", "--iface", &lab.srv_if, "--interval", "0.5", "--duration", "2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While it runs: attached, maps pinned, real connections counted.
+    assert!(wait_for(|| lab.server.ip(&["link", "show", "dev", &lab.srv_if]).unwrap().contains("xdp")));
+    assert!(pins.join("COUNTERS").exists(), "maps pinned under {}", pins.display());
+    let stop = Arc::new(AtomicBool::new(false));
+    let srv = serve(&lab, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), stop.clone());
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(connect_n(&lab, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 5), 5);
+    let o = child.wait_with_output().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    srv.join().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains(&format!("tcpguard on {} (XDP native)", lab.srv_if)), "{out}");
+    let completed: u64 = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("handshake_completed")?.split_whitespace().next()?.parse().ok())
+        .max()
+        .unwrap_or(0);
+    assert_eq!(completed, 5, "{out}");
+    assert!(!lab.server.ip(&["link", "show", "dev", &lab.srv_if]).unwrap().contains("xdp"), "detached on exit");
+    assert!(!pins.exists(), "pins removed on exit");
 }
