@@ -10,7 +10,6 @@
 use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
-    process::{Child, Command},
     sync::{atomic::AtomicBool, Arc},
     time::{Duration, Instant},
 };
@@ -20,8 +19,7 @@ use serde::Serialize;
 
 use crate::{
     flood::{self, FloodSpec, Sources},
-    lab::{probe_stats, Attacker, Lab, Netns, ProbeStats, Prober, Server, SERVER_IP},
-    proto::{Request, Response, StatusView},
+    lab::{probe_stats, Attacker, DaemonProcess, Lab, Netns, ProbeStats, Prober, Server, SERVER_IP},
 };
 
 const PORT: u16 = 8080;
@@ -103,73 +101,27 @@ fn cpu_times() -> (u64, u64) {
     (f.get(6).copied().unwrap_or(0), total)
 }
 
-struct Daemon {
-    child: Child,
-    dir: PathBuf,
-    pin_root: PathBuf,
-    socket: PathBuf,
-    rt: tokio::runtime::Runtime,
-}
-
-impl Daemon {
-    fn start(lab: &Lab, att: &Attacker, policy: &str, tag: &str) -> Result<Self> {
-        let dir = std::env::temp_dir().join(format!("tcpguard-bench-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let pin_root = PathBuf::from(format!("/sys/fs/bpf/tcpguard-bench-{tag}-{}", std::process::id()));
-        let socket = dir.join("s.sock");
-        let cfg = format!(
-            "[daemon]\nstate-dir = \"{}\"\npin-root = \"{}\"\n[policy]\nmode = \"{policy}\"\n[control]\nsocket = \"{}\"\n",
-            dir.join("state").display(),
-            pin_root.display(),
-            socket.display()
-        );
-        std::fs::write(dir.join("c.toml"), cfg)?;
-        let log = std::fs::File::create(dir.join("log"))?;
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", lab.server.name))
-            .arg(std::env::current_exe()?)
-            .args(["run", "--config"])
-            .arg(dir.join("c.toml"))
-            .args(["--iface", &lab.srv_if, "--iface", &att.srv_if])
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let d = Daemon { child, dir, pin_root, socket, rt };
-        let t = Instant::now();
-        while d.status().is_none() {
-            if t.elapsed() > Duration::from_secs(15) {
-                anyhow::bail!("daemon did not start: {}", std::fs::read_to_string(d.dir.join("log")).unwrap_or_default());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(d)
-    }
-
-    fn status(&self) -> Option<StatusView> {
-        match self.rt.block_on(crate::ctl::request(&self.socket, &Request::Status)) {
-            Ok(Response::Status(v)) => Some(*v),
-            _ => None,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let t = Instant::now();
-        while self.child.try_wait().ok().flatten().is_none() && t.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.pin_root);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// `tcpguard run` for the lab's two server interfaces with `policy`.
+fn daemon(lab: &Lab, att: &Attacker, policy: &str, tag: &str) -> Result<DaemonProcess> {
+    let dir = std::env::temp_dir().join(format!("tcpguard-bench-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let pin_root = PathBuf::from(format!("/sys/fs/bpf/tcpguard-bench-{tag}-{}", std::process::id()));
+    let cfg = format!(
+        "[daemon]\nstate-dir = \"{}\"\npin-root = \"{}\"\n[policy]\nmode = \"{policy}\"\n",
+        dir.join("state").display(),
+        pin_root.display()
+    );
+    let cfg_path = dir.join("c.toml");
+    std::fs::write(&cfg_path, cfg)?;
+    let args: Vec<&std::ffi::OsStr> = vec![
+        "--config".as_ref(),
+        cfg_path.as_os_str(),
+        "--iface".as_ref(),
+        lab.srv_if.as_ref(),
+        "--iface".as_ref(),
+        att.srv_if.as_ref(),
+    ];
+    DaemonProcess::start(&lab.server, &std::env::current_exe()?, &args, &dir, vec![pin_root])
 }
 
 fn spec(att: &Attacker, sources: Sources, pps: u64, secs: f64, seed: u64) -> FloodSpec {
@@ -213,8 +165,8 @@ fn point(setup: Setup, pps: u64, secs: f64) -> Result<Point> {
     set(&lab.server, "net.ipv4.tcp_syncookies", cookies)?;
     let server = Server::start(&lab.server, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), backlog)?;
     let _daemon = match setup {
-        Setup::TcpguardDrop => Some(Daemon::start(&lab, &att, "drop", "c")?),
-        Setup::TcpguardAuto => Some(Daemon::start(&lab, &att, "auto", "d")?),
+        Setup::TcpguardDrop => Some(daemon(&lab, &att, "drop", "c")?),
+        Setup::TcpguardAuto => Some(daemon(&lab, &att, "auto", "d")?),
         _ => None,
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -252,7 +204,7 @@ fn latency(kind: &str, pps: u64, runs: usize) -> Result<Latency> {
     for i in 0..runs {
         let (lab, att) = lab()?;
         let _server = Server::start(&lab.server, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 128)?;
-        let d = Daemon::start(&lab, &att, "auto", "lat")?;
+        let d = daemon(&lab, &att, "auto", "lat")?;
         let sources = if kind == "spoofed-random" { spoofed() } else { Sources::Single("203.0.113.66".parse().expect("addr")) };
         let stop = Arc::new(AtomicBool::new(false));
         let fspec = spec(&att, sources, pps, 4.0, 0x1a7 + i as u64);
@@ -316,7 +268,7 @@ fn proc_rss_mb(pid: u32) -> f64 {
 fn daemon_cost(sources: u32, secs: f64) -> Result<DaemonCost> {
     let (lab, att) = lab()?;
     let _server = Server::start(&lab.server, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 128)?;
-    let d = Daemon::start(&lab, &att, "auto", "cost")?;
+    let d = daemon(&lab, &att, "auto", "cost")?;
     let stop = Arc::new(AtomicBool::new(false));
     // 100k distinct addresses from 198.18.0.0/15, round-robin, as fast as
     // the generator goes: the source table fills with 100k entries.

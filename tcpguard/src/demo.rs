@@ -10,7 +10,6 @@ use std::{
     io::IsTerminal as _,
     net::{IpAddr, SocketAddr},
     path::PathBuf,
-    process::{Child, Command},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -20,11 +19,12 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
+
 use crate::{
     flood::{self, FloodReport, FloodSpec, Sources},
-    lab::{probe_stats, Lab, Probe, Prober, Server, SERVER_IP},
+    lab::{probe_stats, DaemonProcess, Lab, Probe, Prober, Server, SERVER_IP},
     daemon::detect::Kind,
-    proto::{Request, Response, StatusView},
+    proto::StatusView,
 };
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -41,29 +41,6 @@ struct Phase {
     expect: Option<Kind>,
 }
 
-struct DaemonChild {
-    child: Child,
-    pins: Vec<PathBuf>,
-    dir: PathBuf,
-}
-
-impl Drop for DaemonChild {
-    fn drop(&mut self) {
-        // SIGTERM: the daemon restores sysctls and detaches.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let t = Instant::now();
-        while self.child.try_wait().ok().flatten().is_none() && t.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for p in &self.pins {
-            let _ = std::fs::remove_dir_all(p);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 pub fn run(phase_scale: f64) -> Result<()> {
     // SAFETY: installing a handler that only stores to an atomic.
     unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
@@ -75,38 +52,12 @@ pub fn run(phase_scale: f64) -> Result<()> {
     let server = Server::start(&lab.server, SocketAddr::new(IpAddr::V4(SERVER_IP), port), 128)?;
 
     let dir = std::env::temp_dir().join(format!("tcpguard-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let socket = dir.join("tcpguard.sock");
-    let log = dir.join("daemon.log");
-    let exe = std::env::current_exe()?;
-    let out = std::fs::File::create(&log)?;
-    let child = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", lab.server.name))
-        .arg(&exe)
-        .args(["run", "--iface", &lab.srv_if, "--iface", &att.srv_if, "--socket"])
-        .arg(&socket)
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .spawn()
-        .context("starting tcpguard run")?;
     let pins = [&lab.srv_if, &att.srv_if].iter().map(|i| PathBuf::from(crate::loader::PIN_ROOT).join(i)).collect();
-    let daemon = DaemonChild { child, pins, dir: dir.clone() };
+    let names = ["--iface", lab.srv_if.as_str(), "--iface", att.srv_if.as_str()];
+    let args: Vec<&std::ffi::OsStr> = names.iter().map(std::ffi::OsStr::new).collect();
+    let daemon = DaemonProcess::start(&lab.server, &std::env::current_exe()?, &args, &dir, pins)?;
     println!("tcpguard run --iface {} --iface {}   (embedded default config, policy auto)", lab.srv_if, att.srv_if);
-
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let status = |rt: &tokio::runtime::Runtime| -> Option<StatusView> {
-        match rt.block_on(crate::ctl::request(&socket, &Request::Status)) {
-            Ok(Response::Status(v)) => Some(*v),
-            _ => None,
-        }
-    };
-    let t = Instant::now();
-    while status(&rt).is_none() {
-        if t.elapsed() > Duration::from_secs(15) {
-            anyhow::bail!("the daemon did not start:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let status = || daemon.status();
 
     let prober = Prober::start(&lab.client, SocketAddr::new(IpAddr::V4(SERVER_IP), port), Duration::from_millis(20), Duration::from_secs(1))?;
     let s = |x: u64| ((x as f64 * phase_scale).round() as u64).max(2);
@@ -186,7 +137,7 @@ pub fn run(phase_scale: f64) -> Result<()> {
                 }
                 break 'phases;
             }
-            if let Some(v) = status(&rt) {
+            if let Some(v) = status() {
                 let now = demo_start.elapsed().as_secs_f64() - from;
                 if ph.expect.is_some() && v.attack.active && v.attack.kind == ph.expect && row.detected_after.is_none() {
                     row.detected_after = Some(now);

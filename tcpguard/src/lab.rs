@@ -418,3 +418,77 @@ pub fn probe_stats(p: &[Probe]) -> ProbeStats {
         p99_ms: pct(0.99),
     }
 }
+
+/// `tcpguard run` started inside a lab's server namespace with `nsenter
+/// --net` (network namespace only, so pins land on the host's bpffs).
+/// On drop: SIGTERM (the daemon restores sysctls and detaches), then
+/// SIGKILL if needed, then its pins and files are removed.
+pub struct DaemonProcess {
+    child: std::process::Child,
+    pub socket: std::path::PathBuf,
+    pub log: std::path::PathBuf,
+    cleanup: Vec<std::path::PathBuf>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl DaemonProcess {
+    /// Start `exe run <args...> --socket <dir>/tcpguard.sock` in `ns` and
+    /// wait until it answers. `cleanup` lists pin directories to remove.
+    pub fn start(ns: &Netns, exe: &std::path::Path, args: &[&std::ffi::OsStr], dir: &std::path::Path, cleanup: Vec<std::path::PathBuf>) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        std::fs::create_dir_all(dir)?;
+        let socket = dir.join("tcpguard.sock");
+        let log = dir.join("daemon.log");
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", ns.name))
+            .arg(exe)
+            .arg("run")
+            .args(args)
+            .arg("--socket")
+            .arg(&socket)
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("starting tcpguard run")?;
+        let mut cleanup = cleanup;
+        cleanup.push(dir.to_path_buf());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let d = DaemonProcess { child, socket, log, cleanup, rt };
+        let t = std::time::Instant::now();
+        while d.status().is_none() {
+            if t.elapsed() > std::time::Duration::from_secs(15) {
+                anyhow::bail!("the daemon did not start:\n{}", std::fs::read_to_string(&d.log).unwrap_or_default());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok(d)
+    }
+
+    pub fn status(&self) -> Option<crate::proto::StatusView> {
+        match self.rt.block_on(crate::ctl::request(&self.socket, &crate::proto::Request::Status)) {
+            Ok(crate::proto::Response::Status(v)) => Some(*v),
+            _ => None,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child by PID.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let t = std::time::Instant::now();
+        while self.child.try_wait().ok().flatten().is_none() && t.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for p in &self.cleanup {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}

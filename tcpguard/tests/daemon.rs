@@ -7,7 +7,7 @@ mod common;
 
 use std::{
     io::{Read, Write},
-    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
@@ -21,7 +21,7 @@ use common::require_root;
 use serde_json::Value;
 use tcpguard::{
     flood::{self, FloodReport, FloodSpec, Sources},
-    lab::{Lab, SERVER_IP},
+    lab::{Lab, Server, SERVER_IP},
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_tcpguard");
@@ -160,27 +160,8 @@ fn ctl(f: &Files, args: &[&str]) -> std::process::Output {
     Command::new(BIN).args(args).arg("--socket").arg(f.socket()).output().unwrap()
 }
 
-fn serve(lab: &Lab, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
-    lab.server
-        .spawn(move || {
-            let l = TcpListener::bind(SocketAddr::new(IpAddr::V4(SERVER_IP), PORT)).unwrap();
-            l.set_nonblocking(true).unwrap();
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                match l.accept() {
-                    Ok((mut s, _)) => {
-                        s.set_nonblocking(false).unwrap();
-                        let mut b = [0u8; 2];
-                        let _ = s.read(&mut b);
-                        let _ = s.write_all(b"ok");
-                        n += 1;
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
-                }
-            }
-            n
-        })
-        .unwrap()
+fn serve(lab: &Lab) -> Server {
+    Server::start(&lab.server, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 128).expect("listener")
 }
 
 fn connect_n(lab: &Lab, n: usize) -> usize {
@@ -249,8 +230,7 @@ fn spoofed_flood_forces_cookies_then_restores() {
     let f = Files::new("spoof");
     f.write_config("auto", "");
     let original = lab.server.read_sysctl("net.ipv4.tcp_syncookies").unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let server = serve(&lab, stop.clone());
+    let server = serve(&lab);
     let d = Daemon::start(&lab, &f);
     assert_eq!(connect_n(&lab, 10), 10);
 
@@ -300,8 +280,7 @@ fn spoofed_flood_forces_cookies_then_restores() {
     let log = d.stop();
     assert!(log.contains("attack started: spoofed-random"), "{log}");
     assert!(!xdp_attached(&lab), "clean stop detaches");
-    stop.store(true, Ordering::Relaxed);
-    assert!(server.join().unwrap() >= 20);
+    assert!(server.stop() >= 20);
 }
 
 #[test]
@@ -310,8 +289,7 @@ fn single_source_flood_is_blocked_and_survives_kill_9() {
     let lab = Lab::new().unwrap();
     let f = Files::new("single");
     f.write_config("auto", "");
-    let stop = Arc::new(AtomicBool::new(false));
-    let server = serve(&lab, stop.clone());
+    let server = serve(&lab);
     let d = Daemon::start(&lab, &f);
 
     let bad: IpAddr = "198.51.100.66".parse().unwrap();
@@ -363,8 +341,7 @@ fn single_source_flood_is_blocked_and_survives_kill_9() {
     let top: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(top[0]["addr"], "198.51.100.66", "{top:#}");
     d.stop();
-    stop.store(true, Ordering::Relaxed);
-    server.join().unwrap();
+    assert!(server.stop() >= 15);
 }
 
 #[test]

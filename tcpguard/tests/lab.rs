@@ -6,48 +6,21 @@ mod common;
 
 use std::{
     io::{Read, Write},
-    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    net::{IpAddr, SocketAddr, TcpStream},
+    sync::atomic::AtomicBool,
     time::{Duration, Instant},
 };
 
 use common::*;
 use tcpguard::{
     flood::{self, FloodSpec, Sources},
-    lab::{Lab, CLIENT_IP, SERVER_IP, SERVER_IP6},
+    lab::{Lab, Server, CLIENT_IP, SERVER_IP, SERVER_IP6},
     loader::AttachMode,
     maps::Maps,
 };
 use tcpguard_common::{halfopen::Tally, Counter};
 
 const PORT: u16 = 8080;
-
-/// Accept and drain connections until `stop`; returns the thread handle.
-fn serve(lab: &Lab, addr: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
-    lab.server
-        .spawn(move || {
-            let l = TcpListener::bind(addr).expect("bind listener in server namespace");
-            l.set_nonblocking(true).unwrap();
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                match l.accept() {
-                    Ok((mut s, _)) => {
-                        s.set_nonblocking(false).unwrap();
-                        let mut buf = [0u8; 16];
-                        let _ = s.read(&mut buf);
-                        let _ = s.write_all(b"ok");
-                        n += 1;
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
-                }
-            }
-            n
-        })
-        .expect("enter server namespace")
-}
 
 fn connect_n(lab: &Lab, to: SocketAddr, n: usize) -> usize {
     lab.client
@@ -100,10 +73,8 @@ fn lab_handshakes_spoofed_flood_and_block() {
     let mode = lab.server.run(|| dp.attach(&lab.srv_if, AttachMode::Auto)).unwrap().expect("attach XDP");
     assert_eq!(mode, "native", "veth supports native XDP");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let srv4 = serve(&lab, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), stop.clone());
-    let srv6 = serve(&lab, SocketAddr::new(SERVER_IP6.parse().unwrap(), PORT), stop.clone());
-    std::thread::sleep(Duration::from_millis(100));
+    let srv4 = Server::start(&lab.server, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 128).expect("listener");
+    let srv6 = Server::start(&lab.server, SocketAddr::new(SERVER_IP6.parse().unwrap(), PORT), 128).expect("listener");
 
     // 1. Real clients: every handshake completes, none left half-open.
     let to4 = SocketAddr::new(IpAddr::V4(SERVER_IP), PORT);
@@ -200,9 +171,8 @@ fn lab_handshakes_spoofed_flood_and_block() {
     let after = counters(&mut dp);
     assert_eq!(after.get(Counter::Syn) - before.get(Counter::Syn), 20, "only the client's SYNs were tracked");
 
-    stop.store(true, Ordering::Relaxed);
-    assert!(srv4.join().unwrap() >= 40);
-    assert_eq!(srv6.join().unwrap(), 5);
+    assert!(srv4.stop() >= 40);
+    assert_eq!(srv6.stop(), 5);
 }
 
 #[test]
@@ -220,13 +190,10 @@ fn watch_attaches_pins_prints_and_detaches() {
     // While it runs: attached, maps pinned, real connections counted.
     assert!(wait_for(|| lab.server.ip(&["link", "show", "dev", &lab.srv_if]).unwrap().contains("xdp")));
     assert!(pins.join("COUNTERS").exists(), "maps pinned under {}", pins.display());
-    let stop = Arc::new(AtomicBool::new(false));
-    let srv = serve(&lab, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), stop.clone());
-    std::thread::sleep(Duration::from_millis(100));
+    let srv = Server::start(&lab.server, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 128).expect("listener");
     assert_eq!(connect_n(&lab, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 5), 5);
     let o = child.wait_with_output().unwrap();
-    stop.store(true, Ordering::Relaxed);
-    srv.join().unwrap();
+    assert_eq!(srv.stop(), 5);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.contains(&format!("tcpguard on {} (XDP native)", lab.srv_if)), "{out}");
