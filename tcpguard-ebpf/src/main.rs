@@ -12,7 +12,7 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{xdp_action, BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC},
+    bindings::{xdp_action, BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC, BPF_NOEXIST},
     helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::{map, xdp},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
@@ -313,34 +313,44 @@ fn on_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket, src: 
     }
 
     let key = flow_key(p);
-    // SAFETY: the value is copied out before any update.
-    let existing = unsafe { HALF_OPEN.get(&key) }.copied();
-    match handshake::on_syn(existing.as_ref(), p.seq) {
-        SynAction::Retransmit => bump(c, Counter::SynRetransmit),
-        action => {
-            if action == SynAction::Replace {
-                bump(c, Counter::HalfOpenReplaced);
+    let e = HalfOpen { isn: p.seq, _pad: 0, opened_ns: now };
+    // Most SYNs (all of a flood's) open a new handshake: try the insert
+    // first and look the tuple up only when it already exists.
+    let opened = if HALF_OPEN.insert(&key, &e, BPF_NOEXIST.into()).is_ok() {
+        true
+    } else {
+        // SAFETY: the value is copied out before any update.
+        let existing = unsafe { HALF_OPEN.get(&key) }.copied();
+        match handshake::on_syn(existing.as_ref(), p.seq) {
+            SynAction::Retransmit => {
+                bump(c, Counter::SynRetransmit);
+                false
             }
-            let e = HalfOpen { isn: p.seq, _pad: 0, opened_ns: now };
-            if let Some(slot) = SYN_SEEN.get_ptr_mut(handshake::filter_slot(&p.saddr, p.sport, p.dport)) {
-                // SAFETY: array slot; a racing writer stores a time just as recent.
-                unsafe { *slot = now };
-            }
-            if HALF_OPEN.insert(&key, &e, 0).is_ok() {
-                bump(c, Counter::HalfOpenOpened);
-                let sec = now / NS_PER_SEC;
-                if let Some(b) = HO_BUCKETS.get_ptr_mut(halfopen::slot(sec)) {
-                    // SAFETY: per-CPU slot.
-                    halfopen::record_open(unsafe { &mut *b }, sec);
+            action => {
+                if action == SynAction::Replace {
+                    bump(c, Counter::HalfOpenReplaced);
                 }
-                if now.saturating_sub(st.window_start_ns) >= timeout {
-                    st.failed += st.half_open;
-                    st.half_open = 0;
-                    st.window_start_ns = now;
-                }
-                st.half_open += 1;
+                HALF_OPEN.insert(&key, &e, 0).is_ok()
             }
         }
+    };
+    if opened {
+        if let Some(slot) = SYN_SEEN.get_ptr_mut(handshake::filter_slot(&p.saddr, p.sport, p.dport)) {
+            // SAFETY: array slot; a racing writer stores a time just as recent.
+            unsafe { *slot = now };
+        }
+        bump(c, Counter::HalfOpenOpened);
+        let sec = now / NS_PER_SEC;
+        if let Some(b) = HO_BUCKETS.get_ptr_mut(halfopen::slot(sec)) {
+            // SAFETY: per-CPU slot.
+            halfopen::record_open(unsafe { &mut *b }, sec);
+        }
+        if now.saturating_sub(st.window_start_ns) >= timeout {
+            st.failed += st.half_open;
+            st.half_open = 0;
+            st.window_start_ns = now;
+        }
+        st.half_open += 1;
     }
     bump(c, Counter::PassTcp);
     xdp_action::XDP_PASS
