@@ -206,3 +206,23 @@ fn watch_attaches_pins_prints_and_detaches() {
     assert!(!lab.server.ip(&["link", "show", "dev", &lab.srv_if]).unwrap().contains("xdp"), "detached on exit");
     assert!(!pins.exists(), "pins removed on exit");
 }
+
+#[test]
+fn source_table_holds_100k_sources_without_evicting() {
+    // 100,000 distinct sources, sent from one CPU: all must stay tracked in
+    // the default 131,072-entry table (a per-CPU LRU split once halved it).
+    require_root();
+    let lab = Lab::new().expect("lab");
+    let mut dp = load();
+    lab.server.run(|| dp.attach(&lab.srv_if, AttachMode::Auto)).unwrap().expect("attach XDP");
+    let before = counters(&mut dp);
+    let mut spec = flood_spec(&lab, Sources::Set("198.18.0.0/15".parse().unwrap(), 100_000), 200_000);
+    spec.rate = 0;
+    spec.options = false;
+    let rep = lab.client.run(|| flood::run(&spec, &AtomicBool::new(false))).unwrap().expect("flood");
+    assert_eq!(rep.sent, 200_000);
+    assert!(wait_for(|| counters(&mut dp).get(Counter::Syn) - before.get(Counter::Syn) >= 190_000));
+    let after = counters(&mut dp);
+    let new = after.get(Counter::NewSource) - before.get(Counter::NewSource);
+    assert!((99_000..=100_000).contains(&new), "{new} sources entered for 100,000 distinct ones (re-entries mean evictions)");
+}
