@@ -115,38 +115,42 @@ impl<'a> Maps<'a> {
     }
 
     fn insert_block(&mut self, p: &Prefix, expires_ns: u64) -> Result<(), MapsError> {
-        let v = BlockEntry { expires_ns };
-        match p.addr {
-            IpAddr::V4(a) => {
-                let n = map_names::BLOCK_V4;
-                let mut t: LpmTrie<&mut MapData, [u8; 4], BlockEntry> = LpmTrie::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
-                t.insert(&Key::new(u32::from(p.len), a.octets()), v, 0).map_err(op(n, "insert"))
-            }
-            IpAddr::V6(a) => {
-                let n = map_names::BLOCK_V6;
-                let mut t: LpmTrie<&mut MapData, [u8; 16], BlockEntry> = LpmTrie::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
-                t.insert(&Key::new(u32::from(p.len), a.octets()), v, 0).map_err(op(n, "insert"))
-            }
-        }
+        self.trie_insert((map_names::BLOCK_V4, map_names::BLOCK_V6), p, BlockEntry { expires_ns })
     }
 
     /// Remove a block entry; `Ok(false)` if there was none.
     pub fn unblock(&mut self, p: &Prefix) -> Result<bool, MapsError> {
-        let r = match p.addr {
-            IpAddr::V4(a) => {
-                let n = map_names::BLOCK_V4;
-                let mut t: LpmTrie<&mut MapData, [u8; 4], BlockEntry> = LpmTrie::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
-                t.remove(&Key::new(u32::from(p.len), a.octets()))
-            }
-            IpAddr::V6(a) => {
-                let n = map_names::BLOCK_V6;
-                let mut t: LpmTrie<&mut MapData, [u8; 16], BlockEntry> = LpmTrie::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
-                t.remove(&Key::new(u32::from(p.len), a.octets()))
-            }
-        };
-        let removed = not_found_is_false(r, "unblock")?;
+        let removed = self.trie_remove::<BlockEntry>((map_names::BLOCK_V4, map_names::BLOCK_V6), p)?;
         self.sync_block_flag()?;
         Ok(removed)
+    }
+
+    fn trie<K: aya::Pod, V: aya::Pod>(&mut self, name: &'static str) -> Result<LpmTrie<&mut MapData, K, V>, MapsError> {
+        LpmTrie::try_from(self.map_mut(name)?).map_err(op(name, "open"))
+    }
+
+    /// Insert into the v4 or v6 trie of a pair, as the prefix says.
+    fn trie_insert<V: aya::Pod>(&mut self, (v4, v6): (&'static str, &'static str), p: &Prefix, v: V) -> Result<(), MapsError> {
+        let len = u32::from(p.len);
+        match p.addr {
+            IpAddr::V4(a) => self.trie::<[u8; 4], V>(v4)?.insert(&Key::new(len, a.octets()), v, 0).map_err(op(v4, "insert")),
+            IpAddr::V6(a) => self.trie::<[u8; 16], V>(v6)?.insert(&Key::new(len, a.octets()), v, 0).map_err(op(v6, "insert")),
+        }
+    }
+
+    /// Remove from the v4 or v6 trie of a pair; `Ok(false)` if absent.
+    fn trie_remove<V: aya::Pod>(&mut self, (v4, v6): (&'static str, &'static str), p: &Prefix) -> Result<bool, MapsError> {
+        let len = u32::from(p.len);
+        let (name, r) = match p.addr {
+            IpAddr::V4(a) => (v4, self.trie::<[u8; 4], V>(v4)?.remove(&Key::new(len, a.octets()))),
+            IpAddr::V6(a) => (v6, self.trie::<[u8; 16], V>(v6)?.remove(&Key::new(len, a.octets()))),
+        };
+        match r {
+            Ok(()) => Ok(true),
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(source) => Err(MapsError::Op { name, op: "remove", source }),
+        }
     }
 
     /// All block entries.
@@ -168,35 +172,11 @@ impl<'a> Maps<'a> {
     }
 
     pub fn allow(&mut self, p: &Prefix, now_ns: u64) -> Result<(), MapsError> {
-        let v = AllowEntry { added_ns: now_ns };
-        match p.addr {
-            IpAddr::V4(a) => {
-                let n = map_names::ALLOW_V4;
-                let mut t: LpmTrie<&mut MapData, [u8; 4], AllowEntry> = LpmTrie::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
-                t.insert(&Key::new(u32::from(p.len), a.octets()), v, 0).map_err(op(n, "insert"))
-            }
-            IpAddr::V6(a) => {
-                let n = map_names::ALLOW_V6;
-                let mut t: LpmTrie<&mut MapData, [u8; 16], AllowEntry> = LpmTrie::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
-                t.insert(&Key::new(u32::from(p.len), a.octets()), v, 0).map_err(op(n, "insert"))
-            }
-        }
+        self.trie_insert((map_names::ALLOW_V4, map_names::ALLOW_V6), p, AllowEntry { added_ns: now_ns })
     }
 
     pub fn disallow(&mut self, p: &Prefix) -> Result<bool, MapsError> {
-        let r = match p.addr {
-            IpAddr::V4(a) => {
-                let n = map_names::ALLOW_V4;
-                let mut t: LpmTrie<&mut MapData, [u8; 4], AllowEntry> = LpmTrie::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
-                t.remove(&Key::new(u32::from(p.len), a.octets()))
-            }
-            IpAddr::V6(a) => {
-                let n = map_names::ALLOW_V6;
-                let mut t: LpmTrie<&mut MapData, [u8; 16], AllowEntry> = LpmTrie::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
-                t.remove(&Key::new(u32::from(p.len), a.octets()))
-            }
-        };
-        not_found_is_false(r, "disallow")
+        self.trie_remove::<AllowEntry>((map_names::ALLOW_V4, map_names::ALLOW_V6), p)
     }
 
     /// Look one source up (cheap; for tests and `status` details).
@@ -233,15 +213,6 @@ impl<'a> Maps<'a> {
         let m: HashMap<&MapData, tcpguard_common::FlowKey, tcpguard_common::HalfOpen> =
             HashMap::try_from(self.map(n)?).map_err(op(n, "open"))?;
         Ok(m.keys().filter(Result::is_ok).count())
-    }
-}
-
-fn not_found_is_false(r: Result<(), MapError>, what: &'static str) -> Result<bool, MapsError> {
-    match r {
-        Ok(()) => Ok(true),
-        Err(MapError::KeyNotFound) => Ok(false),
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-        Err(source) => Err(MapsError::Op { name: "lists", op: what, source }),
     }
 }
 

@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::require_root;
+use common::{connect_n, require_root, serial};
 use serde_json::Value;
 use tcpguard::{
     flood::{self, FloodReport, FloodSpec, Sources},
@@ -164,21 +164,6 @@ fn serve(lab: &Lab) -> Server {
     Server::start(&lab.server, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 128).expect("listener")
 }
 
-fn connect_n(lab: &Lab, n: usize) -> usize {
-    lab.client
-        .run(move || {
-            let to = SocketAddr::new(IpAddr::V4(SERVER_IP), PORT);
-            (0..n)
-                .filter(|_| {
-                    TcpStream::connect_timeout(&to, Duration::from_secs(3)).is_ok_and(|mut s| {
-                        let mut b = [0u8; 2];
-                        s.write_all(b"hi").is_ok() && s.read_exact(&mut b).is_ok()
-                    })
-                })
-                .count()
-        })
-        .unwrap()
-}
 
 fn start_flood(lab: &Lab, sources: Sources, rate: u64, secs: u64, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<FloodReport> {
     let spec = FloodSpec {
@@ -225,6 +210,7 @@ fn xdp_attached(lab: &Lab) -> bool {
 
 #[test]
 fn spoofed_flood_forces_cookies_then_restores() {
+    let _serial = serial();
     require_root();
     let lab = Lab::new().unwrap();
     let f = Files::new("spoof");
@@ -232,7 +218,7 @@ fn spoofed_flood_forces_cookies_then_restores() {
     let original = lab.server.read_sysctl("net.ipv4.tcp_syncookies").unwrap();
     let server = serve(&lab);
     let d = Daemon::start(&lab, &f);
-    assert_eq!(connect_n(&lab, 10), 10);
+    assert_eq!(connect_n(&lab, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 10), 10);
 
     let flood_stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -251,7 +237,7 @@ fn spoofed_flood_forces_cookies_then_restores() {
     assert_eq!(lab.server.read_sysctl("net.ipv4.tcp_syncookies").unwrap(), "2");
     assert!(v["half_open"].as_u64().unwrap() > 1000, "half_open {}", v["half_open"]);
     // Real clients still get in during the flood.
-    assert_eq!(connect_n(&lab, 10), 10, "legit clients during the spoofed flood");
+    assert_eq!(connect_n(&lab, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 10), 10, "legit clients during the spoofed flood");
 
     // Metrics over real HTTP, counters moving.
     let m1 = scrape(&lab);
@@ -285,6 +271,7 @@ fn spoofed_flood_forces_cookies_then_restores() {
 
 #[test]
 fn single_source_flood_is_blocked_and_survives_kill_9() {
+    let _serial = serial();
     require_root();
     let lab = Lab::new().unwrap();
     let f = Files::new("single");
@@ -304,7 +291,7 @@ fn single_source_flood_is_blocked_and_survives_kill_9() {
     let (v, _) = wait_status(&f, Duration::from_secs(3), "drops", |v| v["counters"]["drop_blocked"].as_u64().unwrap() > 1000);
     let top: Vec<&str> = v["top_sources"].as_array().unwrap().iter().map(|s| s["addr"].as_str().unwrap()).collect();
     assert!(top.contains(&"198.51.100.66") || v["attack"]["active"] == true);
-    assert_eq!(connect_n(&lab, 10), 10);
+    assert_eq!(connect_n(&lab, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 10), 10);
     // A datapath log record (aya-log) reached the daemon's log.
     assert!(d.log_text().contains("heavy source 198.51.100.66"), "{}", d.log_text());
 
@@ -313,7 +300,7 @@ fn single_source_flood_is_blocked_and_survives_kill_9() {
     d.kill9();
     assert!(xdp_attached(&lab), "XDP stays attached after kill -9");
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(connect_n(&lab, 5), 5, "clients connect while the daemon is down");
+    assert_eq!(connect_n(&lab, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 5), 5, "clients connect while the daemon is down");
 
     // Restart adopts the link and the block-list.
     let d = Daemon::start(&lab, &f);
@@ -346,6 +333,7 @@ fn single_source_flood_is_blocked_and_survives_kill_9() {
 
 #[test]
 fn reload_kill_restore_and_permissions() {
+    let _serial = serial();
     require_root();
     let lab = Lab::new().unwrap();
     let f = Files::new("reload");

@@ -22,21 +22,6 @@ use tcpguard_common::{halfopen::Tally, Counter};
 
 const PORT: u16 = 8080;
 
-fn connect_n(lab: &Lab, to: SocketAddr, n: usize) -> usize {
-    lab.client
-        .run(move || {
-            (0..n)
-                .filter(|_| {
-                    let Ok(mut s) = TcpStream::connect_timeout(&to, Duration::from_secs(3)) else {
-                        return false;
-                    };
-                    let mut buf = [0u8; 2];
-                    s.write_all(b"hi").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"ok"
-                })
-                .count()
-        })
-        .expect("enter client namespace")
-}
 
 fn wait_for(mut f: impl FnMut() -> bool) -> bool {
     let t = Instant::now();
@@ -67,6 +52,7 @@ fn flood_spec(lab: &Lab, sources: Sources, count: u64) -> FloodSpec {
 
 #[test]
 fn lab_handshakes_spoofed_flood_and_block() {
+    let _serial = serial();
     require_root();
     let lab = Lab::new().expect("create lab namespaces");
     let mut dp = load();
@@ -177,6 +163,7 @@ fn lab_handshakes_spoofed_flood_and_block() {
 
 #[test]
 fn watch_attaches_pins_prints_and_detaches() {
+    let _serial = serial();
     require_root();
     let lab = Lab::new().expect("lab");
     let pins = std::path::Path::new(tcpguard::loader::PIN_ROOT).join(&lab.srv_if);
@@ -211,6 +198,7 @@ fn watch_attaches_pins_prints_and_detaches() {
 fn source_table_holds_100k_sources_without_evicting() {
     // 100,000 distinct sources, sent from one CPU: all must stay tracked in
     // the default 131,072-entry table (a per-CPU LRU split once halved it).
+    let _serial = serial();
     require_root();
     let lab = Lab::new().expect("lab");
     let mut dp = load();

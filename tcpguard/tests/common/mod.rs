@@ -48,3 +48,29 @@ pub fn delta(before: &Counters, after: &Counters) -> Vec<(&'static str, u64)> {
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
+
+/// Real connections from the lab's client namespace: connect, send, read
+/// the server's "ok". How many of `n` succeeded.
+pub fn connect_n(lab: &tcpguard::lab::Lab, to: std::net::SocketAddr, n: usize) -> usize {
+    use std::io::{Read as _, Write as _};
+    lab.client
+        .run(move || {
+            (0..n)
+                .filter(|_| {
+                    let Ok(mut s) = std::net::TcpStream::connect_timeout(&to, std::time::Duration::from_secs(3)) else {
+                        return false;
+                    };
+                    let mut buf = [0u8; 2];
+                    s.write_all(b"hi").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"ok"
+                })
+                .count()
+        })
+        .expect("enter client namespace")
+}
+
+/// Lab tests send floods that load both cores of a small machine; tests
+/// that measure timing must not share it. Each lab test holds this.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
