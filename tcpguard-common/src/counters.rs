@@ -84,6 +84,8 @@ counters! {
     NewSource => "new_source",
     /// Heavy-source reports sent to the daemon.
     HeavyEvent => "heavy_event",
+    /// The source table refused an insert (the SYN still passes, untracked).
+    SourceInsertFailed => "source_insert_failed",
 }
 
 /// The value stored per CPU.

@@ -262,8 +262,10 @@ fn on_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket, src: 
             fresh.first_seen_ns = now;
             fresh.window_start_ns = now;
             fresh.second_start_ns = now;
+            // A failed insert is counted, never logged: it can happen per
+            // packet under a flood.
             if SRC_STATS.insert(src, &*fresh, 0).is_err() {
-                aya_log_ebpf::warn!(ctx, "tcpguard: source table insert failed");
+                bump(c, Counter::SourceInsertFailed);
             } else {
                 bump(c, Counter::NewSource);
             }

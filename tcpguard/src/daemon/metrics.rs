@@ -23,6 +23,7 @@ pub struct Metrics {
     completed: IntCounter,
     failed: IntCounter,
     new_sources: IntCounter,
+    insert_failed: IntCounter,
     half_open: IntGauge,
     dropped: IntCounterVec,
     would_drop: IntCounterVec,
@@ -55,6 +56,7 @@ impl Metrics {
             completed: counter("handshakes_completed_total", "Handshakes completed by the client's ACK (seq = ISN + 1)."),
             failed: counter("handshakes_failed_total", "Half-open handshakes that outlived the half-open timeout."),
             new_sources: counter("new_sources_total", "Source addresses entered into the source table."),
+            insert_failed: counter("source_insert_failures_total", "SYNs whose source the source table refused (passed untracked)."),
             half_open: gauge("half_open_connections", "Half-open handshakes within the half-open timeout."),
             dropped: vec("dropped_packets_total", "Packets dropped by the XDP program, by reason.", "reason"),
             would_drop: vec("monitor_would_drop_total", "Packets monitor mode would have dropped, by reason.", "reason"),
@@ -95,6 +97,7 @@ impl Metrics {
         self.syn.inc_by(d(Counter::Syn));
         self.completed.inc_by(d(Counter::HandshakeCompleted));
         self.new_sources.inc_by(d(Counter::NewSource));
+        self.insert_failed.inc_by(d(Counter::SourceInsertFailed));
         self.failed.inc_by(failed_delta);
         self.dropped.with_label_values(&["blocked"]).inc_by(d(Counter::DropBlocked));
         self.dropped.with_label_values(&["rate_limited"]).inc_by(d(Counter::DropRateLimited));
