@@ -289,6 +289,11 @@ fn single_source_flood_is_blocked_and_survives_kill_9() {
     assert_eq!(v["kernel"]["syncookies_forced"], false, "a heavy real source is blocked, not answered with cookies");
     // Its SYNs are dropped in XDP, and another client still connects.
     let (v, _) = wait_status(&f, Duration::from_secs(3), "drops", |v| v["counters"]["drop_blocked"].as_u64().unwrap() > 1000);
+    std::thread::sleep(Duration::from_millis(4 * TICK_MS));
+    let later = status(&f).unwrap();
+    assert_eq!(later["attack"]["active"], true, "a blocked flood is still an attack: {:#}", later["attack"]);
+    assert_eq!(later["attack"]["kind"], "few-heavy-sources", "{:#}", later["attack"]);
+    assert_eq!(later["kernel"]["syncookies_forced"], false, "blocking the source is the mitigation; no cookies");
     let top: Vec<&str> = v["top_sources"].as_array().unwrap().iter().map(|s| s["addr"].as_str().unwrap()).collect();
     assert!(top.contains(&"198.51.100.66") || v["attack"]["active"] == true);
     assert_eq!(connect_n(&lab, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 10), 10);

@@ -33,7 +33,11 @@ use crate::config::DetectionConfig;
 pub struct Sample {
     /// Seconds on a monotonic clock.
     pub t: f64,
+    /// SYNs that reached the handshake tracker.
     pub syn: u64,
+    /// Packets the block-list dropped: SYNs of sources already identified
+    /// (and blocked). They count as arriving SYNs, from heavy sources.
+    pub blocked: u64,
     pub completed: u64,
     pub new_sources: u64,
     pub half_open: u64,
@@ -180,7 +184,8 @@ impl Detector {
         };
         let dt = (s.t - prev.t).max(1e-3);
         let d = |a: u64, b: u64| a.saturating_sub(b) as f64;
-        let syn = d(s.syn, prev.syn);
+        let blocked = d(s.blocked, prev.blocked);
+        let syn = d(s.syn, prev.syn) + blocked;
         let completed = d(s.completed, prev.completed);
         let rates = Rates {
             syn_per_sec: syn / dt,
@@ -223,7 +228,9 @@ impl Detector {
 
         let mut classified = None;
         if over {
-            let heavy_rate: f64 = heavy.iter().map(|h| h.syn_per_sec).sum();
+            // Blocked sources were heavy when blocked: their dropped SYNs
+            // keep counting as heavy-source traffic.
+            let heavy_rate: f64 = heavy.iter().map(|h| h.syn_per_sec).sum::<f64>() + blocked / dt;
             let share = (heavy_rate / rates.syn_per_sec.max(1e-9)).min(1.0);
             let new_ratio = (rates.new_sources_per_sec / rates.syn_per_sec.max(1e-9)).min(1.0);
             let kind = if share >= c.heavy_share {
@@ -403,6 +410,26 @@ mod tests {
         assert_eq!(a.heavy.len(), 1, "only the heavy one: {:?}", a.heavy);
         assert_eq!(a.heavy[0].addr, bad);
         assert!((a.heavy[0].syn_per_sec - 20_000.0).abs() < 1.0);
+    }
+
+    #[test]
+    fn a_blocked_heavy_source_stays_heavy_not_spoofed() {
+        let mut d = Detector::new(cfg());
+        let mut g = Series::new();
+        let bad: IpAddr = "198.51.100.66".parse().unwrap();
+        d.step(g.tick(100.0, 100.0, 1.0, 1, &[]));
+        for _ in 0..3 {
+            d.step(g.tick(10_000.0, 50.0, 1.0, 3000, &[(bad, 10_000.0)]));
+        }
+        // Blocked: its SYNs now end as block-list drops; its own stats stop.
+        let mut last = None;
+        for _ in 0..8 {
+            g.s.blocked += 2500;
+            last = Some(d.step(g.tick(50.0, 50.0, 1.0, 3000, &[(bad, 0.0)])));
+        }
+        let a = last.unwrap();
+        assert_eq!(a.phase, Phase::Active, "still under attack while it floods");
+        assert_eq!(a.kind, Some(Kind::FewHeavySources), "{:?}", a.evidence);
     }
 
     #[test]

@@ -407,10 +407,9 @@ impl Daemon {
 
         let a = self.detector.step(Sample {
             t,
-            // SYNs arriving, including those the block-list drops before
-            // they are counted as SYNs: a blocked flood is an ongoing (and
-            // mitigated) attack, not a finished one.
-            syn: c.get(Counter::Syn) + c.get(Counter::DropBlocked),
+            syn: c.get(Counter::Syn),
+            // A blocked flood is an ongoing (mitigated) attack, not a finished one.
+            blocked: c.get(Counter::DropBlocked),
             completed: c.get(Counter::HandshakeCompleted),
             new_sources: c.get(Counter::NewSource),
             half_open: self.half_open,
