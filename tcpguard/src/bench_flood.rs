@@ -125,19 +125,7 @@ fn daemon(lab: &Lab, att: &Attacker, policy: &str, tag: &str) -> Result<DaemonPr
 }
 
 fn spec(att: &Attacker, sources: Sources, pps: u64, secs: f64, seed: u64) -> FloodSpec {
-    FloodSpec {
-        ifname: att.att_if.clone(),
-        src_mac: att.att_mac,
-        dst_mac: att.srv_mac,
-        dst: IpAddr::V4(SERVER_IP),
-        dport: PORT,
-        sources,
-        rate: pps,
-        count: 0,
-        duration: Duration::from_secs_f64(secs),
-        options: true,
-        seed,
-    }
+    FloodSpec { rate: pps, duration: Duration::from_secs_f64(secs), seed, ..att.flood(IpAddr::V4(SERVER_IP), PORT, sources) }
 }
 
 fn spoofed() -> Sources {

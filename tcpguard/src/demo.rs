@@ -98,17 +98,10 @@ pub fn run(phase_scale: f64) -> Result<()> {
         let fl = match &ph.flood {
             Some((src, rate)) => {
                 let spec = FloodSpec {
-                    ifname: att.att_if.clone(),
-                    src_mac: att.att_mac,
-                    dst_mac: att.srv_mac,
-                    dst: IpAddr::V4(SERVER_IP),
-                    dport: port,
-                    sources: src.clone(),
                     rate: *rate,
-                    count: 0,
                     duration: Duration::from_secs(ph.secs),
-                    options: true,
                     seed: 0x5eed,
+                    ..att.flood(IpAddr::V4(SERVER_IP), port, src.clone())
                 };
                 let st = stop.clone();
                 Some(att.ns.spawn(move || flood::run(&spec, &st))?)

@@ -492,3 +492,35 @@ impl Drop for DaemonProcess {
         }
     }
 }
+
+/// A flood spec from `ifname`/`src_mac` toward `dst_mac`, with defaults
+/// callers override: as fast as possible, no count, 10 s, Linux-like options.
+fn flood_from(ifname: &str, src_mac: [u8; 6], dst_mac: [u8; 6], dst: std::net::IpAddr, dport: u16, sources: crate::flood::Sources) -> crate::flood::FloodSpec {
+    crate::flood::FloodSpec {
+        ifname: ifname.to_string(),
+        src_mac,
+        dst_mac,
+        dst,
+        dport,
+        sources,
+        rate: 0,
+        count: 0,
+        duration: std::time::Duration::from_secs(10),
+        options: true,
+        seed: 0x7467,
+    }
+}
+
+impl Lab {
+    /// A flood sent from the client namespace into the server.
+    pub fn client_flood(&self, dst: std::net::IpAddr, dport: u16, sources: crate::flood::Sources) -> crate::flood::FloodSpec {
+        flood_from(&self.cli_if, self.cli_mac, self.srv_mac, dst, dport, sources)
+    }
+}
+
+impl Attacker {
+    /// A flood sent from the attacker namespace into the server.
+    pub fn flood(&self, dst: std::net::IpAddr, dport: u16, sources: crate::flood::Sources) -> crate::flood::FloodSpec {
+        flood_from(&self.att_if, self.att_mac, self.srv_mac, dst, dport, sources)
+    }
+}

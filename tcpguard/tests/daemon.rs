@@ -167,17 +167,10 @@ fn serve(lab: &Lab) -> Server {
 
 fn start_flood(lab: &Lab, sources: Sources, rate: u64, secs: u64, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<FloodReport> {
     let spec = FloodSpec {
-        ifname: lab.cli_if.clone(),
-        src_mac: lab.cli_mac,
-        dst_mac: lab.srv_mac,
-        dst: IpAddr::V4(SERVER_IP),
-        dport: PORT,
-        sources,
         rate,
-        count: 0,
         duration: Duration::from_secs(secs),
-        options: true,
         seed: rand_seed(),
+        ..lab.client_flood(IpAddr::V4(SERVER_IP), PORT, sources)
     };
     lab.client.spawn(move || flood::run(&spec, &stop).expect("flood")).unwrap()
 }

@@ -5,8 +5,7 @@
 mod common;
 
 use std::{
-    io::{Read, Write},
-    net::{IpAddr, SocketAddr, TcpStream},
+    net::{IpAddr, SocketAddr},
     sync::atomic::AtomicBool,
     time::{Duration, Instant},
 };
@@ -35,19 +34,7 @@ fn wait_for(mut f: impl FnMut() -> bool) -> bool {
 }
 
 fn flood_spec(lab: &Lab, sources: Sources, count: u64) -> FloodSpec {
-    FloodSpec {
-        ifname: lab.cli_if.clone(),
-        src_mac: lab.cli_mac,
-        dst_mac: lab.srv_mac,
-        dst: IpAddr::V4(SERVER_IP),
-        dport: PORT,
-        sources,
-        rate: 20_000,
-        count,
-        duration: Duration::from_secs(10),
-        options: true,
-        seed: 0x7467,
-    }
+    FloodSpec { rate: 20_000, count, ..lab.client_flood(IpAddr::V4(SERVER_IP), PORT, sources) }
 }
 
 #[test]
