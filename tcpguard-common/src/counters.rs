@@ -86,6 +86,41 @@ counters! {
     HeavyEvent => "heavy_event",
     /// The source table refused an insert (the SYN still passes, untracked).
     SourceInsertFailed => "source_insert_failed",
+    /// SYNs handled in attack mode (no per-SYN map insert).
+    AttackSyn => "attack_syn",
+    /// Times this CPU put the datapath in attack mode (its SYN rate crossed
+    /// the threshold).
+    AttackEntered => "attack_entered",
+    /// Attack-mode SYNs also tracked in full (1 in `attack-sample`).
+    AttackSampled => "attack_sampled",
+    /// Sampled half-open entries closed by a cookie ACK (already counted in
+    /// `cookie_ack_valid`).
+    SampledCompleted => "attack_sampled_completed",
+    /// Sources the sketch promoted to the source table (heavy in attack mode).
+    SketchPromoted => "sketch_promoted",
+    /// SYNs answered from XDP with a SYN-ACK carrying a kernel SYN cookie.
+    CookieSent => "cookie_sent",
+    /// Attack-mode SYN to a port with no listening socket: the kernel answers.
+    CookieNoListener => "cookie_no_listener",
+    /// Attack-mode SYN whose 4-tuple has a socket (TIME_WAIT, established,
+    /// a request in the kernel's queue): the kernel answers.
+    CookieOtherSocket => "cookie_other_socket",
+    /// The kernel refused to make a cookie (tcp_syncookies not 2, accept
+    /// queue full): the kernel answers.
+    CookieRefused => "cookie_refused",
+    /// Attack-mode SYN with IP options, IPv6 extension headers or other
+    /// layouts the responder does not rewrite: the kernel answers.
+    CookieOddHeaders => "cookie_odd_headers",
+    /// Allow-listed source in attack mode: never answered from XDP.
+    CookieSkipAllowed => "cookie_skip_allowed",
+    /// Monitor mode: a SYN the responder would have answered.
+    MonitorCookie => "monitor_cookie",
+    /// ACKs to a listener carrying a valid cookie (completed handshakes).
+    CookieAckValid => "cookie_ack_valid",
+    /// Dropped: an ACK to a listener with no connection and no valid cookie.
+    DropAckInvalid => "drop_ack_invalid",
+    /// Monitor mode: an invalid ACK that would have been dropped.
+    MonitorAckInvalid => "monitor_ack_invalid",
 }
 
 /// The value stored per CPU.

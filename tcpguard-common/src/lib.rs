@@ -7,15 +7,19 @@
 //! ([`halfopen`]).
 #![cfg_attr(target_arch = "bpf", no_std)]
 
+pub mod attack;
 pub mod counters;
 pub mod halfopen;
 pub mod handshake;
 pub mod parse;
 pub mod ratelimit;
+pub mod sketch;
+pub mod synack;
 pub mod types;
 
 #[cfg(all(feature = "user", not(target_arch = "bpf")))]
 pub mod craft;
 
 pub use counters::{Counter, Counters, COUNTER_COUNT};
+pub use attack::{promote_threshold, rate_step};
 pub use types::*;

@@ -38,6 +38,8 @@ pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_PSH: u8 = 0x08;
 pub const TCP_ACK: u8 = 0x10;
+pub const TCP_ECE: u8 = 0x40;
+pub const TCP_CWR: u8 = 0x80;
 
 /// Why a packet was not parsed as TCP. Each maps to one pass counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +84,12 @@ pub struct TcpPacket {
     pub seq: u32,
     pub ack: u32,
     pub flags: u8,
+    /// TCP header length in 32-bit words (5..=15).
+    pub doff: u8,
+    /// Offset of the IP header in the frame (after Ethernet and VLAN tags).
+    pub l3_off: u16,
+    /// Offset of the TCP header in the frame.
+    pub l4_off: u16,
 }
 
 impl TcpPacket {
@@ -141,7 +149,7 @@ fn parse_ipv4<B: PacketBuf + ?Sized>(b: &B, off: usize) -> Result<TcpPacket, Par
     }
     let saddr = v4_mapped([h[12], h[13], h[14], h[15]]);
     let daddr = v4_mapped([h[16], h[17], h[18], h[19]]);
-    parse_tcp(b, off + ihl * 4, saddr, daddr, false)
+    parse_tcp(b, off, off + ihl * 4, saddr, daddr, false)
 }
 
 #[inline(always)]
@@ -159,7 +167,7 @@ fn parse_ipv6<B: PacketBuf + ?Sized>(b: &B, off: usize) -> Result<TcpPacket, Par
     // Bounded walk of the extension headers a TCP packet may carry.
     for _ in 0..MAX_IPV6_EXT {
         match next {
-            IPPROTO_TCP => return parse_tcp(b, l4, saddr, daddr, true),
+            IPPROTO_TCP => return parse_tcp(b, off, l4, saddr, daddr, true),
             // Hop-by-hop, routing, destination options: (len + 1) * 8 bytes.
             0 | 43 | 60 => {
                 let e = b.bytes::<2>(l4).ok_or(ParseError::TruncatedIp)?;
@@ -185,7 +193,7 @@ fn parse_ipv6<B: PacketBuf + ?Sized>(b: &B, off: usize) -> Result<TcpPacket, Par
         }
     }
     if next == IPPROTO_TCP {
-        return parse_tcp(b, l4, saddr, daddr, true);
+        return parse_tcp(b, off, l4, saddr, daddr, true);
     }
     Err(ParseError::Ipv6ExtLimit)
 }
@@ -193,6 +201,7 @@ fn parse_ipv6<B: PacketBuf + ?Sized>(b: &B, off: usize) -> Result<TcpPacket, Par
 #[inline(always)]
 fn parse_tcp<B: PacketBuf + ?Sized>(
     b: &B,
+    l3_off: usize,
     off: usize,
     saddr: [u8; 16],
     daddr: [u8; 16],
@@ -216,6 +225,9 @@ fn parse_tcp<B: PacketBuf + ?Sized>(
         seq: u32::from_be_bytes([t[4], t[5], t[6], t[7]]),
         ack: u32::from_be_bytes([t[8], t[9], t[10], t[11]]),
         flags: t[13],
+        doff: doff as u8,
+        l3_off: l3_off as u16,
+        l4_off: off as u16,
     })
 }
 
@@ -258,7 +270,8 @@ mod tests {
         assert_eq!(p.saddr[15], 5);
         // hop-by-hop + destination options + first fragment: still TCP.
         let p2 = parse(&c.clone().v6_ext(&[0, 60, 44]).build()[..]).unwrap();
-        assert_eq!(p2, p);
+        assert_eq!(TcpPacket { l4_off: p.l4_off, ..p2 }, p);
+        assert_eq!((p.l3_off, p.l4_off, p2.l4_off), (14, 54, 54 + 8 + 8 + 8));
         // Non-first fragment.
         assert_eq!(
             parse(&c.clone().v6_ext(&[44]).frag_offset(8).build()[..]),
@@ -276,8 +289,10 @@ mod tests {
         let one = parse(&v4().vlans(&[ETH_P_8021Q]).build()[..]).unwrap();
         let two = parse(&v4().vlans(&[ETH_P_8021AD, ETH_P_8021Q]).build()[..]).unwrap();
         let none = parse(&v4().build()[..]).unwrap();
-        assert_eq!(one, none);
-        assert_eq!(two, none);
+        assert_eq!(TcpPacket { l3_off: 14, l4_off: 34, ..one }, none);
+        assert_eq!(TcpPacket { l3_off: 14, l4_off: 34, ..two }, none);
+        assert_eq!((one.l3_off, one.l4_off, two.l3_off, two.l4_off), (18, 38, 22, 42));
+        assert_eq!(none.doff, 5);
         // A third tag is not followed: the inner type is a VLAN, not IP.
         assert_eq!(
             parse(&v4().vlans(&[ETH_P_8021AD, ETH_P_8021Q, ETH_P_8021Q]).build()[..]),

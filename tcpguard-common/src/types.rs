@@ -15,12 +15,20 @@ pub mod map_names {
     pub const BLOCK_V6: &str = "BLOCK_V6";
     pub const PORTS: &str = "PORTS";
     pub const SYN_SEEN: &str = "SYN_SEEN";
+    /// Attack-mode state (one entry), written by the datapath and the daemon.
+    pub const ATTACK: &str = "ATTACK";
+    /// Per-CPU SYN-rate windows that trip attack mode.
+    pub const RATE_WIN: &str = "RATE_WIN";
+    /// Per-CPU count-min sketch of SYNs per source (attack mode).
+    pub const SKETCH: &str = "SKETCH";
+    /// Per-CPU HyperLogLog registers of distinct SYN sources (attack mode).
+    pub const HLL: &str = "HLL";
     /// Ring buffer of heavy-source events (not pinned: per daemon run).
     pub const EVENTS: &str = "EVENTS";
     /// Every map the program owns, in pinning order.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 15] = [
         SETTINGS, COUNTERS, HALF_OPEN, HO_BUCKETS, SRC_STATS, ALLOW_V4, ALLOW_V6, BLOCK_V4,
-        BLOCK_V6, PORTS, SYN_SEEN,
+        BLOCK_V6, PORTS, SYN_SEEN, ATTACK, RATE_WIN, SKETCH, HLL,
     ];
 }
 
@@ -37,6 +45,24 @@ pub const FLAG_MONITOR: u32 = 1;
 pub const FLAG_PORT_FILTER: u32 = 2;
 /// Settings flag: the block-lists hold entries (skip the lookups otherwise).
 pub const FLAG_HAS_BLOCKS: u32 = 4;
+/// Settings flag: in attack mode, answer SYNs to listeners with SYN cookies
+/// from XDP (`datapath.syn-cookies = "xdp"`). Without it attack mode still
+/// keeps no per-SYN state, and the kernel answers.
+pub const FLAG_XDP_COOKIES: u32 = 8;
+/// Settings flag: the allow-lists hold entries.
+pub const FLAG_HAS_ALLOWS: u32 = 16;
+
+/// `AttackState::reason`: the datapath's own SYN rate crossed the threshold.
+pub const ATTACK_REASON_SYN_RATE: u32 = 1;
+/// `AttackState::reason`: the daemon put the datapath in attack mode.
+pub const ATTACK_REASON_DAEMON: u32 = 2;
+
+/// Length of the per-CPU window in which the SYN rate is compared with
+/// `Settings::attack_syn_rate` (attack mode is entered within one window).
+pub const ATTACK_WINDOW_NS: u64 = 5_000_000;
+/// Attack-mode SYNs tracked in full (source table and half-open table) are
+/// one in this many when the settings leave it at zero.
+pub const DEFAULT_ATTACK_SAMPLE: u32 = 64;
 
 /// Half-open timeout used when the settings leave it at zero.
 pub const DEFAULT_HALF_OPEN_TIMEOUT_NS: u64 = 10_000_000_000;
@@ -62,9 +88,49 @@ pub struct Settings {
     /// datapath reports it once per second on the `EVENTS` ring buffer.
     /// 0 = no reports.
     pub heavy_syns_per_sec: u64,
+    /// SYNs per second on one CPU that put the datapath in attack mode by
+    /// itself (checked over [`ATTACK_WINDOW_NS`] windows). 0 = only the
+    /// daemon enters attack mode.
+    pub attack_syn_rate: u64,
+    /// Seed of the per-source sketch hash (random per load), so that an
+    /// attacker cannot aim collisions at a victim's counters.
+    pub hash_seed: u64,
+    /// In attack mode, one SYN in this many is tracked in full; 0 = default.
+    pub attack_sample: u32,
+    /// Window scale the kernel computes for this host's listeners (SYN-ACK
+    /// option; must equal the kernel's, see `synack`).
+    pub synack_wscale: u32,
+    /// MSS advertised in XDP SYN-ACKs, IPv4 and IPv6 (from the MTU).
+    pub synack_mss4: u32,
+    pub synack_mss6: u32,
 }
 
 impl Settings {
+    /// SYNs within one [`ATTACK_WINDOW_NS`] window that enter attack mode;
+    /// 0 = never by the datapath itself.
+    #[inline(always)]
+    pub fn attack_window_syns(&self) -> u64 {
+        if self.attack_syn_rate == 0 {
+            0
+        } else {
+            let n = self.attack_syn_rate / (1_000_000_000 / ATTACK_WINDOW_NS);
+            if n == 0 {
+                1
+            } else {
+                n
+            }
+        }
+    }
+
+    #[inline(always)]
+    pub fn sample_every(&self) -> u64 {
+        if self.attack_sample == 0 {
+            DEFAULT_ATTACK_SAMPLE as u64
+        } else {
+            self.attack_sample as u64
+        }
+    }
+
     #[inline(always)]
     pub fn timeout_ns(&self) -> u64 {
         if self.half_open_timeout_ns == 0 {
@@ -148,6 +214,49 @@ pub struct HeavyEvent {
     pub completed: u64,
 }
 
+/// Attack-mode state: one entry in the `ATTACK` array. The datapath sets
+/// `active` by itself (reason [`ATTACK_REASON_SYN_RATE`]); the daemon
+/// confirms, or sets it for floods under the datapath's threshold, and
+/// clears it when the attack is over.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AttackState {
+    /// 1 while in attack mode.
+    pub active: u32,
+    pub reason: u32,
+    /// `bpf_ktime_get_ns()` when attack mode was entered.
+    pub entered_ns: u64,
+    /// Start of the per-CPU window whose SYNs tripped it (datapath entries).
+    pub trigger_window_ns: u64,
+    /// The first SYN-ACK sent from XDP in this attack (0 = none yet).
+    pub first_cookie_ns: u64,
+    /// Times the datapath entered attack mode by itself.
+    pub entries: u64,
+    /// When the daemon last ended attack mode.
+    pub left_ns: u64,
+}
+
+/// Per-CPU SYN counting for attack-mode entry and the sketch's epochs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateWindow {
+    pub win_start_ns: u64,
+    pub win_syns: u64,
+    /// Sketch epoch (see [`crate::sketch::epoch`]) and this CPU's SYNs in it.
+    pub epoch: u64,
+    pub epoch_syns: u64,
+}
+
+/// Sent on the `EVENTS` ring buffer when the datapath enters attack mode by
+/// itself, so the daemon reacts at once rather than at its next tick. Told
+/// apart from a [`HeavyEvent`] by its size.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ModeEvent {
+    pub entered_ns: u64,
+    pub trigger_window_ns: u64,
+}
+
 /// Value of a block-list entry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -186,6 +295,11 @@ mod pod {
     unsafe impl aya::Pod for HoBucket {}
     unsafe impl aya::Pod for HeavyEvent {}
     unsafe impl aya::Pod for crate::Counters {}
+    unsafe impl aya::Pod for AttackState {}
+    unsafe impl aya::Pod for ModeEvent {}
+    unsafe impl aya::Pod for RateWindow {}
+    unsafe impl aya::Pod for crate::sketch::Sketch {}
+    unsafe impl aya::Pod for crate::sketch::Hll {}
 }
 
 impl SrcKey {
@@ -210,7 +324,10 @@ mod tests {
 
     #[test]
     fn sizes_have_no_hidden_padding() {
-        assert_eq!(size_of::<Settings>(), 40);
+        assert_eq!(size_of::<Settings>(), 72);
+        assert_eq!(size_of::<AttackState>(), 48);
+        assert_eq!(size_of::<RateWindow>(), 32);
+        assert_ne!(size_of::<ModeEvent>(), size_of::<HeavyEvent>(), "told apart by size");
         assert_eq!(size_of::<HeavyEvent>(), 40);
         assert_eq!(size_of::<SrcKey>(), 16);
         assert_eq!(size_of::<FlowKey>(), 40);

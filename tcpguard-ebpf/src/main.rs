@@ -2,18 +2,31 @@
 //! token bucket and half-open accounting live in `tcpguard-common` and are
 //! unit-tested on the host; this file applies their results to BPF maps.
 //!
-//! Per packet, in order of cost: one per-CPU counter lookup and the parse
-//! (every packet); the settings lookup (TCP); the port filter (only if
-//! configured); the block-lists (only if non-empty); the half-open lookup
-//! (TCP with ACK); the source table, the half-open insert and the clock
-//! (SYN only). The allow-list is consulted only when a drop is about to
-//! happen.
+//! Two modes. *Tracking* (calm): per packet, in order of cost: one per-CPU
+//! counter lookup and the parse (every packet); the settings lookup (TCP);
+//! the port filter (only if configured); the block-lists (only if
+//! non-empty); the half-open lookup (TCP with ACK); the source table, the
+//! half-open insert and the clock (SYN only). The allow-list is consulted
+//! only when a drop is about to happen.
+//!
+//! *Attack* (a flood is on; entered by the datapath itself when one CPU's
+//! SYN rate crosses `Settings::attack_syn_rate`, or by the daemon): no map
+//! insert per SYN. A SYN updates a per-CPU count-min sketch and HyperLogLog
+//! registers; only sources the sketch finds heavy reach the source table,
+//! and one SYN in `attack_sample` is tracked in full. A SYN to a listening
+//! socket is answered from XDP with a SYN-ACK carrying the kernel's own SYN
+//! cookie (`bpf_tcp_gen_syncookie`), so the kernel keeps no state and, on a
+//! NIC in driver mode, builds no skb for it. An ACK that reaches a listener
+//! (no connection) with no valid cookie is dropped.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{xdp_action, BPF_F_NO_PREALLOC, BPF_NOEXIST},
-    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    bindings::{bpf_sock_tuple, tcphdr, xdp_action, BPF_F_NO_PREALLOC, BPF_NOEXIST},
+    helpers::{
+        bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_loop, bpf_sk_release, bpf_skc_lookup_tcp, bpf_tcp_check_syncookie,
+        bpf_tcp_gen_syncookie, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
+    },
     macros::{map, xdp},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
@@ -23,9 +36,10 @@ use tcpguard_common::{
     handshake::{self, AckAction, SynAction},
     parse::{self, PacketBuf, TcpPacket, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     ratelimit::{self, Bucket},
-    AllowEntry, BlockEntry, Counter, Counters, FlowKey, HalfOpen, HeavyEvent, HoBucket, Settings, SrcKey,
-    SrcStats, DEFAULT_HALF_OPEN_ENTRIES, DEFAULT_SRC_ENTRIES, FLAG_HAS_BLOCKS, FLAG_MONITOR,
-    FLAG_PORT_FILTER, LIST_ENTRIES, PORT_ENTRIES,
+    sketch::{self, Hll, Sketch},
+    synack, AllowEntry, AttackState, BlockEntry, ModeEvent, Counter, Counters, FlowKey, HalfOpen, HeavyEvent, HoBucket,
+    RateWindow, Settings, SrcKey, SrcStats, ATTACK_REASON_SYN_RATE, DEFAULT_HALF_OPEN_ENTRIES, DEFAULT_SRC_ENTRIES,
+    FLAG_HAS_ALLOWS, FLAG_HAS_BLOCKS, FLAG_MONITOR, FLAG_PORT_FILTER, FLAG_XDP_COOKIES, LIST_ENTRIES, PORT_ENTRIES,
 };
 
 #[map]
@@ -65,6 +79,35 @@ static SCRATCH: PerCpuArray<SrcStats> = PerCpuArray::with_max_entries(1, 0);
 static EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 #[map]
 static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(PORT_ENTRIES, 0);
+/// Attack-mode state, shared by all CPUs and the daemon.
+#[map]
+static ATTACK: Array<AttackState> = Array::with_max_entries(1, 0);
+#[map]
+static RATE_WIN: PerCpuArray<RateWindow> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+static SKETCH: PerCpuArray<Sketch> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+static HLL: PerCpuArray<Hll> = PerCpuArray::with_max_entries(1, 0);
+/// Buffers of the SYN-cookie responder, off the small BPF stack.
+#[repr(C)]
+struct Reply {
+    /// The SYN's TCP header, copied off the packet for the cookie helper
+    /// and the option walk.
+    th: [u8; 64],
+    /// The SYN-ACK's TCP header.
+    tcp: [u8; 40],
+    /// The reply's IPv4 header.
+    ip4: [u8; 20],
+    /// The socket lookup's key.
+    tuple: bpf_sock_tuple,
+}
+#[map]
+static REPLY: PerCpuArray<Reply> = PerCpuArray::with_max_entries(1, 0);
+
+/// `sk_state` of a listening socket.
+const TCP_LISTEN: u32 = 10;
+/// `BPF_F_CURRENT_NETNS`: look sockets up in the device's namespace.
+const CURRENT_NETNS: u64 = u64::MAX;
 
 /// The tcpguard datapath.
 #[xdp]
@@ -100,6 +143,18 @@ fn bump(c: &mut Counters, which: Counter) {
     c.v[which as usize] += 1;
 }
 
+/// `bump` for a counter chosen at run time (the parse error): the index
+/// is bounds-checked where the verifier can see it.
+#[inline(always)]
+fn bump_dyn(c: &mut Counters, which: Counter) {
+    let w = which as u32;
+    // SAFETY: a volatile read of a local, so the check below stays.
+    let i = unsafe { core::ptr::read_volatile(&w) } as usize;
+    if i < tcpguard_common::COUNTER_COUNT {
+        c.v[i] += 1;
+    }
+}
+
 #[inline(always)]
 fn now_ns() -> u64 {
     // SAFETY: helper without arguments.
@@ -124,6 +179,12 @@ fn allowed(p: &TcpPacket) -> bool {
     } else {
         ALLOW_V4.get(Key::new(32, v4(p))).is_some()
     }
+}
+
+/// Allow-listed, when the allow-lists hold anything at all.
+#[inline(always)]
+fn allowed_if_any(s: &Settings, p: &TcpPacket) -> bool {
+    s.flags & FLAG_HAS_ALLOWS != 0 && allowed(p)
 }
 
 /// `Some(true)` blocked, `Some(false)` matched an expired entry, `None` no match.
@@ -186,16 +247,28 @@ fn close_half_open(e: &HalfOpen, src: &SrcKey, timeout: u64, now: u64) -> Option
     Some(st)
 }
 
+/// The parse as a BPF subprogram of its own: its temporaries (headers
+/// copied out of the packet) get a frame that is gone before the SYN and
+/// ACK paths run.
+/// (The volatile read keeps LLVM from passing `data`/`data_end` in as
+/// plain integers, which the verifier refuses.)
+#[inline(never)]
+fn parse_frame(ctx: &XdpContext) -> Result<TcpPacket, parse::ParseError> {
+    // SAFETY: reads the context pointer field of a valid XdpContext.
+    let raw = unsafe { core::ptr::read_volatile(&ctx.ctx) };
+    parse::parse(&Frame(&XdpContext::new(raw)))
+}
+
 fn try_tcpguard(ctx: &XdpContext) -> Result<u32, ()> {
     let c = COUNTERS.get_ptr_mut(0).ok_or(())?;
     // SAFETY: per-CPU value, only this CPU writes it while we run.
     let c = unsafe { &mut *c };
     bump(c, Counter::Packets);
 
-    let p = match parse::parse(&Frame(ctx)) {
+    let p = match parse_frame(ctx) {
         Ok(p) => p,
         Err(e) => {
-            bump(c, e.counter());
+            bump_dyn(c, e.counter());
             return Ok(xdp_action::XDP_PASS);
         }
     };
@@ -218,7 +291,27 @@ fn try_tcpguard(ctx: &XdpContext) -> Result<u32, ()> {
 
     let src = SrcKey { addr: p.saddr };
     if p.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN {
-        return Ok(on_syn(ctx, c, s, &p, &src));
+        let v = on_syn(ctx, c, s, &p);
+        if v != RESPOND {
+            return Ok(v);
+        }
+        let v = answer_syn(ctx, c, s, &p);
+        if v != KERNEL_ANSWERS {
+            return Ok(v);
+        }
+        bump(c, Counter::PassTcp);
+        return Ok(xdp_action::XDP_PASS);
+    }
+    if p.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_ACK && attack_active() {
+        match attack_ack(ctx, c, s, &p) {
+            AckCheck::Drop => return Ok(xdp_action::XDP_DROP),
+            AckCheck::Cookie => {
+                on_ack(c, s, &p, Counter::SampledCompleted);
+                bump(c, Counter::PassTcp);
+                return Ok(xdp_action::XDP_PASS);
+            }
+            AckCheck::Pass => {}
+        }
     }
     if p.has(TCP_SYN) {
         if p.has(TCP_ACK) {
@@ -229,9 +322,9 @@ fn try_tcpguard(ctx: &XdpContext) -> Result<u32, ()> {
     }
     if p.has(TCP_RST) {
         bump(c, Counter::Rst);
-        on_rst(c, s, &p, &src);
+        on_rst(c, s, &p);
     } else if p.has(TCP_ACK) {
-        on_ack(c, s, &p, &src);
+        on_ack(c, s, &p, Counter::HandshakeCompleted);
     }
     if p.has(TCP_FIN) {
         bump(c, Counter::Fin);
@@ -245,10 +338,98 @@ fn try_tcpguard(ctx: &XdpContext) -> Result<u32, ()> {
 }
 
 #[inline(always)]
-fn on_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket, src: &SrcKey) -> u32 {
+fn attack_active() -> bool {
+    matches!(ATTACK.get(0), Some(a) if a.active != 0)
+}
+
+/// A client SYN. A BPF subprogram: the packet's dispatch in the main
+/// program stays small, and the combined stack of a call chain (at most
+/// 512 bytes) has room for the responder below it.
+#[inline(never)]
+fn on_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket) -> u32 {
     bump(c, Counter::Syn);
     let now = now_ns();
+    let Some(w) = RATE_WIN.get_ptr_mut(0) else { return xdp_action::XDP_PASS };
+    // SAFETY: per-CPU value, only this CPU writes it.
+    let w = unsafe { &mut *w };
+    let over = tcpguard_common::rate_step(w, now, s.attack_window_syns());
+    let Some(atk) = ATTACK.get_ptr_mut(0) else { return xdp_action::XDP_PASS };
+    // SAFETY: shared map value; the fields are plain words, a racing CPU
+    // entering at the same instant writes the same kind of values.
+    let atk = unsafe { &mut *atk };
+    if atk.active == 0 && over {
+        atk.active = 1;
+        atk.reason = ATTACK_REASON_SYN_RATE;
+        atk.entered_ns = now;
+        atk.trigger_window_ns = w.win_start_ns;
+        atk.first_cookie_ns = 0;
+        atk.entries += 1;
+        bump(c, Counter::AttackEntered);
+        if let Some(mut ev) = EVENTS.reserve::<ModeEvent>(0) {
+            ev.write(ModeEvent { entered_ns: now, trigger_window_ns: w.win_start_ns });
+            ev.submit(0);
+        }
+    }
+    if atk.active == 0 {
+        return track_syn(ctx, c, s, p, &SynArgs { now, promoted: 0 });
+    }
+
+    // Attack mode: fixed-memory accounting; heavy (or rate-limited)
+    // sources are followed in the source table, one SYN in `attack_sample`
+    // is tracked in full; the flood's one-SYN sources never reach a table.
+    bump(c, Counter::AttackSyn);
+    let h = sketch::src_hash(&p.saddr, s.hash_seed);
+    if let Some(r) = HLL.get_ptr_mut(0) {
+        // SAFETY: per-CPU value.
+        sketch::hll_add(unsafe { &mut *r }, h);
+    }
+    let est = match SKETCH.get_ptr_mut(0) {
+        // SAFETY: per-CPU value.
+        Some(sk) => sketch::cms_add(unsafe { &mut *sk }, h, w.epoch),
+        None => 0,
+    };
+    let promote = tcpguard_common::promote_threshold(s);
+    let heavy = promote != 0 && sketch::promote_estimate(est, w.epoch_syns) >= promote;
+    let sampled = c.get(Counter::AttackSyn) % s.sample_every() == 0;
+    if heavy || sampled {
+        if sampled {
+            bump(c, Counter::AttackSampled);
+        }
+        let v = track_syn(ctx, c, s, p, &SynArgs { now, promoted: if heavy { est as u64 } else { 0 } });
+        if v == xdp_action::XDP_DROP {
+            return v;
+        }
+        // track_syn counted the pass already; the verdict is decided below.
+        c.v[Counter::PassTcp as usize] -= 1;
+    }
+    if allowed_if_any(s, p) {
+        bump(c, Counter::CookieSkipAllowed);
+    } else if s.flags & FLAG_MONITOR != 0 {
+        bump(c, Counter::MonitorCookie);
+    } else if s.flags & FLAG_XDP_COOKIES != 0 {
+        // The caller calls the responder: a call chain one frame shorter.
+        return RESPOND;
+    }
+    bump(c, Counter::PassTcp);
+    xdp_action::XDP_PASS
+}
+
+/// The tracking path of a SYN: source table, rate limit, half-open table.
+/// `promoted` > 0: a source the attack-mode sketch found heavy with that
+/// many SYNs this epoch (it is entered in the source table, and no
+/// half-open entry is made for it).
+/// What `track_syn` needs besides the packet (a BPF subprogram takes at
+/// most five arguments).
+struct SynArgs {
+    now: u64,
+    promoted: u64,
+}
+
+#[inline(never)]
+fn track_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket, a: &SynArgs) -> u32 {
     let timeout = s.timeout_ns();
+    let (now, promoted) = (a.now, a.promoted);
+    let src = &SrcKey { addr: p.saddr };
 
     let st = match SRC_STATS.get_ptr_mut(src) {
         Some(st) => st,
@@ -262,6 +443,13 @@ fn on_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket, src: 
             fresh.first_seen_ns = now;
             fresh.window_start_ns = now;
             fresh.second_start_ns = now;
+            if promoted > 0 {
+                // What the sketch counted before the source got here, so
+                // the heavy report fires now.
+                fresh.syns = promoted - 1;
+                fresh.second_syns = promoted - 1;
+                bump(c, Counter::SketchPromoted);
+            }
             // A failed insert is counted, never logged: it can happen per
             // packet under a flood.
             if SRC_STATS.insert(src, &*fresh, 0).is_err() {
@@ -316,7 +504,15 @@ fn on_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket, src: 
             }
         }
     }
+    if promoted == 0 {
+        open_half_open(c, p, st, now, timeout);
+    }
+    bump(c, Counter::PassTcp);
+    xdp_action::XDP_PASS
+}
 
+#[inline(always)]
+fn open_half_open(c: &mut Counters, p: &TcpPacket, st: &mut SrcStats, now: u64, timeout: u64) {
     let key = flow_key(p);
     let e = HalfOpen { isn: p.seq, _pad: 0, opened_ns: now };
     // Most SYNs (all of a flood's) open a new handshake: try the insert
@@ -357,12 +553,297 @@ fn on_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket, src: 
         }
         st.half_open += 1;
     }
-    bump(c, Counter::PassTcp);
-    xdp_action::XDP_PASS
+}
+
+/// `N` bytes at `off` of the packet, bounds-checked for the verifier.
+#[inline(always)]
+fn pkt_ptr<const N: usize>(ctx: &XdpContext, off: usize) -> Option<*mut u8> {
+    let start = ctx.data();
+    if start + off + N > ctx.data_end() {
+        return None;
+    }
+    Some((start + off) as *mut u8)
 }
 
 #[inline(always)]
-fn on_ack(c: &mut Counters, s: &Settings, p: &TcpPacket, src: &SrcKey) {
+fn store<const N: usize>(ctx: &XdpContext, off: usize, b: &[u8; N]) -> Option<()> {
+    let ptr = pkt_ptr::<N>(ctx, off)?;
+    // SAFETY: [ptr, ptr + N) lies inside the packet (checked above).
+    unsafe { core::ptr::write_unaligned(ptr as *mut [u8; N], *b) };
+    Some(())
+}
+
+/// The socket for the packet's 4-tuple (established, TIME_WAIT, request or
+/// listener), or null. The caller releases it.
+#[inline(always)]
+fn lookup_socket(ctx: &XdpContext, p: &TcpPacket) -> *mut aya_ebpf::bindings::bpf_sock {
+    let Some(r) = REPLY.get_ptr_mut(0) else { return core::ptr::null_mut() };
+    // SAFETY: per-CPU scratch; writing plain-data union members.
+    let t = unsafe { &mut (*r).tuple };
+    let size = if p.is_v6 {
+        // SAFETY: as above.
+        unsafe {
+            let v6 = &mut t.__bindgen_anon_1.ipv6;
+            v6.saddr = words(&p.saddr);
+            v6.daddr = words(&p.daddr);
+            v6.sport = p.sport.to_be();
+            v6.dport = p.dport.to_be();
+        }
+        36
+    } else {
+        // SAFETY: as above.
+        unsafe {
+            let v4t = &mut t.__bindgen_anon_1.ipv4;
+            v4t.saddr = u32::from_ne_bytes(v4(p));
+            v4t.daddr = u32::from_ne_bytes([p.daddr[12], p.daddr[13], p.daddr[14], p.daddr[15]]);
+            v4t.sport = p.sport.to_be();
+            v4t.dport = p.dport.to_be();
+        }
+        12
+    };
+    // SAFETY: helper call with the tuple in scratch of the stated size.
+    unsafe { bpf_skc_lookup_tcp(ctx.ctx as *mut _, t, size, CURRENT_NETNS, 0) }
+}
+
+#[inline(always)]
+fn words(a: &[u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
+        u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
+        u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
+        u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
+    ]
+}
+
+/// The IP header length the responder rewrites in place: 20 (IPv4 without
+/// options) or 40 (IPv6 without extension headers); 0 for anything else.
+#[inline(always)]
+fn plain_ip_len(p: &TcpPacket) -> usize {
+    let want = if p.is_v6 { 40 } else { 20 };
+    if p.l4_off as usize == p.l3_off as usize + want {
+        want
+    } else {
+        0
+    }
+}
+
+/// `answer_syn`'s "not answered here": the SYN goes on to the kernel.
+const KERNEL_ANSWERS: u32 = u32::MAX;
+/// `on_syn`'s "answer this SYN from XDP" (then `answer_syn` decides).
+const RESPOND: u32 = u32::MAX - 1;
+
+/// Answer a SYN to a listener with a cookie SYN-ACK (XDP_TX), or
+/// [`KERNEL_ANSWERS`]. A BPF subprogram of its own (at most five
+/// arguments, no stack arguments): its buffers get their own stack frame.
+#[inline(never)]
+fn answer_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket) -> u32 {
+    answer(ctx, c, s, p).unwrap_or(KERNEL_ANSWERS)
+}
+
+#[inline(always)]
+fn answer(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket) -> Option<u32> {
+    let ip_len = plain_ip_len(p);
+    if ip_len == 0 {
+        bump(c, Counter::CookieOddHeaders);
+        return None;
+    }
+    let th_len = (p.doff as u32 & 0xf) * 4;
+    if th_len < 20 {
+        bump(c, Counter::CookieOddHeaders);
+        return None;
+    }
+    let r = REPLY.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch, only this CPU uses it during this run.
+    let r = unsafe { &mut *r };
+    let sk = lookup_socket(ctx, p);
+    if sk.is_null() {
+        bump(c, Counter::CookieNoListener);
+        return None;
+    }
+    // SAFETY: non-null socket from the lookup; released on every path below.
+    if unsafe { (*sk).state } != TCP_LISTEN {
+        unsafe { bpf_sk_release(sk as *mut _) };
+        bump(c, Counter::CookieOtherSocket);
+        return None;
+    }
+    let cookie = gen_cookie(ctx, p, sk, ip_len, th_len, &mut r.th);
+    // SAFETY: the socket from the lookup, released once.
+    unsafe { bpf_sk_release(sk as *mut _) };
+    let Some(cookie) = cookie else {
+        bump(c, Counter::CookieRefused);
+        return None;
+    };
+    let mut walk = synack::OptionWalk::new(th_len as usize);
+    // SAFETY: the callback gets a pointer to `walk`, alive for the call.
+    unsafe {
+        bpf_loop(
+            synack::MAX_OPTIONS as u32,
+            option_cb as *mut core::ffi::c_void,
+            &mut walk as *mut synack::OptionWalk as *mut core::ffi::c_void,
+            0,
+        )
+    };
+    let mss = match (p.is_v6, s.synack_mss4, s.synack_mss6) {
+        (false, 0, _) => 1460,
+        (false, m, _) => m as u16,
+        (true, _, 0) => 1440,
+        (true, _, m) => m as u16,
+    };
+    let now_ms = (now_ns() / 1_000_000) as u32;
+    let len = synack::write_synack(&mut r.tcp, p.sport, p.dport, p.seq, cookie, &walk.found, mss, s.synack_wscale as u8, now_ms);
+    let l3 = p.l3_off as usize & 0x3f;
+    let l4 = p.l4_off as usize & 0x7f;
+    // Resize the frame to exactly the reply: headers, no payload.
+    let cur = (ctx.data_end() - ctx.data()) as i32;
+    let delta = (l4 + len) as i32 - cur;
+    if delta != 0 {
+        // SAFETY: helper on our own context; packet pointers are re-derived after.
+        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
+            bump(c, Counter::CookieOddHeaders);
+            return None;
+        }
+    }
+    let sum = if p.is_v6 {
+        synack::tcp_checksum_v6(&p.daddr, &p.saddr, &r.tcp, len)
+    } else {
+        let (src, dst) = ([p.daddr[12], p.daddr[13], p.daddr[14], p.daddr[15]], v4(p));
+        r.ip4 = synack::ipv4_header(&src, &dst, len);
+        store(ctx, l3, &r.ip4)?;
+        synack::tcp_checksum_v4(&src, &dst, &r.tcp, len)
+    };
+    let sum = sum.to_be_bytes();
+    r.tcp[16] = sum[0];
+    r.tcp[17] = sum[1];
+    if p.is_v6 {
+        store(ctx, l3, &synack::ipv6_fixed(len))?;
+        store(ctx, l3 + 8, &p.daddr)?;
+        store(ctx, l3 + 24, &p.saddr)?;
+    }
+    if len == 40 {
+        store(ctx, l4, &r.tcp)?;
+    } else {
+        // SAFETY: the first 24 bytes of the 40-byte buffer.
+        store(ctx, l4, unsafe { &*(r.tcp.as_ptr() as *const [u8; 24]) })?;
+    }
+    let macs = Frame(ctx).bytes::<12>(0)?;
+    store(ctx, 0, &[macs[6], macs[7], macs[8], macs[9], macs[10], macs[11], macs[0], macs[1], macs[2], macs[3], macs[4], macs[5]])?;
+    bump(c, Counter::CookieSent);
+    if let Some(atk) = ATTACK.get_ptr_mut(0) {
+        // SAFETY: shared map value; a racing first write stores a time as early.
+        unsafe {
+            if (*atk).first_cookie_ns == 0 {
+                (*atk).first_cookie_ns = now_ns();
+            }
+        }
+    }
+    Some(xdp_action::XDP_TX)
+}
+
+/// One step of the SYN option walk, called by `bpf_loop`: 0 goes on, 1 stops.
+extern "C" fn option_cb(_index: u32, ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(r) = REPLY.get_ptr(0) else { return 1 };
+    // SAFETY: ctx is the walk `answer` passed; r the per-CPU copy of the header.
+    let (w, r) = unsafe { (&mut *(ctx as *mut synack::OptionWalk), &*r) };
+    if synack::option_step(&r.th, w) {
+        0
+    } else {
+        1
+    }
+}
+
+/// The kernel's cookie for this SYN from its listener; the SYN's TCP
+/// header is copied to `th` for the helper and the option walk.
+#[inline(always)]
+fn gen_cookie(
+    ctx: &XdpContext,
+    p: &TcpPacket,
+    sk: *mut aya_ebpf::bindings::bpf_sock,
+    ip_len: usize,
+    th_len: u32,
+    th: &mut [u8; 64],
+) -> Option<u32> {
+    let th_len = if th_len > 60 { 60 } else { th_len };
+    let th = th.as_mut_ptr();
+    // SAFETY: copies th_len (20..=60) bytes into a 64-byte buffer.
+    if unsafe { bpf_xdp_load_bytes(ctx.ctx, p.l4_off as u32, th as *mut _, th_len) } != 0 {
+        return None;
+    }
+    let l3 = p.l3_off as usize & 0x3f;
+    let r = if ip_len == 40 {
+        let iph = pkt_ptr::<40>(ctx, l3)?;
+        // SAFETY: sk is a listener; iph spans 40 packet bytes; th th_len bytes.
+        unsafe { bpf_tcp_gen_syncookie(sk as *mut _, iph as *mut _, 40, th as *mut tcphdr, th_len) }
+    } else {
+        let iph = pkt_ptr::<20>(ctx, l3)?;
+        // SAFETY: as above, 20 bytes of IPv4 header.
+        unsafe { bpf_tcp_gen_syncookie(sk as *mut _, iph as *mut _, 20, th as *mut tcphdr, th_len) }
+    };
+    if r < 0 {
+        return None;
+    }
+    Some(r as u32)
+}
+
+enum AckCheck {
+    /// Not a listener's business (a connection exists, or no socket at all).
+    Pass,
+    /// A valid cookie ACK: a handshake completed through a cookie.
+    Cookie,
+    Drop,
+}
+
+/// Attack mode, an ACK without SYN/RST: one reaching a listener (no
+/// connection for its 4-tuple) must carry a valid cookie.
+#[inline(never)]
+fn attack_ack(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket) -> AckCheck {
+    let ip_len = plain_ip_len(p);
+    if ip_len == 0 {
+        return AckCheck::Pass;
+    }
+    let sk = lookup_socket(ctx, p);
+    if sk.is_null() {
+        // No socket at all: a closed port, or traffic not for this host.
+        return AckCheck::Pass;
+    }
+    // SAFETY: non-null socket from the lookup; released below.
+    if unsafe { (*sk).state } != TCP_LISTEN {
+        unsafe { bpf_sk_release(sk as *mut _) };
+        return AckCheck::Pass;
+    }
+    let l3 = p.l3_off as usize & 0x3f;
+    let l4 = p.l4_off as usize & 0x7f;
+    let r = match (pkt_ptr::<40>(ctx, l3), pkt_ptr::<20>(ctx, l3), pkt_ptr::<20>(ctx, l4)) {
+        // SAFETY: listener socket; header pointers bounds-checked.
+        (Some(iph), _, Some(th)) if ip_len == 40 => unsafe {
+            bpf_tcp_check_syncookie(sk as *mut _, iph as *mut _, 40, th as *mut tcphdr, 20)
+        },
+        // SAFETY: as above.
+        (_, Some(iph), Some(th)) if ip_len == 20 => unsafe {
+            bpf_tcp_check_syncookie(sk as *mut _, iph as *mut _, 20, th as *mut tcphdr, 20)
+        },
+        _ => -1,
+    };
+    // SAFETY: the socket from the lookup, released once.
+    unsafe { bpf_sk_release(sk as *mut _) };
+    if r == 0 {
+        bump(c, Counter::CookieAckValid);
+        return AckCheck::Cookie;
+    }
+    if allowed_if_any(s, p) {
+        bump(c, Counter::PassAllowed);
+        return AckCheck::Pass;
+    }
+    if s.flags & FLAG_MONITOR != 0 {
+        bump(c, Counter::MonitorAckInvalid);
+        return AckCheck::Pass;
+    }
+    bump(c, Counter::DropAckInvalid);
+    AckCheck::Drop
+}
+
+#[inline(never)]
+fn on_ack(c: &mut Counters, s: &Settings, p: &TcpPacket, completed: Counter) {
+    let src = &SrcKey { addr: p.saddr };
     let timeout = s.timeout_ns();
     // Established flows stop here: no SYN hashed to this slot recently.
     match SYN_SEEN.get(handshake::filter_slot(&p.saddr, p.sport, p.dport)) {
@@ -381,7 +862,9 @@ fn on_ack(c: &mut Counters, s: &Settings, p: &TcpPacket, src: &SrcKey) {
             if HALF_OPEN.remove(&key).is_err() {
                 return; // another CPU completed it first
             }
-            bump(c, Counter::HandshakeCompleted);
+            // A cookie ACK is counted as `cookie_ack_valid` already: the
+            // sampled entry it closes counts apart.
+            bump(c, completed);
             if action == AckAction::CompleteLate {
                 bump(c, Counter::HandshakeCompletedLate);
             }
@@ -393,8 +876,9 @@ fn on_ack(c: &mut Counters, s: &Settings, p: &TcpPacket, src: &SrcKey) {
     }
 }
 
-#[inline(always)]
-fn on_rst(c: &mut Counters, s: &Settings, p: &TcpPacket, src: &SrcKey) {
+#[inline(never)]
+fn on_rst(c: &mut Counters, s: &Settings, p: &TcpPacket) {
+    let src = &SrcKey { addr: p.saddr };
     let key = flow_key(p);
     // SAFETY: copied out before removal.
     let found = unsafe { HALF_OPEN.get(&key) }.copied();

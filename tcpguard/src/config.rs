@@ -68,6 +68,26 @@ pub enum DatapathMode {
     Monitor,
 }
 
+/// Who answers SYNs while the datapath is in attack mode.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SynCookies {
+    /// XDP answers SYNs to listeners with the kernel's own SYN cookie.
+    #[default]
+    Xdp,
+    /// The kernel answers (with its SYN cookies when the policy forces them).
+    Kernel,
+}
+
+impl SynCookies {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SynCookies::Xdp => "xdp",
+            SynCookies::Kernel => "kernel",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct DatapathConfig {
@@ -80,6 +100,9 @@ pub struct DatapathConfig {
     pub syn_burst: u64,
     pub allow: Vec<Prefix>,
     pub block: Vec<Prefix>,
+    pub syn_cookies: SynCookies,
+    pub attack_syn_rate: u64,
+    pub attack_sample: u32,
 }
 
 impl Default for DatapathConfig {
@@ -94,6 +117,9 @@ impl Default for DatapathConfig {
             syn_burst: 0,
             allow: vec!["127.0.0.0/8".parse().expect("valid"), "::1/128".parse().expect("valid")],
             block: Vec::new(),
+            syn_cookies: SynCookies::Xdp,
+            attack_syn_rate: 20_000,
+            attack_sample: 64,
         }
     }
 }
@@ -248,6 +274,12 @@ impl Config {
         if p.ports.len() > tcpguard_common::PORT_ENTRIES as usize {
             return Err(("datapath.ports", format!("at most {} ports", tcpguard_common::PORT_ENTRIES)));
         }
+        if p.attack_syn_rate != 0 && p.attack_syn_rate < 1000 {
+            return Err(("datapath.attack-syn-rate", format!("{} is below 1000 SYN/s (0 turns it off)", p.attack_syn_rate)));
+        }
+        if !(1..=65_536).contains(&p.attack_sample) {
+            return Err(("datapath.attack-sample", format!("{} is outside 1..=65536", p.attack_sample)));
+        }
         if let Some(b) = p.block.iter().find(|b| p.allow.iter().any(|a| a == *b)) {
             return Err(("datapath.block", format!("{b} is also in datapath.allow")));
         }
@@ -326,6 +358,8 @@ mod tests {
             ("[control]\nmode = \"0999\"\n", "control.mode", "octal"),
             ("[datapath]\nblock = [\"10.0.0.0/8\"]\nallow = [\"10.0.0.0/8\"]\n", "datapath.block", "also in"),
             ("[datapath]\nhalf-open-timeout-secs = 0\n", "datapath.half-open-timeout-secs", "outside"),
+            ("[datapath]\nattack-syn-rate = 10\n", "datapath.attack-syn-rate", "below 1000"),
+            ("[datapath]\nattack-sample = 0\n", "datapath.attack-sample", "outside"),
         ];
         for (text, key, reason) in cases {
             let e = Config::parse(text, "t.toml").unwrap_err().to_string();

@@ -8,8 +8,11 @@ use aya::{
     Ebpf,
 };
 use tcpguard_common::{
-    halfopen::BUCKETS, map_names, AllowEntry, BlockEntry, Counters, HoBucket, Settings, SrcKey,
-    SrcStats, FLAG_HAS_BLOCKS,
+    halfopen::BUCKETS,
+    map_names,
+    sketch::{Hll, Sketch},
+    AllowEntry, AttackState, BlockEntry, Counters, HoBucket, Settings, SrcKey, SrcStats, FLAG_HAS_ALLOWS,
+    FLAG_HAS_BLOCKS,
 };
 
 use crate::net::Prefix;
@@ -20,6 +23,8 @@ pub enum MapsError {
     Missing { name: &'static str },
     #[error("map {name}: {op} failed")]
     Op { name: &'static str, op: &'static str, #[source] source: MapError },
+    #[error("map {name}: {op} failed")]
+    Io { name: &'static str, op: &'static str, #[source] source: std::io::Error },
 }
 
 fn op(name: &'static str, op: &'static str) -> impl FnOnce(MapError) -> MapsError {
@@ -102,11 +107,14 @@ impl<'a> Maps<'a> {
         self.sync_block_flag()
     }
 
-    /// Keep `FLAG_HAS_BLOCKS` equal to "the block-lists are not empty".
+    /// Keep `FLAG_HAS_BLOCKS` and `FLAG_HAS_ALLOWS` equal to "the lists are
+    /// not empty".
     pub fn sync_block_flag(&mut self) -> Result<(), MapsError> {
-        let any = !self.blocks()?.is_empty();
+        let blocks = !self.blocks()?.is_empty();
+        let allows = self.any_allow()?;
         let mut s = self.settings()?;
-        let flags = if any { s.flags | FLAG_HAS_BLOCKS } else { s.flags & !FLAG_HAS_BLOCKS };
+        let mut flags = if blocks { s.flags | FLAG_HAS_BLOCKS } else { s.flags & !FLAG_HAS_BLOCKS };
+        flags = if allows { flags | FLAG_HAS_ALLOWS } else { flags & !FLAG_HAS_ALLOWS };
         if flags != s.flags {
             s.flags = flags;
             self.set_settings(&s)?;
@@ -172,11 +180,62 @@ impl<'a> Maps<'a> {
     }
 
     pub fn allow(&mut self, p: &Prefix, now_ns: u64) -> Result<(), MapsError> {
-        self.trie_insert((map_names::ALLOW_V4, map_names::ALLOW_V6), p, AllowEntry { added_ns: now_ns })
+        self.trie_insert((map_names::ALLOW_V4, map_names::ALLOW_V6), p, AllowEntry { added_ns: now_ns })?;
+        self.sync_block_flag()
     }
 
     pub fn disallow(&mut self, p: &Prefix) -> Result<bool, MapsError> {
-        self.trie_remove::<AllowEntry>((map_names::ALLOW_V4, map_names::ALLOW_V6), p)
+        let removed = self.trie_remove::<AllowEntry>((map_names::ALLOW_V4, map_names::ALLOW_V6), p)?;
+        self.sync_block_flag()?;
+        Ok(removed)
+    }
+
+    fn any_allow(&self) -> Result<bool, MapsError> {
+        let n = map_names::ALLOW_V4;
+        let t: LpmTrie<&MapData, [u8; 4], AllowEntry> = LpmTrie::try_from(self.map(n)?).map_err(op(n, "open"))?;
+        if t.keys().next().is_some() {
+            return Ok(true);
+        }
+        let n = map_names::ALLOW_V6;
+        let t: LpmTrie<&MapData, [u8; 16], AllowEntry> = LpmTrie::try_from(self.map(n)?).map_err(op(n, "open"))?;
+        Ok(t.keys().next().is_some())
+    }
+
+    /// The attack-mode state the datapath and the daemon share.
+    pub fn attack(&self) -> Result<AttackState, MapsError> {
+        let n = map_names::ATTACK;
+        let arr: Array<&MapData, AttackState> = Array::try_from(self.map(n)?).map_err(op(n, "open"))?;
+        arr.get(&0, 0).map_err(op(n, "read"))
+    }
+
+    pub fn set_attack(&mut self, a: &AttackState) -> Result<(), MapsError> {
+        let n = map_names::ATTACK;
+        let mut arr: Array<&mut MapData, AttackState> = Array::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
+        arr.set(0, a, 0).map_err(op(n, "write"))
+    }
+
+    /// Every CPU's distinct-source registers.
+    pub fn hll(&self) -> Result<Vec<Hll>, MapsError> {
+        let n = map_names::HLL;
+        let arr: PerCpuArray<&MapData, Hll> = PerCpuArray::try_from(self.map(n)?).map_err(op(n, "open"))?;
+        Ok(arr.get(&0, 0).map_err(op(n, "read"))?.iter().copied().collect())
+    }
+
+    /// Clear the distinct-source registers (the daemon does, every tick).
+    pub fn clear_hll(&mut self) -> Result<(), MapsError> {
+        let n = map_names::HLL;
+        let io = |source| MapsError::Io { name: n, op: "clear", source };
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| io(e))?;
+        let mut arr: PerCpuArray<&mut MapData, Hll> = PerCpuArray::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
+        let zeros = aya::maps::PerCpuValues::try_from(vec![Hll::default(); cpus]).map_err(io)?;
+        arr.set(0, zeros, 0).map_err(op(n, "clear"))
+    }
+
+    /// Every CPU's count-min sketch (tests and diagnostics).
+    pub fn sketches(&self) -> Result<Vec<Box<Sketch>>, MapsError> {
+        let n = map_names::SKETCH;
+        let arr: PerCpuArray<&MapData, Sketch> = PerCpuArray::try_from(self.map(n)?).map_err(op(n, "open"))?;
+        Ok(arr.get(&0, 0).map_err(op(n, "read"))?.iter().map(|s| Box::new(*s)).collect())
     }
 
     /// Look one source up (cheap; for tests and `status` details).

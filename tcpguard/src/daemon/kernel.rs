@@ -7,6 +7,7 @@ use std::{collections::HashMap, io, path::Path};
 use serde::{Deserialize, Serialize};
 
 pub const SYNCOOKIES: &str = "/proc/sys/net/ipv4/tcp_syncookies";
+pub const TIMESTAMPS: &str = "/proc/sys/net/ipv4/tcp_timestamps";
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelView {
@@ -62,12 +63,75 @@ pub fn write_syncookies(v: u8) -> io::Result<()> {
     std::fs::write(SYNCOOKIES, format!("{v}\n"))
 }
 
+pub fn read_timestamps() -> io::Result<u8> {
+    let s = std::fs::read_to_string(TIMESTAMPS)?;
+    s.trim().parse().map_err(|_| io::Error::other(format!("unexpected {TIMESTAMPS} value {s:?}")))
+}
+
+pub fn write_timestamps(v: u8) -> io::Result<()> {
+    std::fs::write(TIMESTAMPS, format!("{v}\n"))
+}
+
+/// The window scale the kernel gives this host's listeners, from
+/// `net.ipv4.tcp_rmem` (max) and `net.core.rmem_max`: XDP SYN-ACKs must
+/// advertise the same one.
+pub fn listener_wscale() -> u8 {
+    let rmem = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_rmem").ok();
+    let tcp_max = rmem.as_deref().and_then(|s| s.split_whitespace().nth(2)?.parse().ok()).unwrap_or(6_291_456);
+    let core_max = std::fs::read_to_string("/proc/sys/net/core/rmem_max").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(212_992);
+    tcpguard_common::synack::kernel_wscale(tcp_max, core_max)
+}
+
+/// An interface's MTU in the current network namespace (SIOCGIFMTU).
+pub fn iface_mtu(name: &str) -> io::Result<u32> {
+    // SAFETY: plain socket call.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a zeroed ifreq is valid; the name is copied with its length checked.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.len() >= req.ifr_name.len() {
+        // SAFETY: fd from socket() above.
+        unsafe { libc::close(fd) };
+        return Err(io::Error::other(format!("interface name {name:?} too long")));
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFMTU fills ifr_mtu of a valid ifreq.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFMTU as _, &mut req) };
+    let err = io::Error::last_os_error();
+    // SAFETY: fd from socket() above.
+    unsafe { libc::close(fd) };
+    if rc < 0 {
+        return Err(err);
+    }
+    // SAFETY: the kernel wrote ifr_mtu.
+    Ok(unsafe { req.ifr_ifru.ifru_mtu } as u32)
+}
+
+/// 64 random bits (getrandom), for hash seeds.
+pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: writes at most 8 bytes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 8, 0) };
+    if n != 8 {
+        // Still unpredictable enough to an outside attacker.
+        return crate::maps::monotonic_ns().rotate_left(17) ^ u64::from(std::process::id());
+    }
+    u64::from_ne_bytes(b)
+}
+
 /// The sysctl value tcpguard changed and must restore, kept on disk so a
 /// restart after a crash can put it back.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedState {
     /// The operator's tcp_syncookies value while tcpguard forces 2.
     pub syncookies_original: Option<u8>,
+    /// The operator's tcp_timestamps value while the XDP responder needs 2.
+    #[serde(default)]
+    pub timestamps_original: Option<u8>,
 }
 
 pub fn load_state(dir: &Path) -> SavedState {

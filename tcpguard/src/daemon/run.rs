@@ -10,14 +10,16 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
-use tcpguard_common::{halfopen::Tally, map_names, Counter, Counters, HeavyEvent, Settings, FLAG_MONITOR, FLAG_PORT_FILTER};
+use tcpguard_common::{
+    halfopen::Tally, map_names, Counter, Counters, HeavyEvent, Settings, FLAG_MONITOR, FLAG_PORT_FILTER, FLAG_XDP_COOKIES,
+};
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::mpsc,
 };
 
 use crate::{
-    config::{Config, DatapathMode},
+    config::{Config, DatapathMode, PolicyMode, SynCookies},
     daemon::{
         api::{self, ApiCall},
         detect::{Assessment, Detector, Event, Phase, Sample, SourceSample},
@@ -81,6 +83,8 @@ struct Daemon {
     half_open: u64,
     started: Instant,
     watchdog: bool,
+    /// Seed of the datapath's per-source sketch hash (random per start).
+    hash_seed: u64,
 }
 
 pub async fn run(opts: RunOptions) -> Result<()> {
@@ -159,6 +163,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         half_open: 0,
         started: Instant::now(),
         watchdog: notify::watchdog_enabled(),
+        hash_seed: kernel::random_u64(),
     };
     d.apply_settings(None)?;
     d.counters = d.read_counters()?;
@@ -238,6 +243,14 @@ impl Daemon {
         Ok(c)
     }
 
+    /// Whether the XDP SYN-cookie responder answers in attack mode: only
+    /// for policies that answer floods with cookies, in enforce mode.
+    fn responder_enabled(&self) -> bool {
+        self.cfg.datapath.syn_cookies == SynCookies::Xdp
+            && self.cfg.datapath.mode == DatapathMode::Enforce
+            && matches!(self.cfg.policy.mode, PolicyMode::Auto | PolicyMode::SynCookie)
+    }
+
     fn allow_list(&self) -> Vec<Prefix> {
         self.cfg.datapath.allow.iter().copied().chain(self.runtime_allows.iter().copied()).collect()
     }
@@ -253,6 +266,9 @@ impl Daemon {
         if !p.ports.is_empty() {
             flags |= FLAG_PORT_FILTER;
         }
+        if self.responder_enabled() {
+            flags |= FLAG_XDP_COOKIES;
+        }
         let settings = Settings {
             flags,
             _pad: 0,
@@ -260,14 +276,23 @@ impl Daemon {
             syn_burst: p.syn_burst,
             half_open_timeout_ns: p.half_open_timeout_secs * 1_000_000_000,
             heavy_syns_per_sec: self.cfg.detection.heavy_source_syn_rate,
+            attack_syn_rate: p.attack_syn_rate,
+            hash_seed: self.hash_seed,
+            attack_sample: p.attack_sample,
+            synack_wscale: u32::from(kernel::listener_wscale()),
+            synack_mss4: 0,
+            synack_mss6: 0,
         };
         let (ports, allow, block) = (p.ports.clone(), p.allow.clone(), p.block.clone());
         let now = monotonic_ns();
         for i in 0..self.ifaces.len() {
+            // The MSS XDP SYN-ACKs advertise, from this interface's MTU.
+            let mtu = kernel::iface_mtu(&self.ifaces[i].name).unwrap_or(1500).clamp(576, 65_535);
             let mut m = self.maps(i);
-            // Keep the block flag as the lists say.
+            // Keep the list flags as the lists say.
             let cur = m.settings()?;
-            m.set_settings(&Settings { flags: settings.flags | (cur.flags & tcpguard_common::FLAG_HAS_BLOCKS), ..settings })?;
+            let keep = cur.flags & (tcpguard_common::FLAG_HAS_BLOCKS | tcpguard_common::FLAG_HAS_ALLOWS);
+            m.set_settings(&Settings { flags: settings.flags | keep, synack_mss4: mtu - 40, synack_mss6: mtu - 60, ..settings })?;
             m.set_ports(&ports)?;
             if let Some(old) = old {
                 for a in old.datapath.allow.iter().filter(|a| !allow.contains(a)) {
