@@ -113,6 +113,15 @@ impl Craft {
         self.tcp_opts = o;
         self
     }
+    /// TCP options given byte for byte (padded with NOPs to a multiple of 4).
+    pub fn raw_tcp_options(mut self, opts: &[u8]) -> Self {
+        let mut o = opts.to_vec();
+        while o.len() % 4 != 0 {
+            o.push(1);
+        }
+        self.tcp_opts = o;
+        self
+    }
     /// Typical Linux SYN options: MSS, SACK-permitted, timestamps, wscale.
     pub fn syn_options(mut self) -> Self {
         self.tcp_opts = vec![

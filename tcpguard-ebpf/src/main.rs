@@ -447,7 +447,8 @@ fn track_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket, a:
                 // What the sketch counted before the source got here, so
                 // the heavy report fires now.
                 fresh.syns = promoted - 1;
-                fresh.second_syns = promoted - 1;
+                let heavy = if s.heavy_syns_per_sec == 0 { promoted } else { s.heavy_syns_per_sec };
+                fresh.second_syns = if promoted < heavy { promoted } else { heavy } - 1;
                 bump(c, Counter::SketchPromoted);
             }
             // A failed insert is counted, never logged: it can happen per

@@ -1,0 +1,504 @@
+//! Attack mode under BPF_PROG_TEST_RUN, in the real kernel (root): the
+//! XDP SYN-cookie responder (the SYN-ACK it writes, and the kernel's own
+//! check of the cookie in it), the cases that go to the kernel, the ACK
+//! check, entry by the datapath itself, and the fixed-memory accounting.
+//!
+//! BPF_PROG_TEST_RUN looks sockets up in the calling thread's network
+//! namespace: each test makes its own namespace with real listening
+//! sockets and runs the program from a thread inside it.
+
+mod common;
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{IpAddr, TcpListener, TcpStream},
+};
+
+use aya::programs::{TestRun as _, TestRunOptions};
+use common::*;
+use tcpguard::{
+    lab::Netns,
+    loader::Datapath,
+    maps::{monotonic_ns, Maps},
+    net::Prefix,
+};
+use tcpguard_common::{
+    craft::{fold, sum16, Craft},
+    parse::{ETH_P_8021AD, ETH_P_8021Q, TCP_ACK, TCP_SYN},
+    sketch,
+    synack::decode_tsecr,
+    AttackState, Counter, Counter::*, Settings, ATTACK_REASON_DAEMON, ATTACK_REASON_SYN_RATE, FLAG_MONITOR,
+    FLAG_XDP_COOKIES,
+};
+
+const XDP_TX: u32 = 3;
+const CLIENT: [u8; 4] = [192, 0, 2, 10];
+const SERVER: [u8; 4] = [192, 0, 2, 1];
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
+const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
+/// Client TSval in the crafted SYNs (Craft::syn_options has TSval 1).
+const CLIENT_TSVAL: u32 = 1;
+
+fn v6(last: u8) -> [u8; 16] {
+    let mut a = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    a[15] = last;
+    a
+}
+
+/// A namespace for one test: SYN cookies and timestamps as the daemon sets
+/// them for the responder, and listeners on port 80 (IPv4) and 443 (IPv6).
+struct Ns {
+    ns: Netns,
+}
+
+impl Ns {
+    fn new(syncookies: &str) -> Self {
+        require_root();
+        let ns = Netns::new("atk").expect("create a namespace");
+        ns.sysctl("net.ipv4.tcp_syncookies", syncookies).unwrap();
+        ns.sysctl("net.ipv4.tcp_timestamps", "2").unwrap();
+        Ns { ns }
+    }
+
+    /// Run `f` inside the namespace with listeners open.
+    fn with_listeners<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        self.ns
+            .run(|| {
+                let _l4 = TcpListener::bind("0.0.0.0:80").expect("listen on :80");
+                let _l6 = TcpListener::bind("[::]:443").expect("listen on [::]:443");
+                f()
+            })
+            .expect("enter the namespace")
+    }
+}
+
+fn attack_settings(flags: u32) -> Settings {
+    Settings {
+        flags,
+        synack_wscale: 7,
+        synack_mss4: 1460,
+        synack_mss6: 1440,
+        // No sampling noise unless a test asks for it.
+        attack_sample: 65_536,
+        heavy_syns_per_sec: 200,
+        hash_seed: 0x5eed,
+        ..Settings::default()
+    }
+}
+
+fn enter_attack(dp: &mut Datapath) {
+    Maps::new(&mut dp.ebpf)
+        .set_attack(&AttackState { active: 1, reason: ATTACK_REASON_DAEMON, entered_ns: monotonic_ns(), ..AttackState::default() })
+        .unwrap();
+}
+
+fn setup(dp: &mut Datapath, flags: u32) {
+    Maps::new(&mut dp.ebpf).set_settings(&attack_settings(flags)).unwrap();
+    enter_attack(dp);
+}
+
+/// Run once; the verdict and the frame the program left.
+fn run_out(dp: &Datapath, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; 512];
+    let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), repeat: 1, ..TestRunOptions::default() };
+    let r = dp.program().test_run(opts).expect("BPF_PROG_TEST_RUN");
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out)
+}
+
+fn moved(dp: &mut Datapath, f: impl FnOnce(&Datapath)) -> Vec<(&'static str, u64)> {
+    let before = counters(dp);
+    f(dp);
+    let after = counters(dp);
+    let mut d = delta(&before, &after);
+    d.retain(|(n, _)| *n != "packets");
+    d.sort();
+    d
+}
+
+fn want(list: &[(Counter, u64)]) -> Vec<(&'static str, u64)> {
+    let mut v: Vec<_> = list.iter().map(|(c, n)| (c.name(), *n)).collect();
+    v.sort();
+    v
+}
+
+fn syn4(sport: u16, isn: u32) -> Craft {
+    Craft::v4(CLIENT, SERVER, sport, 80).macs(CLIENT_MAC, SERVER_MAC).flags(TCP_SYN).seq(isn).syn_options()
+}
+
+/// A parsed SYN-ACK: (ip header offset, is_v6, tcp header slice offset).
+struct SynAck {
+    frame: Vec<u8>,
+    l3: usize,
+    l4: usize,
+    v6: bool,
+}
+
+impl SynAck {
+    fn parse(frame: Vec<u8>) -> Self {
+        let mut l3 = 14;
+        while [0x81, 0x88].contains(&frame[l3 - 2]) {
+            l3 += 4;
+        }
+        let v6 = frame[l3] >> 4 == 6;
+        let l4 = l3 + if v6 { 40 } else { 20 };
+        SynAck { frame, l3, l4, v6 }
+    }
+    fn tcp(&self) -> &[u8] {
+        &self.frame[self.l4..]
+    }
+    fn u32_at(&self, off: usize) -> u32 {
+        u32::from_be_bytes(self.tcp()[off..off + 4].try_into().unwrap())
+    }
+    fn seq(&self) -> u32 {
+        self.u32_at(4)
+    }
+    fn ack(&self) -> u32 {
+        self.u32_at(8)
+    }
+    /// The TCP options as (kind, data) pairs.
+    fn options(&self) -> Vec<(u8, Vec<u8>)> {
+        let t = self.tcp();
+        let end = usize::from(t[12] >> 4) * 4;
+        let mut i = 20;
+        let mut out = Vec::new();
+        while i < end {
+            match t[i] {
+                0 => break,
+                1 => i += 1,
+                k => {
+                    let l = usize::from(t[i + 1]);
+                    out.push((k, t[i + 2..i + l].to_vec()));
+                    i += l;
+                }
+            }
+        }
+        out
+    }
+    fn option(&self, kind: u8) -> Option<Vec<u8>> {
+        self.options().into_iter().find(|(k, _)| *k == kind).map(|(_, d)| d)
+    }
+    fn checksums_verify(&self) {
+        let t = self.tcp();
+        let pseudo = if self.v6 {
+            let ip = &self.frame[self.l3..self.l3 + 40];
+            assert_eq!(usize::from(u16::from_be_bytes([ip[4], ip[5]])), t.len(), "IPv6 payload length");
+            sum16(&ip[8..40], 0)
+        } else {
+            let ip = &self.frame[self.l3..self.l3 + 20];
+            assert_eq!(fold(sum16(ip, 0)), 0, "IPv4 header checksum");
+            assert_eq!(usize::from(u16::from_be_bytes([ip[2], ip[3]])), 20 + t.len(), "IPv4 total length");
+            sum16(&ip[12..20], 0)
+        };
+        assert_eq!(fold(sum16(t, pseudo + t.len() as u32 + 6)), 0, "TCP checksum");
+    }
+}
+
+/// The client's final ACK for a SYN-ACK (echoing its TSval, as a client does).
+fn final_ack4(sport: u16, isn: u32, sa: &SynAck) -> Vec<u8> {
+    let ts = sa.option(8).expect("timestamps");
+    let mut opts = vec![1, 1, 8, 10, 0, 0, 0, 2];
+    opts.extend_from_slice(&ts[..4]);
+    Craft::v4(CLIENT, SERVER, sport, 80)
+        .macs(CLIENT_MAC, SERVER_MAC)
+        .flags(TCP_ACK)
+        .seq(isn.wrapping_add(1))
+        .ack(sa.seq().wrapping_add(1))
+        .raw_tcp_options(&opts)
+        .build()
+}
+
+#[test]
+fn syn_v4_is_answered_with_a_cookie_the_kernel_accepts() {
+    let _g = serial();
+    let mut dp = load();
+    setup(&mut dp, FLAG_XDP_COOKIES);
+    let ns = Ns::new("2");
+    ns.with_listeners(|| {
+        let syn = syn4(40_000, 1000).build();
+        let mut out = Vec::new();
+        let d = moved(&mut dp, |dp| out.push(run_out(dp, &syn)));
+        let (verdict, frame) = out.pop().unwrap();
+        assert_eq!(verdict, XDP_TX, "counters: {d:?}");
+        assert_eq!(d, want(&[(Syn, 1), (AttackSyn, 1), (CookieSent, 1)]));
+        let sa = SynAck::parse(frame);
+        // Ethernet and IP addresses swapped, ports swapped.
+        assert_eq!(&sa.frame[0..6], &CLIENT_MAC);
+        assert_eq!(&sa.frame[6..12], &SERVER_MAC);
+        assert_eq!(&sa.frame[26..30], &SERVER);
+        assert_eq!(&sa.frame[30..34], &CLIENT);
+        assert_eq!(&sa.tcp()[0..4], &[0, 80, 0x9c, 0x40]);
+        assert_eq!(sa.tcp()[13], TCP_SYN | TCP_ACK);
+        assert_eq!(sa.ack(), 1001);
+        assert_eq!(sa.tcp().len(), 40, "no payload, 20 bytes of options");
+        sa.checksums_verify();
+        // Options as documented: MSS, SACK-permitted, timestamps, window scale.
+        assert_eq!(sa.option(2).unwrap(), 1460u16.to_be_bytes());
+        assert!(sa.option(4).is_some(), "SACK-permitted");
+        assert_eq!(sa.option(3).unwrap(), vec![7], "the listener's window scale");
+        let ts = sa.option(8).unwrap();
+        let tsval = u32::from_be_bytes(ts[..4].try_into().unwrap());
+        assert_eq!(u32::from_be_bytes(ts[4..].try_into().unwrap()), CLIENT_TSVAL, "TSecr echoes the client");
+        // The client offered wscale 7 and SACK: the kernel will decode them.
+        assert_eq!(decode_tsecr(tsval), (Some(7), true));
+
+        // The kernel itself checks the cookie on the final ACK: it passes
+        // as a valid cookie ACK...
+        let ack = final_ack4(40_000, 1000, &sa);
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &ack), XDP_PASS));
+        assert_eq!(d, want(&[(CookieAckValid, 1), (PassTcp, 1)]));
+        // ...and one with a wrong cookie is dropped.
+        let mut bad = SynAck::parse(sa.frame.clone());
+        let l4 = bad.l4;
+        bad.frame[l4 + 4] ^= 0x55;
+        let forged = final_ack4(40_000, 1000, &bad);
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &forged), XDP_DROP));
+        assert_eq!(d, want(&[(DropAckInvalid, 1)]));
+    });
+    let a = Maps::new(&mut dp.ebpf).attack().unwrap();
+    assert!(a.first_cookie_ns >= a.entered_ns, "first cookie time recorded: {a:?}");
+}
+
+#[test]
+fn syn_v6_behind_two_vlan_tags_is_answered_and_keeps_the_tags() {
+    let _g = serial();
+    let mut dp = load();
+    setup(&mut dp, FLAG_XDP_COOKIES);
+    let ns = Ns::new("2");
+    ns.with_listeners(|| {
+        let syn = Craft::v6(v6(10), v6(1), 5555, 443)
+            .macs(CLIENT_MAC, SERVER_MAC)
+            .vlans(&[ETH_P_8021AD, ETH_P_8021Q])
+            .flags(TCP_SYN)
+            .seq(77)
+            .syn_options()
+            .build();
+        let (verdict, frame) = run_out(&dp, &syn);
+        assert_eq!(verdict, XDP_TX);
+        assert_eq!(&frame[12..22], &syn[12..22], "both VLAN tags kept");
+        let sa = SynAck::parse(frame);
+        assert!(sa.v6);
+        assert_eq!(sa.l3, 22);
+        assert_eq!(&sa.frame[sa.l3 + 8..sa.l3 + 24], &v6(1), "source = the server");
+        assert_eq!(&sa.frame[sa.l3 + 24..sa.l3 + 40], &v6(10));
+        assert_eq!(sa.ack(), 78);
+        assert_eq!(sa.option(2).unwrap(), 1440u16.to_be_bytes());
+        sa.checksums_verify();
+    });
+}
+
+#[test]
+fn syn_without_options_gets_an_mss_only_reply() {
+    let _g = serial();
+    let mut dp = load();
+    setup(&mut dp, FLAG_XDP_COOKIES);
+    let ns = Ns::new("2");
+    ns.with_listeners(|| {
+        // hping3-style: no options at all; the frame must grow by 4 bytes.
+        let syn = Craft::v4(CLIENT, SERVER, 1234, 80).macs(CLIENT_MAC, SERVER_MAC).flags(TCP_SYN).seq(9).build();
+        let (verdict, frame) = run_out(&dp, &syn);
+        assert_eq!(verdict, XDP_TX);
+        let sa = SynAck::parse(frame);
+        assert_eq!(sa.tcp().len(), 24);
+        assert_eq!(sa.options(), vec![(2, 1460u16.to_be_bytes().to_vec())], "MSS only: no timestamps to carry the rest");
+        sa.checksums_verify();
+    });
+}
+
+#[test]
+fn the_kernel_answers_what_the_responder_must_not() {
+    let _g = serial();
+    let mut dp = load();
+    setup(&mut dp, FLAG_XDP_COOKIES);
+    let ns = Ns::new("2");
+    ns.with_listeners(|| {
+        // A closed port: no listener, the kernel answers (with a RST).
+        let closed = Craft::v4(CLIENT, SERVER, 1000, 81).flags(TCP_SYN).seq(1).syn_options().build();
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &closed), XDP_PASS));
+        assert_eq!(d, want(&[(Syn, 1), (AttackSyn, 1), (CookieNoListener, 1), (PassTcp, 1)]));
+        // IPv4 options: not rewritten in place, the kernel answers.
+        let opts = syn4(1001, 1).ip_options(8).build();
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &opts), XDP_PASS));
+        assert_eq!(d, want(&[(Syn, 1), (AttackSyn, 1), (CookieOddHeaders, 1), (PassTcp, 1)]));
+
+        // A 4-tuple that still has a TIME_WAIT socket goes to the kernel.
+        let l = TcpListener::bind("127.0.0.1:8080").unwrap();
+        let mut c = TcpStream::connect("127.0.0.1:8080").unwrap();
+        let cport = c.local_addr().unwrap().port();
+        let (mut s, _) = l.accept().unwrap();
+        // The server closes first, so its side ends in TIME_WAIT.
+        drop(s.write_all(b"x"));
+        s.shutdown(std::net::Shutdown::Both).unwrap();
+        drop(s);
+        let mut b = [0u8; 8];
+        while c.read(&mut b).unwrap_or(0) > 0 {}
+        drop(c);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let tw = Craft::v4([127, 0, 0, 1], [127, 0, 0, 1], cport, 8080).flags(TCP_SYN).seq(5).syn_options().build();
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &tw), XDP_PASS));
+        assert!(d.contains(&(CookieOtherSocket.name(), 1)), "TIME_WAIT goes to the kernel: {d:?}");
+    });
+}
+
+#[test]
+fn allow_listed_sources_and_monitor_mode_are_never_answered() {
+    let _g = serial();
+    let mut dp = load();
+    setup(&mut dp, FLAG_XDP_COOKIES);
+    Maps::new(&mut dp.ebpf).allow(&Prefix::host(IpAddr::from(CLIENT)), 0).unwrap();
+    let ns = Ns::new("2");
+    ns.with_listeners(|| {
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &syn4(1000, 1).build()), XDP_PASS));
+        assert_eq!(d, want(&[(Syn, 1), (AttackSyn, 1), (CookieSkipAllowed, 1), (PassTcp, 1)]));
+    });
+    let mut m = Maps::new(&mut dp.ebpf);
+    m.disallow(&Prefix::host(IpAddr::from(CLIENT))).unwrap();
+    let s = m.settings().unwrap();
+    m.set_settings(&Settings { flags: s.flags | FLAG_MONITOR, ..s }).unwrap();
+    ns.with_listeners(|| {
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &syn4(1001, 1).build()), XDP_PASS));
+        assert_eq!(d, want(&[(Syn, 1), (AttackSyn, 1), (MonitorCookie, 1), (PassTcp, 1)]));
+        // A forged ACK is only counted in monitor mode.
+        let ack = Craft::v4(CLIENT, SERVER, 1002, 80).flags(TCP_ACK).seq(2).ack(12345).build();
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &ack), XDP_PASS));
+        assert_eq!(d, want(&[(MonitorAckInvalid, 1), (PassTcp, 1)]));
+    });
+}
+
+#[test]
+fn a_forged_ack_is_dropped_and_established_traffic_passes() {
+    let _g = serial();
+    let mut dp = load();
+    setup(&mut dp, FLAG_XDP_COOKIES);
+    let ns = Ns::new("2");
+    ns.with_listeners(|| {
+        // Make the listener send a cookie first (as under a flood).
+        run(&dp, &syn4(999, 5).build());
+        let ack = Craft::v4(CLIENT, SERVER, 1000, 80).flags(TCP_ACK).seq(2).ack(0xdead_beef).build();
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &ack), XDP_DROP));
+        assert_eq!(d, want(&[(DropAckInvalid, 1)]));
+        // An ACK to a port with no socket at all is not ours to judge.
+        let other = Craft::v4(CLIENT, SERVER, 1000, 9).flags(TCP_ACK).seq(2).ack(3).build();
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &other), XDP_PASS));
+        assert_eq!(d, want(&[(PassTcp, 1)]));
+        // A real established connection's packets pass untouched.
+        let l = TcpListener::bind("127.0.0.1:8081").unwrap();
+        let c = TcpStream::connect("127.0.0.1:8081").unwrap();
+        let (_s, peer) = l.accept().unwrap();
+        let data = Craft::v4([127, 0, 0, 1], [127, 0, 0, 1], peer.port(), 8081).flags(TCP_ACK).seq(1).ack(1).payload(b"hi").build();
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &data), XDP_PASS));
+        assert_eq!(d, want(&[(PassTcp, 1)]));
+        drop(c);
+    });
+}
+
+#[test]
+fn with_kernel_cookies_off_the_syn_goes_to_the_kernel() {
+    let _g = serial();
+    let mut dp = load();
+    setup(&mut dp, FLAG_XDP_COOKIES);
+    // tcp_syncookies=1: the kernel makes no cookie for a listener whose queue is not full.
+    let ns = Ns::new("1");
+    ns.with_listeners(|| {
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &syn4(1000, 1).build()), XDP_PASS));
+        assert_eq!(d, want(&[(Syn, 1), (AttackSyn, 1), (CookieRefused, 1), (PassTcp, 1)]));
+    });
+}
+
+#[test]
+fn the_datapath_enters_attack_mode_by_itself_within_one_window() {
+    let _g = serial();
+    let mut dp = load();
+    let s = Settings { attack_syn_rate: 20_000, ..attack_settings(0) };
+    Maps::new(&mut dp.ebpf).set_settings(&s).unwrap();
+    let n = s.attack_window_syns();
+    let before = counters(&mut dp);
+    // One below the window's threshold: still tracking.
+    let syn = syn4(1000, 1).build();
+    let opts = TestRunOptions { data_in: Some(&syn), repeat: (n - 1) as u32, ..TestRunOptions::default() };
+    dp.program().test_run(opts).unwrap();
+    assert_eq!(Maps::new(&mut dp.ebpf).attack().unwrap().active, 0);
+    // A full window's worth in one run (the window is per CPU, and one
+    // BPF_PROG_TEST_RUN stays on one CPU; its repeats take microseconds).
+    let opts = TestRunOptions { data_in: Some(&syn), repeat: n as u32, ..TestRunOptions::default() };
+    dp.program().test_run(opts).unwrap();
+    let a = Maps::new(&mut dp.ebpf).attack().unwrap();
+    let after = counters(&mut dp);
+    assert_eq!((a.active, a.reason, a.entries), (1, ATTACK_REASON_SYN_RATE, 1), "{a:?}");
+    assert!(a.entered_ns - a.trigger_window_ns <= tcpguard_common::ATTACK_WINDOW_NS, "{a:?}");
+    assert_eq!(after.get(AttackEntered) - before.get(AttackEntered), 1);
+    assert!(after.get(AttackSyn) - before.get(AttackSyn) >= 1);
+    // The entry is announced on the ring buffer for the daemon.
+    let mut rb = aya::maps::RingBuf::try_from(dp.ebpf.map_mut("EVENTS").unwrap()).unwrap();
+    let item = rb.next().expect("a mode event");
+    assert_eq!(item.len(), std::mem::size_of::<tcpguard_common::ModeEvent>());
+}
+
+#[test]
+fn attack_mode_makes_no_insert_per_syn_and_finds_the_heavy_source() {
+    let _g = serial();
+    let mut dp = load();
+    let s = Settings { attack_sample: 64, ..attack_settings(0) };
+    Maps::new(&mut dp.ebpf).set_settings(&s).unwrap();
+    enter_attack(&mut dp);
+    let before = counters(&mut dp);
+    // 6,400 spoofed SYNs from distinct sources, and a heavy source sending
+    // one SYN in ten (640 SYNs) among them.
+    let heavy = [198, 51, 100, 66];
+    let mut heavy_sent = 0u64;
+    for i in 0..6400u32 {
+        let src = if i % 10 == 0 {
+            heavy_sent += 1;
+            heavy
+        } else {
+            let x = i.wrapping_mul(2_654_435_761);
+            [10, (x >> 16) as u8, (x >> 8) as u8, x as u8]
+        };
+        let f = Craft::v4(src, SERVER, 1024 + (i % 50_000) as u16, 80).flags(TCP_SYN).seq(i).build();
+        assert_eq!(run(&dp, &f), XDP_PASS);
+    }
+    let after = counters(&mut dp);
+    let d = |c| after.get(c) - before.get(c);
+    assert_eq!(d(AttackSyn), 6400);
+    // Only the sampled SYNs (1 in 64) and the promoted heavy source reach
+    // the tables: 100 + 1, not 6,400.
+    assert_eq!(d(AttackSampled), 100);
+    assert!(d(NewSource) <= 102, "source-table inserts: {}", d(NewSource));
+    assert!(d(HalfOpenOpened) <= 100, "half-open inserts: {}", d(HalfOpenOpened));
+    assert_eq!(d(SketchPromoted), 1);
+    // The heavy source is followed with its count (within the sketch's error).
+    let m = Maps::new(&mut dp.ebpf);
+    let st = m.source(IpAddr::from(heavy)).unwrap().expect("heavy source promoted");
+    let bound = (std::f64::consts::E * 6400.0 / sketch::CMS_COLS as f64) as u64;
+    assert!(st.syns <= heavy_sent + bound && st.syns + bound >= heavy_sent, "{} SYNs counted of {heavy_sent}", st.syns);
+    // The sketch itself: the heavy source's estimate within the bound.
+    let h = sketch::src_hash(&tcpguard_common::SrcKey::from_v4(heavy).addr, s.hash_seed);
+    // (Summed over CPUs, and over this epoch and the last in case the run
+    // crossed an epoch boundary.)
+    let ep = sketch::epoch(monotonic_ns());
+    let est: u64 = m
+        .sketches()
+        .unwrap()
+        .iter()
+        .map(|sk| u64::from(sketch::cms_estimate(sk, h, ep)) + u64::from(sketch::cms_estimate(sk, h, ep - 1)))
+        .sum();
+    assert!(est >= heavy_sent && est <= heavy_sent + bound, "estimate {est} for {heavy_sent}");
+    // Distinct sources: the HyperLogLog estimate within 20 % of 5,761.
+    let regs = m.hll().unwrap();
+    let distinct = sketch::hll_estimate(&sketch::hll_merge(regs.iter()));
+    assert!((distinct - 5761.0).abs() < 0.2 * 5761.0, "distinct estimate {distinct:.0}");
+    // A heavy-source report went to the daemon.
+    assert!(d(HeavyEvent) >= 1);
+}
+
+#[test]
+fn leaving_attack_mode_restores_tracking() {
+    let _g = serial();
+    let mut dp = load();
+    setup(&mut dp, 0);
+    let d = moved(&mut dp, |dp| assert_eq!(run(dp, &syn4(1000, 1).build()), XDP_PASS));
+    assert_eq!(d, want(&[(Syn, 1), (AttackSyn, 1), (PassTcp, 1)]));
+    Maps::new(&mut dp.ebpf).set_attack(&AttackState { active: 0, left_ns: monotonic_ns(), ..AttackState::default() }).unwrap();
+    let d = moved(&mut dp, |dp| assert_eq!(run(dp, &syn4(1001, 1).build()), XDP_PASS));
+    assert!(d.contains(&(HalfOpenOpened.name(), 1)) && !d.iter().any(|(n, _)| *n == AttackSyn.name()), "{d:?}");
+}
