@@ -22,6 +22,8 @@ pub enum LabError {
     Spawn(#[source] io::Error),
     #[error("cannot enter network namespace {name}")]
     Enter { name: String, #[source] source: io::Error },
+    #[error("attaching the pass-everything XDP program to the lab's peer end {iface}")]
+    PeerXdp { iface: String, #[source] source: crate::loader::LoaderError },
 }
 
 const PREFIX: &str = "tgl";
@@ -156,6 +158,18 @@ pub struct Lab {
     pub cli_if: String,
     pub srv_mac: [u8; 6],
     pub cli_mac: [u8; 6],
+    /// A pass-everything XDP program on the peer ends (client, attacker):
+    /// veth delivers the server's XDP_TX frames (SYN-ACKs from the XDP
+    /// responder) only to a peer that has an XDP program. A NIC needs none.
+    peer_xdp: std::sync::Mutex<crate::loader::Datapath>,
+}
+
+/// Attach the pass-everything program to `dev` inside `ns`.
+fn attach_peer(peer: &std::sync::Mutex<crate::loader::Datapath>, ns: &Netns, dev: &str) -> Result<(), LabError> {
+    let mut guard = peer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dp: &mut crate::loader::Datapath = &mut guard;
+    ns.run(|| dp.attach_baseline(dev))?.map_err(|source| LabError::PeerXdp { iface: dev.to_string(), source })?;
+    Ok(())
 }
 
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -191,7 +205,11 @@ impl Lab {
         // keep the lab independent of timing.
         let srv_mac = mac(&server, &srv_if)?;
         let cli_mac = mac(&client, &cli_if)?;
-        Ok(Lab { server, client, srv_if, cli_if, srv_mac, cli_mac })
+        let small = crate::loader::LoadOptions { half_open_entries: 1024, source_entries: 1024, pin_dir: None };
+        let peer = crate::loader::Datapath::load(&small).map_err(|source| LabError::PeerXdp { iface: cli_if.clone(), source })?;
+        let peer_xdp = std::sync::Mutex::new(peer);
+        attach_peer(&peer_xdp, &client, &cli_if)?;
+        Ok(Lab { server, client, srv_if, cli_if, srv_mac, cli_mac, peer_xdp })
     }
 }
 
@@ -230,6 +248,7 @@ impl Lab {
         ns.ip(&["link", "set", &att_if, "up"])?;
         let srv_mac = mac(&self.server, &srv_if)?;
         let att_mac = mac(&ns, &att_if)?;
+        attach_peer(&self.peer_xdp, &ns, &att_if)?;
         Ok(Attacker { ns, srv_if, att_if, srv_mac, att_mac })
     }
 }

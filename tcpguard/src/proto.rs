@@ -44,6 +44,9 @@ pub struct StatusView {
     pub datapath_mode: String,
     pub uptime_secs: f64,
     pub attack: AttackView,
+    /// The datapath's own mode (tracking, or attack mode with the SYN-cookie responder).
+    #[serde(default)]
+    pub datapath: DatapathView,
     pub half_open: u64,
     pub handshakes_failed: u64,
     pub syn_per_sec: f64,
@@ -91,6 +94,31 @@ impl Default for AttackView {
     }
 }
 
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DatapathView {
+    /// "tracking" (calm: every handshake followed) or "attack" (no per-SYN state).
+    pub mode: String,
+    /// Who entered attack mode: "datapath" (its SYN rate crossed
+    /// datapath.attack-syn-rate) or "daemon" (the detector).
+    pub entered_by: Option<String>,
+    pub since_secs: Option<f64>,
+    /// Milliseconds from the start of the SYN window that tripped attack
+    /// mode to the entry, and to the first SYN-ACK sent from XDP.
+    pub entry_ms: Option<f64>,
+    pub first_cookie_ms: Option<f64>,
+    /// "xdp" (answering now), "xdp (armed in attack mode)", "kernel" or "off (policy ...)".
+    pub responder: String,
+    /// Times the datapath entered attack mode by itself (all interfaces).
+    pub entries: u64,
+    pub cookies_sent_per_sec: f64,
+    pub cookie_acks_per_sec: f64,
+    pub invalid_acks_dropped_per_sec: f64,
+    /// Distinct SYN sources per second (attack mode's HyperLogLog estimate).
+    pub distinct_sources_per_sec: f64,
+    /// One SYN in this many is tracked in full in attack mode.
+    pub sample_one_in: u32,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BlockView {
     pub prefix: Prefix,
@@ -116,6 +144,9 @@ pub struct KernelStatus {
     /// tcpguard has set tcp_syncookies=2 and will restore the original.
     pub syncookies_forced: bool,
     pub syncookies_original: Option<u8>,
+    /// The operator's tcp_timestamps while the XDP responder needs 2.
+    #[serde(default)]
+    pub timestamps_original: Option<u8>,
 }
 
 #[derive(Debug, thiserror::Error)]

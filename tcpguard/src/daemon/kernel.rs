@@ -255,9 +255,12 @@ mod tests {
     #[test]
     fn state_round_trip() {
         let dir = std::env::temp_dir().join(format!("tcpguard-state-{}", std::process::id()));
-        let st = SavedState { syncookies_original: Some(1) };
+        let st = SavedState { syncookies_original: Some(1), timestamps_original: Some(1) };
         save_state(&dir, &st).unwrap();
         assert_eq!(load_state(&dir), st);
+        // A state file from before timestamps were saved still loads.
+        std::fs::write(dir.join("state.json"), r#"{"syncookies_original": 0}"#).unwrap();
+        assert_eq!(load_state(&dir), SavedState { syncookies_original: Some(0), timestamps_original: None });
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(load_state(&dir), SavedState::default());
     }

@@ -32,6 +32,12 @@ pub struct Metrics {
     attacks: IntCounterVec,
     blocked: IntGauge,
     syncookies_forced: IntGauge,
+    /// 1 while the datapath is in attack mode.
+    pub datapath_attack: IntGauge,
+    attack_entries: IntCounter,
+    attack_syns: IntCounter,
+    xdp_cookies: IntCounter,
+    xdp_cookie_acks: IntCounter,
     k_syn_recv: IntGauge,
     k_counters: IntCounterVec,
     pub tick: Histogram,
@@ -53,7 +59,7 @@ impl Metrics {
         let m = Metrics {
             packets: counter("packets_total", "Packets seen by the XDP program."),
             syn: counter("syn_packets_total", "Client SYNs (SYN without ACK) to protected ports."),
-            completed: counter("handshakes_completed_total", "Handshakes completed by the client's ACK (seq = ISN + 1)."),
+            completed: counter("handshakes_completed_total", "Handshakes completed by the client's ACK (seq = ISN + 1), or by a valid SYN-cookie ACK in attack mode."),
             failed: counter("handshakes_failed_total", "Half-open handshakes that outlived the half-open timeout."),
             new_sources: counter("new_sources_total", "Source addresses entered into the source table."),
             insert_failed: counter("source_insert_failures_total", "SYNs whose source the source table refused (passed untracked)."),
@@ -65,6 +71,11 @@ impl Metrics {
             attacks: vec("attacks_total", "Attacks declared, by kind.", "kind"),
             blocked: gauge("blocked_prefixes", "Entries in the block-lists."),
             syncookies_forced: gauge("syncookies_forced", "1 while tcpguard forces net.ipv4.tcp_syncookies=2."),
+            datapath_attack: gauge("datapath_attack_mode", "1 while the datapath is in attack mode (no per-SYN state, XDP SYN cookies)."),
+            attack_entries: counter("datapath_attack_entries_total", "Times the datapath entered attack mode by itself (its SYN rate crossed the threshold)."),
+            attack_syns: counter("attack_mode_syn_packets_total", "SYNs handled in attack mode (counted in fixed-size sketches, no table insert)."),
+            xdp_cookies: counter("xdp_syncookies_sent_total", "SYN-ACKs with a kernel SYN cookie sent from XDP."),
+            xdp_cookie_acks: counter("xdp_syncookie_acks_total", "ACKs carrying a valid SYN cookie (handshakes completed through cookies)."),
             k_syn_recv: gauge("kernel_syn_recv_sockets", "SYN_RECV sockets according to the kernel (sock_diag)."),
             k_counters: vec("kernel_tcpext_total", "Kernel TcpExt counters (SyncookiesSent/Recv/Failed, ListenOverflows/Drops).", "counter"),
             tick: reg(
@@ -95,12 +106,18 @@ impl Metrics {
         let d = |x: Counter| c.get(x).wrapping_sub(self.prev.get(x));
         self.packets.inc_by(d(Counter::Packets));
         self.syn.inc_by(d(Counter::Syn));
-        self.completed.inc_by(d(Counter::HandshakeCompleted));
+        self.completed.inc_by(d(Counter::HandshakeCompleted) + d(Counter::CookieAckValid));
+        self.attack_entries.inc_by(d(Counter::AttackEntered));
+        self.attack_syns.inc_by(d(Counter::AttackSyn));
+        self.xdp_cookies.inc_by(d(Counter::CookieSent));
+        self.xdp_cookie_acks.inc_by(d(Counter::CookieAckValid));
         self.new_sources.inc_by(d(Counter::NewSource));
         self.insert_failed.inc_by(d(Counter::SourceInsertFailed));
         self.failed.inc_by(failed_delta);
         self.dropped.with_label_values(&["blocked"]).inc_by(d(Counter::DropBlocked));
         self.dropped.with_label_values(&["rate_limited"]).inc_by(d(Counter::DropRateLimited));
+        self.dropped.with_label_values(&["invalid_ack"]).inc_by(d(Counter::DropAckInvalid));
+        self.would_drop.with_label_values(&["invalid_ack"]).inc_by(d(Counter::MonitorAckInvalid));
         self.would_drop.with_label_values(&["blocked"]).inc_by(d(Counter::MonitorBlocked));
         self.would_drop.with_label_values(&["rate_limited"]).inc_by(d(Counter::MonitorRateLimited));
         for x in Counter::ALL.iter().filter(|x| x.name().starts_with("pass_")) {

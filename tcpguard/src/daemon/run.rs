@@ -11,7 +11,8 @@ use std::{
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
 use tcpguard_common::{
-    halfopen::Tally, map_names, Counter, Counters, HeavyEvent, Settings, FLAG_MONITOR, FLAG_PORT_FILTER, FLAG_XDP_COOKIES,
+    halfopen::Tally, map_names, sketch, AttackState, Counter, Counters, HeavyEvent, ModeEvent, Settings,
+    ATTACK_REASON_DAEMON, ATTACK_REASON_SYN_RATE, FLAG_MONITOR, FLAG_PORT_FILTER, FLAG_XDP_COOKIES,
 };
 use tokio::{
     signal::unix::{signal, SignalKind},
@@ -31,7 +32,7 @@ use crate::{
     loader::{source_chain, Attachment, Datapath, LoadOptions},
     maps::{monotonic_ns, Maps},
     net::Prefix,
-    proto::{AttackView, BlockView, InterfaceView, KernelStatus, Request, Response, SourceView, StatusView},
+    proto::{AttackView, BlockView, DatapathView, InterfaceView, KernelStatus, Request, Response, SourceView, StatusView},
 };
 
 pub struct RunOptions {
@@ -44,7 +45,27 @@ struct Iface {
     name: String,
     dp: Datapath,
     att: Attachment,
-    events: RingBuf<MapData>,
+}
+
+/// What the datapath reports on its ring buffer, read as it arrives (the
+/// reader task wakes on the ring buffer's notification, not on the tick).
+enum DpEvent {
+    /// A source reached the heavy rate.
+    Heavy { addr: IpAddr, syns: u64 },
+    /// An interface's datapath entered attack mode by itself.
+    AttackEntered { iface: String, entered_ns: u64 },
+}
+
+/// The datapath's attack mode as the daemon last read it (all interfaces).
+#[derive(Clone, Debug, Default)]
+struct DpAttack {
+    active: bool,
+    /// Entered by the datapath itself (else by the daemon).
+    by_datapath: bool,
+    entered_ns: u64,
+    trigger_window_ns: u64,
+    first_cookie_ns: u64,
+    entries: u64,
 }
 
 struct Followed {
@@ -85,6 +106,19 @@ struct Daemon {
     watchdog: bool,
     /// Seed of the datapath's per-source sketch hash (random per start).
     hash_seed: u64,
+    dp_attack: DpAttack,
+    /// Counters one tick before `counters`, and the time between them.
+    rate_base: Counters,
+    rate_dt: f64,
+    /// Sum of the per-tick distinct-source estimates (attack mode).
+    attack_distinct: u64,
+    distinct_per_sec: f64,
+}
+
+#[derive(Clone, Copy)]
+enum Sysctl {
+    Syncookies,
+    Timestamps,
 }
 
 pub async fn run(opts: RunOptions) -> Result<()> {
@@ -106,16 +140,23 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     }
     crate::daemon_check::require_capabilities()?;
 
-    // A previous run killed while forcing SYN cookies: put the operator's value back.
+    // A previous run killed while forcing sysctls: put the operator's values back.
     let mut state = kernel::load_state(&cfg.daemon.state_dir);
-    if let Some(orig) = state.syncookies_original.take() {
-        log::warn!("a previous run left net.ipv4.tcp_syncookies forced; restoring the operator's value {orig}");
-        kernel::write_syncookies(orig).context("restoring net.ipv4.tcp_syncookies")?;
+    if state.syncookies_original.is_some() || state.timestamps_original.is_some() {
+        if let Some(orig) = state.syncookies_original.take() {
+            log::warn!("a previous run left net.ipv4.tcp_syncookies forced; restoring the operator's value {orig}");
+            kernel::write_syncookies(orig).context("restoring net.ipv4.tcp_syncookies")?;
+        }
+        if let Some(orig) = state.timestamps_original.take() {
+            log::warn!("a previous run left net.ipv4.tcp_timestamps set; restoring the operator's value {orig}");
+            kernel::write_timestamps(orig).context("restoring net.ipv4.tcp_timestamps")?;
+        }
         kernel::save_state(&cfg.daemon.state_dir, &state)
             .with_context(|| format!("writing state in {} (daemon.state-dir)", cfg.daemon.state_dir.display()))?;
     }
 
     let mut ifaces = Vec::new();
+    let mut readers = Vec::new();
     for name in &cfg.daemon.interfaces {
         let pin_dir = cfg.daemon.pin_root.join(name);
         let load = LoadOptions {
@@ -130,6 +171,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             .take_map(map_names::EVENTS)
             .context("EVENTS map missing")
             .and_then(|m| RingBuf::try_from(m).context("EVENTS is not a ring buffer"))?;
+        readers.push((name.clone(), events));
         let att = dp
             .attach_pinned(name, cfg.daemon.xdp_mode, &pin_dir.join("link"))
             .map_err(|e| anyhow::anyhow!("{e}: {}", source_chain(&e)))?;
@@ -138,7 +180,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         } else {
             log::info!("{name}: XDP attached in {} mode, link and maps pinned under {}", att.mode, pin_dir.display());
         }
-        ifaces.push(Iface { name: name.clone(), dp, att, events });
+        ifaces.push(Iface { name: name.clone(), dp, att });
     }
 
     let metrics = Arc::new(Mutex::new(Metrics::new()));
@@ -164,8 +206,25 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         started: Instant::now(),
         watchdog: notify::watchdog_enabled(),
         hash_seed: kernel::random_u64(),
+        dp_attack: DpAttack::default(),
+        rate_base: Counters::default(),
+        rate_dt: 1.0,
+        attack_distinct: 0,
+        distinct_per_sec: 0.0,
     };
     d.apply_settings(None)?;
+    // A pinned datapath may still be in attack mode from a previous run: start
+    // from calm (the datapath re-enters within one window if the flood goes on).
+    if d.read_dp_attack()?.active {
+        log::warn!("the datapath is still in attack mode from a previous run; back to tracking (it re-enters by itself if the flood goes on)");
+        for i in 0..d.ifaces.len() {
+            let mut m = d.maps(i);
+            let cur = m.attack()?;
+            m.set_attack(&AttackState { active: 0, left_ns: monotonic_ns(), ..cur })?;
+        }
+    }
+    d.dp_attack = d.read_dp_attack()?;
+    d.sync_sysctls();
     d.counters = d.read_counters()?;
     d.prev_counters = d.counters;
     d.kernel = kernel::read_view();
@@ -180,6 +239,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     log::info!("control socket {}", d.cfg.control.socket.display());
     let (tx, mut rx) = mpsc::channel::<ApiCall>(64);
     tokio::spawn(api::serve(listener, tx));
+
+    let (ev_tx, mut ev_rx) = mpsc::channel::<DpEvent>(1024);
+    for (name, rb) in readers {
+        spawn_event_reader(name, rb, ev_tx.clone())?;
+    }
 
     notify::notify("READY=1");
     let mut tick = tokio::time::interval(Duration::from_millis(d.cfg.daemon.tick_ms));
@@ -197,6 +261,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             Some((req, reply)) = rx.recv() => {
                 let _ = reply.send(d.handle(req));
             }
+            Some(ev) = ev_rx.recv() => d.on_event(ev),
             _ = hup.recv() => d.reload(),
             _ = term.recv() => break Ok(()),
             _ = int.recv() => break Ok(()),
@@ -205,6 +270,40 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     notify::notify("STOPPING=1");
     d.shutdown();
     result
+}
+
+/// Read an interface's ring buffer as records arrive and hand them to the
+/// main loop. Malformed records are skipped.
+fn spawn_event_reader(iface: String, rb: RingBuf<MapData>, tx: mpsc::Sender<DpEvent>) -> Result<()> {
+    // SAFETY: the ring buffer owns its fd, which stays open and unchanged
+    // until the ring buffer (moved into the AsyncFd) drops.
+    let mut fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(rb, tokio::io::Interest::READABLE) }
+        .with_context(|| format!("{iface}: polling the datapath's ring buffer"))?;
+    tokio::spawn(async move {
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else { return };
+            let rb = guard.get_inner_mut();
+            while let Some(item) = rb.next() {
+                let ev = if item.len() == std::mem::size_of::<HeavyEvent>() {
+                    // SAFETY: the datapath writes a whole HeavyEvent per record of this size.
+                    let ev: HeavyEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                    DpEvent::Heavy { addr: crate::maps::key_addr(&tcpguard_common::SrcKey { addr: ev.addr }), syns: ev.syns }
+                } else if item.len() == std::mem::size_of::<ModeEvent>() {
+                    // SAFETY: as above, a whole ModeEvent.
+                    let ev: ModeEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                    DpEvent::AttackEntered { iface: iface.clone(), entered_ns: ev.entered_ns }
+                } else {
+                    continue;
+                };
+                drop(item);
+                // A full channel drops heavy reports (the datapath repeats
+                // them every second); never blocks the reader.
+                let _ = tx.try_send(ev);
+            }
+            guard.clear_ready();
+        }
+    });
+    Ok(())
 }
 
 fn start_ebpf_logger(dp: &mut Datapath, iface: &str) {
@@ -377,18 +476,17 @@ impl Daemon {
         let failed_before = self.tally.failed_total;
         self.half_open = self.tally.update(&slots, now / 1_000_000_000, self.cfg.datapath.half_open_timeout_secs);
 
-        // Heavy-source reports from the datapath.
-        for iface in &mut self.ifaces {
-            while let Some(item) = iface.events.next() {
-                if item.len() < std::mem::size_of::<HeavyEvent>() {
-                    continue;
-                }
-                // SAFETY: the datapath writes a whole HeavyEvent per record.
-                let ev: HeavyEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-                let addr = crate::maps::key_addr(&tcpguard_common::SrcKey { addr: ev.addr });
-                self.followed.entry(addr).or_insert(Followed { syns_at_report: ev.syns, last_syns: ev.syns, last_growth: t });
-            }
+        self.dp_attack = self.read_dp_attack()?;
+        // Distinct sources since the last tick (attack mode's estimate).
+        let mut regs = Vec::new();
+        for i in 0..self.ifaces.len() {
+            let mut m = self.maps(i);
+            regs.extend(m.hll()?);
+            m.clear_hll()?;
         }
+        let distinct = sketch::hll_estimate(&sketch::hll_merge(regs.iter()));
+        self.attack_distinct += distinct.round() as u64;
+        self.distinct_per_sec = distinct / (t - self.prev_t).max(1e-3);
         // Point lookups of the followed sources only: cost grows with the
         // number of heavy sources, not with the size of the source table.
         let mut sources = Vec::with_capacity(self.followed.len());
@@ -435,8 +533,11 @@ impl Daemon {
             syn: c.get(Counter::Syn),
             // A blocked flood is an ongoing (mitigated) attack, not a finished one.
             blocked: c.get(Counter::DropBlocked),
-            completed: c.get(Counter::HandshakeCompleted),
-            new_sources: c.get(Counter::NewSource),
+            // Handshakes completed through the tracker, and through cookies.
+            completed: c.get(Counter::HandshakeCompleted) + c.get(Counter::CookieAckValid),
+            // Attack mode inserts no source: its distinct-source estimate
+            // stands in for the table's new entries.
+            new_sources: c.get(Counter::NewSource) + self.attack_distinct,
             half_open: self.half_open,
             sources,
         });
@@ -469,11 +570,15 @@ impl Daemon {
         for act in acts {
             self.apply(act, now, &mut blocked);
         }
+        self.steer_attack_mode(&a, now);
+        self.sync_sysctls();
 
         self.kernel = kernel::read_view();
         let dt = (t - self.prev_t).max(1e-3);
-        let drops = |c: &Counters| c.get(Counter::DropBlocked) + c.get(Counter::DropRateLimited);
+        let drops = |c: &Counters| c.get(Counter::DropBlocked) + c.get(Counter::DropRateLimited) + c.get(Counter::DropAckInvalid);
         self.dropped_per_sec = drops(&c).saturating_sub(drops(&self.prev_counters)) as f64 / dt;
+        self.rate_base = self.prev_counters;
+        self.rate_dt = dt;
         self.prev_counters = c;
         self.prev_t = t;
         self.counters = c;
@@ -481,6 +586,7 @@ impl Daemon {
             let mut m = self.metrics.lock().expect("metrics lock");
             let active = matches!(a.phase, Phase::Active | Phase::CoolingDown);
             m.update(&c, self.half_open, self.tally.failed_total - failed_before, &self.kernel, blocked.len(), active, self.policy.cookies_forced);
+            m.datapath_attack.set(i64::from(self.dp_attack.active));
             m.tick.observe(started.elapsed().as_secs_f64());
         }
         self.last = Some(a);
@@ -503,46 +609,163 @@ impl Daemon {
                 self.block_meta.insert(prefix, BlockMeta { reason });
                 blocked.insert(prefix);
             }
-            Action::ForceCookies => {
-                if let Err(e) = self.force_cookies() {
-                    log::error!("forcing SYN cookies failed: {e:#}");
-                    self.policy.cookies_forced = false;
-                }
-            }
-            Action::RestoreCookies => self.restore_cookies(),
+            // Applied with the responder's needs in `sync_sysctls`.
+            Action::ForceCookies | Action::RestoreCookies => {}
         }
     }
 
-    fn force_cookies(&mut self) -> Result<()> {
-        let cur = kernel::read_syncookies().context("reading net.ipv4.tcp_syncookies")?;
-        if self.state.syncookies_original.is_none() {
-            // Remember the operator's value on disk before changing it.
-            self.state.syncookies_original = Some(cur);
-            kernel::save_state(&self.cfg.daemon.state_dir, &self.state)
-                .with_context(|| format!("saving state in {}", self.cfg.daemon.state_dir.display()))?;
+    fn read_dp_attack(&mut self) -> Result<DpAttack> {
+        let mut out = DpAttack::default();
+        for i in 0..self.ifaces.len() {
+            let a = self.maps(i).attack()?;
+            out.entries += a.entries;
+            if a.active != 0 && (!out.active || a.entered_ns < out.entered_ns) {
+                out.active = true;
+                out.by_datapath = a.reason == ATTACK_REASON_SYN_RATE;
+                out.entered_ns = a.entered_ns;
+                out.trigger_window_ns = a.trigger_window_ns;
+            }
+            if a.active != 0 && a.first_cookie_ns != 0 && (out.first_cookie_ns == 0 || a.first_cookie_ns < out.first_cookie_ns) {
+                out.first_cookie_ns = a.first_cookie_ns;
+            }
         }
-        kernel::write_syncookies(2).context("setting net.ipv4.tcp_syncookies=2")?;
-        log::warn!("SYN cookies forced: net.ipv4.tcp_syncookies=2 (was {cur})");
+        Ok(out)
+    }
+
+    /// A record from the datapath's ring buffer.
+    fn on_event(&mut self, ev: DpEvent) {
+        match ev {
+            DpEvent::Heavy { addr, syns } => {
+                let t = monotonic_ns() as f64 / 1e9;
+                self.followed.entry(addr).or_insert(Followed { syns_at_report: syns, last_syns: syns, last_growth: t });
+            }
+            DpEvent::AttackEntered { iface, entered_ns } => {
+                let age_ms = monotonic_ns().saturating_sub(entered_ns) as f64 / 1e6;
+                log::warn!("{iface}: the datapath entered attack mode (SYN rate over datapath.attack-syn-rate); noticed {age_ms:.1} ms later");
+                // Arm the responder now, not at the next tick.
+                self.dp_attack.active = true;
+                self.sync_sysctls();
+            }
+        }
+    }
+
+    /// The daemon's side of the datapath's attack mode: it confirms an entry
+    /// (the detector declares the attack), puts the datapath in attack mode
+    /// for attacks under the datapath's own threshold, and ends it when the
+    /// attack is over, or when an entry is not confirmed within the
+    /// hold-down.
+    fn steer_attack_mode(&mut self, a: &Assessment, now: u64) {
+        let attack = matches!(a.phase, Phase::Active | Phase::CoolingDown);
+        let hold_ns = (self.cfg.detection.hold_down_secs * 1e9) as u64;
+        let want = if attack {
+            true
+        } else if self.dp_attack.active {
+            // Unconfirmed: keep it for the hold-down after entry, then leave.
+            a.phase == Phase::Pending || now.saturating_sub(self.dp_attack.entered_ns) < hold_ns
+        } else {
+            false
+        };
+        if want == self.dp_attack.active {
+            return;
+        }
+        for i in 0..self.ifaces.len() {
+            let mut m = self.maps(i);
+            let r = m.attack().and_then(|cur| {
+                let next = if want {
+                    AttackState { active: 1, reason: ATTACK_REASON_DAEMON, entered_ns: now, first_cookie_ns: 0, ..cur }
+                } else {
+                    AttackState { active: 0, left_ns: now, ..cur }
+                };
+                m.set_attack(&next)
+            });
+            if let Err(e) = r {
+                log::error!("{}: setting the datapath's attack mode: {e}", self.ifaces[i].name);
+            }
+        }
+        if want {
+            log::warn!("datapath attack mode on (the daemon detected an attack)");
+            self.dp_attack = DpAttack { active: true, by_datapath: false, entered_ns: now, ..self.dp_attack.clone() };
+        } else {
+            let why = if matches!(a.event, Some(Event::Ended(_))) { "the attack is over" } else { "not confirmed by the detector" };
+            log::warn!("datapath attack mode off ({why})");
+            self.dp_attack.active = false;
+        }
+    }
+
+    /// Whether the XDP responder is answering now (attack mode on, and on
+    /// for this policy).
+    fn responder_armed(&self) -> bool {
+        self.dp_attack.active && self.responder_enabled()
+    }
+
+    /// Put the sysctls where the mitigations need them: tcp_syncookies=2
+    /// while the policy forces cookies or the XDP responder answers (the
+    /// kernel makes cookies for it only then), tcp_timestamps=2 while the
+    /// responder answers (the option encoding needs it). The operator's
+    /// values are saved on disk first and restored after.
+    fn sync_sysctls(&mut self) {
+        let armed = self.responder_armed();
+        let want_cookies = self.policy.cookies_forced || armed;
+        let r = self.set_sysctl(Sysctl::Syncookies, want_cookies).and_then(|()| self.set_sysctl(Sysctl::Timestamps, armed));
+        if let Err(e) = r {
+            log::error!("{e:#}");
+        }
+    }
+
+    fn set_sysctl(&mut self, which: Sysctl, on: bool) -> Result<()> {
+        let (name, saved) = match which {
+            Sysctl::Syncookies => ("net.ipv4.tcp_syncookies", self.state.syncookies_original),
+            Sysctl::Timestamps => ("net.ipv4.tcp_timestamps", self.state.timestamps_original),
+        };
+        let (read, write): (fn() -> std::io::Result<u8>, fn(u8) -> std::io::Result<()>) = match which {
+            Sysctl::Syncookies => (kernel::read_syncookies, kernel::write_syncookies),
+            Sysctl::Timestamps => (kernel::read_timestamps, kernel::write_timestamps),
+        };
+        match (on, saved) {
+            (true, None) => {
+                let cur = read().with_context(|| format!("reading {name}"))?;
+                if cur == 2 {
+                    return Ok(());
+                }
+                // Remember the operator's value on disk before changing it.
+                match which {
+                    Sysctl::Syncookies => self.state.syncookies_original = Some(cur),
+                    Sysctl::Timestamps => self.state.timestamps_original = Some(cur),
+                }
+                kernel::save_state(&self.cfg.daemon.state_dir, &self.state)
+                    .with_context(|| format!("saving state in {}", self.cfg.daemon.state_dir.display()))?;
+                write(2).with_context(|| format!("setting {name}=2"))?;
+                log::warn!("{name}=2 (was {cur})");
+            }
+            (false, Some(orig)) => {
+                write(orig).with_context(|| format!("restoring {name}={orig}"))?;
+                log::warn!("{name} restored to {orig}");
+                match which {
+                    Sysctl::Syncookies => self.state.syncookies_original = None,
+                    Sysctl::Timestamps => self.state.timestamps_original = None,
+                }
+                kernel::save_state(&self.cfg.daemon.state_dir, &self.state)
+                    .with_context(|| format!("saving state in {}", self.cfg.daemon.state_dir.display()))?;
+            }
+            _ => {}
+        }
         Ok(())
     }
 
-    fn restore_cookies(&mut self) {
-        if let Some(orig) = self.state.syncookies_original {
-            match kernel::write_syncookies(orig) {
-                Ok(()) => {
-                    log::warn!("SYN cookies restored: net.ipv4.tcp_syncookies={orig}");
-                    self.state.syncookies_original = None;
-                    if let Err(e) = kernel::save_state(&self.cfg.daemon.state_dir, &self.state) {
-                        log::error!("saving state: {e}");
-                    }
-                }
-                Err(e) => log::error!("restoring net.ipv4.tcp_syncookies={orig}: {e}"),
-            }
-        }
-    }
-
     fn shutdown(&mut self) {
-        self.restore_cookies();
+        // Leave attack mode: with no daemon to end it, it must not outlive us.
+        if self.dp_attack.active {
+            for i in 0..self.ifaces.len() {
+                let mut m = self.maps(i);
+                let r = m.attack().and_then(|cur| m.set_attack(&AttackState { active: 0, left_ns: monotonic_ns(), ..cur }));
+                if let Err(e) = r {
+                    log::error!("leaving attack mode: {e}");
+                }
+            }
+            self.dp_attack.active = false;
+        }
+        self.policy.cookies_forced = false;
+        self.sync_sysctls();
         let stay = self.cfg.daemon.stay_attached;
         for iface in &mut self.ifaces {
             iface.dp.release(&iface.att.link_pin, stay);
@@ -629,6 +852,46 @@ impl Daemon {
         Ok(v)
     }
 
+    fn datapath_view(&self) -> DatapathView {
+        let d = &self.dp_attack;
+        let now = monotonic_ns();
+        let ms = |a: u64, b: u64| (a >= b && b != 0).then(|| (a - b) as f64 / 1e6);
+        let responder = if !self.responder_enabled() {
+            match self.cfg.datapath.syn_cookies {
+                SynCookies::Kernel => "kernel".to_string(),
+                SynCookies::Xdp => format!("off (policy {}, datapath {})", self.policy.mode().as_str(), if self.cfg.datapath.mode == DatapathMode::Monitor { "monitor" } else { "enforce" }),
+            }
+        } else if d.active {
+            "xdp".to_string()
+        } else {
+            "xdp (armed in attack mode)".to_string()
+        };
+        let r = |c: Counter| self.counter_rate(c);
+        DatapathView {
+            mode: if d.active { "attack" } else { "tracking" }.into(),
+            entered_by: d.active.then(|| if d.by_datapath { "datapath" } else { "daemon" }.to_string()),
+            since_secs: d.active.then(|| now.saturating_sub(d.entered_ns) as f64 / 1e9),
+            entry_ms: if d.active && d.by_datapath { ms(d.entered_ns, d.trigger_window_ns) } else { None },
+            first_cookie_ms: if d.active {
+                ms(d.first_cookie_ns, if d.by_datapath { d.trigger_window_ns } else { d.entered_ns })
+            } else {
+                None
+            },
+            responder,
+            entries: d.entries,
+            cookies_sent_per_sec: r(Counter::CookieSent),
+            cookie_acks_per_sec: r(Counter::CookieAckValid),
+            invalid_acks_dropped_per_sec: r(Counter::DropAckInvalid),
+            distinct_sources_per_sec: self.distinct_per_sec,
+            sample_one_in: self.cfg.datapath.attack_sample,
+        }
+    }
+
+    /// A counter's rate over the last tick.
+    fn counter_rate(&self, c: Counter) -> f64 {
+        self.counters.get(c).saturating_sub(self.rate_base.get(c)) as f64 / self.rate_dt.max(1e-3)
+    }
+
     fn status(&mut self) -> Result<StatusView> {
         let now = monotonic_ns();
         let blocks = if self.ifaces.is_empty() { Vec::new() } else { self.maps(0).blocks()? };
@@ -646,7 +909,10 @@ impl Daemon {
             Some(a) => {
                 let active = matches!(a.phase, Phase::Active | Phase::CoolingDown);
                 let mut mitigation = Vec::new();
-                if self.policy.cookies_forced {
+                if self.responder_armed() {
+                    mitigation.push("SYNs to listeners answered from XDP with the kernel's SYN cookies; invalid ACKs dropped".into());
+                }
+                if self.state.syncookies_original.is_some() {
                     mitigation.push(format!(
                         "SYN cookies forced (tcp_syncookies=2, restores to {})",
                         self.state.syncookies_original.map_or("?".into(), |v| v.to_string())
@@ -691,6 +957,7 @@ impl Daemon {
             },
             uptime_secs: self.started.elapsed().as_secs_f64(),
             attack,
+            datapath: self.datapath_view(),
             half_open: self.half_open,
             handshakes_failed: self.tally.failed_total,
             syn_per_sec: rates.syn_per_sec,
@@ -705,6 +972,7 @@ impl Daemon {
                 view: self.kernel.clone(),
                 syncookies_forced: self.policy.cookies_forced,
                 syncookies_original: self.state.syncookies_original,
+                timestamps_original: self.state.timestamps_original,
             },
             counters,
         })
