@@ -50,6 +50,9 @@ pub struct FloodReport {
     pub sent: u64,
     pub errors: u64,
     pub elapsed: Duration,
+    /// CLOCK_MONOTONIC (the datapath's clock) just before the first batch
+    /// went out: the flood's start, comparable with the datapath's stamps.
+    pub first_send_ns: u64,
 }
 
 impl FloodReport {
@@ -195,6 +198,9 @@ pub fn run(spec: &FloodSpec, stop: &std::sync::atomic::AtomicBool) -> io::Result
             let sport = 1024 + (r >> 48) as u16 % 64_000;
             frames.push(syn_frame(spec, src, sport, (r >> 16) as u32));
             i += 1;
+        }
+        if rep.first_send_ns == 0 {
+            rep.first_send_ns = crate::maps::monotonic_ns();
         }
         match sock.send_batch(&frames) {
             Ok(n) => rep.sent += n as u64,

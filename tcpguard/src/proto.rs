@@ -106,6 +106,11 @@ pub struct DatapathView {
     /// mode to the entry, and to the first SYN-ACK sent from XDP.
     pub entry_ms: Option<f64>,
     pub first_cookie_ms: Option<f64>,
+    /// The datapath's own timestamps (CLOCK_MONOTONIC ns; 0 = none): entry,
+    /// start of the SYN window that tripped it, first XDP SYN-ACK.
+    pub entered_ns: u64,
+    pub trigger_window_ns: u64,
+    pub first_cookie_ns: u64,
     /// "xdp" (answering now), "xdp (armed in attack mode)", "kernel" or "off (policy ...)".
     pub responder: String,
     /// Times the datapath entered attack mode by itself (all interfaces).

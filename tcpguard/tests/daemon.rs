@@ -391,3 +391,153 @@ fn reload_kill_restore_and_permissions() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("not running") && err.contains("tcpguard run"), "{err}");
 }
+
+/// TCP_INFO's window-scale nibbles of a connected socket: (snd, rcv).
+fn wscales(s: &TcpStream) -> (u8, u8) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: TCP_INFO fills at most len bytes of a zeroed tcp_info.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let rc = unsafe { libc::getsockopt(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, (&mut info as *mut libc::tcp_info).cast(), &mut len) };
+    assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    // tcpi_snd_wscale : 4, tcpi_rcv_wscale : 4 share one byte.
+    (info.tcpi_snd_rcv_wscale & 0xf, info.tcpi_snd_rcv_wscale >> 4)
+}
+
+const MIB: usize = 1 << 20;
+
+/// A server that sends 1 MiB to each client and reports its own sockets'
+/// window scales.
+fn bulk_server(lab: &Lab, port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<(u8, u8)>> {
+    lab.server
+        .spawn(move || {
+            let l = std::net::TcpListener::bind(SocketAddr::new(IpAddr::V4(SERVER_IP), port)).expect("bulk listener");
+            l.set_nonblocking(true).unwrap();
+            let mut seen = Vec::new();
+            let chunk = vec![0x5au8; 64 * 1024];
+            while !stop.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut s, _)) => {
+                        s.set_nonblocking(false).unwrap();
+                        // The client speaks first (as HTTP does): with SYN
+                        // cookies a lost final ACK is only repaired by the
+                        // client's next segment, so a server that speaks first
+                        // could wait forever (true of the kernel's cookies too).
+                        let mut req = [0u8; 4];
+                        if s.read_exact(&mut req).is_err() {
+                            continue;
+                        }
+                        seen.push(wscales(&s));
+                        for _ in 0..MIB / chunk.len() {
+                            if s.write_all(&chunk).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            seen
+        })
+        .unwrap()
+}
+
+#[test]
+fn attack_mode_answers_a_full_rate_flood_from_xdp_and_clients_move_data() {
+    let _serial = serial();
+    require_root();
+    let lab = Lab::new().unwrap();
+    let f = Files::new("atk");
+    f.write_config("auto", "");
+    let cookies0 = lab.server.read_sysctl("net.ipv4.tcp_syncookies").unwrap();
+    let ts0 = lab.server.read_sysctl("net.ipv4.tcp_timestamps").unwrap();
+    let server = serve(&lab);
+    let bulk_stop = Arc::new(AtomicBool::new(false));
+    let bulk = bulk_server(&lab, 8081, bulk_stop.clone());
+    let d = Daemon::start(&lab, &f);
+
+    // A spoofed random-source flood at the generator's full rate.
+    let stop = Arc::new(AtomicBool::new(false));
+    let spec = FloodSpec {
+        rate: 0,
+        duration: Duration::from_secs(6),
+        seed: rand_seed(),
+        ..lab.client_flood(IpAddr::V4(SERVER_IP), PORT, Sources::Random("198.19.0.0/16".parse().unwrap()))
+    };
+    let stop2 = stop.clone();
+    let flood = lab
+        .client
+        .spawn(move || {
+            let t0 = tcpguard::maps::monotonic_ns();
+            (t0, flood::run(&spec, &stop2).expect("flood"))
+        })
+        .unwrap();
+    let (v, _) = wait_status(&f, Duration::from_secs(3), "datapath attack mode", |v| {
+        v["datapath"]["mode"] == "attack" && v["datapath"]["first_cookie_ns"].as_u64().unwrap_or(0) > 0
+    });
+    let dp = &v["datapath"];
+    assert_eq!(dp["entered_by"], "datapath", "{dp:#}");
+
+    // Real clients during the flood: handshakes through XDP cookies, and a
+    // 1 MiB transfer each with window scaling in effect.
+    let to = SocketAddr::new(IpAddr::V4(SERVER_IP), 8081);
+    let transfers: Vec<(usize, (u8, u8))> = lab
+        .client
+        .run(move || {
+            (0..5)
+                .map(|_| {
+                    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(3)).expect("connect during the flood");
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    s.write_all(b"GET\n").unwrap();
+                    let ws = wscales(&s);
+                    let mut buf = Vec::with_capacity(MIB);
+                    s.read_to_end(&mut buf).expect("read 1 MiB");
+                    (buf.len(), ws)
+                })
+                .collect()
+        })
+        .unwrap();
+    for (n, (snd, rcv)) in &transfers {
+        assert_eq!(*n, MIB, "a whole MiB");
+        assert!(*snd > 0 && *rcv > 0, "window scaling in effect on the client: snd {snd}, rcv {rcv}");
+    }
+    assert_eq!(connect_n(&lab, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 10), 10, "legit clients during the flood");
+    // The status is the last tick's snapshot.
+    std::thread::sleep(Duration::from_millis(2 * TICK_MS));
+    let v = status(&f).unwrap();
+    let c = &v["counters"];
+    assert!(c["cookie_sent"].as_u64().unwrap() > 10_000, "{c:#}");
+    assert!(c["cookie_ack_valid"].as_u64().unwrap() >= 15, "{c:#}");
+    assert!(v["kernel"]["syncookies_recv"].as_u64().unwrap() >= 15, "the kernel took the cookie ACKs: {:#}", v["kernel"]);
+    assert_eq!(v["kernel"]["syncookies_sent"].as_u64().unwrap(), 0, "the kernel answered no SYN itself: {:#}", v["kernel"]);
+    assert_eq!(lab.server.read_sysctl("net.ipv4.tcp_timestamps").unwrap(), "2");
+
+    let (spawned, rep) = flood.join().unwrap();
+    let t0 = rep.first_send_ns;
+    eprintln!("generator start-up (thread in the namespace to first batch): {:.2} ms", t0.saturating_sub(spawned) as f64 / 1e6);
+    let dp = &v["datapath"];
+    let entered = dp["entered_ns"].as_u64().unwrap();
+    let window = dp["trigger_window_ns"].as_u64().unwrap();
+    let first = dp["first_cookie_ns"].as_u64().unwrap();
+    eprintln!(
+        "flood {:.0} SYN/s sent; attack mode {:.2} ms after flood start ({:.2} ms into the tripping window), first XDP SYN-ACK {:.2} ms after flood start",
+        rep.pps(),
+        entered.saturating_sub(t0) as f64 / 1e6,
+        entered.saturating_sub(window) as f64 / 1e6,
+        first.saturating_sub(t0) as f64 / 1e6
+    );
+    assert!(entered >= t0 && entered - t0 <= 10_000_000, "entered {} ms after flood start", (entered as f64 - t0 as f64) / 1e6);
+    assert!(entered - window <= tcpguard_common::ATTACK_WINDOW_NS);
+
+    // After the flood: attack mode ends after the hold-down, sysctls restored.
+    wait_status(&f, Duration::from_secs(8), "attack mode over", |v| v["datapath"]["mode"] == "tracking" && v["attack"]["active"] == false);
+    assert_eq!(lab.server.read_sysctl("net.ipv4.tcp_syncookies").unwrap(), cookies0, "tcp_syncookies restored");
+    assert_eq!(lab.server.read_sysctl("net.ipv4.tcp_timestamps").unwrap(), ts0, "tcp_timestamps restored");
+    let log = d.stop();
+    assert!(log.contains("entered attack mode"), "{log}");
+    assert!(log.contains("datapath attack mode off"), "{log}");
+    bulk_stop.store(true, Ordering::Relaxed);
+    let seen = bulk.join().unwrap();
+    assert!(seen.len() >= 5 && seen.iter().all(|(snd, rcv)| *snd > 0 && *rcv > 0), "server sockets' window scales: {seen:?}");
+    drop(server);
+}

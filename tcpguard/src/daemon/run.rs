@@ -877,6 +877,9 @@ impl Daemon {
             } else {
                 None
             },
+            entered_ns: d.entered_ns,
+            trigger_window_ns: d.trigger_window_ns,
+            first_cookie_ns: d.first_cookie_ns,
             responder,
             entries: d.entries,
             cookies_sent_per_sec: r(Counter::CookieSent),
