@@ -105,6 +105,25 @@ pub fn option_step(th: &[u8; 64], w: &mut OptionWalk) -> bool {
     true
 }
 
+/// The options of a Linux client's SYN, read in place when they have the
+/// exact layout Linux sends (MSS, SACK-permitted, timestamps, NOP, window
+/// scale: a 40-byte header); `None` for any other layout (then walked).
+#[inline(always)]
+pub fn linux_layout(th: &[u8; 64], len: usize) -> Option<SynOptions> {
+    if len != 40 || th[20] != 2 || th[21] != 4 || th[24] != 4 || th[25] != 2 || th[26] != 8 || th[27] != 10 || th[36] != 1 || th[37] != 3 || th[38] != 3 {
+        return None;
+    }
+    let w = th[39];
+    Some(SynOptions {
+        mss: u16::from_be_bytes([th[22], th[23]]),
+        has_wscale: true,
+        wscale: if w > TCP_MAX_WSCALE { TCP_MAX_WSCALE } else { w },
+        sack_ok: true,
+        has_ts: true,
+        tsval: u32::from_be_bytes([th[28], th[29], th[30], th[31]]),
+    })
+}
+
 /// Parse the options of a SYN (`len` = data offset × 4).
 pub fn parse_syn_options(th: &[u8; 64], len: usize) -> SynOptions {
     let mut w = OptionWalk::new(len);
@@ -311,6 +330,14 @@ mod tests {
         let (t, l) = th(&LINUX);
         let o = parse_syn_options(&t, l);
         assert_eq!(o, SynOptions { mss: 1460, has_wscale: true, wscale: 7, sack_ok: true, has_ts: true, tsval: 0x0001_0002 });
+        // The in-place read of Linux's layout agrees with the walk, and
+        // declines anything else.
+        assert_eq!(linux_layout(&t, l), Some(o));
+        let (t2, l2) = th(&[2, 4, 0x05, 0xb4, 1, 3, 3, 8, 1, 1, 4, 2]);
+        assert_eq!(linux_layout(&t2, l2), None);
+        let mut t3 = t;
+        t3[39] = 200;
+        assert_eq!(linux_layout(&t3, l).unwrap().wscale, parse_syn_options(&t3, l).wscale);
         // Windows: MSS, NOP, WS, NOP, NOP, SACK-permitted; no timestamps.
         let (t, l) = th(&[2, 4, 0x05, 0xb4, 1, 3, 3, 8, 1, 1, 4, 2]);
         let o = parse_syn_options(&t, l);

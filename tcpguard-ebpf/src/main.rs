@@ -196,7 +196,9 @@ fn blocked(p: &TcpPacket) -> Option<bool> {
         BLOCK_V4.get(Key::new(32, v4(p)))
     }?;
     let exp = e.expires_ns;
-    Some(exp == 0 || now_ns() < exp)
+    // The coarse clock (one jiffy behind at most) is enough for TTLs in
+    // seconds, and cheaper on the drop path.
+    Some(exp == 0 || coarse_ns() < exp)
 }
 
 #[derive(Clone, Copy)]
@@ -208,7 +210,7 @@ enum Reason {
 /// A drop decision: the allow-list overrides it, monitor mode only counts it.
 #[inline(always)]
 fn enforce(c: &mut Counters, s: &Settings, p: &TcpPacket, why: Reason) -> u32 {
-    if allowed(p) {
+    if allowed_if_any(s, p) {
         bump(c, Counter::PassAllowed);
         return xdp_action::XDP_PASS;
     }
@@ -675,15 +677,19 @@ fn answer(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket) -> Op
         return None;
     };
     let mut walk = synack::OptionWalk::new(th_len as usize);
-    // SAFETY: the callback gets a pointer to `walk`, alive for the call.
-    unsafe {
-        bpf_loop(
-            synack::MAX_OPTIONS as u32,
-            option_cb as *mut core::ffi::c_void,
-            &mut walk as *mut synack::OptionWalk as *mut core::ffi::c_void,
-            0,
-        )
-    };
+    // Linux clients' layout is read in place; anything else is walked.
+    match synack::linux_layout(&r.th, th_len as usize) {
+        Some(o) => walk.found = o,
+        // SAFETY: the callback gets a pointer to `walk`, alive for the call.
+        None => unsafe {
+            bpf_loop(
+                synack::MAX_OPTIONS as u32,
+                option_cb as *mut core::ffi::c_void,
+                &mut walk as *mut synack::OptionWalk as *mut core::ffi::c_void,
+                0,
+            );
+        },
+    }
     let mss = match (p.is_v6, s.synack_mss4, s.synack_mss6) {
         (false, 0, _) => 1460,
         (false, m, _) => m as u16,

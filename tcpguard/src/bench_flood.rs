@@ -1,11 +1,16 @@
 //! Flood benchmarks in a namespace lab, side by side in one run under the
-//! same fixed-rate spoofed flood:
+//! same spoofed flood, at fixed rates and at the generator's full rate:
 //! (a) no protection: tcp_syncookies=0, listen backlog 16;
 //! (b) the kernel's default: tcp_syncookies=1, backlog 128;
 //! (c) tcpguard, policy drop (plus the kernel default);
-//! (d) tcpguard, policy auto.
-//! For each: legit success and connect latency (median, p99), softirq CPU.
-//! Then detection latency and the daemon's CPU and RSS with 100,000 sources.
+//! (d) tcpguard, policy auto, the kernel answering (`syn-cookies = "kernel"`,
+//!     attack mode only once the daemon detects the flood);
+//! (e) tcpguard, policy auto with its defaults: attack mode entered by the
+//!     datapath, SYNs answered from XDP with kernel SYN cookies.
+//! For each: legit success and connect latency (median, p99), softirq CPU
+//! of the machine and per flood packet the server received, and the XDP
+//! program's own ns per packet (bpf_stats). Then detection latency and the
+//! daemon's CPU and RSS with 100,000 sources.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -34,16 +39,20 @@ pub enum Setup {
     TcpguardDrop,
     #[serde(rename = "d")]
     TcpguardAuto,
+    #[serde(rename = "e")]
+    TcpguardAttackMode,
 }
 
 impl Setup {
-    pub const ALL: [Setup; 4] = [Setup::NoProtection, Setup::KernelCookies, Setup::TcpguardDrop, Setup::TcpguardAuto];
+    pub const ALL: [Setup; 5] =
+        [Setup::NoProtection, Setup::KernelCookies, Setup::TcpguardDrop, Setup::TcpguardAuto, Setup::TcpguardAttackMode];
     pub fn label(self) -> &'static str {
         match self {
             Setup::NoProtection => "(a) no protection: syncookies=0, backlog 16",
             Setup::KernelCookies => "(b) kernel default: syncookies=1, backlog 128",
             Setup::TcpguardDrop => "(c) tcpguard policy drop",
-            Setup::TcpguardAuto => "(d) tcpguard policy auto",
+            Setup::TcpguardAuto => "(d) tcpguard auto, kernel cookies",
+            Setup::TcpguardAttackMode => "(e) tcpguard auto, attack mode (XDP cookies)",
         }
     }
 }
@@ -51,11 +60,18 @@ impl Setup {
 #[derive(Clone, Debug, Serialize)]
 pub struct Point {
     pub setup: Setup,
+    /// 0 = the generator's full rate.
     pub target_pps: u64,
     pub sent_pps: f64,
+    /// Packets the server's attacker-facing interface received per second.
+    pub received_pps: f64,
     pub legit: ProbeStats,
     /// Softirq share of all CPU time on the machine during the flood (%).
     pub softirq_pct: f64,
+    /// Softirq CPU time per packet the server received (ns).
+    pub softirq_ns_per_rx: f64,
+    /// The XDP program's own time per run (bpf_stats run_time / run_cnt), ns.
+    pub xdp_ns_per_packet: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -69,6 +85,12 @@ pub struct Latency {
     /// Flood start -> mitigation in effect (cookies forced / source blocked).
     pub mitigated_median: f64,
     pub mitigated_max: f64,
+    /// The datapath's own stamps: first flood SYN batch sent -> attack mode
+    /// entered, and -> first SYN-ACK from XDP (median, max; seconds).
+    pub dp_entered_median: Option<f64>,
+    pub dp_entered_max: Option<f64>,
+    pub dp_first_cookie_median: Option<f64>,
+    pub dp_first_cookie_max: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -103,11 +125,16 @@ fn cpu_times() -> (u64, u64) {
 
 /// `tcpguard run` for the lab's two server interfaces with `policy`.
 fn daemon(lab: &Lab, att: &Attacker, policy: &str, tag: &str) -> Result<DaemonProcess> {
+    daemon_with(lab, att, policy, tag, "")
+}
+
+/// As [`daemon`], with extra `[datapath]` keys.
+fn daemon_with(lab: &Lab, att: &Attacker, policy: &str, tag: &str, datapath: &str) -> Result<DaemonProcess> {
     let dir = std::env::temp_dir().join(format!("tcpguard-bench-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let pin_root = PathBuf::from(format!("/sys/fs/bpf/tcpguard-bench-{tag}-{}", std::process::id()));
     let cfg = format!(
-        "[daemon]\nstate-dir = \"{}\"\npin-root = \"{}\"\n[policy]\nmode = \"{policy}\"\n",
+        "[daemon]\nstate-dir = \"{}\"\npin-root = \"{}\"\n[policy]\nmode = \"{policy}\"\n[datapath]\n{datapath}\n",
         dir.join("state").display(),
         pin_root.display()
     );
@@ -142,8 +169,23 @@ fn set(ns: &Netns, k: &str, v: &str) -> Result<()> {
     ns.sysctl(k, v).with_context(|| format!("sysctl {k}={v}"))
 }
 
-/// One point: a fresh lab, the setup, a flood at `pps` for `secs`, a legit
-/// client probing throughout.
+/// Packets received so far on `dev` in `ns` (iproute2's JSON link stats).
+fn rx_packets(ns: &Netns, dev: &str) -> Result<u64> {
+    let out = ns.ip(&["-s", "-j", "link", "show", "dev", dev])?;
+    let v: serde_json::Value = serde_json::from_str(&out).context("ip -j link output")?;
+    v[0]["stats64"]["rx"]["packets"].as_u64().context("rx packets in ip -s -j link")
+}
+
+/// (run_time_ns, run_cnt) summed over the loaded XDP programs named tcpguard.
+fn xdp_stats() -> (u64, u64) {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str() == Some(crate::loader::PROGRAM))
+        .fold((0, 0), |(t, n), p| (t + p.run_time().as_nanos() as u64, n + p.run_count()))
+}
+
+/// One point: a fresh lab, the setup, a flood at `pps` (0 = full rate) for
+/// `secs`, a legit client probing throughout.
 fn point(setup: Setup, pps: u64, secs: f64) -> Result<Point> {
     let (lab, att) = lab()?;
     let (cookies, backlog) = match setup {
@@ -154,13 +196,17 @@ fn point(setup: Setup, pps: u64, secs: f64) -> Result<Point> {
     let server = Server::start(&lab.server, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), backlog)?;
     let _daemon = match setup {
         Setup::TcpguardDrop => Some(daemon(&lab, &att, "drop", "c")?),
-        Setup::TcpguardAuto => Some(daemon(&lab, &att, "auto", "d")?),
+        Setup::TcpguardAuto => Some(daemon_with(&lab, &att, "auto", "d", "syn-cookies = \"kernel\"\nattack-syn-rate = 0")?),
+        Setup::TcpguardAttackMode => Some(daemon(&lab, &att, "auto", "e")?),
         _ => None,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let fspec = spec(&att, spoofed(), pps, secs, 0xbe4c + pps);
     let st = stop.clone();
+    let rx0 = rx_packets(&lab.server, &att.srv_if)?;
     let (soft0, tot0) = cpu_times();
+    let (run0, cnt0) = xdp_stats();
+    let t0 = Instant::now();
     let flood = att.ns.spawn(move || flood::run(&fspec, &st))?;
     // Probe from fresh client state: the flood is on from the start.
     let prober = Prober::start(&lab.client, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), Duration::from_millis(25), Duration::from_secs(1))?;
@@ -168,13 +214,23 @@ fn point(setup: Setup, pps: u64, secs: f64) -> Result<Point> {
     let probes = prober.stop();
     let rep = flood.join().map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
     let (soft1, tot1) = cpu_times();
+    let (run1, cnt1) = xdp_stats();
+    let rx = rx_packets(&lab.server, &att.srv_if)?.saturating_sub(rx0);
+    let wall = t0.elapsed().as_secs_f64();
     server.stop();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let soft_ns = (soft1 - soft0) as f64 * 1e9 / hz;
+    let runs = cnt1.saturating_sub(cnt0);
     Ok(Point {
         setup,
         target_pps: pps,
         sent_pps: rep.pps(),
+        received_pps: rx as f64 / wall,
         legit: probe_stats(&probes),
         softirq_pct: (soft1 - soft0) as f64 * 100.0 / (tot1 - tot0).max(1) as f64,
+        softirq_ns_per_rx: soft_ns / rx.max(1) as f64,
+        xdp_ns_per_packet: (runs > 0).then(|| run1.saturating_sub(run0) as f64 / runs as f64),
     })
 }
 
@@ -189,6 +245,7 @@ fn generator_max() -> Result<f64> {
 
 fn latency(kind: &str, pps: u64, runs: usize) -> Result<Latency> {
     let (mut declared, mut mitigated) = (Vec::new(), Vec::new());
+    let (mut dp_entered, mut dp_cookie) = (Vec::new(), Vec::new());
     for i in 0..runs {
         let (lab, att) = lab()?;
         let _server = Server::start(&lab.server, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 128)?;
@@ -208,7 +265,13 @@ fn latency(kind: &str, pps: u64, runs: usize) -> Result<Latency> {
                 if dec.is_none() && v.attack.active && v.attack.kind.is_some_and(|k| k.as_str() == kind) {
                     dec = Some(e);
                 }
-                let m = if kind == "spoofed-random" { v.kernel.syncookies_forced && v.kernel.view.syncookies == 2 } else { !v.blocked.is_empty() };
+                // Spoofed: SYNs answered with cookies, from XDP (attack mode)
+                // or by the kernel (forced).
+                let m = if kind == "spoofed-random" {
+                    v.datapath.first_cookie_ns != 0 || (v.kernel.syncookies_forced && v.kernel.view.syncookies == 2)
+                } else {
+                    !v.blocked.is_empty()
+                };
                 if mit.is_none() && m {
                     mit = Some(e);
                 }
@@ -216,7 +279,19 @@ fn latency(kind: &str, pps: u64, runs: usize) -> Result<Latency> {
             std::thread::sleep(Duration::from_millis(10));
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = flood.join();
+        let rep = flood.join().map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
+        if let Some(v) = d.status() {
+            let dp = &v.datapath;
+            let since = |t: u64| (t != 0 && t >= rep.first_send_ns).then(|| (t - rep.first_send_ns) as f64 / 1e9);
+            if dp.entered_by.as_deref() == Some("datapath") {
+                if let Some(e) = since(dp.entered_ns) {
+                    dp_entered.push(e);
+                }
+                if let Some(e) = since(dp.first_cookie_ns) {
+                    dp_cookie.push(e);
+                }
+            }
+        }
         declared.push(dec.unwrap_or(f64::NAN));
         mitigated.push(mit.unwrap_or(f64::NAN));
     }
@@ -225,7 +300,12 @@ fn latency(kind: &str, pps: u64, runs: usize) -> Result<Latency> {
         v[v.len() / 2]
     };
     let max = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::max);
+    let opt_med = |v: &mut Vec<f64>| (!v.is_empty()).then(|| med(v));
     Ok(Latency {
+        dp_entered_max: (!dp_entered.is_empty()).then(|| max(&dp_entered)),
+        dp_first_cookie_max: (!dp_cookie.is_empty()).then(|| max(&dp_cookie)),
+        dp_entered_median: opt_med(&mut dp_entered),
+        dp_first_cookie_median: opt_med(&mut dp_cookie),
         kind: kind.into(),
         flood_pps: pps,
         runs,
@@ -309,13 +389,16 @@ pub fn run(quick: bool) -> Result<FloodBench> {
     let mut out = FloodBench { seconds_per_point: secs, ..FloodBench::default() };
     out.generator_max_pps = generator_max()?;
     eprintln!("generator maximum: {:.0} SYN/s", out.generator_max_pps);
-    let rates: Vec<u64> = if quick { vec![20_000, 100_000] } else { vec![10_000, 30_000, 60_000, 100_000, 150_000] };
+    // bpf_stats for the XDP program's own time, for as long as this fd lives.
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF run-time stats")?;
+    // 0 = the generator's full rate.
+    let rates: Vec<u64> = if quick { vec![100_000, 0] } else { vec![10_000, 30_000, 60_000, 100_000, 150_000, 0] };
     for &r in &rates {
         for s in Setup::ALL {
             let p = point(s, r, secs)?;
             eprintln!(
-                "{:<48} {:>7} SYN/s (sent {:>7.0}): legit {:>5.1}% p50 {:>6.2} ms p99 {:>7.2} ms softirq {:>4.1}%",
-                s.label(), r, p.sent_pps, p.legit.success * 100.0, p.legit.p50_ms, p.legit.p99_ms, p.softirq_pct
+                "{:<46} {:>7} SYN/s (sent {:>7.0}, rx {:>7.0}): legit {:>5.1}% p50 {:>6.2} ms p99 {:>7.2} ms softirq {:>4.1}% {:>6.0} ns/rx xdp {:>6.0} ns",
+                s.label(), r, p.sent_pps, p.received_pps, p.legit.success * 100.0, p.legit.p50_ms, p.legit.p99_ms, p.softirq_pct, p.softirq_ns_per_rx, p.xdp_ns_per_packet.unwrap_or(f64::NAN)
             );
             out.points.push(p);
         }
