@@ -460,9 +460,10 @@ fn attack_mode_makes_no_insert_per_syn_and_finds_the_heavy_source() {
     let after = counters(&mut dp);
     let d = |c| after.get(c) - before.get(c);
     assert_eq!(d(AttackSyn), 6400);
-    // Only the sampled SYNs (1 in 64) and the promoted heavy source reach
-    // the tables: 100 + 1, not 6,400.
-    assert_eq!(d(AttackSampled), 100);
+    // Only the sampled SYNs (1 in 64, counted per CPU: the runs may land on
+    // either CPU) and the promoted heavy source reach the tables: about
+    // 100 + 1, not 6,400.
+    assert!((98..=100).contains(&d(AttackSampled)), "sampled {}", d(AttackSampled));
     assert!(d(NewSource) <= 102, "source-table inserts: {}", d(NewSource));
     assert!(d(HalfOpenOpened) <= 100, "half-open inserts: {}", d(HalfOpenOpened));
     assert_eq!(d(SketchPromoted), 1);
