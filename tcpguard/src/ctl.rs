@@ -61,13 +61,13 @@ pub fn render_status(v: &StatusView) -> String {
     let ifs: Vec<String> = v
         .interfaces
         .iter()
-        .map(|i| format!("{} ({}{})", i.name, i.xdp_mode, if i.adopted { ", adopted" } else { "" }))
+        .map(|i| format!("{} ({})", i.name, if i.adopted { "adopted from a previous run" } else { i.xdp_mode.as_str() }))
         .collect();
     let _ = writeln!(s, "tcpguard {} — protecting {} — policy {}, datapath {}, up {}", v.version, ifs.join(", "), v.policy, v.datapath_mode, dur(v.uptime_secs));
     let a = &v.attack;
     if a.active {
         let kind = a.kind.map_or("unknown", |k| k.as_str());
-        let phase = if a.phase == crate::daemon::detect::Phase::CoolingDown { " (cooling down)" } else { "" };
+        let phase = if a.phase == crate::model::Phase::CoolingDown { " (cooling down)" } else { "" };
         let _ = writeln!(s, "ATTACK: {kind}{phase} for {}", dur(a.since_secs.unwrap_or(0.0)));
         for m in &a.mitigation {
             let _ = writeln!(s, "  mitigation: {m}");
@@ -191,8 +191,8 @@ mod tests {
     fn status_renders_attack_and_blocks() {
         let mut v = StatusView::default();
         v.attack.active = true;
-        v.attack.kind = Some(crate::daemon::detect::Kind::SpoofedRandom);
-        v.attack.phase = crate::daemon::detect::Phase::Active;
+        v.attack.kind = Some(crate::model::Kind::SpoofedRandom);
+        v.attack.phase = crate::model::Phase::Active;
         v.attack.mitigation = vec!["SYN cookies forced".into()];
         v.blocked.push(crate::proto::BlockView { prefix: "198.51.100.66/32".parse().unwrap(), expires_in_secs: Some(42.0), reason: "operator".into() });
         let text = render_status(&v);

@@ -15,6 +15,7 @@ pub mod flood;
 pub mod lab;
 pub mod loader;
 pub mod maps;
+pub mod model;
 pub mod net;
 pub mod proto;
 pub mod summary;

@@ -38,12 +38,10 @@ pub enum LoaderError {
     PinLink { path: PathBuf, #[source] source: Box<dyn std::error::Error + Send + Sync> },
 }
 
-/// How an interface came to be protected.
+/// How an interface came to be protected, and where its link is pinned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attachment {
-    pub mode: &'static str,
-    /// Taken over from a previous run's pinned link (no gap in protection).
-    pub adopted: bool,
+    pub how: crate::model::Attach,
     pub link_pin: PathBuf,
 }
 
@@ -151,7 +149,7 @@ impl Datapath {
     pub fn attach_pinned(&mut self, iface: &str, mode: AttachMode, link_pin: &Path) -> Result<Attachment, LoaderError> {
         if link_pin.exists() {
             match self.adopt(link_pin) {
-                Ok(()) => return Ok(Attachment { mode: "adopted", adopted: true, link_pin: link_pin.to_path_buf() }),
+                Ok(()) => return Ok(Attachment { how: crate::model::Attach::Adopted, link_pin: link_pin.to_path_buf() }),
                 Err(e) => {
                     log::warn!("cannot adopt the pinned link {}: {e}; attaching anew", link_pin.display());
                     let _ = std::fs::remove_file(link_pin);
@@ -171,7 +169,8 @@ impl Datapath {
         let fd = FdLink::try_from(link).map_err(|e| pin_err(Box::new(e)))?;
         let pinned = fd.pin(link_pin).map_err(|e| pin_err(Box::new(e)))?;
         self.link = Some(pinned);
-        Ok(Attachment { mode: used.0, adopted: false, link_pin: link_pin.to_path_buf() })
+        let how = if used.0 == "native" { crate::model::Attach::Native } else { crate::model::Attach::Skb };
+        Ok(Attachment { how, link_pin: link_pin.to_path_buf() })
     }
 
     fn adopt(&mut self, link_pin: &Path) -> Result<(), Box<dyn std::error::Error>> {

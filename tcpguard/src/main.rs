@@ -6,7 +6,7 @@ use tcpguard::{
     cli::{BenchWhat, Cli, Client, Command, ConfigCmd},
     config::{Config, ControlConfig},
     ctl,
-    daemon::run,
+    daemon,
     proto::{Request, Response},
     loader::{pin_dir_for, Datapath, LoadOptions},
     maps::{monotonic_ns, Maps},
@@ -50,7 +50,7 @@ async fn ask(c: &Client, req: Request) -> Result<Response> {
 
 async fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run { config, ifaces, socket } => run::run(run::RunOptions { config_path: config, interfaces: ifaces, socket }).await,
+        Command::Run { config, ifaces, socket } => daemon::run(daemon::RunOptions { config_path: config, interfaces: ifaces, socket }).await,
         Command::Demo { scale } => {
             tcpguard::daemon_check::require_capabilities()?;
             tokio::task::spawn_blocking(move || tcpguard::demo::run(scale)).await?

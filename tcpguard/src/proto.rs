@@ -7,10 +7,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::{
-    daemon::{
-        detect::{Evidence, Kind, Phase},
-        kernel::KernelView,
-    },
+    model::{Evidence, Kind, KernelView, Phase},
     net::Prefix,
 };
 

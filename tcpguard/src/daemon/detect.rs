@@ -56,47 +56,7 @@ pub struct SourceSample {
     pub syns_at_report: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Kind {
-    FewHeavySources,
-    SpoofedRandom,
-    DistributedReal,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::FewHeavySources, Kind::SpoofedRandom, Kind::DistributedReal];
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::FewHeavySources => "few-heavy-sources",
-            Kind::SpoofedRandom => "spoofed-random",
-            Kind::DistributedReal => "distributed-real",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Phase {
-    Idle,
-    /// Over threshold, not yet for `start-ticks` ticks.
-    Pending,
-    Active,
-    CoolingDown,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Evidence {
-    pub rule: String,
-    pub observed: f64,
-    pub threshold: f64,
-}
-
-impl Evidence {
-    fn new(rule: &str, observed: f64, threshold: f64) -> Self {
-        Evidence { rule: rule.to_string(), observed, threshold }
-    }
-}
+pub use crate::model::{Evidence, Kind, Phase, Rule};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -214,15 +174,15 @@ impl Detector {
         self.prev_sources = next_prev;
 
         let c = &self.cfg;
-        let mut evidence = vec![Evidence::new("syn-rate", rates.syn_per_sec, c.min_syn_rate)];
+        let mut evidence = vec![Evidence::new(Rule::SynRate, rates.syn_per_sec, c.min_syn_rate)];
         let busy = rates.syn_per_sec >= c.min_syn_rate;
         let half_open_high = rates.half_open >= c.half_open_threshold;
         let low_completion = rates.completion_ratio < c.min_completion_ratio;
         if half_open_high || !low_completion {
-            evidence.push(Evidence::new("half-open", rates.half_open as f64, c.half_open_threshold as f64));
+            evidence.push(Evidence::new(Rule::HalfOpen, rates.half_open as f64, c.half_open_threshold as f64));
         }
         if low_completion || !half_open_high {
-            evidence.push(Evidence::new("completion-ratio", rates.completion_ratio, c.min_completion_ratio));
+            evidence.push(Evidence::new(Rule::CompletionRatio, rates.completion_ratio, c.min_completion_ratio));
         }
         let over = busy && (half_open_high || low_completion);
 
@@ -234,16 +194,16 @@ impl Detector {
             let share = (heavy_rate / rates.syn_per_sec.max(1e-9)).min(1.0);
             let new_ratio = (rates.new_sources_per_sec / rates.syn_per_sec.max(1e-9)).min(1.0);
             let kind = if share >= c.heavy_share {
-                evidence.push(Evidence::new("heavy-share", share, c.heavy_share));
+                evidence.push(Evidence::new(Rule::HeavyShare, share, c.heavy_share));
                 Kind::FewHeavySources
             } else if low_completion || new_ratio >= c.spoofed_new_source_ratio {
                 // Spoofed sources never complete; random addresses are new.
-                evidence.push(Evidence::new("new-source-ratio", new_ratio, c.spoofed_new_source_ratio));
+                evidence.push(Evidence::new(Rule::NewSourceRatio, new_ratio, c.spoofed_new_source_ratio));
                 Kind::SpoofedRandom
             } else {
                 // Real, distributed: they complete, recur, and none is heavy.
-                evidence.push(Evidence::new("new-source-ratio", new_ratio, c.spoofed_new_source_ratio));
-                evidence.push(Evidence::new("heavy-share", share, c.heavy_share));
+                evidence.push(Evidence::new(Rule::NewSourceRatio, new_ratio, c.spoofed_new_source_ratio));
+                evidence.push(Evidence::new(Rule::HeavyShare, share, c.heavy_share));
                 Kind::DistributedReal
             };
             classified = Some(kind);
@@ -459,7 +419,7 @@ mod tests {
         }
         let a = a.unwrap();
         assert_eq!(a.kind, Some(Kind::SpoofedRandom));
-        assert!(a.evidence.iter().any(|e| e.rule == "completion-ratio" && e.observed < e.threshold), "{:?}", a.evidence);
+        assert!(a.evidence.iter().any(|e| e.rule == Rule::CompletionRatio && e.observed < e.threshold), "{:?}", a.evidence);
     }
 
     #[test]

@@ -9,17 +9,7 @@ use serde::{Deserialize, Serialize};
 pub const SYNCOOKIES: &str = "/proc/sys/net/ipv4/tcp_syncookies";
 pub const TIMESTAMPS: &str = "/proc/sys/net/ipv4/tcp_timestamps";
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KernelView {
-    pub syn_recv: u64,
-    pub syncookies_sent: u64,
-    pub syncookies_recv: u64,
-    pub syncookies_failed: u64,
-    pub listen_overflows: u64,
-    pub listen_drops: u64,
-    /// Current value of net.ipv4.tcp_syncookies.
-    pub syncookies: u8,
-}
+pub use crate::model::KernelView;
 
 pub fn read_view() -> KernelView {
     let ext = read_tcpext().unwrap_or_default();

@@ -14,7 +14,7 @@ use tokio::{
     net::TcpListener,
 };
 
-use crate::daemon::{detect::Kind, kernel::KernelView};
+use crate::model::{KernelView, Kind};
 
 pub struct Metrics {
     pub registry: Registry,

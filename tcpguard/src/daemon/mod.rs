@@ -1,9 +1,376 @@
-//! The daemon: lifecycle (load, attach, tick, signals, shutdown).
+//! `tcpguard run`: the daemon's lifecycle. Load and attach (or adopt) a
+//! datapath per interface, then one select loop: the tick (sample → detect
+//! → decide → apply → publish), control requests, datapath events, signals
+//! (SIGHUP reloads, SIGTERM/SIGINT stop), and a clean shutdown.
+//!
+//! One job per module: `datapaths` (the per-interface fan-out), `events`
+//! (ring buffer and log readers), `sample` (maps → detect::Sample),
+//! `detect` (pure), `policy` (pure), `mitigate` (blocks, attack mode,
+//! sysctls), `control` (requests → responses), `metrics`, `kernel`,
+//! `notify`, `api` (the control socket).
 
 pub mod api;
+mod control;
+pub mod datapaths;
 pub mod detect;
+mod events;
 pub mod kernel;
 pub mod metrics;
+mod mitigate;
 pub mod notify;
 pub mod policy;
-pub mod run;
+mod sample;
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use tcpguard_common::{Counter, Counters, Settings, FLAG_MONITOR, FLAG_PORT_FILTER, FLAG_XDP_COOKIES};
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::mpsc,
+};
+
+use crate::{
+    config::{Config, DatapathMode, PolicyMode, SynCookies},
+    daemon::{
+        api::ApiCall,
+        datapaths::Datapaths,
+        detect::{Assessment, Detector, Event, Phase},
+        events::DpEvent,
+        kernel::KernelView,
+        metrics::Metrics,
+        mitigate::Mitigator,
+        policy::Policy,
+        sample::Sampler,
+    },
+    maps::monotonic_ns,
+    model::BlockOrigin,
+    net::Prefix,
+};
+
+pub struct RunOptions {
+    pub config_path: Option<PathBuf>,
+    pub interfaces: Vec<String>,
+    pub socket: Option<PathBuf>,
+}
+
+pub(crate) struct Daemon {
+    cfg: Config,
+    config_path: Option<PathBuf>,
+    dps: Datapaths,
+    detector: Detector,
+    policy: Policy,
+    sampler: Sampler,
+    mitigator: Mitigator,
+    metrics: Arc<Mutex<Metrics>>,
+    /// The last tick's assessment and readings.
+    last: Option<Assessment>,
+    counters: Counters,
+    /// Counters one tick before `counters`, and the time between them.
+    rate_base: Counters,
+    rate_dt: f64,
+    prev_t: f64,
+    dropped_per_sec: f64,
+    kernel: KernelView,
+    started: Instant,
+    watchdog: bool,
+    /// Seed of the datapath's per-source sketch hash (random per start).
+    hash_seed: u64,
+}
+
+/// The configuration to run: the file (or the embedded default) with the
+/// command line's interfaces and socket on top.
+fn effective_config(opts: &RunOptions) -> Result<Config> {
+    let mut cfg = match &opts.config_path {
+        Some(p) => Config::load(p)?,
+        None => {
+            log::info!("no --config given: using the embedded default configuration (see config/tcpguard.toml)");
+            Config::embedded()
+        }
+    };
+    if !opts.interfaces.is_empty() {
+        cfg.daemon.interfaces = opts.interfaces.clone();
+    }
+    if let Some(s) = &opts.socket {
+        cfg.control.socket = s.clone();
+    }
+    if cfg.daemon.interfaces.is_empty() {
+        anyhow::bail!("no interface to protect: pass --iface NAME or set daemon.interfaces in the config");
+    }
+    Ok(cfg)
+}
+
+pub async fn run(opts: RunOptions) -> Result<()> {
+    let cfg = effective_config(&opts)?;
+    crate::daemon_check::require_capabilities()?;
+    // A previous run killed while sysctls were changed: put them back first.
+    let mitigator = Mitigator::start(cfg.daemon.state_dir.clone())?;
+    let (dps, readers) = Datapaths::open(&cfg, events::start_logger)?;
+    let metrics = Arc::new(Mutex::new(Metrics::new()));
+    let mut d = Daemon {
+        detector: Detector::new(cfg.detection.clone()),
+        policy: Policy::new(cfg.policy.clone()),
+        cfg,
+        config_path: opts.config_path,
+        dps,
+        sampler: Sampler::default(),
+        mitigator,
+        metrics: metrics.clone(),
+        last: None,
+        counters: Counters::default(),
+        rate_base: Counters::default(),
+        rate_dt: 1.0,
+        prev_t: 0.0,
+        dropped_per_sec: 0.0,
+        kernel: KernelView::default(),
+        started: Instant::now(),
+        watchdog: notify::watchdog_enabled(),
+        hash_seed: kernel::random_u64(),
+    };
+    d.apply_settings(None)?;
+    // A pinned datapath may still be in attack mode from a previous run: start
+    // from calm (the datapath re-enters within one window if the flood goes on).
+    if d.dps.attack()?.active {
+        log::warn!("the datapath is still in attack mode from a previous run; back to tracking (it re-enters by itself if the flood goes on)");
+        d.mitigator.leave_attack_mode(&mut d.dps, monotonic_ns());
+    }
+    d.mitigator.dp_attack = d.dps.attack()?;
+    d.sync_sysctls();
+    d.counters = d.dps.counters()?;
+    d.rate_base = d.counters;
+    d.kernel = kernel::read_view();
+    metrics.lock().expect("metrics lock").baseline(&d.counters, &d.kernel);
+
+    if d.cfg.metrics.enabled {
+        let l = metrics::bind(d.cfg.metrics.listen).await?;
+        log::info!("metrics on http://{}/metrics", d.cfg.metrics.listen);
+        tokio::spawn(metrics::serve(l, metrics.clone()));
+    }
+    let listener = api::bind(&d.cfg.control)?;
+    log::info!("control socket {}", d.cfg.control.socket.display());
+    let (tx, mut rx) = mpsc::channel::<ApiCall>(64);
+    tokio::spawn(api::serve(listener, tx));
+    let (ev_tx, mut ev_rx) = mpsc::channel::<DpEvent>(1024);
+    for (name, rb) in readers {
+        events::spawn_reader(name, rb, ev_tx.clone())?;
+    }
+
+    notify::notify("READY=1");
+    let mut tick = tokio::time::interval(Duration::from_millis(d.cfg.daemon.tick_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let result = loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = d.tick() {
+                    log::error!("tick failed: {e:#}");
+                }
+            }
+            Some((req, reply)) = rx.recv() => {
+                let _ = reply.send(d.handle(req));
+            }
+            Some(ev) = ev_rx.recv() => d.on_event(ev),
+            _ = hup.recv() => d.reload(),
+            _ = term.recv() => break Ok(()),
+            _ = int.recv() => break Ok(()),
+        }
+    };
+    notify::notify("STOPPING=1");
+    d.shutdown();
+    result
+}
+
+impl Daemon {
+    /// One tick: sample → detect → decide → apply → publish.
+    fn tick(&mut self) -> Result<()> {
+        let started = Instant::now();
+        let now = monotonic_ns();
+        let t = now as f64 / 1e9;
+        self.mitigator.dp_attack = self.dps.attack()?;
+        let reading = self.sampler.read(&mut self.dps, t, now, self.cfg.datapath.half_open_timeout_secs)?;
+        let a = self.detector.step(reading.sample);
+        self.log_event(&a);
+        let mut blocked = self.mitigator.expire_blocks(&mut self.dps, now)?;
+        let acts = self.policy.decide(&a, &self.allow_list(), &blocked, self.mitigator.daemon_blocks());
+        self.mitigator.apply(&mut self.dps, acts, now, &mut blocked);
+        let hold = self.cfg.detection.hold_down_secs;
+        self.mitigator.steer_attack_mode(&mut self.dps, &a, now, hold, self.policy.cookies_forced);
+        self.sync_sysctls();
+        self.publish(reading.counters, reading.failed_delta, &a, t, blocked.len());
+        self.metrics.lock().expect("metrics lock").tick.observe(started.elapsed().as_secs_f64());
+        self.last = Some(a);
+        if self.watchdog {
+            notify::notify("WATCHDOG=1");
+        }
+        Ok(())
+    }
+
+    fn log_event(&self, a: &Assessment) {
+        match a.event {
+            Some(Event::Started(k)) => {
+                self.metrics.lock().expect("metrics lock").attack_started(k);
+                let ev: Vec<String> = a.evidence.iter().map(|e| format!("{} {:.2} (threshold {:.2})", e.rule, e.observed, e.threshold)).collect();
+                log::warn!("attack started: {} — {}", k.as_str(), ev.join(", "));
+            }
+            Some(Event::Ended(k)) => log::warn!("attack over: {} (quiet for {} s)", k.as_str(), self.cfg.detection.hold_down_secs),
+            None => {}
+        }
+    }
+
+    /// The tick's readings for `status` and `/metrics`.
+    fn publish(&mut self, c: Counters, failed_delta: u64, a: &Assessment, t: f64, blocked: usize) {
+        self.kernel = kernel::read_view();
+        let dt = (t - self.prev_t).max(1e-3);
+        let drops = |c: &Counters| c.get(Counter::DropBlocked) + c.get(Counter::DropRateLimited) + c.get(Counter::DropAckInvalid);
+        self.dropped_per_sec = drops(&c).saturating_sub(drops(&self.counters)) as f64 / dt;
+        self.rate_base = self.counters;
+        self.rate_dt = dt;
+        self.counters = c;
+        self.prev_t = t;
+        let mut m = self.metrics.lock().expect("metrics lock");
+        let active = matches!(a.phase, Phase::Active | Phase::CoolingDown);
+        let forced = self.mitigator.state.syncookies_original.is_some();
+        m.update(&c, self.sampler.half_open, failed_delta, &self.kernel, blocked, active, forced);
+        m.datapath_attack.set(i64::from(self.mitigator.dp_attack.active));
+    }
+
+    /// A record from a datapath's ring buffer.
+    fn on_event(&mut self, ev: DpEvent) {
+        match ev {
+            DpEvent::Heavy { addr, syns } => self.sampler.follow(addr, syns, monotonic_ns() as f64 / 1e9),
+            DpEvent::AttackEntered { iface, entered_ns } => {
+                let age_ms = monotonic_ns().saturating_sub(entered_ns) as f64 / 1e6;
+                log::warn!("{iface}: the datapath entered attack mode (SYN rate over datapath.attack-syn-rate); noticed {age_ms:.1} ms later");
+                // Arm the responder now, not at the next tick.
+                self.mitigator.dp_attack.active = true;
+                self.sync_sysctls();
+            }
+        }
+    }
+
+    /// Whether the XDP responder answers in attack mode: only for policies
+    /// that answer floods with cookies, in enforce mode.
+    fn responder_enabled(&self) -> bool {
+        self.cfg.datapath.syn_cookies == SynCookies::Xdp
+            && self.cfg.datapath.mode == DatapathMode::Enforce
+            && matches!(self.cfg.policy.mode, PolicyMode::Auto | PolicyMode::SynCookie)
+    }
+
+    /// Whether the XDP responder is answering now.
+    fn responder_armed(&self) -> bool {
+        self.mitigator.dp_attack.active && self.responder_enabled()
+    }
+
+    /// tcp_syncookies=2 while the policy forces cookies or the responder
+    /// answers; tcp_timestamps=2 while the responder answers.
+    fn sync_sysctls(&mut self) {
+        let armed = self.responder_armed();
+        self.mitigator.sync_sysctls(self.policy.cookies_forced || armed, armed);
+    }
+
+    fn allow_list(&self) -> Vec<Prefix> {
+        self.cfg.datapath.allow.iter().copied().chain(self.mitigator.runtime_allows.iter().copied()).collect()
+    }
+
+    /// Push the config into every interface's maps. `old` is the config
+    /// being replaced (its allow/block entries that are gone are removed).
+    fn apply_settings(&mut self, old: Option<&Config>) -> Result<()> {
+        let p = &self.cfg.datapath;
+        let mut flags = 0;
+        if p.mode == DatapathMode::Monitor {
+            flags |= FLAG_MONITOR;
+        }
+        if !p.ports.is_empty() {
+            flags |= FLAG_PORT_FILTER;
+        }
+        if self.responder_enabled() {
+            flags |= FLAG_XDP_COOKIES;
+        }
+        let settings = Settings {
+            flags,
+            _pad: 0,
+            syn_rate: p.syn_rate_per_source,
+            syn_burst: p.syn_burst,
+            half_open_timeout_ns: p.half_open_timeout_secs * 1_000_000_000,
+            heavy_syns_per_sec: self.cfg.detection.heavy_source_syn_rate,
+            attack_syn_rate: p.attack_syn_rate,
+            hash_seed: self.hash_seed,
+            attack_sample: p.attack_sample,
+            synack_wscale: u32::from(kernel::listener_wscale()),
+            synack_mss4: 0,
+            synack_mss6: 0,
+        };
+        let runtime: Vec<Prefix> = self.mitigator.runtime_allows.iter().copied().collect();
+        self.dps.apply(&settings, &self.cfg, old, &runtime, monotonic_ns())?;
+        for b in &self.cfg.datapath.block {
+            self.mitigator.blocks.insert(*b, BlockOrigin::Config);
+        }
+        Ok(())
+    }
+
+    fn reload(&mut self) {
+        notify::reloading();
+        let Some(path) = self.config_path.clone() else {
+            log::warn!("SIGHUP: running on the embedded default config; nothing to reload (start with --config PATH)");
+            notify::notify("READY=1");
+            return;
+        };
+        let mut new = match Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("reload refused, keeping the running config: {e}");
+                notify::notify("READY=1");
+                return;
+            }
+        };
+        // Keys that only take effect on restart.
+        let cur = &self.cfg;
+        let restart_only = [
+            ("daemon.interfaces", new.daemon.interfaces != cur.daemon.interfaces && !new.daemon.interfaces.is_empty()),
+            ("daemon.pin-root", new.daemon.pin_root != cur.daemon.pin_root),
+            ("daemon.tick-ms", new.daemon.tick_ms != cur.daemon.tick_ms),
+            ("datapath.half-open-entries", new.datapath.half_open_entries != cur.datapath.half_open_entries),
+            ("datapath.source-entries", new.datapath.source_entries != cur.datapath.source_entries),
+            ("metrics", new.metrics != cur.metrics),
+            ("control", new.control != cur.control),
+        ];
+        for (key, changed) in restart_only {
+            if changed {
+                log::warn!("reload: {key} changed; it takes effect after a restart");
+            }
+        }
+        new.daemon.interfaces = cur.daemon.interfaces.clone();
+        new.daemon.tick_ms = cur.daemon.tick_ms;
+        let old = std::mem::replace(&mut self.cfg, new);
+        self.detector.reconfigure(self.cfg.detection.clone());
+        self.policy.cfg = self.cfg.policy.clone();
+        match self.apply_settings(Some(&old)) {
+            Ok(()) => log::info!("reloaded {} (policy {})", path.display(), self.cfg.policy.mode.as_str()),
+            Err(e) => {
+                log::error!("reload: applying the new config to the maps failed ({e:#}); restoring the old one");
+                self.cfg = old;
+                self.detector.reconfigure(self.cfg.detection.clone());
+                self.policy.cfg = self.cfg.policy.clone();
+                let _ = self.apply_settings(None);
+            }
+        }
+        notify::notify("READY=1");
+    }
+
+    fn shutdown(&mut self) {
+        // Leave attack mode: with no daemon to end it, it must not outlive us.
+        if self.mitigator.dp_attack.active {
+            self.mitigator.leave_attack_mode(&mut self.dps, monotonic_ns());
+        }
+        self.policy.cookies_forced = false;
+        self.sync_sysctls();
+        self.dps.release(self.cfg.daemon.stay_attached);
+        api::remove(&self.cfg.control.socket);
+    }
+}

@@ -9,12 +9,13 @@ use std::{
 use crate::{
     config::{PolicyConfig, PolicyMode},
     daemon::detect::{Assessment, Kind, Phase},
+    model::BlockOrigin,
     net::Prefix,
 };
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
-    Block { prefix: Prefix, ttl_secs: u64, reason: String },
+    Block { prefix: Prefix, ttl_secs: u64, origin: BlockOrigin },
     ForceCookies,
     RestoreCookies,
 }
@@ -77,7 +78,7 @@ impl Policy {
                 out.push(Action::Block {
                     prefix,
                     ttl_secs: ttl,
-                    reason: format!("heavy source: {:.0} SYN/s, {} half-open", h.syn_per_sec, h.half_open),
+                    origin: BlockOrigin::HeavySource { syn_per_sec: h.syn_per_sec, half_open: h.half_open },
                 });
             }
         }
@@ -95,7 +96,7 @@ mod tests {
             over: phase == Phase::Active,
             phase,
             kind,
-            evidence: vec![Evidence { rule: "syn-rate".into(), observed: 1.0, threshold: 1.0 }],
+            evidence: vec![Evidence { rule: crate::model::Rule::SynRate, observed: 1.0, threshold: 1.0 }],
             event: None,
             rates: Rates::default(),
             heavy: heavy

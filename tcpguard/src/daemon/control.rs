@@ -1,0 +1,213 @@
+//! The control socket's requests answered: status, top, block, unblock,
+//! allow. Runs on the daemon's loop; the views are built from the last
+//! tick's readings.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use anyhow::Result;
+use tcpguard_common::Counter;
+
+use crate::{
+    config::{DatapathMode, PolicyMode, SynCookies},
+    daemon::Daemon,
+    maps::monotonic_ns,
+    model::{Attach, BlockOrigin, Kind, Phase},
+    net::Prefix,
+    proto::{AttackView, BlockView, DatapathView, InterfaceView, KernelStatus, Request, Response, SourceView, StatusView},
+};
+
+impl Daemon {
+    pub(super) fn handle(&mut self, req: Request) -> Response {
+        let r = match req {
+            Request::Status => self.status().map(|s| Response::Status(Box::new(s))),
+            Request::Top { limit } => self.top(limit).map(|sources| Response::Top { sources }),
+            Request::Block { prefix, ttl_secs } => self.operator_block(prefix, ttl_secs),
+            Request::Unblock { prefix } => self.operator_unblock(prefix),
+            Request::Allow { prefix } => self.operator_allow(prefix),
+        };
+        r.unwrap_or_else(|e| Response::Error { message: format!("{e:#}") })
+    }
+
+    fn operator_block(&mut self, prefix: Prefix, ttl: Option<u64>) -> Result<Response> {
+        if let Some(a) = self.allow_list().iter().find(|a| a.contains(prefix.addr)) {
+            return Ok(Response::Error { message: format!("{prefix} is allow-listed by {a}; the allow-list always wins, so a block would have no effect") });
+        }
+        let exp = ttl.map_or(0, |s| monotonic_ns() + s * 1_000_000_000);
+        self.dps.block(&prefix, exp)?;
+        self.mitigator.blocks.insert(prefix, BlockOrigin::Operator);
+        let until = ttl.map_or("until unblocked".to_string(), |s| format!("for {s} s"));
+        log::info!("operator blocked {prefix} {until}");
+        Ok(Response::Done { message: format!("blocked {prefix} {until}") })
+    }
+
+    fn operator_unblock(&mut self, prefix: Prefix) -> Result<Response> {
+        let any = self.dps.unblock(&prefix)?;
+        self.mitigator.blocks.remove(&prefix);
+        Ok(if any {
+            log::info!("operator unblocked {prefix}");
+            Response::Done { message: format!("unblocked {prefix}") }
+        } else {
+            Response::Error { message: format!("{prefix} is not blocked (see `tcpguard status` for the list)") }
+        })
+    }
+
+    fn operator_allow(&mut self, prefix: Prefix) -> Result<Response> {
+        self.dps.allow(&prefix, monotonic_ns())?;
+        self.mitigator.runtime_allows.insert(prefix);
+        log::info!("operator allowed {prefix}");
+        Ok(Response::Done { message: format!("allowed {prefix}: always passes, never blocked or rate limited (until restart; add it to datapath.allow to keep it)") })
+    }
+
+    fn top(&mut self, limit: usize) -> Result<Vec<SourceView>> {
+        let mut by: std::collections::HashMap<IpAddr, SourceView> = std::collections::HashMap::new();
+        for (addr, s) in self.dps.sources()? {
+            let v = by.entry(addr).or_insert(SourceView { addr, syn_per_sec: 0.0, syns: 0, completed: 0, half_open: 0, dropped: 0 });
+            v.syns += s.syns;
+            v.completed += s.completed;
+            v.half_open += s.half_open;
+            v.dropped += s.dropped;
+        }
+        if let Some(a) = &self.last {
+            for h in &a.heavy {
+                if let Some(v) = by.get_mut(&h.addr) {
+                    v.syn_per_sec = h.syn_per_sec;
+                }
+            }
+        }
+        let mut v: Vec<SourceView> = by.into_values().collect();
+        v.sort_by(|a, b| b.syn_per_sec.total_cmp(&a.syn_per_sec).then(b.syns.cmp(&a.syns)));
+        v.truncate(limit);
+        Ok(v)
+    }
+
+    fn datapath_view(&self) -> DatapathView {
+        let d = &self.mitigator.dp_attack;
+        let now = monotonic_ns();
+        let ms = |a: u64, b: u64| (a >= b && b != 0).then(|| (a - b) as f64 / 1e6);
+        let responder = if !self.responder_enabled() {
+            match self.cfg.datapath.syn_cookies {
+                SynCookies::Kernel => "kernel".to_string(),
+                SynCookies::Xdp => format!(
+                    "off (policy {}, datapath {})",
+                    self.policy.mode().as_str(),
+                    if self.cfg.datapath.mode == DatapathMode::Monitor { "monitor" } else { "enforce" }
+                ),
+            }
+        } else if d.active {
+            "xdp".to_string()
+        } else {
+            "xdp (armed in attack mode)".to_string()
+        };
+        let r = |c: Counter| self.counter_rate(c);
+        DatapathView {
+            mode: if d.active { "attack" } else { "tracking" }.into(),
+            entered_by: d.active.then(|| if d.by_datapath { "datapath" } else { "daemon" }.to_string()),
+            since_secs: d.active.then(|| now.saturating_sub(d.entered_ns) as f64 / 1e9),
+            entry_ms: if d.active && d.by_datapath { ms(d.entered_ns, d.trigger_window_ns) } else { None },
+            first_cookie_ms: if d.active { ms(d.first_cookie_ns, if d.by_datapath { d.trigger_window_ns } else { d.entered_ns }) } else { None },
+            entered_ns: d.entered_ns,
+            trigger_window_ns: d.trigger_window_ns,
+            first_cookie_ns: d.first_cookie_ns,
+            responder,
+            entries: d.entries,
+            cookies_sent_per_sec: r(Counter::CookieSent),
+            cookie_acks_per_sec: r(Counter::CookieAckValid),
+            invalid_acks_dropped_per_sec: r(Counter::DropAckInvalid),
+            distinct_sources_per_sec: self.sampler.distinct_per_sec,
+            sample_one_in: self.cfg.datapath.attack_sample,
+        }
+    }
+
+    /// A counter's rate over the last tick.
+    fn counter_rate(&self, c: Counter) -> f64 {
+        self.counters.get(c).saturating_sub(self.rate_base.get(c)) as f64 / self.rate_dt.max(1e-3)
+    }
+
+    fn attack_view(&self) -> AttackView {
+        let Some(a) = &self.last else { return AttackView::default() };
+        let active = matches!(a.phase, Phase::Active | Phase::CoolingDown);
+        let mut mitigation = Vec::new();
+        if self.responder_armed() {
+            mitigation.push("SYNs to listeners answered from XDP with the kernel's SYN cookies; invalid ACKs dropped".into());
+        }
+        if let Some(orig) = self.mitigator.state.syncookies_original {
+            mitigation.push(format!("SYN cookies forced (tcp_syncookies=2, restores to {orig})"));
+        }
+        if active && a.kind == Some(Kind::FewHeavySources) && matches!(self.policy.mode(), PolicyMode::Drop | PolicyMode::Auto) {
+            mitigation.push("heavy sources blocked in XDP".into());
+        }
+        if active && self.policy.mode() == PolicyMode::Monitor {
+            mitigation.push("none (policy monitor)".into());
+        }
+        AttackView {
+            active,
+            phase: a.phase,
+            kind: a.kind,
+            since_secs: a.since,
+            evidence: a.evidence.clone(),
+            mitigation,
+            attacks_total: self.metrics.lock().expect("metrics lock").attacks_total(),
+        }
+    }
+
+    fn status(&mut self) -> Result<StatusView> {
+        let now = monotonic_ns();
+        let blocked = self
+            .dps
+            .blocks()?
+            .into_iter()
+            .filter(|(_, e)| e.expires_ns == 0 || e.expires_ns > now)
+            .map(|(prefix, e)| BlockView {
+                prefix,
+                expires_in_secs: (e.expires_ns != 0).then(|| (e.expires_ns - now) as f64 / 1e9),
+                reason: self.mitigator.blocks.get(&prefix).unwrap_or(&BlockOrigin::Pinned).to_string(),
+            })
+            .collect();
+        let (rates, top) = match &self.last {
+            Some(a) => (
+                a.rates.clone(),
+                a.heavy
+                    .iter()
+                    .take(10)
+                    .map(|h| SourceView { addr: h.addr, syn_per_sec: h.syn_per_sec, syns: 0, completed: h.completed, half_open: h.half_open, dropped: 0 })
+                    .collect(),
+            ),
+            None => (Default::default(), Vec::new()),
+        };
+        let counters: BTreeMap<String, u64> = Counter::ALL.iter().map(|c| (c.name().to_string(), self.counters.get(*c))).collect();
+        Ok(StatusView {
+            version: env!("CARGO_PKG_VERSION").into(),
+            interfaces: self
+                .dps
+                .ifaces()
+                .iter()
+                .map(|i| InterfaceView { name: i.name.clone(), xdp_mode: i.att.how.as_str().into(), adopted: i.att.how == Attach::Adopted })
+                .collect(),
+            policy: self.policy.mode().as_str().into(),
+            datapath_mode: match self.cfg.datapath.mode {
+                DatapathMode::Enforce => "enforce".into(),
+                DatapathMode::Monitor => "monitor".into(),
+            },
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            attack: self.attack_view(),
+            datapath: self.datapath_view(),
+            half_open: self.sampler.half_open,
+            handshakes_failed: self.sampler.failed_total(),
+            syn_per_sec: rates.syn_per_sec,
+            completed_per_sec: rates.completed_per_sec,
+            completion_ratio: rates.completion_ratio,
+            new_sources_per_sec: rates.new_sources_per_sec,
+            dropped_per_sec: self.dropped_per_sec,
+            blocked,
+            allowed: self.allow_list(),
+            top_sources: top,
+            kernel: KernelStatus {
+                view: self.kernel.clone(),
+                syncookies_forced: self.mitigator.state.syncookies_original.is_some(),
+                syncookies_original: self.mitigator.state.syncookies_original,
+                timestamps_original: self.mitigator.state.timestamps_original,
+            },
+            counters,
+        })
+    }
+}

@@ -1,0 +1,248 @@
+//! The protected interfaces, one loaded and attached datapath each, and the
+//! fan-out the daemon needs over them: counters summed, lists and settings
+//! written to every one, attack mode read and set on all.
+
+use std::net::IpAddr;
+
+use anyhow::{Context as _, Result};
+use aya::maps::{MapData, RingBuf};
+use tcpguard_common::{
+    map_names,
+    sketch::{self, Hll},
+    AttackState, BlockEntry, Counters, HoBucket, Settings, SrcStats, ATTACK_REASON_DAEMON, ATTACK_REASON_SYN_RATE,
+};
+
+use crate::{
+    config::Config,
+    loader::{source_chain, Attachment, Datapath, LoadOptions},
+    maps::{Maps, MapsError},
+    net::Prefix,
+};
+
+pub struct Iface {
+    pub name: String,
+    pub dp: Datapath,
+    pub att: Attachment,
+}
+
+/// The datapath's attack mode as last read (all interfaces).
+#[derive(Clone, Debug, Default)]
+pub struct DpAttack {
+    pub active: bool,
+    /// Entered by the datapath itself (else by the daemon).
+    pub by_datapath: bool,
+    pub entered_ns: u64,
+    pub trigger_window_ns: u64,
+    pub first_cookie_ns: u64,
+    /// Times the datapaths entered attack mode by themselves.
+    pub entries: u64,
+}
+
+/// Every protected interface's datapath.
+pub struct Datapaths {
+    ifaces: Vec<Iface>,
+}
+
+/// A ring buffer taken out of a datapath, for the event reader.
+pub type Events = (String, RingBuf<MapData>);
+
+impl Datapaths {
+    /// Load, attach (or adopt) and pin a datapath per configured interface.
+    /// `on_load` sees each datapath before it is attached (the log reader).
+    pub fn open(cfg: &Config, mut on_load: impl FnMut(&mut Datapath, &str)) -> Result<(Self, Vec<Events>)> {
+        let mut ifaces = Vec::new();
+        let mut readers = Vec::new();
+        for name in &cfg.daemon.interfaces {
+            let pin_dir = cfg.daemon.pin_root.join(name);
+            let load = LoadOptions {
+                half_open_entries: cfg.datapath.half_open_entries,
+                source_entries: cfg.datapath.source_entries,
+                pin_dir: Some(pin_dir.clone()),
+            };
+            let mut dp = Datapath::load(&load).with_context(|| format!("loading the datapath for {name}"))?;
+            on_load(&mut dp, name);
+            let events = dp
+                .ebpf
+                .take_map(map_names::EVENTS)
+                .context("EVENTS map missing")
+                .and_then(|m| RingBuf::try_from(m).context("EVENTS is not a ring buffer"))?;
+            readers.push((name.clone(), events));
+            let att = dp
+                .attach_pinned(name, cfg.daemon.xdp_mode, &pin_dir.join("link"))
+                .map_err(|e| anyhow::anyhow!("{e}: {}", source_chain(&e)))?;
+            if att.how == crate::model::Attach::Adopted {
+                log::info!("{name}: adopted the pinned XDP link of a previous run (maps and block-list kept)");
+            } else {
+                log::info!("{name}: XDP attached in {} mode, link and maps pinned under {}", att.how.as_str(), pin_dir.display());
+            }
+            ifaces.push(Iface { name: name.clone(), dp, att });
+        }
+        Ok((Datapaths { ifaces }, readers))
+    }
+
+    pub fn ifaces(&self) -> &[Iface] {
+        &self.ifaces
+    }
+
+    /// Run `f` on every interface's maps; the first error stops it.
+    pub fn each<T>(&mut self, mut f: impl FnMut(&str, &mut Maps<'_>) -> Result<T, MapsError>) -> Result<Vec<T>> {
+        let mut out = Vec::with_capacity(self.ifaces.len());
+        for i in &mut self.ifaces {
+            let mut m = Maps::new(&mut i.dp.ebpf);
+            out.push(f(&i.name, &mut m).with_context(|| format!("datapath on {}", i.name))?);
+        }
+        Ok(out)
+    }
+
+    /// Global counters summed over interfaces (and CPUs).
+    pub fn counters(&mut self) -> Result<Counters> {
+        let mut c = Counters::default();
+        for x in self.each(|_, m| m.counters())? {
+            c.add(&x);
+        }
+        Ok(c)
+    }
+
+    pub fn half_open_slots(&mut self) -> Result<Vec<HoBucket>> {
+        Ok(self.each(|_, m| m.half_open_slots())?.into_iter().flatten().collect())
+    }
+
+    /// Distinct SYN sources since the last call: the HyperLogLog registers
+    /// of every CPU and interface merged, then cleared.
+    pub fn take_distinct(&mut self) -> Result<f64> {
+        let regs: Vec<Hll> = self
+            .each(|_, m| {
+                let r = m.hll()?;
+                m.clear_hll()?;
+                Ok(r)
+            })?
+            .into_iter()
+            .flatten()
+            .collect();
+        Ok(sketch::hll_estimate(&sketch::hll_merge(regs.iter())))
+    }
+
+    /// Attack mode over all interfaces: active if any is, the earliest entry.
+    pub fn attack(&mut self) -> Result<DpAttack> {
+        let mut out = DpAttack::default();
+        for a in self.each(|_, m| m.attack())? {
+            out.entries += a.entries;
+            if a.active != 0 && (!out.active || a.entered_ns < out.entered_ns) {
+                out.active = true;
+                out.by_datapath = a.reason == ATTACK_REASON_SYN_RATE;
+                out.entered_ns = a.entered_ns;
+                out.trigger_window_ns = a.trigger_window_ns;
+            }
+            if a.active != 0 && a.first_cookie_ns != 0 && (out.first_cookie_ns == 0 || a.first_cookie_ns < out.first_cookie_ns) {
+                out.first_cookie_ns = a.first_cookie_ns;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Put every interface in attack mode (entered by the daemon) or take
+    /// them out of it. Errors are logged per interface.
+    pub fn set_attack(&mut self, on: bool, now: u64) {
+        for i in &mut self.ifaces {
+            let mut m = Maps::new(&mut i.dp.ebpf);
+            let r = m.attack().and_then(|cur| {
+                let next = if on {
+                    AttackState { active: 1, reason: ATTACK_REASON_DAEMON, entered_ns: now, first_cookie_ns: 0, ..cur }
+                } else {
+                    AttackState { active: 0, left_ns: now, ..cur }
+                };
+                m.set_attack(&next)
+            });
+            if let Err(e) = r {
+                log::error!("{}: setting the datapath's attack mode: {e}", i.name);
+            }
+        }
+    }
+
+    pub fn block(&mut self, p: &Prefix, expires_ns: u64) -> Result<()> {
+        self.each(|_, m| m.block(p, expires_ns)).map(drop)
+    }
+
+    /// Whether any interface had the block.
+    pub fn unblock(&mut self, p: &Prefix) -> Result<bool> {
+        Ok(self.each(|_, m| m.unblock(p))?.into_iter().any(|x| x))
+    }
+
+    pub fn allow(&mut self, p: &Prefix, now_ns: u64) -> Result<()> {
+        self.each(|_, m| m.allow(p, now_ns)).map(drop)
+    }
+
+    /// The block-list (the same on every interface; read from the first).
+    pub fn blocks(&mut self) -> Result<Vec<(Prefix, BlockEntry)>> {
+        match self.ifaces.first_mut() {
+            Some(i) => Ok(Maps::new(&mut i.dp.ebpf).blocks()?),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// One source's statistics summed over interfaces; `None` if none tracks it.
+    pub fn source(&mut self, addr: IpAddr) -> Result<Option<SrcStats>> {
+        let mut total: Option<SrcStats> = None;
+        for s in self.each(|_, m| m.source(addr))?.into_iter().flatten() {
+            let t = total.get_or_insert_with(SrcStats::default);
+            t.syns += s.syns;
+            t.completed += s.completed;
+            t.half_open += s.half_open;
+            t.dropped += s.dropped;
+        }
+        Ok(total)
+    }
+
+    /// Every tracked source on every interface (O(table size)).
+    pub fn sources(&mut self) -> Result<Vec<(IpAddr, SrcStats)>> {
+        Ok(self.each(|_, m| m.sources())?.into_iter().flatten().collect())
+    }
+
+    /// Write the settings and lists of `cfg` to every interface; entries of
+    /// `old` that are gone are removed. `settings` is completed per
+    /// interface (MSS from its MTU, the list flags as the lists say).
+    pub fn apply(&mut self, settings: &Settings, cfg: &Config, old: Option<&Config>, runtime_allows: &[Prefix], now: u64) -> Result<()> {
+        let p = &cfg.datapath;
+        for i in &mut self.ifaces {
+            // The MSS XDP SYN-ACKs advertise, from this interface's MTU.
+            let mtu = super::kernel::iface_mtu(&i.name).unwrap_or(1500).clamp(576, 65_535);
+            let mut m = Maps::new(&mut i.dp.ebpf);
+            let r: Result<(), MapsError> = (|| {
+                let cur = m.settings()?;
+                let keep = cur.flags & (tcpguard_common::FLAG_HAS_BLOCKS | tcpguard_common::FLAG_HAS_ALLOWS);
+                m.set_settings(&Settings { flags: settings.flags | keep, synack_mss4: mtu - 40, synack_mss6: mtu - 60, ..*settings })?;
+                m.set_ports(&p.ports)?;
+                if let Some(old) = old {
+                    for a in old.datapath.allow.iter().filter(|a| !p.allow.contains(a) && !runtime_allows.contains(a)) {
+                        m.disallow(a)?;
+                    }
+                    for b in old.datapath.block.iter().filter(|b| !p.block.contains(b)) {
+                        m.unblock(b)?;
+                    }
+                }
+                for a in p.allow.iter().chain(runtime_allows) {
+                    m.allow(a, now)?;
+                }
+                for b in &p.block {
+                    m.block(b, 0)?;
+                }
+                m.sync_block_flag()
+            })();
+            r.with_context(|| format!("datapath on {}", i.name))?;
+        }
+        Ok(())
+    }
+
+    /// On exit: keep the pinned links (`stay`) or detach.
+    pub fn release(&mut self, stay: bool) {
+        for i in &mut self.ifaces {
+            i.dp.release(&i.att.link_pin, stay);
+            if stay {
+                log::info!("{}: staying attached (daemon.stay-attached); the next start adopts the link", i.name);
+            } else {
+                log::info!("{}: detached", i.name);
+            }
+        }
+        self.ifaces.clear();
+    }
+}

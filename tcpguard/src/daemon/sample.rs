@@ -1,0 +1,117 @@
+//! Maps → `detect::Sample`: the counters, the half-open ring, attack
+//! mode's distinct-source estimate and the heavy sources the datapath
+//! reported, read once per tick with a cost that does not grow with the
+//! number of sources.
+
+use std::{collections::HashMap, net::IpAddr};
+
+use anyhow::Result;
+use tcpguard_common::{halfopen::Tally, Counter, Counters};
+
+use crate::daemon::{
+    datapaths::Datapaths,
+    detect::{Sample, SourceSample},
+};
+
+/// Followed heavy sources: dropped after this long without new SYNs.
+const FOLLOW_SECS: f64 = 10.0;
+/// At most this many followed sources (point lookups per tick).
+const FOLLOW_MAX: usize = 4096;
+
+struct Followed {
+    syns_at_report: u64,
+    last_syns: u64,
+    last_growth: f64,
+}
+
+/// What one tick read.
+pub struct Reading {
+    pub sample: Sample,
+    pub counters: Counters,
+    /// Handshakes that aged out as failed since the last tick.
+    pub failed_delta: u64,
+}
+
+#[derive(Default)]
+pub struct Sampler {
+    tally: Tally,
+    followed: HashMap<IpAddr, Followed>,
+    /// Sum of the per-tick distinct-source estimates (attack mode).
+    attack_distinct: u64,
+    pub distinct_per_sec: f64,
+    pub half_open: u64,
+    prev_t: Option<f64>,
+}
+
+impl Sampler {
+    pub fn failed_total(&self) -> u64 {
+        self.tally.failed_total
+    }
+
+    /// A source the datapath reported heavy: follow it with point lookups.
+    pub fn follow(&mut self, addr: IpAddr, syns: u64, t: f64) {
+        self.followed.entry(addr).or_insert(Followed { syns_at_report: syns, last_syns: syns, last_growth: t });
+    }
+
+    pub fn read(&mut self, dps: &mut Datapaths, t: f64, now: u64, half_open_timeout_secs: u64) -> Result<Reading> {
+        let c = dps.counters()?;
+        let slots = dps.half_open_slots()?;
+        let failed_before = self.tally.failed_total;
+        self.half_open = self.tally.update(&slots, now / 1_000_000_000, half_open_timeout_secs);
+        // Distinct sources since the last tick (attack mode's estimate).
+        let distinct = dps.take_distinct()?;
+        self.attack_distinct += distinct.round() as u64;
+        self.distinct_per_sec = distinct / self.prev_t.map_or(1.0, |p| (t - p).max(1e-3));
+        self.prev_t = Some(t);
+        let sources = self.followed_sources(dps, t)?;
+        let sample = Sample {
+            t,
+            syn: c.get(Counter::Syn),
+            // A blocked flood is an ongoing (mitigated) attack, not a finished one.
+            blocked: c.get(Counter::DropBlocked),
+            // Handshakes completed through the tracker, and through cookies.
+            completed: c.get(Counter::HandshakeCompleted) + c.get(Counter::CookieAckValid),
+            // Attack mode inserts no source: its distinct-source estimate
+            // stands in for the table's new entries.
+            new_sources: c.get(Counter::NewSource) + self.attack_distinct,
+            half_open: self.half_open,
+            sources,
+        };
+        Ok(Reading { sample, counters: c, failed_delta: self.tally.failed_total - failed_before })
+    }
+
+    /// Point lookups of the followed sources only: cost grows with the
+    /// number of heavy sources, not with the size of the source table.
+    fn followed_sources(&mut self, dps: &mut Datapaths, t: f64) -> Result<Vec<SourceSample>> {
+        let mut sources = Vec::with_capacity(self.followed.len());
+        let addrs: Vec<IpAddr> = self.followed.keys().copied().collect();
+        for addr in addrs {
+            let found = dps.source(addr)?;
+            let f = self.followed.get_mut(&addr).expect("key from the map");
+            let Some(total) = found else {
+                f.last_growth = f64::MIN;
+                continue;
+            };
+            if total.syns > f.last_syns {
+                f.last_syns = total.syns;
+                f.last_growth = t;
+            }
+            sources.push(SourceSample {
+                addr,
+                syns: total.syns,
+                completed: total.completed,
+                half_open: total.half_open,
+                syns_at_report: f.syns_at_report,
+            });
+        }
+        self.followed.retain(|_, f| t - f.last_growth < FOLLOW_SECS);
+        if self.followed.len() > FOLLOW_MAX {
+            let mut v: Vec<(IpAddr, f64)> = self.followed.iter().map(|(a, f)| (*a, f.last_growth)).collect();
+            v.sort_by(|a, b| b.1.total_cmp(&a.1));
+            for (a, _) in v.into_iter().skip(FOLLOW_MAX) {
+                self.followed.remove(&a);
+            }
+        }
+        Ok(sources)
+    }
+}

@@ -1,0 +1,156 @@
+//! The shared vocabulary of the daemon and its clients: attack kinds and
+//! phases, detection rules and their evidence, how an interface is
+//! attached, why a prefix is blocked. `ctl` and `proto` import these, never
+//! the daemon's internals.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    FewHeavySources,
+    SpoofedRandom,
+    DistributedReal,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::FewHeavySources, Kind::SpoofedRandom, Kind::DistributedReal];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::FewHeavySources => "few-heavy-sources",
+            Kind::SpoofedRandom => "spoofed-random",
+            Kind::DistributedReal => "distributed-real",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Idle,
+    /// Over threshold, not yet for `start-ticks` ticks.
+    Pending,
+    Active,
+    CoolingDown,
+}
+
+/// A detection rule, as named in the config's `[detection]` section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rule {
+    SynRate,
+    HalfOpen,
+    CompletionRatio,
+    HeavyShare,
+    NewSourceRatio,
+}
+
+impl Rule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::SynRate => "syn-rate",
+            Rule::HalfOpen => "half-open",
+            Rule::CompletionRatio => "completion-ratio",
+            Rule::HeavyShare => "heavy-share",
+            Rule::NewSourceRatio => "new-source-ratio",
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One rule's observed value against its threshold.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub rule: Rule,
+    pub observed: f64,
+    pub threshold: f64,
+}
+
+impl Evidence {
+    pub fn new(rule: Rule, observed: f64, threshold: f64) -> Self {
+        Evidence { rule, observed, threshold }
+    }
+}
+
+/// Why a prefix is on the block-list.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "origin", rename_all = "kebab-case")]
+pub enum BlockOrigin {
+    /// The daemon blocked a heavy source (policy drop/auto).
+    HeavySource { syn_per_sec: f64, half_open: u64 },
+    /// `tcpguard block`.
+    Operator,
+    /// `datapath.block` in the config.
+    Config,
+    /// Found pinned from a previous run.
+    Pinned,
+}
+
+impl fmt::Display for BlockOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BlockOrigin::HeavySource { syn_per_sec, half_open } => write!(f, "heavy source: {syn_per_sec:.0} SYN/s, {half_open} half-open"),
+            BlockOrigin::Operator => f.write_str("operator"),
+            BlockOrigin::Config => f.write_str("config datapath.block"),
+            BlockOrigin::Pinned => f.write_str("kept from a previous run (pinned)"),
+        }
+    }
+}
+
+/// How an interface came to be protected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Attach {
+    /// Attached by this run in native (driver) mode.
+    Native,
+    /// Attached by this run in generic (skb) mode.
+    Skb,
+    /// Taken over from a previous run's pinned link (no gap in protection).
+    Adopted,
+}
+
+impl Attach {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Attach::Native => "native",
+            Attach::Skb => "skb",
+            Attach::Adopted => "adopted",
+        }
+    }
+}
+
+/// The kernel's own view of TCP, as a cross-check of the datapath.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelView {
+    pub syn_recv: u64,
+    pub syncookies_sent: u64,
+    pub syncookies_recv: u64,
+    pub syncookies_failed: u64,
+    pub listen_overflows: u64,
+    pub listen_drops: u64,
+    /// Current value of net.ipv4.tcp_syncookies.
+    pub syncookies: u8,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_on_the_wire_are_the_documented_ones() {
+        assert_eq!(serde_json::to_string(&Rule::NewSourceRatio).unwrap(), "\"new-source-ratio\"");
+        assert_eq!(serde_json::to_string(&Kind::SpoofedRandom).unwrap(), "\"spoofed-random\"");
+        for r in [Rule::SynRate, Rule::HalfOpen, Rule::CompletionRatio, Rule::HeavyShare, Rule::NewSourceRatio] {
+            assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{}\"", r.as_str()));
+        }
+        let o = BlockOrigin::HeavySource { syn_per_sec: 5000.4, half_open: 3 };
+        assert_eq!(o.to_string(), "heavy source: 5000 SYN/s, 3 half-open");
+    }
+}
