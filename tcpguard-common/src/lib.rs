@@ -17,7 +17,7 @@ pub mod sketch;
 pub mod synack;
 pub mod types;
 
-#[cfg(all(feature = "user", not(target_arch = "bpf")))]
+#[cfg(all(feature = "craft", not(target_arch = "bpf")))]
 pub mod craft;
 
 pub use counters::{Counter, Counters, COUNTER_COUNT};

@@ -231,7 +231,7 @@ fn parse_tcp<B: PacketBuf + ?Sized>(
     })
 }
 
-#[cfg(all(test, feature = "user"))]
+#[cfg(all(test, feature = "craft"))]
 mod tests {
     use super::*;
     use crate::craft::Craft;

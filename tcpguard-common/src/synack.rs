@@ -312,7 +312,7 @@ pub fn ipv6_fixed(tcp_len: usize) -> [u8; 8] {
     [0x60, 0, 0, 0, l[0], l[1], 6, 64]
 }
 
-#[cfg(all(test, feature = "user"))]
+#[cfg(all(test, feature = "craft"))]
 mod tests {
     use super::*;
     use crate::craft::{fold as cfold, sum16};

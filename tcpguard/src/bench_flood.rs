@@ -148,7 +148,7 @@ fn daemon_with(lab: &Lab, att: &Attacker, policy: &str, tag: &str, datapath: &st
         "--iface".as_ref(),
         att.srv_if.as_ref(),
     ];
-    DaemonProcess::start(&lab.server, &std::env::current_exe()?, &args, &dir, vec![pin_root])
+    DaemonProcess::start(&lab.server, &crate::lab::tcpguard_exe()?, &args, &dir, vec![pin_root])
 }
 
 fn spec(att: &Attacker, sources: Sources, pps: u64, secs: f64, seed: u64) -> FloodSpec {

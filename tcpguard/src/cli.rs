@@ -38,12 +38,6 @@ pub enum Command {
         #[arg(long)]
         socket: Option<PathBuf>,
     },
-    /// A self-contained demo lab: namespaces, a real server and clients, floods, live status.
-    Demo {
-        /// Scale every phase's duration (1.0 = about 55 s in all).
-        #[arg(long, default_value_t = 1.0)]
-        scale: f64,
-    },
     /// Is the host under attack, and what is tcpguard doing about it?
     Status {
         /// Machine-readable output.
@@ -106,9 +100,38 @@ pub enum Command {
         #[arg(long)]
         duration: Option<f64>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Parse and validate a config file; print the first problem with its key.
+    Check { path: PathBuf },
+    /// Print the embedded default config.
+    Default,
+}
+
+/// The lab tools' command line (`tcpguard-lab`, built with the `lab`
+/// feature; not part of the shipped binary).
+#[cfg(feature = "lab")]
+#[derive(Parser, Debug)]
+#[command(name = "tcpguard-lab", version, about = "tcpguard's lab tools: demo, flood generator, benchmarks (never for production hosts)")]
+pub struct LabCli {
+    #[command(subcommand)]
+    pub command: LabCommand,
+}
+
+#[cfg(feature = "lab")]
+#[derive(Subcommand, Debug)]
+pub enum LabCommand {
+    /// A self-contained demo lab: namespaces, a real server and clients, floods, live status.
+    Demo {
+        /// Scale every phase's duration (1.0 = about 55 s in all).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+    },
     /// Lab tool: send a SYN flood from this network namespace (refuses the
     /// host's own namespace). For namespaces you created, e.g. with
-    /// `ip netns exec LAB tcpguard flood ...`.
+    /// `ip netns exec LAB tcpguard-lab flood ...`.
     Flood {
         /// Interface to send on (inside the lab namespace).
         #[arg(long)]
@@ -138,21 +161,13 @@ pub enum Command {
         no_options: bool,
     },
     /// Benchmarks (run through `cargo xtask bench`).
-    #[command(hide = true)]
     Bench {
         #[command(subcommand)]
         what: BenchWhat,
     },
 }
 
-#[derive(Subcommand, Debug)]
-pub enum ConfigCmd {
-    /// Parse and validate a config file; print the first problem with its key.
-    Check { path: PathBuf },
-    /// Print the embedded default config.
-    Default,
-}
-
+#[cfg(feature = "lab")]
 #[derive(Subcommand, Debug)]
 pub enum BenchWhat {
     /// Per-packet cost with BPF_PROG_TEST_RUN.
@@ -160,7 +175,7 @@ pub enum BenchWhat {
         #[arg(long)]
         quick: bool,
     },
-    /// Flood lab: (a)-(d) side by side, detection latency, daemon cost; JSON on stdout.
+    /// Flood lab: (a)-(e) side by side, detection latency, daemon cost; JSON on stdout.
     Flood {
         #[arg(long)]
         quick: bool,

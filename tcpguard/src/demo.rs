@@ -55,7 +55,7 @@ pub fn run(phase_scale: f64) -> Result<()> {
     let pins = [&lab.srv_if, &att.srv_if].iter().map(|i| PathBuf::from(crate::loader::PIN_ROOT).join(i)).collect();
     let names = ["--iface", lab.srv_if.as_str(), "--iface", att.srv_if.as_str()];
     let args: Vec<&std::ffi::OsStr> = names.iter().map(std::ffi::OsStr::new).collect();
-    let daemon = DaemonProcess::start(&lab.server, &std::env::current_exe()?, &args, &dir, pins)?;
+    let daemon = DaemonProcess::start(&lab.server, &crate::lab::tcpguard_exe()?, &args, &dir, pins)?;
     println!("tcpguard run --iface {} --iface {}   (embedded default config, policy auto)", lab.srv_if, att.srv_if);
     let status = || daemon.status();
 
@@ -219,10 +219,12 @@ fn screen(tty: bool, phase: &str, t: f64, v: &StatusView, probes: &[Probe]) {
     } else {
         let kind = v.attack.kind.map_or("-", |k| k.as_str());
         println!(
-            "t={t:5.1}s {:<40.40} attack={:<5} kind={:<18} syn/s={:>7.0} half-open={:>6} drops/s={:>7.0} blocked={} cookies={} legit={:>5.1}%",
+            "t={t:5.1}s {:<40.40} attack={:<5} kind={:<18} datapath={:<8} xdp-synacks/s={:>7.0} syn/s={:>7.0} half-open={:>6} drops/s={:>7.0} blocked={} cookies={} legit={:>5.1}%",
             phase,
             v.attack.active,
             kind,
+            v.datapath.mode,
+            v.datapath.cookies_sent_per_sec,
             v.syn_per_sec,
             v.half_open,
             v.dropped_per_sec,

@@ -132,6 +132,17 @@ impl Drop for Netns {
     }
 }
 
+/// The daemon binary the lab tools start: `tcpguard`, next to the running
+/// `tcpguard-lab` (both are built into the same target directory).
+pub fn tcpguard_exe() -> io::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?.with_file_name("tcpguard");
+    if exe.exists() {
+        Ok(exe)
+    } else {
+        Err(io::Error::other(format!("{} not found: build it with `cargo build --release -p tcpguard`", exe.display())))
+    }
+}
+
 /// Delete lab namespaces left by processes that no longer exist.
 pub fn sweep_stale() {
     let Ok(out) = ip(&["netns", "list"]) else { return };

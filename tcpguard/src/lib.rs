@@ -1,17 +1,25 @@
 //! tcpguard: SYN-flood detection and mitigation (userspace side).
 //!
 //! `loader` owns the eBPF object and its attachment; `maps` turns BPF maps
-//! into plain Rust snapshots and writes settings and lists back.
+//! into plain Rust snapshots and writes settings and lists back; `model` is
+//! the vocabulary the daemon and the CLI share. The lab tools (`lab`,
+//! `flood`, `demo`, `bench`, `bench_flood`) exist only with the `lab`
+//! feature, in the `tcpguard-lab` binary, never in the shipped `tcpguard`.
 
+#[cfg(feature = "lab")]
 pub mod bench;
+#[cfg(feature = "lab")]
 pub mod bench_flood;
 pub mod cli;
 pub mod config;
 pub mod ctl;
 pub mod daemon;
+#[cfg(feature = "lab")]
 pub mod demo;
 pub mod daemon_check;
+#[cfg(feature = "lab")]
 pub mod flood;
+#[cfg(feature = "lab")]
 pub mod lab;
 pub mod loader;
 pub mod maps;

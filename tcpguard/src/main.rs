@@ -3,7 +3,7 @@ use std::{io::IsTerminal as _, path::PathBuf, time::Duration};
 use anyhow::{Context as _, Result};
 use clap::Parser as _;
 use tcpguard::{
-    cli::{BenchWhat, Cli, Client, Command, ConfigCmd},
+    cli::{Cli, Client, Command, ConfigCmd},
     config::{Config, ControlConfig},
     ctl,
     daemon,
@@ -51,10 +51,6 @@ async fn ask(c: &Client, req: Request) -> Result<Response> {
 async fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run { config, ifaces, socket } => daemon::run(daemon::RunOptions { config_path: config, interfaces: ifaces, socket }).await,
-        Command::Demo { scale } => {
-            tcpguard::daemon_check::require_capabilities()?;
-            tokio::task::spawn_blocking(move || tcpguard::demo::run(scale)).await?
-        }
         Command::Status { json, client } => match ask(&client, Request::Status).await? {
             Response::Status(v) if json => {
                 println!("{}", serde_json::to_string_pretty(&v)?);
@@ -101,40 +97,6 @@ async fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Watch { iface, xdp_mode, no_pin, interval, duration } => {
             watch(&iface, xdp_mode, !no_pin, interval, duration).await
-        }
-        Command::Flood { iface, dst, dst_mac, dport, sources, rate, count, duration, no_options } => {
-            use tcpguard::flood;
-            if flood::in_host_netns() {
-                anyhow::bail!("refusing to flood from the host's own network namespace: run it inside a lab namespace you created (ip netns exec LAB tcpguard flood ...)");
-            }
-            let spec = flood::FloodSpec {
-                src_mac: [0x02, 0x74, 0x67, 0, 0, 1],
-                dst_mac: flood::parse_mac(&dst_mac).map_err(anyhow::Error::msg)?,
-                ifname: iface,
-                dst,
-                dport,
-                sources: sources.parse().map_err(anyhow::Error::msg)?,
-                rate,
-                count,
-                duration: Duration::from_secs_f64(duration),
-                options: !no_options,
-                seed: std::process::id().into(),
-            };
-            let stop = std::sync::atomic::AtomicBool::new(false);
-            let rep = tokio::task::spawn_blocking(move || flood::run(&spec, &stop)).await??;
-            println!("sent {} SYNs in {:.2} s ({:.0}/s), {} send errors", rep.sent, rep.elapsed.as_secs_f64(), rep.pps(), rep.errors);
-            Ok(())
-        }
-        Command::Bench { what: BenchWhat::Flood { quick } } => {
-            tcpguard::daemon_check::require_capabilities()?;
-            let r = tokio::task::spawn_blocking(move || tcpguard::bench_flood::run(quick)).await??;
-            println!("{}", serde_json::to_string_pretty(&r)?);
-            Ok(())
-        }
-        Command::Bench { what: BenchWhat::Packets { quick } } => {
-            tcpguard::daemon_check::require_capabilities()?;
-            print!("{}", tcpguard::bench::packets(quick)?);
-            Ok(())
         }
     }
 }

@@ -112,7 +112,7 @@ fn lab_handshakes_spoofed_flood_and_block() {
     let mac = lab.srv_mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
     let o = std::process::Command::new("nsenter")
         .arg(format!("--net=/run/netns/{}", lab.client.name))
-        .args([env!("CARGO_BIN_EXE_tcpguard"), "flood", "--iface", &lab.cli_if, "--dst", "198.18.0.1", "--dst-mac", &mac])
+        .args([env!("CARGO_BIN_EXE_tcpguard-lab"), "flood", "--iface", &lab.cli_if, "--dst", "198.18.0.1", "--dst-mac", &mac])
         .args(["--dport", "8080", "--sources", "single:198.18.5.5", "--count", "300", "--rate", "20000"])
         .output()
         .unwrap();
@@ -122,12 +122,15 @@ fn lab_handshakes_spoofed_flood_and_block() {
     let s = Maps::new(&mut dp.ebpf).source("198.18.5.5".parse().unwrap()).unwrap().expect("tracked");
     assert!(s.syns >= 285);
     // ...and refused in the host's own namespace.
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_tcpguard"))
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_tcpguard-lab"))
         .args(["flood", "--iface", "lo", "--dst", "127.0.0.1", "--dst-mac", &mac, "--count", "1"])
         .output()
         .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("refusing to flood from the host"));
+    // The shipped binary has no flood generator at all.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_tcpguard")).args(["flood", "--help"]).output().unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("unrecognized subcommand"), "{o:?}");
 
     // 3. Block 198.20.0.0/16: its SYNs are dropped while the client still connects.
     Maps::new(&mut dp.ebpf).block(&"198.20.0.0/16".parse().unwrap(), 0).unwrap();

@@ -32,7 +32,7 @@ enum Cmd {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
-    /// The demo lab: install prerequisites, build release, run `tcpguard demo` (root).
+    /// The demo lab: install prerequisites, build release, run `tcpguard-lab demo` (root).
     Demo {
         /// Scale the phase durations (1.0 = about 55 s).
         #[arg(long, default_value_t = 1.0)]
@@ -141,14 +141,18 @@ fn test(extra: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The daemon and the lab tools (`tcpguard-lab`: demo, flood, benchmarks),
+/// which the shipped build leaves out.
+const LAB_BUILD: &[&str] = &["build", "--release", "-p", "tcpguard", "--features", "lab"];
+
 fn demo(scale: f64) -> Result<()> {
     prereqs()?;
     if !is_root() {
         bail!("the demo creates network namespaces and attaches XDP: run it as root");
     }
-    say("building tcpguard (release)");
-    run(Command::new("cargo").args(["build", "--release", "-p", "tcpguard"]))?;
-    let bin = workspace_root().join("target/release/tcpguard");
+    say("building tcpguard and its lab tools (release, feature lab)");
+    run(Command::new("cargo").args(LAB_BUILD))?;
+    let bin = workspace_root().join("target/release/tcpguard-lab");
     run(Command::new(bin).args(["demo", "--scale", &scale.to_string()]))
 }
 
@@ -158,15 +162,15 @@ fn bench(quick: bool) -> Result<()> {
         bail!("benchmarks run BPF_PROG_TEST_RUN and namespace labs and need root");
     }
     ensure_debian(&[("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "fonts-dejavu-core")])?;
-    run(Command::new("cargo").args(["build", "--release", "-p", "tcpguard"]))?;
-    let bin = workspace_root().join("target/release/tcpguard");
+    run(Command::new("cargo").args(LAB_BUILD))?;
+    let bin = workspace_root().join("target/release/tcpguard-lab");
     let q: &[&str] = if quick { &["--quick"] } else { &[] };
     let cmd = format!("cargo xtask bench{}", if quick { " --quick" } else { "" });
 
     say("per-packet cost (BPF_PROG_TEST_RUN)");
-    let o = Command::new(&bin).args(["bench", "packets"]).args(q).output().context("running tcpguard bench packets")?;
+    let o = Command::new(&bin).args(["bench", "packets"]).args(q).output().context("running tcpguard-lab bench packets")?;
     if !o.status.success() {
-        bail!("tcpguard bench packets failed: {}", String::from_utf8_lossy(&o.stderr));
+        bail!("tcpguard-lab bench packets failed: {}", String::from_utf8_lossy(&o.stderr));
     }
     let packets = String::from_utf8_lossy(&o.stdout).into_owned();
     print!("{packets}");
@@ -177,9 +181,9 @@ fn bench(quick: bool) -> Result<()> {
         .args(q)
         .stderr(std::process::Stdio::inherit())
         .output()
-        .context("running tcpguard bench flood")?;
+        .context("running tcpguard-lab bench flood")?;
     if !o.status.success() {
-        bail!("tcpguard bench flood failed");
+        bail!("tcpguard-lab bench flood failed");
     }
     let flood: Value = serde_json::from_slice(&o.stdout).context("bench flood output")?;
     std::fs::create_dir_all("docs")?;

@@ -1,0 +1,61 @@
+//! `tcpguard-lab`: the lab tools (demo, SYN flood generator, benchmarks).
+//! Built only with the `lab` feature (`cargo xtask demo|bench` do it); the
+//! shipped `tcpguard` binary contains none of this.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Parser as _;
+use tcpguard::cli::{BenchWhat, LabCli, LabCommand};
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = LabCli::parse();
+    if let Err(e) = dispatch(cli.command) {
+        eprintln!("tcpguard-lab: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn dispatch(cmd: LabCommand) -> Result<()> {
+    match cmd {
+        LabCommand::Demo { scale } => {
+            tcpguard::daemon_check::require_capabilities()?;
+            tcpguard::demo::run(scale)
+        }
+        LabCommand::Flood { iface, dst, dst_mac, dport, sources, rate, count, duration, no_options } => {
+            use tcpguard::flood;
+            if flood::in_host_netns() {
+                anyhow::bail!("refusing to flood from the host's own network namespace: run it inside a lab namespace you created (ip netns exec LAB tcpguard-lab flood ...)");
+            }
+            let spec = flood::FloodSpec {
+                src_mac: [0x02, 0x74, 0x67, 0, 0, 1],
+                dst_mac: flood::parse_mac(&dst_mac).map_err(anyhow::Error::msg)?,
+                ifname: iface,
+                dst,
+                dport,
+                sources: sources.parse().map_err(anyhow::Error::msg)?,
+                rate,
+                count,
+                duration: Duration::from_secs_f64(duration),
+                options: !no_options,
+                seed: std::process::id().into(),
+            };
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            let rep = flood::run(&spec, &stop)?;
+            println!("sent {} SYNs in {:.2} s ({:.0}/s), {} send errors", rep.sent, rep.elapsed.as_secs_f64(), rep.pps(), rep.errors);
+            Ok(())
+        }
+        LabCommand::Bench { what: BenchWhat::Flood { quick } } => {
+            tcpguard::daemon_check::require_capabilities()?;
+            let r = tcpguard::bench_flood::run(quick)?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            Ok(())
+        }
+        LabCommand::Bench { what: BenchWhat::Packets { quick } } => {
+            tcpguard::daemon_check::require_capabilities()?;
+            print!("{}", tcpguard::bench::packets(quick)?);
+            Ok(())
+        }
+    }
+}
