@@ -374,7 +374,7 @@ fn scrape_tick(ns: &Netns) -> Result<f64> {
     let text = ns.run(|| -> std::io::Result<String> {
         use std::io::{Read as _, Write as _};
         let mut s = std::net::TcpStream::connect("127.0.0.1:9717")?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n")?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: tcpguard\r\nConnection: close\r\n\r\n")?;
         let mut out = String::new();
         s.read_to_string(&mut out)?;
         Ok(out)

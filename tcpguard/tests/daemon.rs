@@ -183,7 +183,7 @@ fn scrape(lab: &Lab) -> String {
     lab.server
         .run(|| {
             let mut s = TcpStream::connect("127.0.0.1:9717").expect("metrics listener");
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
             let mut out = String::new();
             s.read_to_string(&mut out).unwrap();
             out
@@ -240,6 +240,18 @@ fn spoofed_flood_forces_cookies_then_restores() {
     // Metrics over real HTTP, counters moving.
     let m1 = scrape(&lab);
     assert!(m1.starts_with("HTTP/1.1 200 OK"));
+    // Keep-alive: two requests on one connection; anything but /metrics is 404.
+    let two = lab
+        .server
+        .run(|| {
+            let mut s = TcpStream::connect("127.0.0.1:9717").unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        })
+        .unwrap();
+    assert!(two.starts_with("HTTP/1.1 200 OK") && two.contains("HTTP/1.1 404 Not Found"), "{two}");
     assert_eq!(metric(&m1, "tcpguard_attack_active"), 1.0);
     assert_eq!(metric(&m1, "tcpguard_syncookies_forced"), 1.0);
     assert_eq!(metric(&m1, "tcpguard_attacks_total{kind=\"spoofed-random\"}"), 1.0);

@@ -9,10 +9,7 @@ use prometheus::{
     TextEncoder,
 };
 use tcpguard_common::{Counter, Counters};
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::TcpListener,
-};
+use tokio::net::TcpListener;
 
 use crate::model::{KernelView, Kind};
 
@@ -163,43 +160,52 @@ impl Default for Metrics {
     }
 }
 
-/// Serve `GET /metrics` over plain HTTP/1.x. Anything else: 404.
+/// Concurrent metrics connections at most; more wait in the kernel's backlog.
+const MAX_CONNS: usize = 64;
+
+/// Serve `GET /metrics` over HTTP/1.1 (hyper: request parsing, keep-alive,
+/// header timeouts). Anything else: 404. At most [`MAX_CONNS`] connections
+/// at once, each for at most 60 s; an accept error (EMFILE, ENFILE, ENOMEM)
+/// backs off instead of spinning, so the daemon's tick never starves.
 pub async fn serve(listener: TcpListener, metrics: Arc<std::sync::Mutex<Metrics>>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNS));
     loop {
-        let Ok((mut sock, _)) = listener.accept().await else { continue };
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let sock = match listener.accept().await {
+            Ok((sock, _)) => sock,
+            Err(e) => {
+                log::warn!("metrics: accept failed ({e}); backing off");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                continue;
+            }
+        };
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            let mut req = Vec::with_capacity(1024);
-            let mut buf = [0u8; 1024];
-            let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16 * 1024 {
-                    let n = sock.read(&mut buf).await?;
-                    if n == 0 {
-                        break;
-                    }
-                    req.extend_from_slice(&buf[..n]);
-                }
-                Ok::<_, std::io::Error>(())
-            })
-            .await;
-            if !matches!(read, Ok(Ok(()))) {
-                return;
-            }
-            let line = String::from_utf8_lossy(&req);
-            let first = line.lines().next().unwrap_or("");
-            let mut parts = first.split_whitespace();
-            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let (status, ctype, body) = if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
-                let body = metrics.lock().map(|m| m.encode()).unwrap_or_default();
-                ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body)
-            } else {
-                ("404 Not Found", "text/plain", b"tcpguard: try GET /metrics\n".to_vec())
-            };
-            let head = format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-            let _ = sock.write_all(head.as_bytes()).await;
-            let _ = sock.write_all(&body).await;
+            let _permit = permit;
+            let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let metrics = metrics.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(&metrics, &req)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(5))
+                .serve_connection(hyper_util::rt::TokioIo::new(sock), svc);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(60), conn).await;
         });
     }
+}
+
+fn respond<B>(metrics: &std::sync::Mutex<Metrics>, req: &hyper::Request<B>) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let (status, ctype, body) = if req.method() == hyper::Method::GET && req.uri().path() == "/metrics" {
+        let body = metrics.lock().map(|m| m.encode()).unwrap_or_default();
+        (hyper::StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body)
+    } else {
+        (hyper::StatusCode::NOT_FOUND, "text/plain", b"tcpguard: try GET /metrics\n".to_vec())
+    };
+    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(ctype));
+    r
 }
 
 /// Bind the metrics listener (an error names the address).
