@@ -116,7 +116,7 @@ impl Craft {
     /// TCP options given byte for byte (padded with NOPs to a multiple of 4).
     pub fn raw_tcp_options(mut self, opts: &[u8]) -> Self {
         let mut o = opts.to_vec();
-        while o.len() % 4 != 0 {
+        while !o.len().is_multiple_of(4) {
             o.push(1);
         }
         self.tcp_opts = o;

@@ -16,7 +16,7 @@ pub fn require_capabilities() -> anyhow::Result<()> {
     // CAP_SYS_ADMIN covers CAP_BPF on every kernel.
     let missing: Vec<&str> = NEEDED
         .iter()
-        .filter(|(bit, _)| !has(*bit) && !(*bit == 39 && has(21)))
+        .filter(|(bit, _)| !(has(*bit) || *bit == 39 && has(21)))
         .map(|(_, n)| *n)
         .collect();
     if missing.is_empty() {

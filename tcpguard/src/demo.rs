@@ -160,7 +160,7 @@ pub fn run(phase_scale: f64) -> Result<()> {
                         }
                     }
                 }
-                if polls % 4 == 0 {
+                if polls.is_multiple_of(4) {
                     let probes = prober.snapshot();
                     screen(tty, ph.name, demo_start.elapsed().as_secs_f64(), &v, &probes);
                 }
@@ -184,7 +184,7 @@ pub fn run(phase_scale: f64) -> Result<()> {
     let interrupted = INTERRUPTED.load(Ordering::SeqCst);
 
     println!("\n=== tcpguard demo summary{} ===", if interrupted { " (interrupted)" } else { "" });
-    println!("{:<66} {:>9} {:>8} {:>8}  {}", "phase", "legit ok", "p50 ms", "p99 ms", "detection / mitigation");
+    println!("{:<66} {:>9} {:>8} {:>8}  detection / mitigation", "phase", "legit ok", "p50 ms", "p99 ms");
     for r in &rows {
         let p: Vec<Probe> = probes.iter().copied().filter(|p| p.at >= r.from && p.at < r.to).collect();
         let st = probe_stats(&p);

@@ -23,7 +23,7 @@ pub enum LabError {
     #[error("cannot enter network namespace {name}")]
     Enter { name: String, #[source] source: io::Error },
     #[error("attaching the pass-everything XDP program to the lab's peer end {iface}")]
-    PeerXdp { iface: String, #[source] source: crate::loader::LoaderError },
+    PeerXdp { iface: String, #[source] source: Box<crate::loader::LoaderError> },
 }
 
 const PREFIX: &str = "tgl";
@@ -179,7 +179,7 @@ pub struct Lab {
 fn attach_peer(peer: &std::sync::Mutex<crate::loader::Datapath>, ns: &Netns, dev: &str) -> Result<(), LabError> {
     let mut guard = peer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let dp: &mut crate::loader::Datapath = &mut guard;
-    ns.run(|| dp.attach_baseline(dev))?.map_err(|source| LabError::PeerXdp { iface: dev.to_string(), source })?;
+    ns.run(|| dp.attach_baseline(dev))?.map_err(|source| LabError::PeerXdp { iface: dev.to_string(), source: Box::new(source) })?;
     Ok(())
 }
 
@@ -217,7 +217,7 @@ impl Lab {
         let srv_mac = mac(&server, &srv_if)?;
         let cli_mac = mac(&client, &cli_if)?;
         let small = crate::loader::LoadOptions { half_open_entries: 1024, source_entries: 1024, pin_dir: None };
-        let peer = crate::loader::Datapath::load(&small).map_err(|source| LabError::PeerXdp { iface: cli_if.clone(), source })?;
+        let peer = crate::loader::Datapath::load(&small).map_err(|source| LabError::PeerXdp { iface: cli_if.clone(), source: Box::new(source) })?;
         let peer_xdp = std::sync::Mutex::new(peer);
         attach_peer(&peer_xdp, &client, &cli_if)?;
         Ok(Lab { server, client, srv_if, cli_if, srv_mac, cli_mac, peer_xdp })

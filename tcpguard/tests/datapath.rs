@@ -99,7 +99,7 @@ fn retransmitted_syn_is_not_a_new_half_open() {
 #[test]
 fn ack_with_isn_plus_one_completes() {
     let mut dp = load();
-    run(&mut dp, &syn4(CLIENT, 1000, 100).build());
+    run(&dp, &syn4(CLIENT, 1000, 100).build());
     let ack = Craft::v4(CLIENT, SERVER, 1000, 80).flags(TCP_ACK).seq(101).ack(5555).build();
     expect(&mut dp, &ack, XDP_PASS, &[(HandshakeCompleted, 1), (PassTcp, 1)]);
     let s = source(&mut dp, IpAddr::from(CLIENT));
@@ -113,7 +113,7 @@ fn ack_with_isn_plus_one_completes() {
 #[test]
 fn ack_with_wrong_seq_does_not_complete() {
     let mut dp = load();
-    run(&mut dp, &syn4(CLIENT, 1000, 100).build());
+    run(&dp, &syn4(CLIENT, 1000, 100).build());
     let ack = Craft::v4(CLIENT, SERVER, 1000, 80).flags(TCP_ACK).seq(500).build();
     expect(&mut dp, &ack, XDP_PASS, &[(AckBadSeq, 1), (PassTcp, 1)]);
     assert_eq!(source(&mut dp, IpAddr::from(CLIENT)).completed, 0);
@@ -123,7 +123,7 @@ fn ack_with_wrong_seq_does_not_complete() {
 #[test]
 fn rst_clears_half_open() {
     let mut dp = load();
-    run(&mut dp, &syn4(CLIENT, 1000, 100).build());
+    run(&dp, &syn4(CLIENT, 1000, 100).build());
     let rst = Craft::v4(CLIENT, SERVER, 1000, 80).flags(TCP_RST).seq(101).build();
     expect(&mut dp, &rst, XDP_PASS, &[(Rst, 1), (RstHalfOpen, 1), (PassTcp, 1)]);
     let s = source(&mut dp, IpAddr::from(CLIENT));
@@ -134,7 +134,7 @@ fn rst_clears_half_open() {
 #[test]
 fn fin_is_counted() {
     let mut dp = load();
-    run(&mut dp, &syn4(CLIENT, 1000, 100).build());
+    run(&dp, &syn4(CLIENT, 1000, 100).build());
     let fin = Craft::v4(CLIENT, SERVER, 2000, 80).flags(TCP_FIN | TCP_ACK).seq(1).build();
     expect(&mut dp, &fin, XDP_PASS, &[(Fin, 1), (PassTcp, 1)]);
     assert_eq!(source(&mut dp, IpAddr::from(CLIENT)).fins, 1);

@@ -30,7 +30,7 @@ pub struct Metrics {
     blocked: IntGauge,
     syncookies_forced: IntGauge,
     /// 1 while the datapath is in attack mode.
-    pub datapath_attack: IntGauge,
+    datapath_attack: IntGauge,
     attack_entries: IntCounter,
     attack_syns: IntCounter,
     xdp_cookies: IntCounter,
@@ -99,7 +99,9 @@ impl Metrics {
         self.prev_kernel = k.clone();
     }
 
-    pub fn update(&mut self, c: &Counters, half_open: u64, failed_delta: u64, k: &KernelView, blocked: usize, attack: bool, forced: bool) {
+    pub fn update(&mut self, c: &Counters, k: &KernelView, t: &TickFigures) {
+        let TickFigures { half_open, failed_delta, blocked, attack, forced, datapath_attack } = *t;
+        self.datapath_attack.set(i64::from(datapath_attack));
         let d = |x: Counter| c.get(x).wrapping_sub(self.prev.get(x));
         self.packets.inc_by(d(Counter::Packets));
         self.syn.inc_by(d(Counter::Syn));
@@ -158,6 +160,21 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// What the daemon knows besides the counters, once per tick.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TickFigures {
+    pub half_open: u64,
+    /// Handshakes that aged out as failed since the last tick.
+    pub failed_delta: u64,
+    /// Entries in the block-lists.
+    pub blocked: usize,
+    /// An attack is active or cooling down.
+    pub attack: bool,
+    /// tcpguard has set tcp_syncookies=2.
+    pub forced: bool,
+    pub datapath_attack: bool,
 }
 
 /// Concurrent metrics connections at most; more wait in the kernel's backlog.
@@ -225,7 +242,8 @@ mod tests {
         let mut c = Counters::default();
         c.v[Counter::Syn as usize] = 10;
         c.v[Counter::DropBlocked as usize] = 3;
-        m.update(&c, 7, 2, &KernelView::default(), 1, true, true);
+        let t = TickFigures { half_open: 7, failed_delta: 2, blocked: 1, attack: true, forced: true, datapath_attack: true };
+        m.update(&c, &KernelView::default(), &t);
         m.attack_started(Kind::SpoofedRandom);
         let text = String::from_utf8(m.encode()).unwrap();
         for want in [
@@ -237,6 +255,7 @@ mod tests {
             "tcpguard_attacks_total{kind=\"spoofed-random\"} 1",
             "tcpguard_blocked_prefixes 1",
             "tcpguard_syncookies_forced 1",
+            "tcpguard_datapath_attack_mode 1",
             "tcpguard_tick_duration_seconds_bucket",
             "tcpguard_kernel_tcpext_total{counter=\"SyncookiesSent\"} 0",
         ] {
@@ -245,7 +264,7 @@ mod tests {
         assert!(!text.contains("addr="), "no per-address labels");
         // Counters advance by deltas.
         c.v[Counter::Syn as usize] = 15;
-        m.update(&c, 0, 0, &KernelView::default(), 0, false, false);
+        m.update(&c, &KernelView::default(), &TickFigures::default());
         assert!(String::from_utf8(m.encode()).unwrap().contains("tcpguard_syn_packets_total 15"));
     }
 }

@@ -236,8 +236,15 @@ impl Daemon {
         let mut m = self.metrics.lock().expect("metrics lock");
         let active = matches!(a.phase, Phase::Active | Phase::CoolingDown);
         let forced = self.mitigator.state.syncookies_original.is_some();
-        m.update(&c, self.sampler.half_open, failed_delta, &self.kernel, blocked, active, forced);
-        m.datapath_attack.set(i64::from(self.mitigator.dp_attack.active));
+        let figures = metrics::TickFigures {
+            half_open: self.sampler.half_open,
+            failed_delta,
+            blocked,
+            attack: active,
+            forced,
+            datapath_attack: self.mitigator.dp_attack.active,
+        };
+        m.update(&c, &self.kernel, &figures);
     }
 
     /// A record from a datapath's ring buffer.
