@@ -124,9 +124,7 @@ impl Craft {
     }
     /// Typical Linux SYN options: MSS, SACK-permitted, timestamps, wscale.
     pub fn syn_options(mut self) -> Self {
-        self.tcp_opts = vec![
-            2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
-        ];
+        self.tcp_opts = vec![2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7];
         self
     }
     pub fn doff(mut self, d: u8) -> Self {
@@ -212,12 +210,14 @@ impl Craft {
                     let mut e = match h {
                         44 => {
                             let mut e = vec![next, 0];
-                            e.extend_from_slice(&((self.frag_offset << 3) | u16::from(self.more_fragments)).to_be_bytes());
+                            e.extend_from_slice(
+                                &((self.frag_offset << 3) | u16::from(self.more_fragments)).to_be_bytes(),
+                            );
                             e.extend_from_slice(&[0, 0, 0, 1]);
                             e
                         }
                         51 => vec![next, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], // (1 + 2) * 4 = 12
-                        _ => vec![next, 0, 1, 4, 0, 0, 0, 0], // PadN, 8 bytes
+                        _ => vec![next, 0, 1, 4, 0, 0, 0, 0],              // PadN, 8 bytes
                     };
                     e.extend_from_slice(&ext);
                     ext = e;

@@ -35,15 +35,17 @@ pub fn record_open(b: &mut HoBucket, sec: u64) {
 /// to matter).
 #[inline(always)]
 pub fn record_close(b: &mut HoBucket, sec: u64) -> bool {
-    if b.sec == sec {
-        b.closed += 1;
-        true
-    } else if b.sec < sec {
-        // This CPU opened nothing in that second yet: claim the slot.
-        *b = HoBucket { sec, opened: 0, closed: 1 };
-        true
-    } else {
-        false
+    match b.sec.cmp(&sec) {
+        core::cmp::Ordering::Equal => {
+            b.closed += 1;
+            true
+        }
+        core::cmp::Ordering::Less => {
+            // This CPU opened nothing in that second yet: claim the slot.
+            *b = HoBucket { sec, opened: 0, closed: 1 };
+            true
+        }
+        core::cmp::Ordering::Greater => false,
     }
 }
 

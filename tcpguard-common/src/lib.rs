@@ -20,6 +20,6 @@ pub mod types;
 #[cfg(all(feature = "craft", not(target_arch = "bpf")))]
 pub mod craft;
 
-pub use counters::{Counter, Counters, COUNTER_COUNT};
 pub use attack::{promote_threshold, rate_step};
+pub use counters::{Counter, Counters, COUNTER_COUNT};
 pub use types::*;

@@ -261,9 +261,7 @@ mod tests {
 
     #[test]
     fn syn_v6_and_ext_headers() {
-        let c = Craft::v6(v6addr(5), v6addr(6), 1234, 443)
-            .flags(TCP_SYN)
-            .seq(7);
+        let c = Craft::v6(v6addr(5), v6addr(6), 1234, 443).flags(TCP_SYN).seq(7);
         let p = parse(&c.clone().build()[..]).unwrap();
         assert!(p.is_v6);
         assert_eq!(p.dport, 443);
@@ -273,15 +271,9 @@ mod tests {
         assert_eq!(TcpPacket { l4_off: p.l4_off, ..p2 }, p);
         assert_eq!((p.l3_off, p.l4_off, p2.l4_off), (14, 54, 54 + 8 + 8 + 8));
         // Non-first fragment.
-        assert_eq!(
-            parse(&c.clone().v6_ext(&[44]).frag_offset(8).build()[..]),
-            Err(ParseError::Fragment)
-        );
+        assert_eq!(parse(&c.clone().v6_ext(&[44]).frag_offset(8).build()[..]), Err(ParseError::Fragment));
         // Five extension headers: beyond the bounded walk.
-        assert_eq!(
-            parse(&c.clone().v6_ext(&[0, 60, 60, 60, 60]).build()[..]),
-            Err(ParseError::Ipv6ExtLimit)
-        );
+        assert_eq!(parse(&c.clone().v6_ext(&[0, 60, 60, 60, 60]).build()[..]), Err(ParseError::Ipv6ExtLimit));
     }
 
     #[test]
@@ -294,10 +286,7 @@ mod tests {
         assert_eq!((one.l3_off, one.l4_off, two.l3_off, two.l4_off), (18, 38, 22, 42));
         assert_eq!(none.doff, 5);
         // A third tag is not followed: the inner type is a VLAN, not IP.
-        assert_eq!(
-            parse(&v4().vlans(&[ETH_P_8021AD, ETH_P_8021Q, ETH_P_8021Q]).build()[..]),
-            Err(ParseError::NonIp)
-        );
+        assert_eq!(parse(&v4().vlans(&[ETH_P_8021AD, ETH_P_8021Q, ETH_P_8021Q]).build()[..]), Err(ParseError::NonIp));
     }
 
     #[test]

@@ -24,7 +24,13 @@ pub fn take(b: Bucket, now_ns: u64, rate: u64, burst: u64) -> (bool, Bucket) {
     // Clamp so that the products below cannot overflow (plain multiplies:
     // overflow-checked ones need 128-bit helpers the BPF target lacks).
     let rate = if rate > MAX_RATE { MAX_RATE } else { rate };
-    let burst = if burst == 0 { rate } else if burst > MAX_BURST { MAX_BURST } else { burst };
+    let burst = if burst == 0 {
+        rate
+    } else if burst > MAX_BURST {
+        MAX_BURST
+    } else {
+        burst
+    };
     let cap = burst.wrapping_mul(1000);
     let mut tokens = if b.refill_ns == 0 {
         cap

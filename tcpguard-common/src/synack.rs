@@ -110,7 +110,17 @@ pub fn option_step(th: &[u8; 64], w: &mut OptionWalk) -> bool {
 /// scale: a 40-byte header); `None` for any other layout (then walked).
 #[inline(always)]
 pub fn linux_layout(th: &[u8; 64], len: usize) -> Option<SynOptions> {
-    if len != 40 || th[20] != 2 || th[21] != 4 || th[24] != 4 || th[25] != 2 || th[26] != 8 || th[27] != 10 || th[36] != 1 || th[37] != 3 || th[38] != 3 {
+    if len != 40
+        || th[20] != 2
+        || th[21] != 4
+        || th[24] != 4
+        || th[25] != 2
+        || th[26] != 8
+        || th[27] != 10
+        || th[36] != 1
+        || th[37] != 3
+        || th[38] != 3
+    {
         return None;
     }
     let w = th[39];
@@ -329,7 +339,10 @@ mod tests {
     fn parses_common_layouts() {
         let (t, l) = th(&LINUX);
         let o = parse_syn_options(&t, l);
-        assert_eq!(o, SynOptions { mss: 1460, has_wscale: true, wscale: 7, sack_ok: true, has_ts: true, tsval: 0x0001_0002 });
+        assert_eq!(
+            o,
+            SynOptions { mss: 1460, has_wscale: true, wscale: 7, sack_ok: true, has_ts: true, tsval: 0x0001_0002 }
+        );
         // The in-place read of Linux's layout agrees with the walk, and
         // declines anything else.
         assert_eq!(linux_layout(&t, l), Some(o));

@@ -27,8 +27,8 @@ pub mod map_names {
     pub const EVENTS: &str = "EVENTS";
     /// Every map the program owns, in pinning order.
     pub const ALL: [&str; 15] = [
-        SETTINGS, COUNTERS, HALF_OPEN, HO_BUCKETS, SRC_STATS, ALLOW_V4, ALLOW_V6, BLOCK_V4,
-        BLOCK_V6, PORTS, SYN_SEEN, ATTACK, RATE_WIN, SKETCH, HLL,
+        SETTINGS, COUNTERS, HALF_OPEN, HO_BUCKETS, SRC_STATS, ALLOW_V4, ALLOW_V6, BLOCK_V4, BLOCK_V6, PORTS, SYN_SEEN,
+        ATTACK, RATE_WIN, SKETCH, HLL,
     ];
 }
 
@@ -284,7 +284,10 @@ pub struct HoBucket {
 
 #[cfg(all(feature = "user", not(target_arch = "bpf")))]
 mod pod {
-    use super::*;
+    use super::{
+        AllowEntry, AttackState, BlockEntry, FlowKey, HalfOpen, HeavyEvent, HoBucket, ModeEvent, RateWindow, Settings,
+        SrcKey, SrcStats,
+    };
     unsafe impl aya::Pod for Settings {}
     unsafe impl aya::Pod for SrcKey {}
     unsafe impl aya::Pod for FlowKey {}

@@ -24,8 +24,8 @@
 use aya_ebpf::{
     bindings::{bpf_sock_tuple, tcphdr, xdp_action, BPF_F_NO_PREALLOC, BPF_NOEXIST},
     helpers::{
-        bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_loop, bpf_sk_release, bpf_skc_lookup_tcp, bpf_tcp_check_syncookie,
-        bpf_tcp_gen_syncookie, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
+        bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_loop, bpf_sk_release, bpf_skc_lookup_tcp,
+        bpf_tcp_check_syncookie, bpf_tcp_gen_syncookie, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
     },
     macros::{map, xdp},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
@@ -37,7 +37,7 @@ use tcpguard_common::{
     parse::{self, PacketBuf, TcpPacket, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     ratelimit::{self, Bucket},
     sketch::{self, Hll, Sketch},
-    synack, AllowEntry, AttackState, BlockEntry, ModeEvent, Counter, Counters, FlowKey, HalfOpen, HeavyEvent, HoBucket,
+    synack, AllowEntry, AttackState, BlockEntry, Counter, Counters, FlowKey, HalfOpen, HeavyEvent, HoBucket, ModeEvent,
     RateWindow, Settings, SrcKey, SrcStats, ATTACK_REASON_SYN_RATE, DEFAULT_HALF_OPEN_ENTRIES, DEFAULT_SRC_ENTRIES,
     FLAG_HAS_ALLOWS, FLAG_HAS_BLOCKS, FLAG_MONITOR, FLAG_PORT_FILTER, FLAG_XDP_COOKIES, LIST_ENTRIES, PORT_ENTRIES,
 };
@@ -50,8 +50,7 @@ static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
 // capacity per CPU, and a flood landing on one CPU would then evict live
 // entries at max_entries / ncpus (measured: 100k sources counted as 210k).
 #[map]
-static HALF_OPEN: LruHashMap<FlowKey, HalfOpen> =
-    LruHashMap::with_max_entries(DEFAULT_HALF_OPEN_ENTRIES, 0);
+static HALF_OPEN: LruHashMap<FlowKey, HalfOpen> = LruHashMap::with_max_entries(DEFAULT_HALF_OPEN_ENTRIES, 0);
 /// Coarse time of the last SYN per 4-tuple hash: the ACK path's pre-filter.
 #[map]
 static SYN_SEEN: Array<u64> = Array::with_max_entries(handshake::FILTER_SLOTS, 0);
@@ -60,17 +59,13 @@ static HO_BUCKETS: PerCpuArray<HoBucket> = PerCpuArray::with_max_entries(BUCKETS
 #[map]
 static SRC_STATS: LruHashMap<SrcKey, SrcStats> = LruHashMap::with_max_entries(DEFAULT_SRC_ENTRIES, 0);
 #[map]
-static ALLOW_V4: LpmTrie<[u8; 4], AllowEntry> =
-    LpmTrie::with_max_entries(LIST_ENTRIES, BPF_F_NO_PREALLOC);
+static ALLOW_V4: LpmTrie<[u8; 4], AllowEntry> = LpmTrie::with_max_entries(LIST_ENTRIES, BPF_F_NO_PREALLOC);
 #[map]
-static ALLOW_V6: LpmTrie<[u8; 16], AllowEntry> =
-    LpmTrie::with_max_entries(LIST_ENTRIES, BPF_F_NO_PREALLOC);
+static ALLOW_V6: LpmTrie<[u8; 16], AllowEntry> = LpmTrie::with_max_entries(LIST_ENTRIES, BPF_F_NO_PREALLOC);
 #[map]
-static BLOCK_V4: LpmTrie<[u8; 4], BlockEntry> =
-    LpmTrie::with_max_entries(LIST_ENTRIES, BPF_F_NO_PREALLOC);
+static BLOCK_V4: LpmTrie<[u8; 4], BlockEntry> = LpmTrie::with_max_entries(LIST_ENTRIES, BPF_F_NO_PREALLOC);
 #[map]
-static BLOCK_V6: LpmTrie<[u8; 16], BlockEntry> =
-    LpmTrie::with_max_entries(LIST_ENTRIES, BPF_F_NO_PREALLOC);
+static BLOCK_V6: LpmTrie<[u8; 16], BlockEntry> = LpmTrie::with_max_entries(LIST_ENTRIES, BPF_F_NO_PREALLOC);
 /// Scratch space for building a `SrcStats` off the BPF stack.
 #[map]
 static SCRATCH: PerCpuArray<SrcStats> = PerCpuArray::with_max_entries(1, 0);
@@ -190,11 +185,7 @@ fn allowed_if_any(s: &Settings, p: &TcpPacket) -> bool {
 /// `Some(true)` blocked, `Some(false)` matched an expired entry, `None` no match.
 #[inline(always)]
 fn blocked(p: &TcpPacket) -> Option<bool> {
-    let e = if p.is_v6 {
-        BLOCK_V6.get(Key::new(128, p.saddr))
-    } else {
-        BLOCK_V4.get(Key::new(32, v4(p)))
-    }?;
+    let e = if p.is_v6 { BLOCK_V6.get(Key::new(128, p.saddr)) } else { BLOCK_V4.get(Key::new(32, v4(p))) }?;
     let exp = e.expires_ns;
     // The coarse clock (one jiffy behind at most) is enough for TTLs in
     // seconds, and cheaper on the drop path.
@@ -697,7 +688,17 @@ fn answer(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket) -> Op
         (true, _, m) => m as u16,
     };
     let now_ms = (now_ns() / 1_000_000) as u32;
-    let len = synack::write_synack(&mut r.tcp, p.sport, p.dport, p.seq, cookie, &walk.found, mss, s.synack_wscale as u8, now_ms);
+    let len = synack::write_synack(
+        &mut r.tcp,
+        p.sport,
+        p.dport,
+        p.seq,
+        cookie,
+        &walk.found,
+        mss,
+        s.synack_wscale as u8,
+        now_ms,
+    );
     let l3 = p.l3_off as usize & 0x3f;
     let l4 = p.l4_off as usize & 0x7f;
     // Resize the frame to exactly the reply: headers, no payload.
@@ -733,7 +734,11 @@ fn answer(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket) -> Op
         store(ctx, l4, unsafe { &*(r.tcp.as_ptr() as *const [u8; 24]) })?;
     }
     let macs = Frame(ctx).bytes::<12>(0)?;
-    store(ctx, 0, &[macs[6], macs[7], macs[8], macs[9], macs[10], macs[11], macs[0], macs[1], macs[2], macs[3], macs[4], macs[5]])?;
+    store(
+        ctx,
+        0,
+        &[macs[6], macs[7], macs[8], macs[9], macs[10], macs[11], macs[0], macs[1], macs[2], macs[3], macs[4], macs[5]],
+    )?;
     bump(c, Counter::CookieSent);
     if let Some(atk) = ATTACK.get_ptr_mut(0) {
         // SAFETY: shared map value; a racing first write stores a time as early.

@@ -45,19 +45,37 @@ fn attack_rows(singles: u32, repeat: u32, rounds: usize, tracking_new_ns: f64) -
     let _l = std::net::TcpListener::bind("0.0.0.0:80")?;
     let mut rows = Vec::new();
     let mut dp = Datapath::load(&LoadOptions::default())?;
-    let settings = Settings { flags: FLAG_XDP_COOKIES, synack_wscale: 7, heavy_syns_per_sec: 200, hash_seed: 0x5eed, ..Settings::default() };
+    let settings = Settings {
+        flags: FLAG_XDP_COOKIES,
+        synack_wscale: 7,
+        heavy_syns_per_sec: 200,
+        hash_seed: 0x5eed,
+        ..Settings::default()
+    };
     let mut m = Maps::new(&mut dp.ebpf);
     m.set_settings(&settings)?;
     m.set_attack(&AttackState { active: 1, reason: ATTACK_REASON_DAEMON, ..AttackState::default() })?;
     // A spoofed flood: every SYN from a new random source, Linux options.
     let flood: Vec<Vec<u8>> = (0..singles)
-        .map(|i| Craft::v4(src(2_000_000 + i), DST, 1024 + (i % 60000) as u16, 80).flags(TCP_SYN).seq(i).syn_options().build())
+        .map(|i| {
+            Craft::v4(src(2_000_000 + i), DST, 1024 + (i % 60000) as u16, 80)
+                .flags(TCP_SYN)
+                .seq(i)
+                .syn_options()
+                .build()
+        })
         .collect();
     let base = single_ns(dp.baseline(), &flood)?;
     let ns = single_ns(dp.program(), &flood)?;
     let sent = Maps::new(&mut dp.ebpf).counters()?.get(tcpguard_common::Counter::CookieSent);
     anyhow::ensure!(sent >= u64::from(singles) * 9 / 10, "the responder answered only {sent} of {singles} SYNs");
-    rows.push(Row { name: "attack mode: spoofed SYN → SYN-ACK from XDP", regime: "single-shot", ns, base_ns: base, ..Row::default() });
+    rows.push(Row {
+        name: "attack mode: spoofed SYN → SYN-ACK from XDP",
+        regime: "single-shot",
+        ns,
+        base_ns: base,
+        ..Row::default()
+    });
     rows.push(Row {
         name: "attack mode: spoofed SYN → SYN-ACK from XDP",
         regime: "single-shot",
@@ -71,22 +89,52 @@ fn attack_rows(singles: u32, repeat: u32, rounds: usize, tracking_new_ns: f64) -
     // without the kernel's cookie (tcp_syncookies=1: the helper refuses
     // before computing it).
     let closed: Vec<Vec<u8>> = (0..singles)
-        .map(|i| Craft::v4(src(3_000_000 + i), DST, 1024 + (i % 60000) as u16, 81).flags(TCP_SYN).seq(i).syn_options().build())
+        .map(|i| {
+            Craft::v4(src(3_000_000 + i), DST, 1024 + (i % 60000) as u16, 81)
+                .flags(TCP_SYN)
+                .seq(i)
+                .syn_options()
+                .build()
+        })
         .collect();
     let ns_closed = single_ns(dp.program(), &closed)?;
-    rows.push(Row { name: "attack mode: SYN to a closed port (socket lookup misses)", regime: "single-shot", ns: ns_closed, base_ns: base, ..Row::default() });
+    rows.push(Row {
+        name: "attack mode: SYN to a closed port (socket lookup misses)",
+        regime: "single-shot",
+        ns: ns_closed,
+        base_ns: base,
+        ..Row::default()
+    });
     std::fs::write("/proc/sys/net/ipv4/tcp_syncookies", "1")?;
     let refused: Vec<Vec<u8>> = (0..singles)
-        .map(|i| Craft::v4(src(4_000_000 + i), DST, 1024 + (i % 60000) as u16, 80).flags(TCP_SYN).seq(i).syn_options().build())
+        .map(|i| {
+            Craft::v4(src(4_000_000 + i), DST, 1024 + (i % 60000) as u16, 80)
+                .flags(TCP_SYN)
+                .seq(i)
+                .syn_options()
+                .build()
+        })
         .collect();
     let ns_refused = single_ns(dp.program(), &refused)?;
     std::fs::write("/proc/sys/net/ipv4/tcp_syncookies", "2")?;
-    rows.push(Row { name: "attack mode: SYN to a listener, cookie refused (lookup + helper, no cookie)", regime: "single-shot", ns: ns_refused, base_ns: base, ..Row::default() });
+    rows.push(Row {
+        name: "attack mode: SYN to a listener, cookie refused (lookup + helper, no cookie)",
+        regime: "single-shot",
+        ns: ns_refused,
+        base_ns: base,
+        ..Row::default()
+    });
     // The same flood with the responder off: what the accounting costs.
     let mut m = Maps::new(&mut dp.ebpf);
     m.set_settings(&Settings { flags: 0, ..settings })?;
     let ns_acct = single_ns(dp.program(), &flood)?;
-    rows.push(Row { name: "attack mode, responder off: sketch + HLL, kernel answers", regime: "single-shot", ns: ns_acct, base_ns: base, ..Row::default() });
+    rows.push(Row {
+        name: "attack mode, responder off: sketch + HLL, kernel answers",
+        regime: "single-shot",
+        ns: ns_acct,
+        base_ns: base,
+        ..Row::default()
+    });
     // A heavy source the daemon has blocked: dropped by the block-list
     // before any accounting.
     let mut m = Maps::new(&mut dp.ebpf);
@@ -94,7 +142,14 @@ fn attack_rows(singles: u32, repeat: u32, rounds: usize, tracking_new_ns: f64) -
     m.block(&"10.250.0.66/32".parse().map_err(anyhow::Error::msg)?, 0)?;
     let heavy = Craft::v4([10, 250, 0, 66], DST, 40000, 80).flags(TCP_SYN).seq(1).syn_options().build();
     let (ns, b) = paired_repeat(&dp, &heavy, repeat, rounds)?;
-    rows.push(Row { name: "attack mode: SYN from a heavy source, blocked (drop)", regime: "repeat", ns, base_ns: b, target: Some(2.0), ..Row::default() });
+    rows.push(Row {
+        name: "attack mode: SYN from a heavy source, blocked (drop)",
+        regime: "repeat",
+        ns,
+        base_ns: b,
+        target: Some(2.0),
+        ..Row::default()
+    });
     Ok(rows)
 }
 
@@ -123,7 +178,7 @@ fn single_ns(p: &Xdp, frames: &[Vec<u8>]) -> anyhow::Result<f64> {
 }
 
 fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
+    v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
@@ -150,12 +205,26 @@ pub fn packets(quick: bool) -> anyhow::Result<String> {
 
     let data = Craft::v4(src(2), DST, 40000, 80).flags(TCP_ACK).seq(5).ack(9).payload(&[0u8; 64]).build();
     let (ns, base) = paired_repeat(&dp, &data, repeat, rounds)?;
-    rows.push(Row { name: "TCP data, established flow", regime: "repeat", ns, base_ns: base, target: Some(1.5), ..Row::default() });
+    rows.push(Row {
+        name: "TCP data, established flow",
+        regime: "repeat",
+        ns,
+        base_ns: base,
+        target: Some(1.5),
+        ..Row::default()
+    });
 
     Maps::new(&mut dp.ebpf).block(&"10.200.0.0/16".parse().map_err(anyhow::Error::msg)?, 0)?;
     let blocked = Craft::v4([10, 200, 1, 1], DST, 40000, 80).flags(TCP_SYN).seq(1).syn_options().build();
     let (ns, base) = paired_repeat(&dp, &blocked, repeat, rounds)?;
-    rows.push(Row { name: "SYN from a blocked source (drop)", regime: "repeat", ns, base_ns: base, target: Some(2.0), ..Row::default() });
+    rows.push(Row {
+        name: "SYN from a blocked source (drop)",
+        regime: "repeat",
+        ns,
+        base_ns: base,
+        target: Some(2.0),
+        ..Row::default()
+    });
 
     // The same established-data packet with a non-empty block-list: the
     // price of the block-list lookup on every TCP packet.
@@ -169,15 +238,35 @@ pub fn packets(quick: bool) -> anyhow::Result<String> {
         .map(|i| Craft::v4(src(1000 + i), DST, 40000, 80).flags(TCP_SYN).seq(i).syn_options().build())
         .collect();
     let known: Vec<Vec<u8>> = (0..singles)
-        .map(|i| Craft::v4([10, 99, 0, 1], DST, 1024 + (i % 60000) as u16, 80).flags(TCP_SYN).seq(i ^ 0x5a5a).syn_options().build())
+        .map(|i| {
+            Craft::v4([10, 99, 0, 1], DST, 1024 + (i % 60000) as u16, 80)
+                .flags(TCP_SYN)
+                .seq(i ^ 0x5a5a)
+                .syn_options()
+                .build()
+        })
         .collect();
     let base_single = single_ns(dp.baseline(), &new_src)?;
     let ns_new = single_ns(dp.program(), &new_src)?;
     let ns_known = single_ns(dp.program(), &known)?;
     let base_single2 = single_ns(dp.baseline(), &known)?;
-    let base = (base_single + base_single2) / 2.0;
-    rows.push(Row { name: "SYN from a new source", regime: "single-shot", ns: ns_new, base_ns: base, target: Some(8.0), ..Row::default() });
-    rows.push(Row { name: "SYN from a known source (new connection)", regime: "single-shot", ns: ns_known, base_ns: base, target: Some(8.0), ..Row::default() });
+    let base = f64::midpoint(base_single, base_single2);
+    rows.push(Row {
+        name: "SYN from a new source",
+        regime: "single-shot",
+        ns: ns_new,
+        base_ns: base,
+        target: Some(8.0),
+        ..Row::default()
+    });
+    rows.push(Row {
+        name: "SYN from a known source (new connection)",
+        regime: "single-shot",
+        ns: ns_known,
+        base_ns: base,
+        target: Some(8.0),
+        ..Row::default()
+    });
     drop(dp);
 
     // Attack mode, in a namespace of its own with a real listener (the
@@ -210,7 +299,11 @@ pub fn packets(quick: bool) -> anyhow::Result<String> {
             Some(t) => (format!("≤ {t}×"), if ratio <= t { "met" } else { "missed" }),
             None => ("—".into(), ""),
         };
-        let _ = writeln!(s, "| {} | {} | {:.1} | {:.1} | {:.2}× | {} | {} |", name, r.regime, r.ns, r.base_ns, ratio, t, ok);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.1} | {:.1} | {:.2}× | {} | {} |",
+            name, r.regime, r.ns, r.base_ns, ratio, t, ok
+        );
     }
     Ok(s)
 }

@@ -44,8 +44,13 @@ pub enum Setup {
 }
 
 impl Setup {
-    pub const ALL: [Setup; 5] =
-        [Setup::NoProtection, Setup::KernelCookies, Setup::TcpguardDrop, Setup::TcpguardAuto, Setup::TcpguardAttackMode];
+    pub const ALL: [Setup; 5] = [
+        Setup::NoProtection,
+        Setup::KernelCookies,
+        Setup::TcpguardDrop,
+        Setup::TcpguardAuto,
+        Setup::TcpguardAttackMode,
+    ];
     pub fn label(self) -> &'static str {
         match self {
             Setup::NoProtection => "(a) no protection: syncookies=0, backlog 16",
@@ -118,7 +123,8 @@ pub struct FloodBench {
 fn cpu_times() -> (u64, u64) {
     // (softirq, total) jiffies from the aggregate "cpu" line of /proc/stat.
     let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let f: Vec<u64> = s.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let f: Vec<u64> =
+        s.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
     let total = f.iter().take(8).sum();
     (f.get(6).copied().unwrap_or(0), total)
 }
@@ -152,7 +158,12 @@ fn daemon_with(lab: &Lab, att: &Attacker, policy: &str, tag: &str, datapath: &st
 }
 
 fn spec(att: &Attacker, sources: Sources, pps: u64, secs: f64, seed: u64) -> FloodSpec {
-    FloodSpec { rate: pps, duration: Duration::from_secs_f64(secs), seed, ..att.flood(IpAddr::V4(SERVER_IP), PORT, sources) }
+    FloodSpec {
+        rate: pps,
+        duration: Duration::from_secs_f64(secs),
+        seed,
+        ..att.flood(IpAddr::V4(SERVER_IP), PORT, sources)
+    }
 }
 
 fn spoofed() -> Sources {
@@ -196,7 +207,9 @@ fn point(setup: Setup, pps: u64, secs: f64) -> Result<Point> {
     let server = Server::start(&lab.server, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), backlog)?;
     let _daemon = match setup {
         Setup::TcpguardDrop => Some(daemon(&lab, &att, "drop", "c")?),
-        Setup::TcpguardAuto => Some(daemon_with(&lab, &att, "auto", "d", "syn-cookies = \"kernel\"\nattack-syn-rate = 0")?),
+        Setup::TcpguardAuto => {
+            Some(daemon_with(&lab, &att, "auto", "d", "syn-cookies = \"kernel\"\nattack-syn-rate = 0")?)
+        }
         Setup::TcpguardAttackMode => Some(daemon(&lab, &att, "auto", "e")?),
         _ => None,
     };
@@ -209,7 +222,12 @@ fn point(setup: Setup, pps: u64, secs: f64) -> Result<Point> {
     let t0 = Instant::now();
     let flood = att.ns.spawn(move || flood::run(&fspec, &st))?;
     // Probe from fresh client state: the flood is on from the start.
-    let prober = Prober::start(&lab.client, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), Duration::from_millis(25), Duration::from_secs(1))?;
+    let prober = Prober::start(
+        &lab.client,
+        SocketAddr::new(IpAddr::V4(SERVER_IP), PORT),
+        Duration::from_millis(25),
+        Duration::from_secs(1),
+    )?;
     std::thread::sleep(Duration::from_secs_f64(secs));
     let probes = prober.stop();
     let rep = flood.join().map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
@@ -250,7 +268,8 @@ fn latency(kind: &str, pps: u64, runs: usize) -> Result<Latency> {
         let (lab, att) = lab()?;
         let _server = Server::start(&lab.server, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 128)?;
         let d = daemon(&lab, &att, "auto", "lat")?;
-        let sources = if kind == "spoofed-random" { spoofed() } else { Sources::Single("203.0.113.66".parse().expect("addr")) };
+        let sources =
+            if kind == "spoofed-random" { spoofed() } else { Sources::Single("203.0.113.66".parse().expect("addr")) };
         let stop = Arc::new(AtomicBool::new(false));
         let fspec = spec(&att, sources, pps, 4.0, 0x1a7 + i as u64);
         let st = stop.clone();
@@ -397,8 +416,18 @@ pub fn run(quick: bool) -> Result<FloodBench> {
         for s in Setup::ALL {
             let p = point(s, r, secs)?;
             eprintln!(
-                "{:<46} {:>7} SYN/s (sent {:>7.0}, rx {:>7.0}): legit {:>5.1}% p50 {:>6.2} ms p99 {:>7.2} ms softirq {:>4.1}% {:>6.0} ns/rx xdp {:>6.0} ns",
-                s.label(), r, p.sent_pps, p.received_pps, p.legit.success * 100.0, p.legit.p50_ms, p.legit.p99_ms, p.softirq_pct, p.softirq_ns_per_rx, p.xdp_ns_per_packet.unwrap_or(f64::NAN)
+                "{:<46} {:>7} SYN/s (sent {:>7.0}, rx {:>7.0}): legit {:>5.1}% p50 {:>6.2} ms p99 {:>7.2} ms \
+                    softirq {:>4.1}% {:>6.0} ns/rx xdp {:>6.0} ns",
+                s.label(),
+                r,
+                p.sent_pps,
+                p.received_pps,
+                p.legit.success * 100.0,
+                p.legit.p50_ms,
+                p.legit.p99_ms,
+                p.softirq_pct,
+                p.softirq_ns_per_rx,
+                p.xdp_ns_per_packet.unwrap_or(f64::NAN)
             );
             out.points.push(p);
         }

@@ -114,7 +114,11 @@ pub enum ConfigCmd {
 /// feature; not part of the shipped binary).
 #[cfg(feature = "lab")]
 #[derive(Parser, Debug)]
-#[command(name = "tcpguard-lab", version, about = "tcpguard's lab tools: demo, flood generator, benchmarks (never for production hosts)")]
+#[command(
+    name = "tcpguard-lab",
+    version,
+    about = "tcpguard's lab tools: demo, flood generator, benchmarks (never for production hosts)"
+)]
 pub struct LabCli {
     #[command(subcommand)]
     pub command: LabCommand,

@@ -18,7 +18,11 @@ pub const DEFAULT_TOML: &str = include_str!("../../config/tcpguard.toml");
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}")]
-    Read { path: PathBuf, #[source] source: std::io::Error },
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{origin}: {message}")]
     Parse { origin: String, message: String },
     #[error("{origin}: {key}: {reason}")]
@@ -232,8 +236,8 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -275,7 +279,10 @@ impl Config {
             return Err(("datapath.ports", format!("at most {} ports", tcpguard_common::PORT_ENTRIES)));
         }
         if p.attack_syn_rate != 0 && p.attack_syn_rate < 1000 {
-            return Err(("datapath.attack-syn-rate", format!("{} is below 1000 SYN/s (0 turns it off)", p.attack_syn_rate)));
+            return Err((
+                "datapath.attack-syn-rate",
+                format!("{} is below 1000 SYN/s (0 turns it off)", p.attack_syn_rate),
+            ));
         }
         if !(1..=65_536).contains(&p.attack_sample) {
             return Err(("datapath.attack-sample", format!("{} is outside 1..=65536", p.attack_sample)));
@@ -285,7 +292,11 @@ impl Config {
         }
         let t = &self.detection;
         let ratio = |key: &'static str, v: f64| {
-            if (0.0..=1.0).contains(&v) { Ok(()) } else { Err((key, format!("{v} is not a ratio in 0..=1"))) }
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err((key, format!("{v} is not a ratio in 0..=1")))
+            }
         };
         ratio("detection.min-completion-ratio", t.min_completion_ratio)?;
         ratio("detection.heavy-share", t.heavy_share)?;
@@ -307,15 +318,26 @@ impl Config {
             return Err(("policy.block-ttl-secs", "must be at least 1".into()));
         }
         if y.block_ttl_max_secs < y.block_ttl_secs {
-            return Err(("policy.block-ttl-max-secs", format!("{} is below policy.block-ttl-secs ({})", y.block_ttl_max_secs, y.block_ttl_secs)));
+            return Err((
+                "policy.block-ttl-max-secs",
+                format!("{} is below policy.block-ttl-secs ({})", y.block_ttl_max_secs, y.block_ttl_secs),
+            ));
         }
         if y.max_blocked == 0 || y.max_blocked > tcpguard_common::LIST_ENTRIES as usize / 2 {
-            return Err(("policy.max-blocked", format!("{} is outside 1..={}", y.max_blocked, tcpguard_common::LIST_ENTRIES / 2)));
+            return Err((
+                "policy.max-blocked",
+                format!("{} is outside 1..={}", y.max_blocked, tcpguard_common::LIST_ENTRIES / 2),
+            ));
         }
         let c = &self.control;
         match u32::from_str_radix(&c.mode, 8) {
             Ok(m) if m <= 0o777 && m & 0o600 == 0o600 => {}
-            _ => return Err(("control.mode", format!("{:?} must be an octal mode like \"0660\" that lets the owner read and write", c.mode))),
+            _ => {
+                return Err((
+                    "control.mode",
+                    format!("{:?} must be an octal mode like \"0660\" that lets the owner read and write", c.mode),
+                ))
+            }
         }
         if !c.socket.is_absolute() {
             return Err(("control.socket", format!("{} must be an absolute path", c.socket.display())));
@@ -327,7 +349,11 @@ impl Config {
 /// TOML errors span several lines with a source excerpt; keep them on one
 /// line for logs while keeping the key and the reason.
 fn flatten(msg: &str) -> String {
-    msg.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('|') && !l.chars().all(|c| c == '^' || c == ' ')).collect::<Vec<_>>().join(" ")
+    msg.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.chars().all(|c| c == '^' || c == ' '))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]

@@ -9,12 +9,21 @@ use crate::proto::{read_frame, write_frame, Request, Response, SourceView, Statu
 
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
-    #[error("tcpguard is not running (no daemon answers on {path}). Start it with `systemctl start tcpguard` or `tcpguard run --iface IFACE`")]
+    #[error(
+        "tcpguard is not running (no daemon answers on {path}). Start it with `systemctl start tcpguard` or \
+        `tcpguard run --iface IFACE`"
+    )]
     NotRunning { path: String },
-    #[error("permission denied on {path}: run as root or as a member of the socket's group (control.group in the config)")]
+    #[error(
+        "permission denied on {path}: run as root or as a member of the socket's group (control.group in the config)"
+    )]
     Denied { path: String },
     #[error("talking to the daemon on {path}: {source}")]
-    Io { path: String, #[source] source: crate::proto::ProtoError },
+    Io {
+        path: String,
+        #[source]
+        source: crate::proto::ProtoError,
+    },
     #[error("the daemon did not answer within 10 s on {path}")]
     Timeout { path: String },
     #[error("{0}")]
@@ -61,9 +70,19 @@ pub fn render_status(v: &StatusView) -> String {
     let ifs: Vec<String> = v
         .interfaces
         .iter()
-        .map(|i| format!("{} ({})", i.name, if i.adopted { "adopted from a previous run" } else { i.xdp_mode.as_str() }))
+        .map(|i| {
+            format!("{} ({})", i.name, if i.adopted { "adopted from a previous run" } else { i.xdp_mode.as_str() })
+        })
         .collect();
-    let _ = writeln!(s, "tcpguard {} — protecting {} — policy {}, datapath {}, up {}", v.version, ifs.join(", "), v.policy, v.datapath_mode, dur(v.uptime_secs));
+    let _ = writeln!(
+        s,
+        "tcpguard {} — protecting {} — policy {}, datapath {}, up {}",
+        v.version,
+        ifs.join(", "),
+        v.policy,
+        v.datapath_mode,
+        dur(v.uptime_secs)
+    );
     let a = &v.attack;
     if a.active {
         let kind = a.kind.map_or("unknown", |k| k.as_str());
@@ -90,11 +109,18 @@ pub fn render_status(v: &StatusView) -> String {
         let _ = writeln!(s, "{line}");
         let _ = writeln!(
             s,
-            "  responder {}: {:.0} SYN-ACKs/s from XDP, {:.0} cookie ACKs/s, {:.0} invalid ACKs dropped/s, ~{:.0} distinct sources/s, 1 SYN in {} tracked",
-            d.responder, d.cookies_sent_per_sec, d.cookie_acks_per_sec, d.invalid_acks_dropped_per_sec, d.distinct_sources_per_sec, d.sample_one_in
+            "  responder {}: {:.0} SYN-ACKs/s from XDP, {:.0} cookie ACKs/s, {:.0} invalid ACKs dropped/s, \
+                ~{:.0} distinct sources/s, 1 SYN in {} tracked",
+            d.responder,
+            d.cookies_sent_per_sec,
+            d.cookie_acks_per_sec,
+            d.invalid_acks_dropped_per_sec,
+            d.distinct_sources_per_sec,
+            d.sample_one_in
         );
     } else if !d.mode.is_empty() {
-        let _ = writeln!(s, "datapath: {} (responder {}; entered attack mode {} times)", d.mode, d.responder, d.entries);
+        let _ =
+            writeln!(s, "datapath: {} (responder {}; entered attack mode {} times)", d.mode, d.responder, d.entries);
     }
     let ev: Vec<String> = a
         .evidence
@@ -109,13 +135,21 @@ pub fn render_status(v: &StatusView) -> String {
     }
     let _ = writeln!(
         s,
-        "traffic: {:.0} SYN/s, {:.0} completed/s (ratio {:.2}), {} half-open, {:.0} new sources/s, {:.0} drops/s, {} failed handshakes",
-        v.syn_per_sec, v.completed_per_sec, v.completion_ratio, v.half_open, v.new_sources_per_sec, v.dropped_per_sec, v.handshakes_failed
+        "traffic: {:.0} SYN/s, {:.0} completed/s (ratio {:.2}), {} half-open, {:.0} new sources/s, {:.0} \
+            drops/s, {} failed handshakes",
+        v.syn_per_sec,
+        v.completed_per_sec,
+        v.completion_ratio,
+        v.half_open,
+        v.new_sources_per_sec,
+        v.dropped_per_sec,
+        v.handshakes_failed
     );
     let k = &v.kernel;
     let _ = writeln!(
         s,
-        "kernel: tcp_syncookies={}{}, {} SYN_RECV, cookies sent {} / recv {} / failed {}, listen overflows {}, drops {}",
+        "kernel: tcp_syncookies={}{}, {} SYN_RECV, cookies sent {} / recv {} / failed {}, listen overflows {}, \
+            drops {}",
         k.view.syncookies,
         if k.syncookies_forced { " (forced by tcpguard)" } else { "" },
         k.view.syn_recv,
@@ -136,16 +170,35 @@ pub fn render_status(v: &StatusView) -> String {
     if !v.top_sources.is_empty() {
         let _ = writeln!(s, "heavy sources:");
         for t in &v.top_sources {
-            let _ = writeln!(s, "  {:<40} {:>8.0} SYN/s {:>6} half-open {:>6} completed", t.addr.to_string(), t.syn_per_sec, t.half_open, t.completed);
+            let _ = writeln!(
+                s,
+                "  {:<40} {:>8.0} SYN/s {:>6} half-open {:>6} completed",
+                t.addr.to_string(),
+                t.syn_per_sec,
+                t.half_open,
+                t.completed
+            );
         }
     }
     s
 }
 
 pub fn render_top(v: &[SourceView]) -> String {
-    let mut s = format!("{:<40} {:>10} {:>10} {:>10} {:>10} {:>10}\n", "source", "SYN/s", "SYNs", "completed", "half-open", "dropped");
+    let mut s = format!(
+        "{:<40} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
+        "source", "SYN/s", "SYNs", "completed", "half-open", "dropped"
+    );
     for t in v {
-        let _ = writeln!(s, "{:<40} {:>10.0} {:>10} {:>10} {:>10} {:>10}", t.addr.to_string(), t.syn_per_sec, t.syns, t.completed, t.half_open, t.dropped);
+        let _ = writeln!(
+            s,
+            "{:<40} {:>10.0} {:>10} {:>10} {:>10} {:>10}",
+            t.addr.to_string(),
+            t.syn_per_sec,
+            t.syns,
+            t.completed,
+            t.half_open,
+            t.dropped
+        );
     }
     s
 }
@@ -194,7 +247,11 @@ mod tests {
         v.attack.kind = Some(crate::model::Kind::SpoofedRandom);
         v.attack.phase = crate::model::Phase::Active;
         v.attack.mitigation = vec!["SYN cookies forced".into()];
-        v.blocked.push(crate::proto::BlockView { prefix: "198.51.100.66/32".parse().unwrap(), expires_in_secs: Some(42.0), reason: "operator".into() });
+        v.blocked.push(crate::proto::BlockView {
+            prefix: "198.51.100.66/32".parse().unwrap(),
+            expires_in_secs: Some(42.0),
+            reason: "operator".into(),
+        });
         let text = render_status(&v);
         assert!(text.contains("ATTACK: spoofed-random"), "{text}");
         assert!(text.contains("mitigation: SYN cookies forced"));

@@ -14,11 +14,8 @@ pub fn require_capabilities() -> anyhow::Result<()> {
     let Some(eff) = effective_caps() else { return Ok(()) };
     let has = |bit: u32| eff & (1u64 << bit) != 0;
     // CAP_SYS_ADMIN covers CAP_BPF on every kernel.
-    let missing: Vec<&str> = NEEDED
-        .iter()
-        .filter(|(bit, _)| !(has(*bit) || *bit == 39 && has(21)))
-        .map(|(_, n)| *n)
-        .collect();
+    let missing: Vec<&str> =
+        NEEDED.iter().filter(|(bit, _)| !(has(*bit) || *bit == 39 && has(21))).map(|(_, n)| *n).collect();
     if missing.is_empty() {
         return Ok(());
     }

@@ -19,11 +19,10 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-
 use crate::{
+    daemon::detect::Kind,
     flood::{self, FloodReport, FloodSpec, Sources},
     lab::{probe_stats, DaemonProcess, Lab, Probe, Prober, Server, SERVER_IP},
-    daemon::detect::Kind,
     proto::StatusView,
 };
 
@@ -41,6 +40,7 @@ struct Phase {
     expect: Option<Kind>,
 }
 
+#[allow(clippy::too_many_lines)] // a script: lab, daemon, then the phases in order
 pub fn run(phase_scale: f64) -> Result<()> {
     // SAFETY: installing a handler that only stores to an atomic.
     unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
@@ -59,7 +59,12 @@ pub fn run(phase_scale: f64) -> Result<()> {
     println!("tcpguard run --iface {} --iface {}   (embedded default config, policy auto)", lab.srv_if, att.srv_if);
     let status = || daemon.status();
 
-    let prober = Prober::start(&lab.client, SocketAddr::new(IpAddr::V4(SERVER_IP), port), Duration::from_millis(20), Duration::from_secs(1))?;
+    let prober = Prober::start(
+        &lab.client,
+        SocketAddr::new(IpAddr::V4(SERVER_IP), port),
+        Duration::from_millis(20),
+        Duration::from_secs(1),
+    )?;
     let s = |x: u64| ((x as f64 * phase_scale).round() as u64).max(2);
     let phases = [
         Phase { name: "steady legit clients", secs: s(6), flood: None, expect: None },
@@ -132,7 +137,8 @@ pub fn run(phase_scale: f64) -> Result<()> {
             }
             if let Some(v) = status() {
                 let now = demo_start.elapsed().as_secs_f64() - from;
-                if ph.expect.is_some() && v.attack.active && v.attack.kind == ph.expect && row.detected_after.is_none() {
+                if ph.expect.is_some() && v.attack.active && v.attack.kind == ph.expect && row.detected_after.is_none()
+                {
                     row.detected_after = Some(now);
                     row.kind = v.attack.kind.map(|k| k.as_str().to_string());
                 }
@@ -144,7 +150,11 @@ pub fn run(phase_scale: f64) -> Result<()> {
                 if mitigated && row.mitigated_after.is_none() {
                     row.mitigated_after = Some(now);
                 }
-                if ph.flood.is_none() && !v.attack.active && row.ended_after.is_none() && rows.last().is_some_and(|r: &Row| r.sent.is_some()) {
+                if ph.flood.is_none()
+                    && !v.attack.active
+                    && row.ended_after.is_none()
+                    && rows.last().is_some_and(|r: &Row| r.sent.is_some())
+                {
                     row.ended_after = Some(now);
                 }
                 if ph.flood.is_some() && v.attack.active {
@@ -202,7 +212,10 @@ pub fn run(phase_scale: f64) -> Result<()> {
         println!("{:<66} {:>8.1}% {:>8.2} {:>8.2}  {}", r.name, st.success * 100.0, st.p50_ms, st.p99_ms, det);
     }
     if let Some(v) = last_status {
-        println!("attacks declared: {}; connections served: {served}; namespaces, veths, pins and the daemon removed.", v.attack.attacks_total);
+        println!(
+            "attacks declared: {}; connections served: {served}; namespaces, veths, pins and the daemon removed.",
+            v.attack.attacks_total
+        );
     }
     Ok(())
 }
@@ -213,13 +226,20 @@ fn screen(tty: bool, phase: &str, t: f64, v: &StatusView, probes: &[Probe]) {
     if tty {
         print!("\x1b[H\x1b[2J");
         println!("tcpguard demo — t={t:5.1}s — {phase}\n");
-        println!("legit clients (last 3 s): {:.1}% ok of {} attempts, p50 {:.2} ms, p99 {:.2} ms\n", st.success * 100.0, st.attempts, st.p50_ms, st.p99_ms);
+        println!(
+            "legit clients (last 3 s): {:.1}% ok of {} attempts, p50 {:.2} ms, p99 {:.2} ms\n",
+            st.success * 100.0,
+            st.attempts,
+            st.p50_ms,
+            st.p99_ms
+        );
         print!("{}", crate::ctl::render_status(v));
         println!("\nCtrl-C stops the demo and cleans up.");
     } else {
         let kind = v.attack.kind.map_or("-", |k| k.as_str());
         println!(
-            "t={t:5.1}s {:<40.40} attack={:<5} kind={:<18} datapath={:<8} xdp-synacks/s={:>7.0} syn/s={:>7.0} half-open={:>6} drops/s={:>7.0} blocked={} cookies={} legit={:>5.1}%",
+            "t={t:5.1}s {:<40.40} attack={:<5} kind={:<18} datapath={:<8} xdp-synacks/s={:>7.0} syn/s={:>7.0} \
+                half-open={:>6} drops/s={:>7.0} blocked={} cookies={} legit={:>5.1}%",
             phase,
             v.attack.active,
             kind,

@@ -111,9 +111,7 @@ impl PacketSocket {
         sll.sll_family = libc::AF_PACKET as u16;
         sll.sll_protocol = proto;
         sll.sll_ifindex = ifindex;
-        let rc = unsafe {
-            libc::bind(fd, (&raw const sll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32)
-        };
+        let rc = unsafe { libc::bind(fd, (&raw const sll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32) };
         if rc != 0 {
             let e = io::Error::last_os_error();
             unsafe { libc::close(fd) };
@@ -124,10 +122,8 @@ impl PacketSocket {
 
     /// Send frames with one sendmmsg call per batch; returns how many went.
     pub fn send_batch(&self, frames: &[Vec<u8>]) -> io::Result<usize> {
-        let mut iov: Vec<libc::iovec> = frames
-            .iter()
-            .map(|f| libc::iovec { iov_base: f.as_ptr() as *mut _, iov_len: f.len() })
-            .collect();
+        let mut iov: Vec<libc::iovec> =
+            frames.iter().map(|f| libc::iovec { iov_base: f.as_ptr() as *mut _, iov_len: f.len() }).collect();
         let mut msgs: Vec<libc::mmsghdr> = iov
             .iter_mut()
             .map(|v| {
@@ -159,9 +155,7 @@ pub fn syn_frame(spec: &FloodSpec, src: IpAddr, sport: u16, seq: u32) -> Vec<u8>
     let c = match (src, spec.dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => Craft::v4(s.octets(), d.octets(), sport, spec.dport),
         (IpAddr::V6(s), IpAddr::V6(d)) => Craft::v6(s.octets(), d.octets(), sport, spec.dport),
-        (IpAddr::V4(s), IpAddr::V6(d)) => {
-            Craft::v6(s.to_ipv6_mapped().octets(), d.octets(), sport, spec.dport)
-        }
+        (IpAddr::V4(s), IpAddr::V6(d)) => Craft::v6(s.to_ipv6_mapped().octets(), d.octets(), sport, spec.dport),
         (IpAddr::V6(s), IpAddr::V4(d)) => {
             Craft::v4(s.to_ipv4_mapped().map_or([0; 4], |a| a.octets()), d.octets(), sport, spec.dport)
         }
@@ -212,7 +206,7 @@ pub fn run(spec: &FloodSpec, stop: &std::sync::atomic::AtomicBool) -> io::Result
             let due = Duration::from_secs_f64(rep.sent as f64 / spec.rate as f64);
             let el = start.elapsed();
             if due > el {
-                std::thread::sleep(due - el);
+                std::thread::sleep(due.checked_sub(el).unwrap());
             }
         }
     }

@@ -21,9 +21,17 @@ pub enum LabError {
     #[error("cannot run `ip` (iproute2): {0}")]
     Spawn(#[source] io::Error),
     #[error("cannot enter network namespace {name}")]
-    Enter { name: String, #[source] source: io::Error },
+    Enter {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("attaching the pass-everything XDP program to the lab's peer end {iface}")]
-    PeerXdp { iface: String, #[source] source: Box<crate::loader::LoaderError> },
+    PeerXdp {
+        iface: String,
+        #[source]
+        source: Box<crate::loader::LoaderError>,
+    },
 }
 
 const PREFIX: &str = "tgl";
@@ -179,7 +187,8 @@ pub struct Lab {
 fn attach_peer(peer: &std::sync::Mutex<crate::loader::Datapath>, ns: &Netns, dev: &str) -> Result<(), LabError> {
     let mut guard = peer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let dp: &mut crate::loader::Datapath = &mut guard;
-    ns.run(|| dp.attach_baseline(dev))?.map_err(|source| LabError::PeerXdp { iface: dev.to_string(), source: Box::new(source) })?;
+    ns.run(|| dp.attach_baseline(dev))?
+        .map_err(|source| LabError::PeerXdp { iface: dev.to_string(), source: Box::new(source) })?;
     Ok(())
 }
 
@@ -199,8 +208,18 @@ impl Lab {
         // Create the pair directly inside the namespaces: it never exists in
         // the host namespace.
         ip(&[
-            "link", "add", &srv_if, "netns", &server.name, "type", "veth", "peer", "name", &cli_if,
-            "netns", &client.name,
+            "link",
+            "add",
+            &srv_if,
+            "netns",
+            &server.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &cli_if,
+            "netns",
+            &client.name,
         ])?;
         for (ns, dev, v4, v6) in [
             (&server, &srv_if, "198.18.0.1/16", "fd00:7467::1/64"),
@@ -217,7 +236,8 @@ impl Lab {
         let srv_mac = mac(&server, &srv_if)?;
         let cli_mac = mac(&client, &cli_if)?;
         let small = crate::loader::LoadOptions { half_open_entries: 1024, source_entries: 1024, pin_dir: None };
-        let peer = crate::loader::Datapath::load(&small).map_err(|source| LabError::PeerXdp { iface: cli_if.clone(), source: Box::new(source) })?;
+        let peer = crate::loader::Datapath::load(&small)
+            .map_err(|source| LabError::PeerXdp { iface: cli_if.clone(), source: Box::new(source) })?;
         let peer_xdp = std::sync::Mutex::new(peer);
         attach_peer(&peer_xdp, &client, &cli_if)?;
         Ok(Lab { server, client, srv_if, cli_if, srv_mac, cli_mac, peer_xdp })
@@ -252,7 +272,20 @@ impl Lab {
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let srv_if = format!("tgS{}x{n}", std::process::id());
         let att_if = format!("tgA{}x{n}", std::process::id());
-        ip(&["link", "add", &srv_if, "netns", &self.server.name, "type", "veth", "peer", "name", &att_if, "netns", &ns.name])?;
+        ip(&[
+            "link",
+            "add",
+            &srv_if,
+            "netns",
+            &self.server.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &att_if,
+            "netns",
+            &ns.name,
+        ])?;
         self.server.ip(&["addr", "add", "198.19.254.1/24", "dev", &srv_if])?;
         ns.ip(&["addr", "add", "198.19.254.2/24", "dev", &att_if])?;
         self.server.ip(&["link", "set", &srv_if, "up"])?;
@@ -305,9 +338,7 @@ impl Server {
             }
             served
         })?;
-        rx.recv()
-            .map_err(|_| LabError::Spawn(io::Error::other("listener thread died")))?
-            .map_err(LabError::Spawn)?;
+        rx.recv().map_err(|_| LabError::Spawn(io::Error::other("listener thread died")))?.map_err(LabError::Spawn)?;
         Ok(Server { stop, thread: Some(thread) })
     }
 
@@ -360,7 +391,12 @@ pub struct Prober {
 }
 
 impl Prober {
-    pub fn start(ns: &Netns, to: std::net::SocketAddr, interval: std::time::Duration, timeout: std::time::Duration) -> Result<Self, LabError> {
+    pub fn start(
+        ns: &Netns,
+        to: std::net::SocketAddr,
+        interval: std::time::Duration,
+        timeout: std::time::Duration,
+    ) -> Result<Self, LabError> {
         use std::sync::{atomic::AtomicBool, Arc, Mutex};
         let stop = Arc::new(AtomicBool::new(false));
         let results = Arc::new(Mutex::new(Vec::new()));
@@ -464,7 +500,13 @@ pub struct DaemonProcess {
 impl DaemonProcess {
     /// Start `exe run <args...> --socket <dir>/tcpguard.sock` in `ns` and
     /// wait until it answers. `cleanup` lists pin directories to remove.
-    pub fn start(ns: &Netns, exe: &std::path::Path, args: &[&std::ffi::OsStr], dir: &std::path::Path, cleanup: Vec<std::path::PathBuf>) -> anyhow::Result<Self> {
+    pub fn start(
+        ns: &Netns,
+        exe: &std::path::Path,
+        args: &[&std::ffi::OsStr],
+        dir: &std::path::Path,
+        cleanup: Vec<std::path::PathBuf>,
+    ) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         std::fs::create_dir_all(dir)?;
         let socket = dir.join("tcpguard.sock");
@@ -525,7 +567,14 @@ impl Drop for DaemonProcess {
 
 /// A flood spec from `ifname`/`src_mac` toward `dst_mac`, with defaults
 /// callers override: as fast as possible, no count, 10 s, Linux-like options.
-fn flood_from(ifname: &str, src_mac: [u8; 6], dst_mac: [u8; 6], dst: std::net::IpAddr, dport: u16, sources: crate::flood::Sources) -> crate::flood::FloodSpec {
+fn flood_from(
+    ifname: &str,
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    dst: std::net::IpAddr,
+    dport: u16,
+    sources: crate::flood::Sources,
+) -> crate::flood::FloodSpec {
     crate::flood::FloodSpec {
         ifname: ifname.to_string(),
         src_mac,
@@ -543,7 +592,12 @@ fn flood_from(ifname: &str, src_mac: [u8; 6], dst_mac: [u8; 6], dst: std::net::I
 
 impl Lab {
     /// A flood sent from the client namespace into the server.
-    pub fn client_flood(&self, dst: std::net::IpAddr, dport: u16, sources: crate::flood::Sources) -> crate::flood::FloodSpec {
+    pub fn client_flood(
+        &self,
+        dst: std::net::IpAddr,
+        dport: u16,
+        sources: crate::flood::Sources,
+    ) -> crate::flood::FloodSpec {
         flood_from(&self.cli_if, self.cli_mac, self.srv_mac, dst, dport, sources)
     }
 }

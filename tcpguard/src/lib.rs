@@ -14,9 +14,9 @@ pub mod cli;
 pub mod config;
 pub mod ctl;
 pub mod daemon;
+pub mod daemon_check;
 #[cfg(feature = "lab")]
 pub mod demo;
-pub mod daemon_check;
 #[cfg(feature = "lab")]
 pub mod flood;
 #[cfg(feature = "lab")]

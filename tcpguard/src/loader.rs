@@ -29,13 +29,30 @@ pub enum LoaderError {
     #[error("program {name} is missing from the eBPF object")]
     MissingProgram { name: &'static str },
     #[error("failed to load XDP program {name} into the kernel (verifier)")]
-    Verify { name: &'static str, #[source] source: aya::programs::ProgramError },
+    Verify {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
     #[error("failed to attach XDP to {iface} in {mode} mode; try --xdp-mode skb")]
-    Attach { iface: String, mode: &'static str, #[source] source: aya::programs::ProgramError },
+    Attach {
+        iface: String,
+        mode: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
     #[error("failed to create pin directory {path}")]
-    PinDir { path: PathBuf, #[source] source: std::io::Error },
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("failed to pin the XDP link at {path}")]
-    PinLink { path: PathBuf, #[source] source: Box<dyn std::error::Error + Send + Sync> },
+    PinLink {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// How an interface came to be protected, and where its link is pinned.
@@ -102,8 +119,7 @@ impl Datapath {
         let pins: Vec<(&'static str, PathBuf)> = match &opts.pin_dir {
             Some(dir) => {
                 ensure_bpffs(dir)?;
-                std::fs::create_dir_all(dir)
-                    .map_err(|source| LoaderError::PinDir { path: dir.clone(), source })?;
+                std::fs::create_dir_all(dir).map_err(|source| LoaderError::PinDir { path: dir.clone(), source })?;
                 map_names::ALL.iter().map(|n| (*n, dir.join(n))).collect()
             }
             None => Vec::new(),
@@ -149,7 +165,9 @@ impl Datapath {
     pub fn attach_pinned(&mut self, iface: &str, mode: AttachMode, link_pin: &Path) -> Result<Attachment, LoaderError> {
         if link_pin.exists() {
             match self.adopt(link_pin) {
-                Ok(()) => return Ok(Attachment { how: crate::model::Attach::Adopted, link_pin: link_pin.to_path_buf() }),
+                Ok(()) => {
+                    return Ok(Attachment { how: crate::model::Attach::Adopted, link_pin: link_pin.to_path_buf() })
+                }
                 Err(e) => {
                     log::warn!("cannot adopt the pinned link {}: {e}; attaching anew", link_pin.display());
                     let _ = std::fs::remove_file(link_pin);
@@ -163,7 +181,10 @@ impl Datapath {
             .try_into()
             .map_err(|source| LoaderError::Verify { name: PROGRAM, source })?;
         let used = attach_mode(prog, iface, mode)?;
-        let pin_err = |source: Box<dyn std::error::Error + Send + Sync>| LoaderError::PinLink { path: link_pin.to_path_buf(), source };
+        let pin_err = |source: Box<dyn std::error::Error + Send + Sync>| LoaderError::PinLink {
+            path: link_pin.to_path_buf(),
+            source,
+        };
         let (id, prog) = (used.1, prog);
         let link = prog.take_link(id).map_err(|e| pin_err(Box::new(e)))?;
         let fd = FdLink::try_from(link).map_err(|e| pin_err(Box::new(e)))?;
@@ -261,7 +282,7 @@ fn is_bpffs(p: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else { return false };
     // SAFETY: statfs into a zeroed struct.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
+    unsafe { libc::statfs(c.as_ptr(), &raw mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
 }
 
 /// Make sure `pin_root` lies on a bpf filesystem. Hosts booted by systemd
@@ -278,7 +299,8 @@ pub fn ensure_bpffs(pin_root: &Path) -> Result<bool, LoaderError> {
     if is_bpffs(&probe) {
         return Ok(false);
     }
-    let mount_err = |msg: String| LoaderError::PinDir { path: pin_root.to_path_buf(), source: std::io::Error::other(msg) };
+    let mount_err =
+        |msg: String| LoaderError::PinDir { path: pin_root.to_path_buf(), source: std::io::Error::other(msg) };
     if !pin_root.starts_with(BPFFS_MOUNT) {
         return Err(mount_err(format!(
             "{} is not on a bpf filesystem; mount one (mount -t bpf bpf DIR) or use a pin-root under {BPFFS_MOUNT}",

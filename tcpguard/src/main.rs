@@ -5,11 +5,10 @@ use clap::Parser as _;
 use tcpguard::{
     cli::{Cli, Client, Command, ConfigCmd},
     config::{Config, ControlConfig},
-    ctl,
-    daemon,
-    proto::{Request, Response},
+    ctl, daemon,
     loader::{pin_dir_for, Datapath, LoadOptions},
     maps::{monotonic_ns, Maps},
+    proto::{Request, Response},
     summary,
 };
 use tcpguard_common::halfopen::Tally;
@@ -50,7 +49,9 @@ async fn ask(c: &Client, req: Request) -> Result<Response> {
 
 async fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run { config, ifaces, socket } => daemon::run(daemon::RunOptions { config_path: config, interfaces: ifaces, socket }).await,
+        Command::Run { config, ifaces, socket } => {
+            daemon::run(daemon::RunOptions { config_path: config, interfaces: ifaces, socket }).await
+        }
         Command::Status { json, client } => match ask(&client, Request::Status).await? {
             Response::Status(v) if json => {
                 println!("{}", serde_json::to_string_pretty(&v)?);
@@ -101,16 +102,25 @@ async fn dispatch(cli: Cli) -> Result<()> {
     }
 }
 
-async fn watch(iface: &str, mode: tcpguard::loader::AttachMode, pin: bool, interval: f64, duration: Option<f64>) -> Result<()> {
+async fn watch(
+    iface: &str,
+    mode: tcpguard::loader::AttachMode,
+    pin: bool,
+    interval: f64,
+    duration: Option<f64>,
+) -> Result<()> {
     tcpguard::daemon_check::require_capabilities()?;
     let pin_dir = pin.then(|| pin_dir_for(iface));
     let opts = LoadOptions { pin_dir: pin_dir.clone(), ..LoadOptions::default() };
     let mut dp = Datapath::load(&opts).context("loading the XDP program")?;
     let used = dp.attach(iface, mode).with_context(|| format!("attaching to {iface}"))?;
-    log::info!("attached to {iface} in {used} mode{}", match &pin_dir {
-        Some(d) => format!(", maps pinned under {}", d.display()),
-        None => String::new(),
-    });
+    log::info!(
+        "attached to {iface} in {used} mode{}",
+        match &pin_dir {
+            Some(d) => format!(", maps pinned under {}", d.display()),
+            None => String::new(),
+        }
+    );
     let tty = std::io::stdout().is_terminal();
     let mut tally = Tally::default();
     let mut prev = Maps::new(&mut dp.ebpf).counters()?;

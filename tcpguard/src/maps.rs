@@ -22,9 +22,19 @@ pub enum MapsError {
     #[error("map {name} is missing from the loaded object")]
     Missing { name: &'static str },
     #[error("map {name}: {op} failed")]
-    Op { name: &'static str, op: &'static str, #[source] source: MapError },
+    Op {
+        name: &'static str,
+        op: &'static str,
+        #[source]
+        source: MapError,
+    },
     #[error("map {name}: {op} failed")]
-    Io { name: &'static str, op: &'static str, #[source] source: std::io::Error },
+    Io {
+        name: &'static str,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn op(name: &'static str, op: &'static str) -> impl FnOnce(MapError) -> MapsError {
@@ -138,16 +148,29 @@ impl<'a> Maps<'a> {
     }
 
     /// Insert into the v4 or v6 trie of a pair, as the prefix says.
-    fn trie_insert<V: aya::Pod>(&mut self, (v4, v6): (&'static str, &'static str), p: &Prefix, v: V) -> Result<(), MapsError> {
+    fn trie_insert<V: aya::Pod>(
+        &mut self,
+        (v4, v6): (&'static str, &'static str),
+        p: &Prefix,
+        v: V,
+    ) -> Result<(), MapsError> {
         let len = u32::from(p.len);
         match p.addr {
-            IpAddr::V4(a) => self.trie::<[u8; 4], V>(v4)?.insert(&Key::new(len, a.octets()), v, 0).map_err(op(v4, "insert")),
-            IpAddr::V6(a) => self.trie::<[u8; 16], V>(v6)?.insert(&Key::new(len, a.octets()), v, 0).map_err(op(v6, "insert")),
+            IpAddr::V4(a) => {
+                self.trie::<[u8; 4], V>(v4)?.insert(&Key::new(len, a.octets()), v, 0).map_err(op(v4, "insert"))
+            }
+            IpAddr::V6(a) => {
+                self.trie::<[u8; 16], V>(v6)?.insert(&Key::new(len, a.octets()), v, 0).map_err(op(v6, "insert"))
+            }
         }
     }
 
     /// Remove from the v4 or v6 trie of a pair; `Ok(false)` if absent.
-    fn trie_remove<V: aya::Pod>(&mut self, (v4, v6): (&'static str, &'static str), p: &Prefix) -> Result<bool, MapsError> {
+    fn trie_remove<V: aya::Pod>(
+        &mut self,
+        (v4, v6): (&'static str, &'static str),
+        p: &Prefix,
+    ) -> Result<bool, MapsError> {
         let len = u32::from(p.len);
         let (name, r) = match p.addr {
             IpAddr::V4(a) => (v4, self.trie::<[u8; 4], V>(v4)?.remove(&Key::new(len, a.octets()))),
@@ -166,13 +189,13 @@ impl<'a> Maps<'a> {
         let mut out = Vec::new();
         let n = map_names::BLOCK_V4;
         let t: LpmTrie<&MapData, [u8; 4], BlockEntry> = LpmTrie::try_from(self.map(n)?).map_err(op(n, "open"))?;
-        for kv in t.iter() {
+        for kv in &t {
             let (k, v) = kv.map_err(op(n, "iterate"))?;
             out.push((Prefix::new(IpAddr::from(k.data()), k.prefix_len() as u8), v));
         }
         let n = map_names::BLOCK_V6;
         let t: LpmTrie<&MapData, [u8; 16], BlockEntry> = LpmTrie::try_from(self.map(n)?).map_err(op(n, "open"))?;
-        for kv in t.iter() {
+        for kv in &t {
             let (k, v) = kv.map_err(op(n, "iterate"))?;
             out.push((Prefix::new(IpAddr::from(k.data()), k.prefix_len() as u8), v));
         }
@@ -255,11 +278,11 @@ impl<'a> Maps<'a> {
         let n = map_names::SRC_STATS;
         let m: HashMap<&MapData, SrcKey, SrcStats> = HashMap::try_from(self.map(n)?).map_err(op(n, "open"))?;
         let mut out = Vec::new();
-        for kv in m.iter() {
+        for kv in &m {
             match kv {
                 Ok((k, v)) => out.push((key_addr(&k), v)),
                 // LRU eviction while iterating: skip, the next scan sees the rest.
-                Err(MapError::KeyNotFound) => continue,
+                Err(MapError::KeyNotFound) => {}
                 Err(e) => return Err(op(n, "iterate")(e)),
             }
         }
@@ -271,7 +294,7 @@ impl<'a> Maps<'a> {
         let n = map_names::HALF_OPEN;
         let m: HashMap<&MapData, tcpguard_common::FlowKey, tcpguard_common::HalfOpen> =
             HashMap::try_from(self.map(n)?).map_err(op(n, "open"))?;
-        Ok(m.keys().filter(Result::is_ok).count())
+        Ok(m.keys().flatten().count())
     }
 }
 
@@ -294,6 +317,6 @@ pub fn key_addr(k: &SrcKey) -> IpAddr {
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -96,7 +96,9 @@ pub enum BlockOrigin {
 impl fmt::Display for BlockOrigin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BlockOrigin::HeavySource { syn_per_sec, half_open } => write!(f, "heavy source: {syn_per_sec:.0} SYN/s, {half_open} half-open"),
+            BlockOrigin::HeavySource { syn_per_sec, half_open } => {
+                write!(f, "heavy source: {syn_per_sec:.0} SYN/s, {half_open} half-open")
+            }
             BlockOrigin::Operator => f.write_str("operator"),
             BlockOrigin::Config => f.write_str("config datapath.block"),
             BlockOrigin::Pinned => f.write_str("kept from a previous run (pinned)"),

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::{
-    model::{Evidence, Kind, KernelView, Phase},
+    model::{Evidence, KernelView, Kind, Phase},
     net::Prefix,
 };
 
@@ -18,10 +18,19 @@ pub const MAX_FRAME: u32 = 4 * 1024 * 1024;
 pub enum Request {
     Status,
     /// Every tracked source, heaviest first (scans the source table).
-    Top { limit: usize },
-    Block { prefix: Prefix, ttl_secs: Option<u64> },
-    Unblock { prefix: Prefix },
-    Allow { prefix: Prefix },
+    Top {
+        limit: usize,
+    },
+    Block {
+        prefix: Prefix,
+        ttl_secs: Option<u64>,
+    },
+    Unblock {
+        prefix: Prefix,
+    },
+    Allow {
+        prefix: Prefix,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -197,10 +206,7 @@ mod tests {
         let got: Request = read_frame(&mut b).await.unwrap();
         assert_eq!(got, req);
         // The wire form is stable JSON an operator can read.
-        assert_eq!(
-            serde_json::to_string(&req).unwrap(),
-            r#"{"cmd":"block","prefix":"198.51.100.0/24","ttl_secs":30}"#
-        );
+        assert_eq!(serde_json::to_string(&req).unwrap(), r#"{"cmd":"block","prefix":"198.51.100.0/24","ttl_secs":30}"#);
         // Oversized length is refused before allocating.
         a.write_all(&(MAX_FRAME + 1).to_be_bytes()).await.unwrap();
         assert!(matches!(read_frame::<_, Request>(&mut b).await, Err(ProtoError::TooLarge { .. })));
@@ -219,7 +225,16 @@ mod tests {
     #[test]
     fn status_json_has_the_documented_fields() {
         let v = serde_json::to_value(StatusView::default()).unwrap();
-        for path in ["/attack/active", "/attack/kind", "/attack/evidence", "/half_open", "/syn_per_sec", "/blocked", "/top_sources", "/kernel/syncookies_forced"] {
+        for path in [
+            "/attack/active",
+            "/attack/kind",
+            "/attack/evidence",
+            "/half_open",
+            "/syn_per_sec",
+            "/blocked",
+            "/top_sources",
+            "/kernel/syncookies_forced",
+        ] {
             assert!(v.pointer(path).is_some(), "missing {path} in {v}");
         }
     }

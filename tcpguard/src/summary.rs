@@ -5,7 +5,15 @@ use std::fmt::Write as _;
 use tcpguard_common::{Counter, Counters};
 
 /// Render counters (and per-second rates against `prev`) as a short table.
-pub fn render(iface: &str, mode: &str, c: &Counters, prev: &Counters, secs: f64, half_open: u64, failed: u64) -> String {
+pub fn render(
+    iface: &str,
+    mode: &str,
+    c: &Counters,
+    prev: &Counters,
+    secs: f64,
+    half_open: u64,
+    failed: u64,
+) -> String {
     let rate = |k: Counter| (c.get(k).wrapping_sub(prev.get(k))) as f64 / secs.max(1e-3);
     let mut s = String::new();
     let _ = writeln!(s, "tcpguard on {iface} (XDP {mode})    Ctrl-C to detach and exit");

@@ -27,8 +27,9 @@ use tcpguard_common::{
     parse::{ETH_P_8021AD, ETH_P_8021Q, TCP_ACK, TCP_SYN},
     sketch,
     synack::decode_tsecr,
-    AttackState, Counter, Counter::*, Settings, ATTACK_REASON_DAEMON, ATTACK_REASON_SYN_RATE, FLAG_MONITOR,
-    FLAG_XDP_COOKIES,
+    AttackState, Counter,
+    Counter::*,
+    Settings, ATTACK_REASON_DAEMON, ATTACK_REASON_SYN_RATE, FLAG_MONITOR, FLAG_XDP_COOKIES,
 };
 
 const XDP_TX: u32 = 3;
@@ -88,7 +89,12 @@ fn attack_settings(flags: u32) -> Settings {
 
 fn enter_attack(dp: &mut Datapath) {
     Maps::new(&mut dp.ebpf)
-        .set_attack(&AttackState { active: 1, reason: ATTACK_REASON_DAEMON, entered_ns: monotonic_ns(), ..AttackState::default() })
+        .set_attack(&AttackState {
+            active: 1,
+            reason: ATTACK_REASON_DAEMON,
+            entered_ns: monotonic_ns(),
+            ..AttackState::default()
+        })
         .unwrap();
 }
 
@@ -100,7 +106,8 @@ fn setup(dp: &mut Datapath, flags: u32) {
 /// Run once; the verdict and the frame the program left.
 fn run_out(dp: &Datapath, frame: &[u8]) -> (u32, Vec<u8>) {
     let mut out = vec![0u8; 512];
-    let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), repeat: 1, ..TestRunOptions::default() };
+    let opts =
+        TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), repeat: 1, ..TestRunOptions::default() };
     let r = dp.program().test_run(opts).expect("BPF_PROG_TEST_RUN");
     out.truncate(r.data_size_out as usize);
     (r.return_value, out)
@@ -112,13 +119,13 @@ fn moved(dp: &mut Datapath, f: impl FnOnce(&Datapath)) -> Vec<(&'static str, u64
     let after = counters(dp);
     let mut d = delta(&before, &after);
     d.retain(|(n, _)| *n != "packets");
-    d.sort();
+    d.sort_unstable();
     d
 }
 
 fn want(list: &[(Counter, u64)]) -> Vec<(&'static str, u64)> {
     let mut v: Vec<_> = list.iter().map(|(c, n)| (c.name(), *n)).collect();
-    v.sort();
+    v.sort_unstable();
     v
 }
 
@@ -300,7 +307,11 @@ fn syn_without_options_gets_an_mss_only_reply() {
         assert_eq!(verdict, XDP_TX);
         let sa = SynAck::parse(frame);
         assert_eq!(sa.tcp().len(), 24);
-        assert_eq!(sa.options(), vec![(2, 1460u16.to_be_bytes().to_vec())], "MSS only: no timestamps to carry the rest");
+        assert_eq!(
+            sa.options(),
+            vec![(2, 1460u16.to_be_bytes().to_vec())],
+            "MSS only: no timestamps to carry the rest"
+        );
         sa.checksums_verify();
     });
 }
@@ -385,7 +396,12 @@ fn a_forged_ack_is_dropped_and_established_traffic_passes() {
         let l = TcpListener::bind("127.0.0.1:8081").unwrap();
         let c = TcpStream::connect("127.0.0.1:8081").unwrap();
         let (_s, peer) = l.accept().unwrap();
-        let data = Craft::v4([127, 0, 0, 1], [127, 0, 0, 1], peer.port(), 8081).flags(TCP_ACK).seq(1).ack(1).payload(b"hi").build();
+        let data = Craft::v4([127, 0, 0, 1], [127, 0, 0, 1], peer.port(), 8081)
+            .flags(TCP_ACK)
+            .seq(1)
+            .ack(1)
+            .payload(b"hi")
+            .build();
         let d = moved(&mut dp, |dp| assert_eq!(run(dp, &data), XDP_PASS));
         assert_eq!(d, want(&[(PassTcp, 1)]));
         drop(c);
@@ -499,7 +515,9 @@ fn leaving_attack_mode_restores_tracking() {
     setup(&mut dp, 0);
     let d = moved(&mut dp, |dp| assert_eq!(run(dp, &syn4(1000, 1).build()), XDP_PASS));
     assert_eq!(d, want(&[(Syn, 1), (AttackSyn, 1), (PassTcp, 1)]));
-    Maps::new(&mut dp.ebpf).set_attack(&AttackState { active: 0, left_ns: monotonic_ns(), ..AttackState::default() }).unwrap();
+    Maps::new(&mut dp.ebpf)
+        .set_attack(&AttackState { active: 0, left_ns: monotonic_ns(), ..AttackState::default() })
+        .unwrap();
     let d = moved(&mut dp, |dp| assert_eq!(run(dp, &syn4(1001, 1).build()), XDP_PASS));
     assert!(d.contains(&(HalfOpenOpened.name(), 1)) && !d.iter().any(|(n, _)| *n == AttackSyn.name()), "{d:?}");
 }

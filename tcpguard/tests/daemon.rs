@@ -3,6 +3,8 @@
 //! observed through `tcpguard status --json`, /metrics over HTTP, signals
 //! and the sysctl itself. Root required.
 
+#![allow(clippy::float_cmp)] // exact values read back from JSON and metrics
+
 mod common;
 
 use std::{
@@ -146,9 +148,7 @@ fn wait_status(f: &Files, limit: Duration, what: &str, mut pred: impl FnMut(&Val
             if pred(&v) {
                 return (v, t.elapsed());
             }
-            if t.elapsed() > limit {
-                panic!("timed out after {limit:?} waiting for {what}; last status: {v:#}");
-            }
+            assert!(t.elapsed() <= limit, "timed out after {limit:?} waiting for {what}; last status: {v:#}");
         } else if t.elapsed() > limit {
             panic!("timed out after {limit:?} waiting for {what}; daemon not answering");
         }
@@ -164,8 +164,13 @@ fn serve(lab: &Lab) -> Server {
     Server::start(&lab.server, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 128).expect("listener")
 }
 
-
-fn start_flood(lab: &Lab, sources: Sources, rate: u64, secs: u64, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<FloodReport> {
+fn start_flood(
+    lab: &Lab,
+    sources: Sources,
+    rate: u64,
+    secs: u64,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<FloodReport> {
     let spec = FloodSpec {
         rate,
         duration: Duration::from_secs(secs),
@@ -223,9 +228,11 @@ fn spoofed_flood_forces_cookies_then_restores() {
     eprintln!("detection latency (flood start -> status shows attack): {latency:?}");
     // Two ticks over threshold; the first tick after the flood starts is partial.
     assert!(latency <= Duration::from_millis(3 * TICK_MS + 150), "detected after {latency:?}");
-    let rules: Vec<&str> = v["attack"]["evidence"].as_array().unwrap().iter().map(|e| e["rule"].as_str().unwrap()).collect();
+    let rules: Vec<&str> =
+        v["attack"]["evidence"].as_array().unwrap().iter().map(|e| e["rule"].as_str().unwrap()).collect();
     assert!(rules.contains(&"syn-rate") && rules.contains(&"new-source-ratio"), "{rules:?}");
-    let (v, _) = wait_status(&f, Duration::from_secs(2), "cookies forced", |v| v["kernel"]["syncookies_forced"] == true);
+    let (v, _) =
+        wait_status(&f, Duration::from_secs(2), "cookies forced", |v| v["kernel"]["syncookies_forced"] == true);
     assert_eq!(v["kernel"]["syncookies"], 2);
     assert_eq!(lab.server.read_sysctl("net.ipv4.tcp_syncookies").unwrap(), "2");
     // The datapath answers the flood from XDP: attack mode, SYN-ACKs sent.
@@ -235,7 +242,11 @@ fn spoofed_flood_forces_cookies_then_restores() {
     assert_eq!(v["datapath"]["responder"], "xdp", "{:#}", v["datapath"]);
     assert_eq!(lab.server.read_sysctl("net.ipv4.tcp_timestamps").unwrap(), "2");
     // Real clients still get in during the flood.
-    assert_eq!(connect_n(&lab, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 10), 10, "legit clients during the spoofed flood");
+    assert_eq!(
+        connect_n(&lab, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 10),
+        10,
+        "legit clients during the spoofed flood"
+    );
 
     // Metrics over real HTTP, counters moving.
     let m1 = scrape(&lab);
@@ -245,7 +256,10 @@ fn spoofed_flood_forces_cookies_then_restores() {
         .server
         .run(|| {
             let mut s = TcpStream::connect("127.0.0.1:9717").unwrap();
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+            s.write_all(
+                b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            .unwrap();
             let mut out = String::new();
             s.read_to_string(&mut out).unwrap();
             out
@@ -300,7 +314,8 @@ fn single_source_flood_is_blocked_and_survives_kill_9() {
     assert_eq!(v["attack"]["kind"], "few-heavy-sources", "{:#}", v["attack"]);
     assert_eq!(v["kernel"]["syncookies_forced"], false, "a heavy real source is blocked, not answered with cookies");
     // Its SYNs are dropped in XDP, and another client still connects.
-    let (v, _) = wait_status(&f, Duration::from_secs(3), "drops", |v| v["counters"]["drop_blocked"].as_u64().unwrap() > 1000);
+    let (v, _) =
+        wait_status(&f, Duration::from_secs(3), "drops", |v| v["counters"]["drop_blocked"].as_u64().unwrap() > 1000);
     std::thread::sleep(Duration::from_millis(4 * TICK_MS));
     let later = status(&f).unwrap();
     assert_eq!(later["attack"]["active"], true, "a blocked flood is still an attack: {:#}", later["attack"]);
@@ -317,13 +332,21 @@ fn single_source_flood_is_blocked_and_survives_kill_9() {
     d.kill9();
     assert!(xdp_attached(&lab), "XDP stays attached after kill -9");
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(connect_n(&lab, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 5), 5, "clients connect while the daemon is down");
+    assert_eq!(
+        connect_n(&lab, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 5),
+        5,
+        "clients connect while the daemon is down"
+    );
 
     // Restart adopts the link and the block-list.
     let d = Daemon::start(&lab, &f);
     let v = status(&f).unwrap();
     assert_eq!(v["interfaces"][0]["adopted"], true, "{:#}", v["interfaces"]);
-    assert!(v["blocked"].as_array().unwrap().iter().any(|b| b["prefix"] == "198.51.100.66/32"), "block-list kept: {:#}", v["blocked"]);
+    assert!(
+        v["blocked"].as_array().unwrap().iter().any(|b| b["prefix"] == "198.51.100.66/32"),
+        "block-list kept: {:#}",
+        v["blocked"]
+    );
     let after = v["counters"]["drop_blocked"].as_u64().unwrap();
     assert!(after > before + 1000, "the datapath kept dropping while the daemon was dead: {before} -> {after}");
     flood_stop.store(true, Ordering::Relaxed);
@@ -410,7 +433,9 @@ fn wscales(s: &TcpStream) -> (u8, u8) {
     // SAFETY: TCP_INFO fills at most len bytes of a zeroed tcp_info.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    let rc = unsafe { libc::getsockopt(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, (&mut info as *mut libc::tcp_info).cast(), &mut len) };
+    let rc = unsafe {
+        libc::getsockopt(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, (&raw mut info).cast(), &raw mut len)
+    };
     assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
     // tcpi_snd_wscale : 4, tcpi_rcv_wscale : 4 share one byte.
     (info.tcpi_snd_rcv_wscale & 0xf, info.tcpi_snd_rcv_wscale >> 4)
@@ -498,7 +523,8 @@ fn attack_mode_answers_a_full_rate_flood_from_xdp_and_clients_move_data() {
         .run(move || {
             (0..5)
                 .map(|_| {
-                    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(3)).expect("connect during the flood");
+                    let mut s =
+                        TcpStream::connect_timeout(&to, Duration::from_secs(3)).expect("connect during the flood");
                     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
                     s.write_all(b"GET\n").unwrap();
                     let ws = wscales(&s);
@@ -520,29 +546,48 @@ fn attack_mode_answers_a_full_rate_flood_from_xdp_and_clients_move_data() {
     let c = &v["counters"];
     assert!(c["cookie_sent"].as_u64().unwrap() > 10_000, "{c:#}");
     assert!(c["cookie_ack_valid"].as_u64().unwrap() >= 15, "{c:#}");
-    assert!(v["kernel"]["syncookies_recv"].as_u64().unwrap() >= 15, "the kernel took the cookie ACKs: {:#}", v["kernel"]);
-    assert_eq!(v["kernel"]["syncookies_sent"].as_u64().unwrap(), 0, "the kernel answered no SYN itself: {:#}", v["kernel"]);
+    assert!(
+        v["kernel"]["syncookies_recv"].as_u64().unwrap() >= 15,
+        "the kernel took the cookie ACKs: {:#}",
+        v["kernel"]
+    );
+    assert_eq!(
+        v["kernel"]["syncookies_sent"].as_u64().unwrap(),
+        0,
+        "the kernel answered no SYN itself: {:#}",
+        v["kernel"]
+    );
     assert_eq!(lab.server.read_sysctl("net.ipv4.tcp_timestamps").unwrap(), "2");
 
     let (spawned, rep) = flood.join().unwrap();
     let t0 = rep.first_send_ns;
-    eprintln!("generator start-up (thread in the namespace to first batch): {:.2} ms", t0.saturating_sub(spawned) as f64 / 1e6);
+    eprintln!(
+        "generator start-up (thread in the namespace to first batch): {:.2} ms",
+        t0.saturating_sub(spawned) as f64 / 1e6
+    );
     let dp = &v["datapath"];
     let entered = dp["entered_ns"].as_u64().unwrap();
     let window = dp["trigger_window_ns"].as_u64().unwrap();
     let first = dp["first_cookie_ns"].as_u64().unwrap();
     eprintln!(
-        "flood {:.0} SYN/s sent; attack mode {:.2} ms after flood start ({:.2} ms into the tripping window), first XDP SYN-ACK {:.2} ms after flood start",
+        "flood {:.0} SYN/s sent; attack mode {:.2} ms after flood start ({:.2} ms into the tripping window), \
+            first XDP SYN-ACK {:.2} ms after flood start",
         rep.pps(),
         entered.saturating_sub(t0) as f64 / 1e6,
         entered.saturating_sub(window) as f64 / 1e6,
         first.saturating_sub(t0) as f64 / 1e6
     );
-    assert!(entered >= t0 && entered - t0 <= 10_000_000, "entered {} ms after flood start", (entered as f64 - t0 as f64) / 1e6);
+    assert!(
+        entered >= t0 && entered - t0 <= 10_000_000,
+        "entered {} ms after flood start",
+        (entered as f64 - t0 as f64) / 1e6
+    );
     assert!(entered - window <= tcpguard_common::ATTACK_WINDOW_NS);
 
     // After the flood: attack mode ends after the hold-down, sysctls restored.
-    wait_status(&f, Duration::from_secs(8), "attack mode over", |v| v["datapath"]["mode"] == "tracking" && v["attack"]["active"] == false);
+    wait_status(&f, Duration::from_secs(8), "attack mode over", |v| {
+        v["datapath"]["mode"] == "tracking" && v["attack"]["active"] == false
+    });
     assert_eq!(lab.server.read_sysctl("net.ipv4.tcp_syncookies").unwrap(), cookies0, "tcp_syncookies restored");
     assert_eq!(lab.server.read_sysctl("net.ipv4.tcp_timestamps").unwrap(), ts0, "tcp_timestamps restored");
     let log = d.stop();
@@ -550,6 +595,9 @@ fn attack_mode_answers_a_full_rate_flood_from_xdp_and_clients_move_data() {
     assert!(log.contains("datapath attack mode off"), "{log}");
     bulk_stop.store(true, Ordering::Relaxed);
     let seen = bulk.join().unwrap();
-    assert!(seen.len() >= 5 && seen.iter().all(|(snd, rcv)| *snd > 0 && *rcv > 0), "server sockets' window scales: {seen:?}");
+    assert!(
+        seen.len() >= 5 && seen.iter().all(|(snd, rcv)| *snd > 0 && *rcv > 0),
+        "server sockets' window scales: {seen:?}"
+    );
     drop(server);
 }

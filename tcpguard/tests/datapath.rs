@@ -40,10 +40,10 @@ fn expect(dp: &mut Datapath, frame: &[u8], verdict: u32, moved: &[(tcpguard_comm
     let after = counters(dp);
     let mut d = delta(&before, &after);
     d.retain(|(n, _)| *n != "new_source");
-    d.sort();
+    d.sort_unstable();
     let mut want: Vec<(&str, u64)> = moved.iter().map(|(c, n)| (c.name(), *n)).collect();
     want.push(("packets", 1));
-    want.sort();
+    want.sort_unstable();
     assert_eq!(v, verdict, "verdict (1 = drop, 2 = pass); counters moved: {d:?}");
     assert_eq!(d, want, "counter deltas");
 }
@@ -149,7 +149,12 @@ fn blocked_prefix_is_dropped() {
     let ack = Craft::v4(CLIENT, SERVER, 1000, 80).flags(TCP_ACK).seq(2).build();
     expect(&mut dp, &ack, XDP_DROP, &[(DropBlocked, 1)]);
     // Another source passes.
-    expect(&mut dp, &syn4([198, 51, 100, 1], 1000, 1).build(), XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+    expect(
+        &mut dp,
+        &syn4([198, 51, 100, 1], 1000, 1).build(),
+        XDP_PASS,
+        &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+    );
     // Unblocking lifts it.
     assert!(maps(&mut dp).unblock(&"192.0.2.0/24".parse().unwrap()).unwrap());
     expect(&mut dp, &syn4(CLIENT, 1001, 1).build(), XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
@@ -203,10 +208,20 @@ fn rate_limit_drops_past_the_burst() {
     let s = source(&mut dp, IpAddr::from(CLIENT));
     assert_eq!((s.syns, s.dropped, s.half_open), (6, 3, 3));
     // Other sources have their own bucket.
-    expect(&mut dp, &syn4([198, 51, 100, 1], 1000, 1).build(), XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+    expect(
+        &mut dp,
+        &syn4([198, 51, 100, 1], 1000, 1).build(),
+        XDP_PASS,
+        &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+    );
     // An allow-listed source is never rate limited.
     maps(&mut dp).allow(&Prefix::host(IpAddr::from(CLIENT)), 0).unwrap();
-    expect(&mut dp, &syn4(CLIENT, 2000, 1).build(), XDP_PASS, &[(Syn, 1), (PassAllowed, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+    expect(
+        &mut dp,
+        &syn4(CLIENT, 2000, 1).build(),
+        XDP_PASS,
+        &[(Syn, 1), (PassAllowed, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+    );
 }
 
 #[test]
@@ -264,7 +279,12 @@ fn bad_header_lengths_pass_counted() {
     expect(&mut dp, &syn4(CLIENT, 1, 1).ihl(4).build(), XDP_PASS, &[(PassBadIhl, 1)]);
     expect(&mut dp, &syn4(CLIENT, 1, 1).doff(4).build(), XDP_PASS, &[(PassBadDoff, 1)]);
     // IPv4 options are honoured: the TCP header is found after them.
-    expect(&mut dp, &syn4(CLIENT, 1, 1).ip_options(12).build(), XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+    expect(
+        &mut dp,
+        &syn4(CLIENT, 1, 1).ip_options(12).build(),
+        XDP_PASS,
+        &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+    );
 }
 
 #[test]

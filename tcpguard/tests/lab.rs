@@ -21,7 +21,6 @@ use tcpguard_common::{halfopen::Tally, Counter};
 
 const PORT: u16 = 8080;
 
-
 fn wait_for(mut f: impl FnMut() -> bool) -> bool {
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(5) {
@@ -112,7 +111,16 @@ fn lab_handshakes_spoofed_flood_and_block() {
     let mac = lab.srv_mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
     let o = std::process::Command::new("nsenter")
         .arg(format!("--net=/run/netns/{}", lab.client.name))
-        .args([env!("CARGO_BIN_EXE_tcpguard-lab"), "flood", "--iface", &lab.cli_if, "--dst", "198.18.0.1", "--dst-mac", &mac])
+        .args([
+            env!("CARGO_BIN_EXE_tcpguard-lab"),
+            "flood",
+            "--iface",
+            &lab.cli_if,
+            "--dst",
+            "198.18.0.1",
+            "--dst-mac",
+            &mac,
+        ])
         .args(["--dport", "8080", "--sources", "single:198.18.5.5", "--count", "300", "--rate", "20000"])
         .output()
         .unwrap();
@@ -136,14 +144,13 @@ fn lab_handshakes_spoofed_flood_and_block() {
     Maps::new(&mut dp.ebpf).block(&"198.20.0.0/16".parse().unwrap(), 0).unwrap();
     let before = counters(&mut dp);
     let spec = flood_spec(&lab, Sources::Random("198.20.0.0/16".parse().unwrap()), 1000);
-    let flooder = lab
-        .client
-        .spawn(move || flood::run(&spec, &AtomicBool::new(false)))
-        .expect("client namespace");
+    let flooder = lab.client.spawn(move || flood::run(&spec, &AtomicBool::new(false))).expect("client namespace");
     let ok = connect_n(&lab, to4, 20);
     let rep = flooder.join().unwrap().expect("flood");
     assert_eq!(ok, 20, "legit client during the blocked flood");
-    assert!(wait_for(|| counters(&mut dp).get(Counter::DropBlocked) - before.get(Counter::DropBlocked) >= rep.sent * 95 / 100));
+    assert!(wait_for(
+        || counters(&mut dp).get(Counter::DropBlocked) - before.get(Counter::DropBlocked) >= rep.sent * 95 / 100
+    ));
     let after = counters(&mut dp);
     assert_eq!(after.get(Counter::Syn) - before.get(Counter::Syn), 20, "only the client's SYNs were tracked");
 
@@ -206,7 +213,11 @@ fn source_table_holds_100k_sources_without_evicting() {
     // No re-entries (they would mean live sources were evicted), and every
     // source that arrived either entered the table or was counted refused.
     assert!(new <= 100_000, "{new} sources entered for 100,000 distinct ones: live sources were evicted");
-    assert!(new + failed >= 99_000, "{new} entered + {failed} refused: sources unaccounted for; counters moved: {:?}", delta(&before, &after));
+    assert!(
+        new + failed >= 99_000,
+        "{new} entered + {failed} refused: sources unaccounted for; counters moved: {:?}",
+        delta(&before, &after)
+    );
     if failed > 0 {
         eprintln!("note: the source table refused {failed} inserts (counted in source_insert_failed)");
     }

@@ -9,7 +9,13 @@ const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 #[test]
 fn systemd_unit_verifies() {
     let unit = std::fs::read_to_string(format!("{ROOT}/config/tcpguard.service")).unwrap();
-    for want in ["Type=notify", "WatchdogSec=", "ExecReload=", "CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN", "NoNewPrivileges=yes"] {
+    for want in [
+        "Type=notify",
+        "WatchdogSec=",
+        "ExecReload=",
+        "CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN",
+        "NoNewPrivileges=yes",
+    ] {
         assert!(unit.contains(want), "unit lacks {want}");
     }
     // verify needs the ExecStart binary to exist: point it at the one just built.
@@ -17,9 +23,11 @@ fn systemd_unit_verifies() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("tcpguard.service");
     std::fs::write(&path, unit.replace("/usr/bin/tcpguard", BIN)).unwrap();
-    let o = Command::new("systemd-analyze").arg("verify").arg(&path).output().expect(
-        "systemd-analyze not found: `cargo xtask prereqs` installs it (Debian package systemd)",
-    );
+    let o = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze not found: `cargo xtask prereqs` installs it (Debian package systemd)");
     let _ = std::fs::remove_dir_all(&dir);
     let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success(), "systemd-analyze verify failed:\n{out}");
@@ -32,7 +40,10 @@ fn shipped_config_checks_clean_and_bad_one_names_the_key() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains(": ok (policy auto"));
     let o = Command::new(BIN).args(["config", "default"]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&o.stdout), std::fs::read_to_string(format!("{ROOT}/config/tcpguard.toml")).unwrap());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        std::fs::read_to_string(format!("{ROOT}/config/tcpguard.toml")).unwrap()
+    );
 
     let bad = std::env::temp_dir().join(format!("tcpguard-bad-{}.toml", std::process::id()));
     std::fs::write(&bad, "[detection]\nstart-ticks = 0\n").unwrap();

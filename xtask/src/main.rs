@@ -122,9 +122,16 @@ fn prereqs() -> Result<()> {
     } else if is_root() {
         say(&format!("installing {} (apt-get install -y {})", missing.join(", "), missing.join(" ")));
         run(Command::new("apt-get").args(["update", "-qq"]))?;
-        run(Command::new("apt-get").args(["install", "-y", "-qq"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
     } else {
-        bail!("missing packages {}: install them (apt-get install {}) or run as root", missing.join(", "), missing.join(" "));
+        bail!(
+            "missing packages {}: install them (apt-get install {}) or run as root",
+            missing.join(", "),
+            missing.join(" ")
+        );
     }
     Ok(())
 }
@@ -132,7 +139,10 @@ fn prereqs() -> Result<()> {
 fn test(extra: &[String]) -> Result<()> {
     prereqs()?;
     if !is_root() {
-        bail!("the test suite includes kernel tests (BPF_PROG_TEST_RUN, XDP on veth, network namespaces) and must run as root");
+        bail!(
+            "the test suite includes kernel tests (BPF_PROG_TEST_RUN, XDP on veth, network namespaces) and \
+            must run as root"
+        );
     }
     say("building the workspace (eBPF object via tcpguard/build.rs)");
     run(Command::new("cargo").args(["build", "--release"]))?;
@@ -168,7 +178,8 @@ fn bench(quick: bool) -> Result<()> {
     let cmd = format!("cargo xtask bench{}", if quick { " --quick" } else { "" });
 
     say("per-packet cost (BPF_PROG_TEST_RUN)");
-    let o = Command::new(&bin).args(["bench", "packets"]).args(q).output().context("running tcpguard-lab bench packets")?;
+    let o =
+        Command::new(&bin).args(["bench", "packets"]).args(q).output().context("running tcpguard-lab bench packets")?;
     if !o.status.success() {
         bail!("tcpguard-lab bench packets failed: {}", String::from_utf8_lossy(&o.stderr));
     }
@@ -208,10 +219,10 @@ fn bench(quick: bool) -> Result<()> {
 const ATTACK_MODE_READING: &str = "## Reading the attack-mode numbers
 
 Goals (issue: attack mode): at the highest rate the lab reaches, legit success 100 %, legit p99 ≤ 2× the
-kernel-alone p99 of the same run (or ≤ 20 ms), softirq per received flood packet ≤ 0.75× kernel alone: compare the
-*full* rows of (e) and (b). Per packet: attack-mode SYN → SYN-ACK ≤ 0.3× the tracking path's new-source SYN; a SYN
-from a heavy, blocked source ≤ 2× the empty program. Mitigation in effect ≤ 10 ms after flood start (datapath stamps),
-attack declared ≤ 0.5 s.
+kernel-alone p99 of the same run (or ≤ 20 ms), softirq per received flood packet ≤ 0.75× kernel alone:
+compare the *full* rows of (e) and (b). Per packet: attack-mode SYN → SYN-ACK ≤ 0.3× the tracking path's
+new-source SYN; a SYN from a heavy, blocked source ≤ 2× the empty program. Mitigation in effect ≤ 10 ms
+after flood start (datapath stamps), attack declared ≤ 0.5 s.
 
 What the attack-mode SYN costs, from the breakdown rows (each adds one stage to the one before): *responder off*
 is the fixed-memory accounting (hash, count-min sketch, HyperLogLog, the per-CPU rate window, one sampled SYN in 64
@@ -274,7 +285,11 @@ fn flood_markdown(b: &Value, cmd: &str) -> String {
          datapath, SYNs answered from XDP).\n",
         f(&b["generator_max_pps"])
     );
-    let _ = writeln!(s, "| flood (target) | setup | sent SYN/s | rx SYN/s | legit success | median ms | p99 ms | softirq | softirq ns / rx pkt | vs (b) | XDP ns |");
+    let _ = writeln!(
+        s,
+        "| flood (target) | setup | sent SYN/s | rx SYN/s | legit success | median ms | p99 ms \
+        | softirq | softirq ns / rx pkt | vs (b) | XDP ns |"
+    );
     let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let labels = |k: &str| match k {
         "a" => "(a) no protection: syncookies=0, backlog 16",
@@ -286,7 +301,10 @@ fn flood_markdown(b: &Value, cmd: &str) -> String {
     let points = b["points"].as_array().cloned().unwrap_or_default();
     for p in &points {
         let target = p["target_pps"].as_u64().unwrap_or(0);
-        let kernel = points.iter().find(|q| q["setup"] == "b" && q["target_pps"] == p["target_pps"]).map(|q| f(&q["softirq_ns_per_rx"]));
+        let kernel = points
+            .iter()
+            .find(|q| q["setup"] == "b" && q["target_pps"] == p["target_pps"])
+            .map(|q| f(&q["softirq_ns_per_rx"]));
         let vs = match kernel {
             Some(k) if p["setup"] != "a" => format!("{:.2}×", f(&p["softirq_ns_per_rx"]) / k),
             _ => "—".into(),
@@ -311,23 +329,42 @@ fn flood_markdown(b: &Value, cmd: &str) -> String {
         let stop = points.iter().filter(|p| p["setup"] == k).find(|p| f(&p["legit"]["success"]) < 0.9);
         let max = points.iter().filter(|p| p["setup"] == k).map(|p| f(&p["sent_pps"])).fold(0.0, f64::max);
         let _ = match stop {
-            Some(p) => writeln!(s, "- {}: at {} SYN/s ({:.1}% success)", labels(k), p["target_pps"], f(&p["legit"]["success"]) * 100.0),
+            Some(p) => writeln!(
+                s,
+                "- {}: at {} SYN/s ({:.1}% success)",
+                labels(k),
+                p["target_pps"],
+                f(&p["legit"]["success"]) * 100.0
+            ),
             None => writeln!(s, "- {}: serves through the highest rate reached, {max:.0} SYN/s", labels(k)),
         };
     }
-    let _ = writeln!(s, "\n![softirq per received flood packet and legit p99, against flood rate](flood-success.png)\n");
+    let _ =
+        writeln!(s, "\n![softirq per received flood packet and legit p99, against flood rate](flood-success.png)\n");
     let _ = writeln!(s, "## Detection latency\n");
-    let _ = writeln!(s, "`tcpguard run` (policy auto, 250 ms tick, 2 ticks to start); `status` polled every 10 ms; flood starts staggered against the tick.\n");
+    let _ = writeln!(
+        s,
+        "`tcpguard run` (policy auto, 250 ms tick, 2 ticks to start); `status` polled every 10 \
+        ms; flood starts staggered against the tick.\n"
+    );
     let _ = writeln!(
         s,
         "The first two columns are seen through `status` (so they include up to one tick); the datapath's own \
          stamps (CLOCK_MONOTONIC, the flood's first batch from the generator's report) give when attack mode was \
          entered and when the first SYN-ACK left from XDP (the mitigation in effect).\n"
     );
-    let _ = writeln!(s, "| flood | SYN/s | runs | start → declared (median / max) | start → mitigation seen in status (median / max) | first SYN → attack mode, datapath stamps | first SYN → first XDP SYN-ACK |");
+    let _ = writeln!(
+        s,
+        "| flood | SYN/s | runs | start → declared (median / max) | start → mitigation seen in \
+        status (median / max) | first SYN → attack mode, datapath stamps | first SYN → first XDP SYN-ACK |"
+    );
     let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
     for l in b["latency"].as_array().cloned().unwrap_or_default() {
-        let what = if l["kind"] == "spoofed-random" { "spoofed random → SYNs answered with cookies" } else { "single source → source blocked in XDP" };
+        let what = if l["kind"] == "spoofed-random" {
+            "spoofed random → SYNs answered with cookies"
+        } else {
+            "single source → source blocked in XDP"
+        };
         let ms = |m: &Value, x: &Value| match (m.as_f64(), x.as_f64()) {
             (Some(m), Some(x)) => format!("{:.1} ms / {:.1} ms", m * 1e3, x * 1e3),
             _ => "—".into(),
@@ -335,30 +372,51 @@ fn flood_markdown(b: &Value, cmd: &str) -> String {
         let _ = writeln!(
             s,
             "| {what} | {} | {} | {:.2} s / {:.2} s | {:.2} s / {:.2} s | {} | {} |",
-            l["flood_pps"], l["runs"], f(&l["declared_median"]), f(&l["declared_max"]), f(&l["mitigated_median"]), f(&l["mitigated_max"]),
-            ms(&l["dp_entered_median"], &l["dp_entered_max"]), ms(&l["dp_first_cookie_median"], &l["dp_first_cookie_max"])
+            l["flood_pps"],
+            l["runs"],
+            f(&l["declared_median"]),
+            f(&l["declared_max"]),
+            f(&l["mitigated_median"]),
+            f(&l["mitigated_max"]),
+            ms(&l["dp_entered_median"], &l["dp_entered_max"]),
+            ms(&l["dp_first_cookie_median"], &l["dp_first_cookie_max"])
         );
     }
     let d = &b["daemon"];
     let _ = writeln!(s, "\n## Daemon cost with 100,000 flooding sources\n");
     let _ = writeln!(
         s,
-        "{} distinct source addresses (198.18.0.0/15, round robin) at {:.0} SYN/s for {:.0} s; the datapath tracked {} sources. \
+        "{} distinct source addresses (198.18.0.0/15, round robin) at {:.0} SYN/s for {:.0} s; the datapath \
+            tracked {} sources. \
          Measured from /proc/<pid>/stat and VmRSS of the daemon process; tick time from its own histogram.\n",
-        d["sources"], f(&d["flood_pps"]), f(&d["seconds"]), d["tracked_sources_in_datapath"]
+        d["sources"],
+        f(&d["flood_pps"]),
+        f(&d["seconds"]),
+        d["tracked_sources_in_datapath"]
     );
     let _ = writeln!(s, "| daemon CPU (% of one core) | max RSS | mean tick | tick interval |");
     let _ = writeln!(s, "|---:|---:|---:|---:|");
-    let _ = writeln!(s, "| {:.2}% | {:.1} MB | {:.2} ms | {} ms |", f(&d["cpu_pct_of_core"]), f(&d["rss_max_mb"]), f(&d["tick_mean_ms"]), d["tick_ms"]);
+    let _ = writeln!(
+        s,
+        "| {:.2}% | {:.1} MB | {:.2} ms | {} ms |",
+        f(&d["cpu_pct_of_core"]),
+        f(&d["rss_max_mb"]),
+        f(&d["tick_mean_ms"]),
+        d["tick_ms"]
+    );
     s
 }
 
 fn machine() -> String {
     let kernel = output(Command::new("uname").arg("-r")).unwrap_or_default().trim().to_string();
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     format!("Linux {kernel}, {cpus} × {model}")
 }

@@ -15,7 +15,9 @@ pub fn success_vs_rate(bench: &Value, out: &Path) -> Result<()> {
     plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(font.into_boxed_slice()))
         .map_err(|_| anyhow::anyhow!("{FONT} is not a usable font"))?;
     let points = bench["points"].as_array().context("points")?;
-    let max_rate = points.iter().filter(|p| p["setup"] != "a").filter_map(|p| p["received_pps"].as_f64()).fold(0.0, f64::max) / 1000.0;
+    let max_rate =
+        points.iter().filter(|p| p["setup"] != "a").filter_map(|p| p["received_pps"].as_f64()).fold(0.0, f64::max)
+            / 1000.0;
     let root = BitMapBackend::new(out, (1200, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(600);

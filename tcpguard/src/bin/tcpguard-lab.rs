@@ -26,7 +26,10 @@ fn dispatch(cmd: LabCommand) -> Result<()> {
         LabCommand::Flood { iface, dst, dst_mac, dport, sources, rate, count, duration, no_options } => {
             use tcpguard::flood;
             if flood::in_host_netns() {
-                anyhow::bail!("refusing to flood from the host's own network namespace: run it inside a lab namespace you created (ip netns exec LAB tcpguard-lab flood ...)");
+                anyhow::bail!(
+                    "refusing to flood from the host's own network namespace: run it inside a lab \
+                    namespace you created (ip netns exec LAB tcpguard-lab flood ...)"
+                );
             }
             let spec = flood::FloodSpec {
                 src_mac: [0x02, 0x74, 0x67, 0, 0, 1],
@@ -43,7 +46,13 @@ fn dispatch(cmd: LabCommand) -> Result<()> {
             };
             let stop = std::sync::atomic::AtomicBool::new(false);
             let rep = flood::run(&spec, &stop)?;
-            println!("sent {} SYNs in {:.2} s ({:.0}/s), {} send errors", rep.sent, rep.elapsed.as_secs_f64(), rep.pps(), rep.errors);
+            println!(
+                "sent {} SYNs in {:.2} s ({:.0}/s), {} send errors",
+                rep.sent,
+                rep.elapsed.as_secs_f64(),
+                rep.pps(),
+                rep.errors
+            );
             Ok(())
         }
         LabCommand::Bench { what: BenchWhat::Flood { quick } } => {

@@ -26,7 +26,11 @@ pub enum ApiError {
     #[error("another tcpguard daemon answers on {path}; stop it first")]
     InUse { path: PathBuf },
     #[error("cannot set up the control socket {path}")]
-    Io { path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("control.group {group:?}: no such group")]
     NoGroup { group: String },
 }

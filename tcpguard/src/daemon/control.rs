@@ -13,12 +13,14 @@ use crate::{
     maps::monotonic_ns,
     model::{Attach, BlockOrigin, Kind, Phase},
     net::Prefix,
-    proto::{AttackView, BlockView, DatapathView, InterfaceView, KernelStatus, Request, Response, SourceView, StatusView},
+    proto::{
+        AttackView, BlockView, DatapathView, InterfaceView, KernelStatus, Request, Response, SourceView, StatusView,
+    },
 };
 
 impl Daemon {
-    pub(super) fn handle(&mut self, req: Request) -> Response {
-        let r = match req {
+    pub(super) fn handle(&mut self, req: &Request) -> Response {
+        let r = match *req {
             Request::Status => self.status().map(|s| Response::Status(Box::new(s))),
             Request::Top { limit } => self.top(limit).map(|sources| Response::Top { sources }),
             Request::Block { prefix, ttl_secs } => self.operator_block(prefix, ttl_secs),
@@ -30,7 +32,11 @@ impl Daemon {
 
     fn operator_block(&mut self, prefix: Prefix, ttl: Option<u64>) -> Result<Response> {
         if let Some(a) = self.allow_list().iter().find(|a| a.contains(prefix.addr)) {
-            return Ok(Response::Error { message: format!("{prefix} is allow-listed by {a}; the allow-list always wins, so a block would have no effect") });
+            return Ok(Response::Error {
+                message: format!(
+                    "{prefix} is allow-listed by {a}; the allow-list always wins, so a block would have no effect"
+                ),
+            });
         }
         let exp = ttl.map_or(0, |s| monotonic_ns() + s * 1_000_000_000);
         self.dps.block(&prefix, exp)?;
@@ -55,13 +61,25 @@ impl Daemon {
         self.dps.allow(&prefix, monotonic_ns())?;
         self.mitigator.runtime_allows.insert(prefix);
         log::info!("operator allowed {prefix}");
-        Ok(Response::Done { message: format!("allowed {prefix}: always passes, never blocked or rate limited (until restart; add it to datapath.allow to keep it)") })
+        Ok(Response::Done {
+            message: format!(
+                "allowed {prefix}: always passes, never blocked or rate limited \
+            (until restart; add it to datapath.allow to keep it)"
+            ),
+        })
     }
 
     fn top(&mut self, limit: usize) -> Result<Vec<SourceView>> {
         let mut by: std::collections::HashMap<IpAddr, SourceView> = std::collections::HashMap::new();
         for (addr, s) in self.dps.sources()? {
-            let v = by.entry(addr).or_insert(SourceView { addr, syn_per_sec: 0.0, syns: 0, completed: 0, half_open: 0, dropped: 0 });
+            let v = by.entry(addr).or_insert(SourceView {
+                addr,
+                syn_per_sec: 0.0,
+                syns: 0,
+                completed: 0,
+                half_open: 0,
+                dropped: 0,
+            });
             v.syns += s.syns;
             v.completed += s.completed;
             v.half_open += s.half_open;
@@ -104,7 +122,11 @@ impl Daemon {
             entered_by: d.active.then(|| if d.by_datapath { "datapath" } else { "daemon" }.to_string()),
             since_secs: d.active.then(|| now.saturating_sub(d.entered_ns) as f64 / 1e9),
             entry_ms: if d.active && d.by_datapath { ms(d.entered_ns, d.trigger_window_ns) } else { None },
-            first_cookie_ms: if d.active { ms(d.first_cookie_ns, if d.by_datapath { d.trigger_window_ns } else { d.entered_ns }) } else { None },
+            first_cookie_ms: if d.active {
+                ms(d.first_cookie_ns, if d.by_datapath { d.trigger_window_ns } else { d.entered_ns })
+            } else {
+                None
+            },
             entered_ns: d.entered_ns,
             trigger_window_ns: d.trigger_window_ns,
             first_cookie_ns: d.first_cookie_ns,
@@ -128,12 +150,16 @@ impl Daemon {
         let active = matches!(a.phase, Phase::Active | Phase::CoolingDown);
         let mut mitigation = Vec::new();
         if self.responder_armed() {
-            mitigation.push("SYNs to listeners answered from XDP with the kernel's SYN cookies; invalid ACKs dropped".into());
+            mitigation
+                .push("SYNs to listeners answered from XDP with the kernel's SYN cookies; invalid ACKs dropped".into());
         }
         if let Some(orig) = self.mitigator.state.syncookies_original {
             mitigation.push(format!("SYN cookies forced (tcp_syncookies=2, restores to {orig})"));
         }
-        if active && a.kind == Some(Kind::FewHeavySources) && matches!(self.policy.mode(), PolicyMode::Drop | PolicyMode::Auto) {
+        if active
+            && a.kind == Some(Kind::FewHeavySources)
+            && matches!(self.policy.mode(), PolicyMode::Drop | PolicyMode::Auto)
+        {
             mitigation.push("heavy sources blocked in XDP".into());
         }
         if active && self.policy.mode() == PolicyMode::Monitor {
@@ -169,19 +195,31 @@ impl Daemon {
                 a.heavy
                     .iter()
                     .take(10)
-                    .map(|h| SourceView { addr: h.addr, syn_per_sec: h.syn_per_sec, syns: 0, completed: h.completed, half_open: h.half_open, dropped: 0 })
+                    .map(|h| SourceView {
+                        addr: h.addr,
+                        syn_per_sec: h.syn_per_sec,
+                        syns: 0,
+                        completed: h.completed,
+                        half_open: h.half_open,
+                        dropped: 0,
+                    })
                     .collect(),
             ),
-            None => (Default::default(), Vec::new()),
+            None => (crate::daemon::detect::Rates::default(), Vec::new()),
         };
-        let counters: BTreeMap<String, u64> = Counter::ALL.iter().map(|c| (c.name().to_string(), self.counters.get(*c))).collect();
+        let counters: BTreeMap<String, u64> =
+            Counter::ALL.iter().map(|c| (c.name().to_string(), self.counters.get(*c))).collect();
         Ok(StatusView {
             version: env!("CARGO_PKG_VERSION").into(),
             interfaces: self
                 .dps
                 .ifaces()
                 .iter()
-                .map(|i| InterfaceView { name: i.name.clone(), xdp_mode: i.att.how.as_str().into(), adopted: i.att.how == Attach::Adopted })
+                .map(|i| InterfaceView {
+                    name: i.name.clone(),
+                    xdp_mode: i.att.how.as_str().into(),
+                    adopted: i.att.how == Attach::Adopted,
+                })
                 .collect(),
             policy: self.policy.mode().as_str().into(),
             datapath_mode: match self.cfg.datapath.mode {

@@ -73,7 +73,11 @@ impl Datapaths {
             if att.how == crate::model::Attach::Adopted {
                 log::info!("{name}: adopted the pinned XDP link of a previous run (maps and block-list kept)");
             } else {
-                log::info!("{name}: XDP attached in {} mode, link and maps pinned under {}", att.how.as_str(), pin_dir.display());
+                log::info!(
+                    "{name}: XDP attached in {} mode, link and maps pinned under {}",
+                    att.how.as_str(),
+                    pin_dir.display()
+                );
             }
             ifaces.push(Iface { name: name.clone(), dp, att });
         }
@@ -133,7 +137,10 @@ impl Datapaths {
                 out.entered_ns = a.entered_ns;
                 out.trigger_window_ns = a.trigger_window_ns;
             }
-            if a.active != 0 && a.first_cookie_ns != 0 && (out.first_cookie_ns == 0 || a.first_cookie_ns < out.first_cookie_ns) {
+            if a.active != 0
+                && a.first_cookie_ns != 0
+                && (out.first_cookie_ns == 0 || a.first_cookie_ns < out.first_cookie_ns)
+            {
                 out.first_cookie_ns = a.first_cookie_ns;
             }
         }
@@ -201,7 +208,14 @@ impl Datapaths {
     /// Write the settings and lists of `cfg` to every interface; entries of
     /// `old` that are gone are removed. `settings` is completed per
     /// interface (MSS from its MTU, the list flags as the lists say).
-    pub fn apply(&mut self, settings: &Settings, cfg: &Config, old: Option<&Config>, runtime_allows: &[Prefix], now: u64) -> Result<()> {
+    pub fn apply(
+        &mut self,
+        settings: &Settings,
+        cfg: &Config,
+        old: Option<&Config>,
+        runtime_allows: &[Prefix],
+        now: u64,
+    ) -> Result<()> {
         let p = &cfg.datapath;
         for i in &mut self.ifaces {
             // The MSS XDP SYN-ACKs advertise, from this interface's MTU.
@@ -210,7 +224,12 @@ impl Datapaths {
             let r: Result<(), MapsError> = (|| {
                 let cur = m.settings()?;
                 let keep = cur.flags & (tcpguard_common::FLAG_HAS_BLOCKS | tcpguard_common::FLAG_HAS_ALLOWS);
-                m.set_settings(&Settings { flags: settings.flags | keep, synack_mss4: mtu - 40, synack_mss6: mtu - 60, ..*settings })?;
+                m.set_settings(&Settings {
+                    flags: settings.flags | keep,
+                    synack_mss4: mtu - 40,
+                    synack_mss6: mtu - 60,
+                    ..*settings
+                })?;
                 m.set_ports(&p.ports)?;
                 if let Some(old) = old {
                     for a in old.datapath.allow.iter().filter(|a| !p.allow.contains(a) && !runtime_allows.contains(a)) {

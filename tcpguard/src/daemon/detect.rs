@@ -167,7 +167,12 @@ impl Detector {
             };
             next_prev.insert(src.addr, src.syns);
             if rate >= self.cfg.heavy_source_syn_rate as f64 {
-                heavy.push(HeavySource { addr: src.addr, syn_per_sec: rate, half_open: src.half_open, completed: src.completed });
+                heavy.push(HeavySource {
+                    addr: src.addr,
+                    syn_per_sec: rate,
+                    half_open: src.half_open,
+                    completed: src.completed,
+                });
             }
         }
         heavy.sort_by(|a, b| b.syn_per_sec.total_cmp(&a.syn_per_sec));
@@ -258,7 +263,14 @@ impl Detector {
         None
     }
 
-    fn assessment(&self, over: bool, evidence: Vec<Evidence>, event: Option<Event>, rates: Rates, heavy: Vec<HeavySource>) -> Assessment {
+    fn assessment(
+        &self,
+        over: bool,
+        evidence: Vec<Evidence>,
+        event: Option<Event>,
+        rates: Rates,
+        heavy: Vec<HeavySource>,
+    ) -> Assessment {
         let active = matches!(self.phase, Phase::Active | Phase::CoolingDown);
         Assessment {
             over,
@@ -289,7 +301,14 @@ mod tests {
             Series { t: 0.0, s: Sample::default(), tick: 0.25 }
         }
         /// One tick with the given per-second rates and half-open gauge.
-        fn tick(&mut self, syn: f64, completed: f64, new_src: f64, half_open: u64, sources: &[(IpAddr, f64)]) -> Sample {
+        fn tick(
+            &mut self,
+            syn: f64,
+            completed: f64,
+            new_src: f64,
+            half_open: u64,
+            sources: &[(IpAddr, f64)],
+        ) -> Sample {
             self.t += self.tick;
             self.s.t = self.t;
             self.s.syn += (syn * self.tick) as u64;
@@ -419,7 +438,11 @@ mod tests {
         }
         let a = a.unwrap();
         assert_eq!(a.kind, Some(Kind::SpoofedRandom));
-        assert!(a.evidence.iter().any(|e| e.rule == Rule::CompletionRatio && e.observed < e.threshold), "{:?}", a.evidence);
+        assert!(
+            a.evidence.iter().any(|e| e.rule == Rule::CompletionRatio && e.observed < e.threshold),
+            "{:?}",
+            a.evidence
+        );
     }
 
     #[test]

@@ -31,7 +31,10 @@ pub fn spawn_reader(iface: String, rb: RingBuf<MapData>, tx: mpsc::Sender<DpEven
                 let ev = if item.len() == std::mem::size_of::<HeavyEvent>() {
                     // SAFETY: the datapath writes a whole HeavyEvent per record of this size.
                     let ev: HeavyEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-                    DpEvent::Heavy { addr: crate::maps::key_addr(&tcpguard_common::SrcKey { addr: ev.addr }), syns: ev.syns }
+                    DpEvent::Heavy {
+                        addr: crate::maps::key_addr(&tcpguard_common::SrcKey { addr: ev.addr }),
+                        syns: ev.syns,
+                    }
                 } else if item.len() == std::mem::size_of::<ModeEvent>() {
                     // SAFETY: as above, a whole ModeEvent.
                     let ev: ModeEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
@@ -57,7 +60,8 @@ pub fn start_logger(dp: &mut Datapath, iface: &str) {
             tokio::spawn(async move {
                 // SAFETY: the logger owns its ring-buffer fd, which stays open
                 // and unchanged until the logger (moved into the AsyncFd) drops.
-                let registered = unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
+                let registered =
+                    unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
                 let Ok(mut fd) = registered else {
                     log::warn!("{iface}: cannot poll the datapath log");
                     return;

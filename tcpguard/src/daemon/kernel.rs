@@ -68,7 +68,10 @@ pub fn write_timestamps(v: u8) -> io::Result<()> {
 pub fn listener_wscale() -> u8 {
     let rmem = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_rmem").ok();
     let tcp_max = rmem.as_deref().and_then(|s| s.split_whitespace().nth(2)?.parse().ok()).unwrap_or(6_291_456);
-    let core_max = std::fs::read_to_string("/proc/sys/net/core/rmem_max").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(212_992);
+    let core_max = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(212_992);
     tcpguard_common::synack::kernel_wscale(tcp_max, core_max)
 }
 
@@ -125,10 +128,7 @@ pub struct SavedState {
 }
 
 pub fn load_state(dir: &Path) -> SavedState {
-    std::fs::read_to_string(dir.join("state.json"))
-        .ok()
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or_default()
+    std::fs::read_to_string(dir.join("state.json")).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default()
 }
 
 pub fn save_state(dir: &Path, st: &SavedState) -> io::Result<()> {

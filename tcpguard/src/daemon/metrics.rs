@@ -56,25 +56,59 @@ impl Metrics {
         let m = Metrics {
             packets: counter("packets_total", "Packets seen by the XDP program."),
             syn: counter("syn_packets_total", "Client SYNs (SYN without ACK) to protected ports."),
-            completed: counter("handshakes_completed_total", "Handshakes completed by the client's ACK (seq = ISN + 1), or by a valid SYN-cookie ACK in attack mode."),
+            completed: counter(
+                "handshakes_completed_total",
+                "Handshakes completed by the client's ACK (seq = \
+                ISN + 1), or by a valid SYN-cookie ACK in attack mode.",
+            ),
             failed: counter("handshakes_failed_total", "Half-open handshakes that outlived the half-open timeout."),
             new_sources: counter("new_sources_total", "Source addresses entered into the source table."),
-            insert_failed: counter("source_insert_failures_total", "SYNs whose source the source table refused (passed untracked)."),
+            insert_failed: counter(
+                "source_insert_failures_total",
+                "SYNs whose source the source table refused \
+                (passed untracked).",
+            ),
             half_open: gauge("half_open_connections", "Half-open handshakes within the half-open timeout."),
             dropped: vec("dropped_packets_total", "Packets dropped by the XDP program, by reason.", "reason"),
-            would_drop: vec("monitor_would_drop_total", "Packets monitor mode would have dropped, by reason.", "reason"),
+            would_drop: vec(
+                "monitor_would_drop_total",
+                "Packets monitor mode would have dropped, by \
+                reason.",
+                "reason",
+            ),
             passed: vec("passed_packets_total", "Packets passed without tracking, by reason.", "reason"),
             attack_active: gauge("attack_active", "1 while an attack is active or cooling down."),
             attacks: vec("attacks_total", "Attacks declared, by kind.", "kind"),
             blocked: gauge("blocked_prefixes", "Entries in the block-lists."),
             syncookies_forced: gauge("syncookies_forced", "1 while tcpguard forces net.ipv4.tcp_syncookies=2."),
-            datapath_attack: gauge("datapath_attack_mode", "1 while the datapath is in attack mode (no per-SYN state, XDP SYN cookies)."),
-            attack_entries: counter("datapath_attack_entries_total", "Times the datapath entered attack mode by itself (its SYN rate crossed the threshold)."),
-            attack_syns: counter("attack_mode_syn_packets_total", "SYNs handled in attack mode (counted in fixed-size sketches, no table insert)."),
+            datapath_attack: gauge(
+                "datapath_attack_mode",
+                "1 while the datapath is in attack mode (no per-SYN \
+                state, XDP SYN cookies).",
+            ),
+            attack_entries: counter(
+                "datapath_attack_entries_total",
+                "Times the datapath entered attack mode by \
+                itself (its SYN rate crossed the threshold).",
+            ),
+            attack_syns: counter(
+                "attack_mode_syn_packets_total",
+                "SYNs handled in attack mode (counted in \
+                fixed-size sketches, no table insert).",
+            ),
             xdp_cookies: counter("xdp_syncookies_sent_total", "SYN-ACKs with a kernel SYN cookie sent from XDP."),
-            xdp_cookie_acks: counter("xdp_syncookie_acks_total", "ACKs carrying a valid SYN cookie (handshakes completed through cookies)."),
+            xdp_cookie_acks: counter(
+                "xdp_syncookie_acks_total",
+                "ACKs carrying a valid SYN cookie (handshakes \
+                completed through cookies).",
+            ),
             k_syn_recv: gauge("kernel_syn_recv_sockets", "SYN_RECV sockets according to the kernel (sock_diag)."),
-            k_counters: vec("kernel_tcpext_total", "Kernel TcpExt counters (SyncookiesSent/Recv/Failed, ListenOverflows/Drops).", "counter"),
+            k_counters: vec(
+                "kernel_tcpext_total",
+                "Kernel TcpExt counters (SyncookiesSent/Recv/Failed, \
+                ListenOverflows/Drops).",
+                "counter",
+            ),
             tick: reg(
                 &r,
                 Histogram::with_opts(
@@ -207,12 +241,15 @@ pub async fn serve(listener: TcpListener, metrics: Arc<std::sync::Mutex<Metrics>
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(5))
                 .serve_connection(hyper_util::rt::TokioIo::new(sock), svc);
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(60), conn).await;
+            let _ = tokio::time::timeout(std::time::Duration::from_mins(1), conn).await;
         });
     }
 }
 
-fn respond<B>(metrics: &std::sync::Mutex<Metrics>, req: &hyper::Request<B>) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+fn respond<B>(
+    metrics: &std::sync::Mutex<Metrics>,
+    req: &hyper::Request<B>,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
     let (status, ctype, body) = if req.method() == hyper::Method::GET && req.uri().path() == "/metrics" {
         let body = metrics.lock().map(|m| m.encode()).unwrap_or_default();
         (hyper::StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body)
@@ -242,7 +279,14 @@ mod tests {
         let mut c = Counters::default();
         c.v[Counter::Syn as usize] = 10;
         c.v[Counter::DropBlocked as usize] = 3;
-        let t = TickFigures { half_open: 7, failed_delta: 2, blocked: 1, attack: true, forced: true, datapath_attack: true };
+        let t = TickFigures {
+            half_open: 7,
+            failed_delta: 2,
+            blocked: 1,
+            attack: true,
+            forced: true,
+            datapath_attack: true,
+        };
         m.update(&c, &KernelView::default(), &t);
         m.attack_started(Kind::SpoofedRandom);
         let text = String::from_utf8(m.encode()).unwrap();

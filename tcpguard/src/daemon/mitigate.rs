@@ -81,7 +81,13 @@ impl Mitigator {
             kernel::save_state(&state_dir, &state)
                 .with_context(|| format!("writing state in {} (daemon.state-dir)", state_dir.display()))?;
         }
-        Ok(Mitigator { blocks: HashMap::new(), runtime_allows: HashSet::new(), state, state_dir, dp_attack: DpAttack::default() })
+        Ok(Mitigator {
+            blocks: HashMap::new(),
+            runtime_allows: HashSet::new(),
+            state,
+            state_dir,
+            dp_attack: DpAttack::default(),
+        })
     }
 
     /// Blocks this daemon added for heavy sources (counted against the cap).
@@ -129,7 +135,14 @@ impl Mitigator {
     /// daemon itself puts the datapath in attack mode for an attack the
     /// policy answers with cookies (`cookies`) that stays under the
     /// datapath's own threshold, and ends it with the attack.
-    pub fn steer_attack_mode(&mut self, dps: &mut Datapaths, a: &Assessment, now: u64, hold_down_secs: f64, cookies: bool) {
+    pub fn steer_attack_mode(
+        &mut self,
+        dps: &mut Datapaths,
+        a: &Assessment,
+        now: u64,
+        hold_down_secs: f64,
+        cookies: bool,
+    ) {
         let attack = matches!(a.phase, Phase::Active | Phase::CoolingDown);
         let d = &self.dp_attack;
         let want = if d.active && d.by_datapath {
@@ -145,7 +158,11 @@ impl Mitigator {
             log::warn!("datapath attack mode on (the daemon detected an attack)");
             self.dp_attack = DpAttack { active: true, by_datapath: false, entered_ns: now, ..self.dp_attack.clone() };
         } else {
-            let why = if matches!(a.event, Some(Event::Ended(_))) { "the attack is over" } else { "not confirmed by the detector" };
+            let why = if matches!(a.event, Some(Event::Ended(_))) {
+                "the attack is over"
+            } else {
+                "not confirmed by the detector"
+            };
             log::warn!("datapath attack mode off ({why})");
             self.dp_attack.active = false;
         }
@@ -195,6 +212,7 @@ impl Mitigator {
     }
 
     fn save(&self) -> Result<()> {
-        kernel::save_state(&self.state_dir, &self.state).with_context(|| format!("saving state in {}", self.state_dir.display()))
+        kernel::save_state(&self.state_dir, &self.state)
+            .with_context(|| format!("saving state in {}", self.state_dir.display()))
     }
 }

@@ -85,18 +85,17 @@ pub(crate) struct Daemon {
 /// The configuration to run: the file (or the embedded default) with the
 /// command line's interfaces and socket on top.
 fn effective_config(opts: &RunOptions) -> Result<Config> {
-    let mut cfg = match &opts.config_path {
-        Some(p) => Config::load(p)?,
-        None => {
-            log::info!("no --config given: using the embedded default configuration (see config/tcpguard.toml)");
-            Config::embedded()
-        }
+    let mut cfg = if let Some(p) = &opts.config_path {
+        Config::load(p)?
+    } else {
+        log::info!("no --config given: using the embedded default configuration (see config/tcpguard.toml)");
+        Config::embedded()
     };
     if !opts.interfaces.is_empty() {
-        cfg.daemon.interfaces = opts.interfaces.clone();
+        cfg.daemon.interfaces.clone_from(&opts.interfaces);
     }
     if let Some(s) = &opts.socket {
-        cfg.control.socket = s.clone();
+        cfg.control.socket.clone_from(s);
     }
     if cfg.daemon.interfaces.is_empty() {
         anyhow::bail!("no interface to protect: pass --iface NAME or set daemon.interfaces in the config");
@@ -135,7 +134,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // A pinned datapath may still be in attack mode from a previous run: start
     // from calm (the datapath re-enters within one window if the flood goes on).
     if d.dps.attack()?.active {
-        log::warn!("the datapath is still in attack mode from a previous run; back to tracking (it re-enters by itself if the flood goes on)");
+        log::warn!(
+            "the datapath is still in attack mode from a previous run; back to tracking (it re-enters by \
+            itself if the flood goes on)"
+        );
         d.mitigator.leave_attack_mode(&mut d.dps, monotonic_ns());
     }
     d.mitigator.dp_attack = d.dps.attack()?;
@@ -173,7 +175,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 }
             }
             Some((req, reply)) = rx.recv() => {
-                let _ = reply.send(d.handle(req));
+                let _ = reply.send(d.handle(&req));
             }
             Some(ev) = ev_rx.recv() => d.on_event(ev),
             _ = hup.recv() => d.reload(),
@@ -202,7 +204,7 @@ impl Daemon {
         let hold = self.cfg.detection.hold_down_secs;
         self.mitigator.steer_attack_mode(&mut self.dps, &a, now, hold, self.policy.cookies_forced);
         self.sync_sysctls();
-        self.publish(reading.counters, reading.failed_delta, &a, t, blocked.len());
+        self.publish(&reading.counters, reading.failed_delta, &a, t, blocked.len());
         self.metrics.lock().expect("metrics lock").tick.observe(started.elapsed().as_secs_f64());
         self.last = Some(a);
         if self.watchdog {
@@ -215,23 +217,31 @@ impl Daemon {
         match a.event {
             Some(Event::Started(k)) => {
                 self.metrics.lock().expect("metrics lock").attack_started(k);
-                let ev: Vec<String> = a.evidence.iter().map(|e| format!("{} {:.2} (threshold {:.2})", e.rule, e.observed, e.threshold)).collect();
+                let ev: Vec<String> = a
+                    .evidence
+                    .iter()
+                    .map(|e| format!("{} {:.2} (threshold {:.2})", e.rule, e.observed, e.threshold))
+                    .collect();
                 log::warn!("attack started: {} — {}", k.as_str(), ev.join(", "));
             }
-            Some(Event::Ended(k)) => log::warn!("attack over: {} (quiet for {} s)", k.as_str(), self.cfg.detection.hold_down_secs),
+            Some(Event::Ended(k)) => {
+                log::warn!("attack over: {} (quiet for {} s)", k.as_str(), self.cfg.detection.hold_down_secs)
+            }
             None => {}
         }
     }
 
     /// The tick's readings for `status` and `/metrics`.
-    fn publish(&mut self, c: Counters, failed_delta: u64, a: &Assessment, t: f64, blocked: usize) {
+    fn publish(&mut self, c: &Counters, failed_delta: u64, a: &Assessment, t: f64, blocked: usize) {
         self.kernel = kernel::read_view();
         let dt = (t - self.prev_t).max(1e-3);
-        let drops = |c: &Counters| c.get(Counter::DropBlocked) + c.get(Counter::DropRateLimited) + c.get(Counter::DropAckInvalid);
-        self.dropped_per_sec = drops(&c).saturating_sub(drops(&self.counters)) as f64 / dt;
+        let drops = |c: &Counters| {
+            c.get(Counter::DropBlocked) + c.get(Counter::DropRateLimited) + c.get(Counter::DropAckInvalid)
+        };
+        self.dropped_per_sec = drops(c).saturating_sub(drops(&self.counters)) as f64 / dt;
         self.rate_base = self.counters;
         self.rate_dt = dt;
-        self.counters = c;
+        self.counters = *c;
         self.prev_t = t;
         let mut m = self.metrics.lock().expect("metrics lock");
         let active = matches!(a.phase, Phase::Active | Phase::CoolingDown);
@@ -244,7 +254,7 @@ impl Daemon {
             forced,
             datapath_attack: self.mitigator.dp_attack.active,
         };
-        m.update(&c, &self.kernel, &figures);
+        m.update(c, &self.kernel, &figures);
     }
 
     /// A record from a datapath's ring buffer.
@@ -253,7 +263,10 @@ impl Daemon {
             DpEvent::Heavy { addr, syns } => self.sampler.follow(addr, syns, monotonic_ns() as f64 / 1e9),
             DpEvent::AttackEntered { iface, entered_ns } => {
                 let age_ms = monotonic_ns().saturating_sub(entered_ns) as f64 / 1e6;
-                log::warn!("{iface}: the datapath entered attack mode (SYN rate over datapath.attack-syn-rate); noticed {age_ms:.1} ms later");
+                log::warn!(
+                    "{iface}: the datapath entered attack mode (SYN rate over datapath.attack-syn-rate); \
+                    noticed {age_ms:.1} ms later"
+                );
                 // Arm the responder now, not at the next tick.
                 self.mitigator.dp_attack.active = true;
                 self.sync_sysctls();
@@ -352,7 +365,7 @@ impl Daemon {
                 log::warn!("reload: {key} changed; it takes effect after a restart");
             }
         }
-        new.daemon.interfaces = cur.daemon.interfaces.clone();
+        new.daemon.interfaces.clone_from(&cur.daemon.interfaces);
         new.daemon.tick_ms = cur.daemon.tick_ms;
         let old = std::mem::replace(&mut self.cfg, new);
         self.detector.reconfigure(self.cfg.detection.clone());

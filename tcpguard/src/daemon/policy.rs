@@ -38,7 +38,13 @@ impl Policy {
 
     /// Actions for this tick. `allow` is the allow-list, `blocked` what is
     /// blocked now, `daemon_blocks` how many of those the daemon added.
-    pub fn decide(&mut self, a: &Assessment, allow: &[Prefix], blocked: &HashSet<Prefix>, daemon_blocks: usize) -> Vec<Action> {
+    pub fn decide(
+        &mut self,
+        a: &Assessment,
+        allow: &[Prefix],
+        blocked: &HashSet<Prefix>,
+        daemon_blocks: usize,
+    ) -> Vec<Action> {
         let mut out = Vec::new();
         let mode = self.cfg.mode;
         let active = matches!(a.phase, Phase::Active | Phase::CoolingDown);
@@ -125,7 +131,8 @@ mod tests {
 
     #[test]
     fn repeat_offenders_get_longer_blocks_capped() {
-        let mut p = Policy::new(PolicyConfig { block_ttl_secs: 60, block_ttl_max_secs: 200, ..PolicyConfig::default() });
+        let mut p =
+            Policy::new(PolicyConfig { block_ttl_secs: 60, block_ttl_max_secs: 200, ..PolicyConfig::default() });
         let a = assessment(Phase::Active, Some(Kind::FewHeavySources), &["198.51.100.66"]);
         let ttls: Vec<u64> = (0..4)
             .map(|_| match &p.decide(&a, &[], &HashSet::new(), 0)[0] {

@@ -20,9 +20,8 @@ pub fn require_root() {
 
 pub fn load() -> Datapath {
     require_root();
-    Datapath::load(&LoadOptions::default()).unwrap_or_else(|e| {
-        panic!("loading the datapath failed: {e}: {}", tcpguard::loader::source_chain(&e))
-    })
+    Datapath::load(&LoadOptions::default())
+        .unwrap_or_else(|e| panic!("loading the datapath failed: {e}: {}", tcpguard::loader::source_chain(&e)))
 }
 
 /// Run the tcpguard program once on `frame`; the XDP verdict.
