@@ -39,6 +39,15 @@ impl Default for Row {
     }
 }
 
+/// `n` SYNs with Linux options from distinct sources (`src(base + i)`) to `dport`.
+fn spoofed_syns(base: u32, n: u32, dport: u16) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            Craft::v4(src(base + i), DST, 1024 + (i % 60000) as u16, dport).flags(TCP_SYN).seq(i).syn_options().build()
+        })
+        .collect()
+}
+
 /// Attack-mode rows (run inside a namespace with a listener on :80).
 fn attack_rows(singles: u32, repeat: u32, rounds: usize, tracking_new_ns: f64) -> anyhow::Result<Vec<Row>> {
     use tcpguard_common::{AttackState, Settings, ATTACK_REASON_DAEMON, FLAG_XDP_COOKIES};
@@ -56,15 +65,7 @@ fn attack_rows(singles: u32, repeat: u32, rounds: usize, tracking_new_ns: f64) -
     m.set_settings(&settings)?;
     m.set_attack(&AttackState { active: 1, reason: ATTACK_REASON_DAEMON, ..AttackState::default() })?;
     // A spoofed flood: every SYN from a new random source, Linux options.
-    let flood: Vec<Vec<u8>> = (0..singles)
-        .map(|i| {
-            Craft::v4(src(2_000_000 + i), DST, 1024 + (i % 60000) as u16, 80)
-                .flags(TCP_SYN)
-                .seq(i)
-                .syn_options()
-                .build()
-        })
-        .collect();
+    let flood = spoofed_syns(2_000_000, singles, 80);
     let base = single_ns(dp.baseline(), &flood)?;
     let ns = single_ns(dp.program(), &flood)?;
     let sent = Maps::new(&mut dp.ebpf).counters()?.get(tcpguard_common::Counter::CookieSent);
@@ -88,15 +89,7 @@ fn attack_rows(singles: u32, repeat: u32, rounds: usize, tracking_new_ns: f64) -
     // socket lookup misses: accounting + lookup), then the full path
     // without the kernel's cookie (tcp_syncookies=1: the helper refuses
     // before computing it).
-    let closed: Vec<Vec<u8>> = (0..singles)
-        .map(|i| {
-            Craft::v4(src(3_000_000 + i), DST, 1024 + (i % 60000) as u16, 81)
-                .flags(TCP_SYN)
-                .seq(i)
-                .syn_options()
-                .build()
-        })
-        .collect();
+    let closed = spoofed_syns(3_000_000, singles, 81);
     let ns_closed = single_ns(dp.program(), &closed)?;
     rows.push(Row {
         name: "attack mode: SYN to a closed port (socket lookup misses)",
@@ -106,15 +99,7 @@ fn attack_rows(singles: u32, repeat: u32, rounds: usize, tracking_new_ns: f64) -
         ..Row::default()
     });
     std::fs::write("/proc/sys/net/ipv4/tcp_syncookies", "1")?;
-    let refused: Vec<Vec<u8>> = (0..singles)
-        .map(|i| {
-            Craft::v4(src(4_000_000 + i), DST, 1024 + (i % 60000) as u16, 80)
-                .flags(TCP_SYN)
-                .seq(i)
-                .syn_options()
-                .build()
-        })
-        .collect();
+    let refused = spoofed_syns(4_000_000, singles, 80);
     let ns_refused = single_ns(dp.program(), &refused)?;
     std::fs::write("/proc/sys/net/ipv4/tcp_syncookies", "2")?;
     rows.push(Row {

@@ -63,6 +63,38 @@ fn dur(secs: f64) -> String {
     }
 }
 
+/// The datapath's mode: tracking, or attack mode with its responder's figures.
+fn render_datapath(v: &StatusView, s: &mut String) {
+    let d = &v.datapath;
+    if d.mode == "attack" {
+        let mut line = format!("datapath: ATTACK MODE for {}", dur(d.since_secs.unwrap_or(0.0)));
+        if let Some(by) = &d.entered_by {
+            let _ = write!(line, ", entered by the {by}");
+        }
+        if let Some(ms) = d.entry_ms {
+            let _ = write!(line, " {ms:.1} ms into its SYN burst");
+        }
+        if let Some(ms) = d.first_cookie_ms {
+            let _ = write!(line, ", first XDP SYN-ACK at {ms:.1} ms");
+        }
+        let _ = writeln!(*s, "{line}");
+        let _ = writeln!(
+            *s,
+            "  responder {}: {:.0} SYN-ACKs/s from XDP, {:.0} cookie ACKs/s, {:.0} invalid ACKs dropped/s, \
+                ~{:.0} distinct sources/s, 1 SYN in {} tracked",
+            d.responder,
+            d.cookies_sent_per_sec,
+            d.cookie_acks_per_sec,
+            d.invalid_acks_dropped_per_sec,
+            d.distinct_sources_per_sec,
+            d.sample_one_in
+        );
+    } else if !d.mode.is_empty() {
+        let _ =
+            writeln!(*s, "datapath: {} (responder {}; entered attack mode {} times)", d.mode, d.responder, d.entries);
+    }
+}
+
 /// The human status view: the answer to "is this host under attack, and
 /// what is tcpguard doing about it?" on one screen.
 pub fn render_status(v: &StatusView) -> String {
@@ -94,34 +126,7 @@ pub fn render_status(v: &StatusView) -> String {
     } else {
         let _ = writeln!(s, "no attack ({} so far)", a.attacks_total);
     }
-    let d = &v.datapath;
-    if d.mode == "attack" {
-        let mut line = format!("datapath: ATTACK MODE for {}", dur(d.since_secs.unwrap_or(0.0)));
-        if let Some(by) = &d.entered_by {
-            let _ = write!(line, ", entered by the {by}");
-        }
-        if let Some(ms) = d.entry_ms {
-            let _ = write!(line, " {ms:.1} ms into its SYN burst");
-        }
-        if let Some(ms) = d.first_cookie_ms {
-            let _ = write!(line, ", first XDP SYN-ACK at {ms:.1} ms");
-        }
-        let _ = writeln!(s, "{line}");
-        let _ = writeln!(
-            s,
-            "  responder {}: {:.0} SYN-ACKs/s from XDP, {:.0} cookie ACKs/s, {:.0} invalid ACKs dropped/s, \
-                ~{:.0} distinct sources/s, 1 SYN in {} tracked",
-            d.responder,
-            d.cookies_sent_per_sec,
-            d.cookie_acks_per_sec,
-            d.invalid_acks_dropped_per_sec,
-            d.distinct_sources_per_sec,
-            d.sample_one_in
-        );
-    } else if !d.mode.is_empty() {
-        let _ =
-            writeln!(s, "datapath: {} (responder {}; entered attack mode {} times)", d.mode, d.responder, d.entries);
-    }
+    render_datapath(v, &mut s);
     let ev: Vec<String> = a
         .evidence
         .iter()

@@ -2,6 +2,8 @@
 //! with tcpguard's XDP program on its veth, real clients, and a spoofed SYN
 //! flood sent by the project's own generator. Root required.
 
+#![allow(clippy::too_many_lines)] // end-to-end scenarios read top to bottom
+
 mod common;
 
 use std::{

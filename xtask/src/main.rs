@@ -339,6 +339,13 @@ fn flood_markdown(b: &Value, cmd: &str) -> String {
             None => writeln!(s, "- {}: serves through the highest rate reached, {max:.0} SYN/s", labels(k)),
         };
     }
+    s.push_str(&latency_and_cost_markdown(b));
+    s
+}
+
+fn latency_and_cost_markdown(b: &Value) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
     let _ =
         writeln!(s, "\n![softirq per received flood packet and legit p99, against flood rate](flood-success.png)\n");
     let _ = writeln!(s, "## Detection latency\n");

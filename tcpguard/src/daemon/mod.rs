@@ -225,7 +225,7 @@ impl Daemon {
                 log::warn!("attack started: {} — {}", k.as_str(), ev.join(", "));
             }
             Some(Event::Ended(k)) => {
-                log::warn!("attack over: {} (quiet for {} s)", k.as_str(), self.cfg.detection.hold_down_secs)
+                log::warn!("attack over: {} (quiet for {} s)", k.as_str(), self.cfg.detection.hold_down_secs);
             }
             None => {}
         }
