@@ -184,20 +184,24 @@ pub struct SynAckTcp {
     pub len: usize,
 }
 
-/// Build the SYN-ACK answering a SYN (`sport`/`dport` as in the SYN).
-#[allow(clippy::too_many_arguments)]
-pub fn synack_tcp(
-    sport: u16,
-    dport: u16,
-    client_isn: u32,
-    cookie: u32,
-    o: &SynOptions,
-    our_mss: u16,
-    our_wscale: u8,
-    now_ms: u32,
-) -> SynAckTcp {
+/// What a SYN-ACK needs besides the client's options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// Ports as in the SYN (the reply swaps them).
+    pub sport: u16,
+    pub dport: u16,
+    pub client_isn: u32,
+    pub cookie: u32,
+    pub our_mss: u16,
+    pub our_wscale: u8,
+    /// The millisecond clock for TSval.
+    pub now_ms: u32,
+}
+
+/// Build the SYN-ACK answering a SYN.
+pub fn synack_tcp(r: &Reply, o: &SynOptions) -> SynAckTcp {
     let mut bytes = [0u8; 40];
-    let len = write_synack(&mut bytes, sport, dport, client_isn, cookie, o, our_mss, our_wscale, now_ms);
+    let len = write_synack(&mut bytes, r, o);
     SynAckTcp { bytes, len }
 }
 
@@ -205,18 +209,8 @@ pub fn synack_tcp(
 /// the BPF stack is small). Every byte of `b` is written; returns the
 /// header length.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub fn write_synack(
-    b: &mut [u8; 40],
-    sport: u16,
-    dport: u16,
-    client_isn: u32,
-    cookie: u32,
-    o: &SynOptions,
-    our_mss: u16,
-    our_wscale: u8,
-    now_ms: u32,
-) -> usize {
+pub fn write_synack(b: &mut [u8; 40], r: &Reply, o: &SynOptions) -> usize {
+    let Reply { sport, dport, client_isn, cookie, our_mss, our_wscale, now_ms } = *r;
     let len = if o.has_ts { 40 } else { 24 };
     let put16 = |b: &mut [u8; 40], at: usize, v: u16| {
         let x = v.to_be_bytes();
@@ -411,7 +405,16 @@ mod tests {
     fn synack_headers_and_checksums_verify() {
         let (t, l) = th(&LINUX);
         let o = parse_syn_options(&t, l);
-        let s = synack_tcp(40000, 80, 1000, 0xdead_beef, &o, 1460, 7, 123_456);
+        let r = Reply {
+            sport: 40000,
+            dport: 80,
+            client_isn: 1000,
+            cookie: 0xdead_beef,
+            our_mss: 1460,
+            our_wscale: 7,
+            now_ms: 123_456,
+        };
+        let s = synack_tcp(&r, &o);
         assert_eq!(s.len, 40);
         assert_eq!(&s.bytes[0..4], &[0, 80, 0x9c, 0x40]);
         assert_eq!(u32::from_be_bytes(s.bytes[4..8].try_into().unwrap()), 0xdead_beef);
@@ -431,7 +434,8 @@ mod tests {
         assert_eq!(u16::from_be_bytes([ip[2], ip[3]]), 60);
 
         // No timestamps: MSS only, 24 bytes, v6 checksum.
-        let s = synack_tcp(1, 2, u32::MAX, 7, &SynOptions { mss: 1440, ..Default::default() }, 1440, 7, 0);
+        let r = Reply { sport: 1, dport: 2, client_isn: u32::MAX, cookie: 7, our_mss: 1440, our_wscale: 7, now_ms: 0 };
+        let s = synack_tcp(&r, &SynOptions { mss: 1440, ..Default::default() });
         assert_eq!(s.len, 24);
         assert_eq!(u32::from_be_bytes(s.bytes[8..12].try_into().unwrap()), 0, "ack wraps");
         assert!(s.bytes[24..].iter().all(|b| *b == 0));

@@ -688,17 +688,16 @@ fn answer(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket) -> Op
         (true, _, m) => m as u16,
     };
     let now_ms = (now_ns() / 1_000_000) as u32;
-    let len = synack::write_synack(
-        &mut r.tcp,
-        p.sport,
-        p.dport,
-        p.seq,
+    let reply = synack::Reply {
+        sport: p.sport,
+        dport: p.dport,
+        client_isn: p.seq,
         cookie,
-        &walk.found,
-        mss,
-        s.synack_wscale as u8,
+        our_mss: mss,
+        our_wscale: s.synack_wscale as u8,
         now_ms,
-    );
+    };
+    let len = synack::write_synack(&mut r.tcp, &reply, &walk.found);
     let l3 = p.l3_off as usize & 0x3f;
     let l4 = p.l4_off as usize & 0x7f;
     // Resize the frame to exactly the reply: headers, no payload.
