@@ -1,5 +1,6 @@
-//! Control-socket server. Requests are forwarded to the daemon loop, which
-//! owns the maps, and answered there.
+//! Control-socket server. `status` is answered here from the snapshot the
+//! daemon publishes once per tick; requests that change something are
+//! forwarded to the daemon loop, which owns the maps, and answered there.
 
 use std::{
     os::unix::fs::{FileTypeExt as _, PermissionsExt as _},
@@ -9,13 +10,19 @@ use std::{
 
 use tokio::{
     net::{UnixListener, UnixStream},
-    sync::{mpsc, oneshot},
+    sync::{mpsc, oneshot, watch},
 };
 
 use crate::{
     config::ControlConfig,
-    proto::{read_frame, write_frame, Request, Response},
+    proto::{read_frame, write_frame, Request, Response, StatusView},
 };
+
+/// The latest status snapshot, published by the daemon once per tick.
+pub type Snapshot = watch::Receiver<std::sync::Arc<StatusView>>;
+
+/// Concurrent control connections at most; more wait in the backlog.
+const MAX_CONNS: usize = 32;
 
 pub type ApiCall = (Request, oneshot::Sender<Response>);
 
@@ -69,19 +76,32 @@ fn group_id(name: &str) -> Option<u32> {
     (!g.is_null()).then(|| unsafe { (*g).gr_gid })
 }
 
-/// Accept connections until the listener fails; each gets one request.
-pub async fn serve(listener: UnixListener, tx: mpsc::Sender<ApiCall>) {
+/// Accept connections; each gets one request. At most [`MAX_CONNS`] at
+/// once; an accept error (EMFILE, ENFILE, ENOMEM) backs off instead of
+/// spinning, so the daemon's tick never starves.
+pub async fn serve(listener: UnixListener, tx: mpsc::Sender<ApiCall>, snapshot: Snapshot) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNS));
     loop {
-        let Ok((sock, _)) = listener.accept().await else { continue };
-        let tx = tx.clone();
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let sock = match listener.accept().await {
+            Ok((sock, _)) => sock,
+            Err(e) => {
+                log::warn!("control socket: accept failed ({e}); backing off");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let (tx, snapshot) = (tx.clone(), snapshot.clone());
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(10), handle(sock, tx)).await;
+            let _permit = permit;
+            let _ = tokio::time::timeout(Duration::from_secs(10), handle(sock, tx, snapshot)).await;
         });
     }
 }
 
-async fn handle(mut sock: UnixStream, tx: mpsc::Sender<ApiCall>) {
+async fn handle(mut sock: UnixStream, tx: mpsc::Sender<ApiCall>, snapshot: Snapshot) {
     let resp = match read_frame::<_, Request>(&mut sock).await {
+        Ok(Request::Status) => Response::Status(Box::new((**snapshot.borrow()).clone())),
         Ok(req) => {
             let (rtx, rrx) = oneshot::channel();
             if tx.send((req, rtx)).await.is_err() {
@@ -133,7 +153,8 @@ mod tests {
         let cfg = ControlConfig { socket: dir.join("s"), mode: "0660".into(), group: String::new() };
         let l = bind(&cfg).unwrap();
         let (tx, mut rx) = mpsc::channel::<ApiCall>(4);
-        tokio::spawn(serve(l, tx));
+        let (_stx, srx) = watch::channel(std::sync::Arc::new(StatusView { version: "snap".into(), ..StatusView::default() }));
+        tokio::spawn(serve(l, tx, srx));
         tokio::spawn(async move {
             while let Some((req, reply)) = rx.recv().await {
                 let _ = reply.send(Response::Done { message: format!("{req:?}") });
@@ -149,6 +170,11 @@ mod tests {
         tokio::io::AsyncWriteExt::write_all(&mut c, b"???").await.unwrap();
         let r: Response = read_frame(&mut c).await.unwrap();
         assert!(matches!(r, Response::Error { message } if message.starts_with("bad request")));
+        // Status comes from the published snapshot, not the daemon loop.
+        let mut c = UnixStream::connect(&cfg.socket).await.unwrap();
+        write_frame(&mut c, &Request::Status).await.unwrap();
+        let r: Response = read_frame(&mut c).await.unwrap();
+        assert!(matches!(r, Response::Status(v) if v.version == "snap"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -21,7 +21,8 @@ use crate::{
 impl Daemon {
     pub(super) fn handle(&mut self, req: &Request) -> Response {
         let r = match *req {
-            Request::Status => self.status().map(|s| Response::Status(Box::new(s))),
+            // (Answered from the published snapshot by the socket server.)
+            Request::Status => self.snapshot().map(|s| Response::Status(Box::new(s))),
             Request::Top { limit } => self.top(limit).map(|sources| Response::Top { sources }),
             Request::Block { prefix, ttl_secs } => self.operator_block(prefix, ttl_secs),
             Request::Unblock { prefix } => self.operator_unblock(prefix),
@@ -176,7 +177,9 @@ impl Daemon {
         }
     }
 
-    fn status(&mut self) -> Result<StatusView> {
+    /// The status view of the last tick: published once per tick for
+    /// `status` (and after any change an operator makes).
+    pub(super) fn snapshot(&mut self) -> Result<StatusView> {
         let now = monotonic_ns();
         let blocked = self
             .dps

@@ -80,6 +80,8 @@ pub(crate) struct Daemon {
     watchdog: bool,
     /// Seed of the datapath's per-source sketch hash (random per start).
     hash_seed: u64,
+    /// The status snapshot, published once per tick.
+    status_tx: tokio::sync::watch::Sender<Arc<crate::proto::StatusView>>,
 }
 
 /// The configuration to run: the file (or the embedded default) with the
@@ -129,6 +131,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         started: Instant::now(),
         watchdog: notify::watchdog_enabled(),
         hash_seed: kernel::random_u64(),
+        status_tx: tokio::sync::watch::channel(Arc::new(crate::proto::StatusView::default())).0,
     };
     d.apply_settings(None)?;
     // A pinned datapath may still be in attack mode from a previous run: start
@@ -155,7 +158,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let listener = api::bind(&d.cfg.control)?;
     log::info!("control socket {}", d.cfg.control.socket.display());
     let (tx, mut rx) = mpsc::channel::<ApiCall>(64);
-    tokio::spawn(api::serve(listener, tx));
+    d.publish_snapshot();
+    tokio::spawn(api::serve(listener, tx, d.status_tx.subscribe()));
     let (ev_tx, mut ev_rx) = mpsc::channel::<DpEvent>(1024);
     for (name, rb) in readers {
         events::spawn_reader(name, rb, ev_tx.clone())?;
@@ -176,6 +180,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             }
             Some((req, reply)) = rx.recv() => {
                 let _ = reply.send(d.handle(&req));
+                // What the operator changed shows in `status` at once.
+                d.publish_snapshot();
             }
             Some(ev) = ev_rx.recv() => d.on_event(ev),
             _ = hup.recv() => d.reload(),
@@ -207,6 +213,7 @@ impl Daemon {
         self.publish(&reading.counters, reading.failed_delta, &a, t, blocked.len());
         self.metrics.lock().expect("metrics lock").tick.observe(started.elapsed().as_secs_f64());
         self.last = Some(a);
+        self.publish_snapshot();
         if self.watchdog {
             notify::notify("WATCHDOG=1");
         }
@@ -255,6 +262,15 @@ impl Daemon {
             datapath_attack: self.mitigator.dp_attack.active,
         };
         m.update(c, &self.kernel, &figures);
+    }
+
+    fn publish_snapshot(&mut self) {
+        match self.snapshot() {
+            Ok(v) => {
+                self.status_tx.send_replace(Arc::new(v));
+            }
+            Err(e) => log::error!("building the status snapshot: {e:#}"),
+        }
     }
 
     /// A record from a datapath's ring buffer.
