@@ -1,8 +1,22 @@
 //! Global counters: one `Counters` value per CPU in a per-CPU array, so the
 //! datapath increments without atomics and userspace sums the CPUs.
 
+/// What a counter counts, declared with it: the metrics exporter groups
+/// counters by category rather than by their names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Category {
+    /// A packet passed without tracking, for this reason.
+    Pass,
+    /// A packet dropped, for this reason.
+    Drop,
+    /// Monitor mode: a packet that would have been dropped or answered.
+    Monitor,
+    /// Anything else the datapath saw or did.
+    Event,
+}
+
 macro_rules! counters {
-    ($($(#[doc = $doc:literal])* $name:ident => $label:literal,)*) => {
+    ($($(#[doc = $doc:literal])* $name:ident => $label:literal : $cat:ident,)*) => {
         /// Index of a global counter.
         #[repr(u32)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,6 +28,9 @@ macro_rules! counters {
             pub const fn name(self) -> &'static str {
                 match self { $(Counter::$name => $label,)* }
             }
+            pub const fn category(self) -> Category {
+                match self { $(Counter::$name => Category::$cat,)* }
+            }
         }
 
         pub const COUNTER_COUNT: usize = [$($label,)*].len();
@@ -22,105 +39,105 @@ macro_rules! counters {
 
 counters! {
     /// Every packet the program saw.
-    Packets => "packets",
+    Packets => "packets": Event,
     /// Not IPv4/IPv6 (ARP, LLDP, ...).
-    PassNonIp => "pass_non_ip",
+    PassNonIp => "pass_non_ip": Pass,
     /// IP but not TCP.
-    PassNonTcp => "pass_non_tcp",
+    PassNonTcp => "pass_non_tcp": Pass,
     /// A non-first IP fragment (no TCP header to read).
-    PassFragment => "pass_fragment",
+    PassFragment => "pass_fragment": Pass,
     /// Ethernet or VLAN header cut short.
-    PassTruncatedEth => "pass_truncated_eth",
+    PassTruncatedEth => "pass_truncated_eth": Pass,
     /// IPv4/IPv6 header cut short, or a wrong IP version.
-    PassTruncatedIp => "pass_truncated_ip",
+    PassTruncatedIp => "pass_truncated_ip": Pass,
     /// TCP header (or its options) cut short.
-    PassTruncatedTcp => "pass_truncated_tcp",
+    PassTruncatedTcp => "pass_truncated_tcp": Pass,
     /// IPv4 IHL < 5.
-    PassBadIhl => "pass_bad_ihl",
+    PassBadIhl => "pass_bad_ihl": Pass,
     /// TCP data offset < 5.
-    PassBadDoff => "pass_bad_doff",
+    PassBadDoff => "pass_bad_doff": Pass,
     /// More IPv6 extension headers than the bounded walk follows.
-    PassIpv6ExtLimit => "pass_ipv6_ext_limit",
+    PassIpv6ExtLimit => "pass_ipv6_ext_limit": Pass,
     /// TCP to a port that is not protected.
-    PassUnprotectedPort => "pass_unprotected_port",
+    PassUnprotectedPort => "pass_unprotected_port": Pass,
     /// A drop overridden by the allow-list.
-    PassAllowed => "pass_allowed",
+    PassAllowed => "pass_allowed": Pass,
     /// Source matched a block entry whose time has run out.
-    PassBlockExpired => "pass_block_expired",
+    PassBlockExpired => "pass_block_expired": Pass,
     /// Ordinary TCP to a protected port.
-    PassTcp => "pass_tcp",
+    PassTcp => "pass_tcp": Pass,
     /// Dropped: the source matches the block-list.
-    DropBlocked => "drop_blocked",
+    DropBlocked => "drop_blocked": Drop,
     /// Dropped: the source exceeded its SYN rate.
-    DropRateLimited => "drop_rate_limited",
+    DropRateLimited => "drop_rate_limited": Drop,
     /// Monitor mode: would have been dropped as blocked.
-    MonitorBlocked => "monitor_blocked",
+    MonitorBlocked => "monitor_blocked": Monitor,
     /// Monitor mode: would have been dropped by the rate limit.
-    MonitorRateLimited => "monitor_rate_limited",
+    MonitorRateLimited => "monitor_rate_limited": Monitor,
     /// Client SYNs (SYN without ACK) to protected ports.
-    Syn => "syn",
+    Syn => "syn": Event,
     /// SYNs repeating the ISN of an open half-open entry.
-    SynRetransmit => "syn_retransmit",
+    SynRetransmit => "syn_retransmit": Event,
     /// Inbound SYN+ACK (this host is the client).
-    SynAckIn => "synack_in",
+    SynAckIn => "synack_in": Event,
     /// Final ACKs with seq = ISN + 1.
-    HandshakeCompleted => "handshake_completed",
+    HandshakeCompleted => "handshake_completed": Event,
     /// Completions that came after the half-open timeout.
-    HandshakeCompletedLate => "handshake_completed_late",
+    HandshakeCompletedLate => "handshake_completed_late": Event,
     /// ACKs for a half-open 4-tuple with the wrong seq.
-    AckBadSeq => "ack_bad_seq",
+    AckBadSeq => "ack_bad_seq": Event,
     /// RST packets.
-    Rst => "rst",
+    Rst => "rst": Event,
     /// RSTs that removed a half-open entry.
-    RstHalfOpen => "rst_half_open",
+    RstHalfOpen => "rst_half_open": Event,
     /// FIN packets.
-    Fin => "fin",
+    Fin => "fin": Event,
     /// Half-open entries created.
-    HalfOpenOpened => "half_open_opened",
+    HalfOpenOpened => "half_open_opened": Event,
     /// A SYN with a new ISN replaced an open entry (the old one failed).
-    HalfOpenReplaced => "half_open_replaced",
+    HalfOpenReplaced => "half_open_replaced": Event,
     /// Sources entered into the source table (never seen, or evicted since):
     /// the daemon's distinct-new-source estimate.
-    NewSource => "new_source",
+    NewSource => "new_source": Event,
     /// Heavy-source reports sent to the daemon.
-    HeavyEvent => "heavy_event",
+    HeavyEvent => "heavy_event": Event,
     /// The source table refused an insert (the SYN still passes, untracked).
-    SourceInsertFailed => "source_insert_failed",
+    SourceInsertFailed => "source_insert_failed": Event,
     /// SYNs handled in attack mode (no per-SYN map insert).
-    AttackSyn => "attack_syn",
+    AttackSyn => "attack_syn": Event,
     /// Times this CPU put the datapath in attack mode (its SYN rate crossed
     /// the threshold).
-    AttackEntered => "attack_entered",
+    AttackEntered => "attack_entered": Event,
     /// Attack-mode SYNs also tracked in full (1 in `attack-sample`).
-    AttackSampled => "attack_sampled",
+    AttackSampled => "attack_sampled": Event,
     /// Sampled half-open entries closed by a cookie ACK (already counted in
     /// `cookie_ack_valid`).
-    SampledCompleted => "attack_sampled_completed",
+    SampledCompleted => "attack_sampled_completed": Event,
     /// Sources the sketch promoted to the source table (heavy in attack mode).
-    SketchPromoted => "sketch_promoted",
+    SketchPromoted => "sketch_promoted": Event,
     /// SYNs answered from XDP with a SYN-ACK carrying a kernel SYN cookie.
-    CookieSent => "cookie_sent",
+    CookieSent => "cookie_sent": Event,
     /// Attack-mode SYN to a port with no listening socket: the kernel answers.
-    CookieNoListener => "cookie_no_listener",
+    CookieNoListener => "cookie_no_listener": Event,
     /// Attack-mode SYN whose 4-tuple has a socket (TIME_WAIT, established,
     /// a request in the kernel's queue): the kernel answers.
-    CookieOtherSocket => "cookie_other_socket",
+    CookieOtherSocket => "cookie_other_socket": Event,
     /// The kernel refused to make a cookie (tcp_syncookies not 2, accept
     /// queue full): the kernel answers.
-    CookieRefused => "cookie_refused",
+    CookieRefused => "cookie_refused": Event,
     /// Attack-mode SYN with IP options, IPv6 extension headers or other
     /// layouts the responder does not rewrite: the kernel answers.
-    CookieOddHeaders => "cookie_odd_headers",
+    CookieOddHeaders => "cookie_odd_headers": Event,
     /// Allow-listed source in attack mode: never answered from XDP.
-    CookieSkipAllowed => "cookie_skip_allowed",
+    CookieSkipAllowed => "cookie_skip_allowed": Event,
     /// Monitor mode: a SYN the responder would have answered.
-    MonitorCookie => "monitor_cookie",
+    MonitorCookie => "monitor_cookie": Monitor,
     /// ACKs to a listener carrying a valid cookie (completed handshakes).
-    CookieAckValid => "cookie_ack_valid",
+    CookieAckValid => "cookie_ack_valid": Event,
     /// Dropped: an ACK to a listener with no connection and no valid cookie.
-    DropAckInvalid => "drop_ack_invalid",
+    DropAckInvalid => "drop_ack_invalid": Drop,
     /// Monitor mode: an invalid ACK that would have been dropped.
-    MonitorAckInvalid => "monitor_ack_invalid",
+    MonitorAckInvalid => "monitor_ack_invalid": Monitor,
 }
 
 /// The value stored per CPU.
@@ -161,6 +178,19 @@ mod tests {
             for d in &Counter::ALL[i + 1..] {
                 assert_ne!(c.name(), d.name());
             }
+        }
+    }
+
+    #[test]
+    fn categories_match_the_names() {
+        for c in Counter::ALL {
+            let prefix = match c.category() {
+                Category::Pass => "pass_",
+                Category::Drop => "drop_",
+                Category::Monitor => "monitor_",
+                Category::Event => "",
+            };
+            assert!(c.name().starts_with(prefix), "{c:?}");
         }
     }
 

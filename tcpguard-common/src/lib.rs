@@ -21,5 +21,5 @@ pub mod types;
 pub mod craft;
 
 pub use attack::{promote_threshold, rate_step};
-pub use counters::{Counter, Counters, COUNTER_COUNT};
+pub use counters::{Category, Counter, Counters, COUNTER_COUNT};
 pub use types::*;

@@ -153,7 +153,8 @@ mod tests {
         let cfg = ControlConfig { socket: dir.join("s"), mode: "0660".into(), group: String::new() };
         let l = bind(&cfg).unwrap();
         let (tx, mut rx) = mpsc::channel::<ApiCall>(4);
-        let (_stx, srx) = watch::channel(std::sync::Arc::new(StatusView { version: "snap".into(), ..StatusView::default() }));
+        let (_stx, srx) =
+            watch::channel(std::sync::Arc::new(StatusView { version: "snap".into(), ..StatusView::default() }));
         tokio::spawn(serve(l, tx, srx));
         tokio::spawn(async move {
             while let Some((req, reply)) = rx.recv().await {

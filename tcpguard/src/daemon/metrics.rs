@@ -153,7 +153,7 @@ impl Metrics {
         self.would_drop.with_label_values(&["invalid_ack"]).inc_by(d(Counter::MonitorAckInvalid));
         self.would_drop.with_label_values(&["blocked"]).inc_by(d(Counter::MonitorBlocked));
         self.would_drop.with_label_values(&["rate_limited"]).inc_by(d(Counter::MonitorRateLimited));
-        for x in Counter::ALL.iter().filter(|x| x.name().starts_with("pass_")) {
+        for x in Counter::ALL.iter().filter(|x| x.category() == tcpguard_common::Category::Pass) {
             self.passed.with_label_values(&[&x.name()["pass_".len()..]]).inc_by(d(*x));
         }
         self.half_open.set(half_open as i64);
@@ -177,10 +177,6 @@ impl Metrics {
 
     pub fn attack_started(&self, k: Kind) {
         self.attacks.with_label_values(&[k.as_str()]).inc();
-    }
-
-    pub fn attacks_total(&self) -> u64 {
-        Kind::ALL.iter().map(|k| self.attacks.with_label_values(&[k.as_str()]).get()).sum()
     }
 
     pub fn encode(&self) -> Vec<u8> {

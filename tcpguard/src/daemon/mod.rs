@@ -80,6 +80,8 @@ pub(crate) struct Daemon {
     watchdog: bool,
     /// Seed of the datapath's per-source sketch hash (random per start).
     hash_seed: u64,
+    /// Attacks declared since start.
+    attacks_total: u64,
     /// The status snapshot, published once per tick.
     status_tx: tokio::sync::watch::Sender<Arc<crate::proto::StatusView>>,
 }
@@ -131,6 +133,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         started: Instant::now(),
         watchdog: notify::watchdog_enabled(),
         hash_seed: kernel::random_u64(),
+        attacks_total: 0,
         status_tx: tokio::sync::watch::channel(Arc::new(crate::proto::StatusView::default())).0,
     };
     d.apply_settings(None)?;
@@ -220,9 +223,10 @@ impl Daemon {
         Ok(())
     }
 
-    fn log_event(&self, a: &Assessment) {
+    fn log_event(&mut self, a: &Assessment) {
         match a.event {
             Some(Event::Started(k)) => {
+                self.attacks_total += 1;
                 self.metrics.lock().expect("metrics lock").attack_started(k);
                 let ev: Vec<String> = a
                     .evidence
