@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{loader::AttachMode, net::Prefix};
+use crate::{model::AttachMode, net::Prefix};
 
 #[derive(Parser, Debug)]
 #[command(name = "tcpguard", version, about = "SYN-flood detection and mitigation with XDP")]

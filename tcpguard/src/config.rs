@@ -10,7 +10,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{loader::AttachMode, net::Prefix};
+use crate::{model::AttachMode, net::Prefix};
 
 /// The documented default configuration, embedded in the binary.
 pub const DEFAULT_TOML: &str = include_str!("../../config/tcpguard.toml");
@@ -209,20 +209,45 @@ impl Default for MetricsConfig {
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct ControlConfig {
     pub socket: PathBuf,
-    pub mode: String,
+    pub mode: SocketMode,
     pub group: String,
 }
 
 impl Default for ControlConfig {
     fn default() -> Self {
-        ControlConfig { socket: "/run/tcpguard/tcpguard.sock".into(), mode: "0660".into(), group: String::new() }
+        ControlConfig { socket: "/run/tcpguard/tcpguard.sock".into(), mode: SocketMode(0o660), group: String::new() }
     }
 }
 
 impl ControlConfig {
-    /// The socket file mode, validated by `check()`.
+    /// The socket file mode.
     pub fn mode_bits(&self) -> u32 {
-        u32::from_str_radix(&self.mode, 8).unwrap_or(0o660)
+        self.mode.0
+    }
+}
+
+/// The control socket's file mode, written in the config as an octal
+/// string ("0660") and checked when the file is parsed: the owner must be
+/// able to read and write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SocketMode(pub u32);
+
+impl TryFrom<String> for SocketMode {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match u32::from_str_radix(&s, 8) {
+            Ok(m) if m <= 0o777 && m & 0o600 == 0o600 => Ok(SocketMode(m)),
+            _ => Err(format!(
+                "control.mode: {s:?} must be an octal mode like \"0660\" that lets the owner read and write"
+            )),
+        }
+    }
+}
+
+impl From<SocketMode> for String {
+    fn from(m: SocketMode) -> String {
+        format!("{:04o}", m.0)
     }
 }
 
@@ -330,15 +355,6 @@ impl Config {
             ));
         }
         let c = &self.control;
-        match u32::from_str_radix(&c.mode, 8) {
-            Ok(m) if m <= 0o777 && m & 0o600 == 0o600 => {}
-            _ => {
-                return Err((
-                    "control.mode",
-                    format!("{:?} must be an octal mode like \"0660\" that lets the owner read and write", c.mode),
-                ))
-            }
-        }
         if !c.socket.is_absolute() {
             return Err(("control.socket", format!("{} must be an absolute path", c.socket.display())));
         }

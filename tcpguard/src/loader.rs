@@ -62,27 +62,7 @@ pub struct Attachment {
     pub link_pin: PathBuf,
 }
 
-/// How to attach: `Auto` tries native (driver) mode, then generic (skb).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AttachMode {
-    #[default]
-    Auto,
-    Native,
-    Skb,
-}
-
-impl std::str::FromStr for AttachMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "native" | "drv" | "driver" => Ok(Self::Native),
-            "skb" | "generic" => Ok(Self::Skb),
-            _ => Err(format!("unknown XDP mode {s:?}: expected auto, native or skb")),
-        }
-    }
-}
+pub use crate::model::AttachMode;
 
 #[derive(Clone, Debug)]
 pub struct LoadOptions {

@@ -132,7 +132,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("sock");
         std::fs::write(&path, "precious").unwrap();
-        let cfg = ControlConfig { socket: path.clone(), mode: "0600".into(), group: String::new() };
+        let cfg = ControlConfig { socket: path.clone(), mode: crate::config::SocketMode(0o600), group: String::new() };
         assert!(matches!(bind(&cfg), Err(ApiError::NotASocket { .. })));
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
         std::fs::remove_file(&path).unwrap();
@@ -150,7 +150,7 @@ mod tests {
     #[tokio::test]
     async fn request_response_through_the_socket() {
         let dir = std::env::temp_dir().join(format!("tcpguard-api2-{}", std::process::id()));
-        let cfg = ControlConfig { socket: dir.join("s"), mode: "0660".into(), group: String::new() };
+        let cfg = ControlConfig { socket: dir.join("s"), mode: crate::config::SocketMode(0o660), group: String::new() };
         let l = bind(&cfg).unwrap();
         let (tx, mut rx) = mpsc::channel::<ApiCall>(4);
         let (_stx, srx) =
