@@ -38,8 +38,6 @@ pub struct Metrics {
     k_syn_recv: IntGauge,
     k_counters: IntCounterVec,
     pub tick: Histogram,
-    prev: Counters,
-    prev_kernel: KernelView,
 }
 
 fn reg<T: Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -117,8 +115,6 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
-            prev: Counters::default(),
-            prev_kernel: KernelView::default(),
             registry: r,
         };
         for k in Kind::ALL {
@@ -127,16 +123,13 @@ impl Metrics {
         m
     }
 
-    /// Start counting from these values (the maps may predate this process).
-    pub fn baseline(&mut self, c: &Counters, k: &KernelView) {
-        self.prev = *c;
-        self.prev_kernel = k.clone();
-    }
-
-    pub fn update(&mut self, c: &Counters, k: &KernelView, t: &TickFigures) {
+    /// One tick: counters advance by what the datapath and the kernel
+    /// counted since the previous tick (`prev`, `prev_kernel`: the daemon's
+    /// readings; the maps may predate this process).
+    pub fn update(&mut self, (prev, c): (&Counters, &Counters), (p, k): (&KernelView, &KernelView), t: &TickFigures) {
         let TickFigures { half_open, failed_delta, blocked, attack, forced, datapath_attack } = *t;
         self.datapath_attack.set(i64::from(datapath_attack));
-        let d = |x: Counter| c.get(x).wrapping_sub(self.prev.get(x));
+        let d = |x: Counter| c.get(x).wrapping_sub(prev.get(x));
         self.packets.inc_by(d(Counter::Packets));
         self.syn.inc_by(d(Counter::Syn));
         self.completed.inc_by(d(Counter::HandshakeCompleted) + d(Counter::CookieAckValid));
@@ -161,7 +154,6 @@ impl Metrics {
         self.blocked.set(blocked as i64);
         self.syncookies_forced.set(i64::from(forced));
         self.k_syn_recv.set(k.syn_recv as i64);
-        let p = &self.prev_kernel;
         for (name, now, before) in [
             ("SyncookiesSent", k.syncookies_sent, p.syncookies_sent),
             ("SyncookiesRecv", k.syncookies_recv, p.syncookies_recv),
@@ -171,8 +163,6 @@ impl Metrics {
         ] {
             self.k_counters.with_label_values(&[name]).inc_by(now.saturating_sub(before));
         }
-        self.prev = *c;
-        self.prev_kernel = k.clone();
     }
 
     pub fn attack_started(&self, k: Kind) {
@@ -283,7 +273,8 @@ mod tests {
             forced: true,
             datapath_attack: true,
         };
-        m.update(&c, &KernelView::default(), &t);
+        let k = KernelView::default();
+        m.update((&Counters::default(), &c), (&k, &k), &t);
         m.attack_started(Kind::SpoofedRandom);
         let text = String::from_utf8(m.encode()).unwrap();
         for want in [
@@ -303,8 +294,9 @@ mod tests {
         }
         assert!(!text.contains("addr="), "no per-address labels");
         // Counters advance by deltas.
+        let before = c;
         c.v[Counter::Syn as usize] = 15;
-        m.update(&c, &KernelView::default(), &TickFigures::default());
+        m.update((&before, &c), (&k, &k), &TickFigures::default());
         assert!(String::from_utf8(m.encode()).unwrap().contains("tcpguard_syn_packets_total 15"));
     }
 }

@@ -151,7 +151,6 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     d.counters = d.dps.counters()?;
     d.rate_base = d.counters;
     d.kernel = kernel::read_view();
-    metrics.lock().expect("metrics lock").baseline(&d.counters, &d.kernel);
 
     if d.cfg.metrics.enabled {
         let l = metrics::bind(d.cfg.metrics.listen).await?;
@@ -244,7 +243,7 @@ impl Daemon {
 
     /// The tick's readings for `status` and `/metrics`.
     fn publish(&mut self, c: &Counters, failed_delta: u64, a: &Assessment, t: f64, blocked: usize) {
-        self.kernel = kernel::read_view();
+        let prev_kernel = std::mem::replace(&mut self.kernel, kernel::read_view());
         let dt = (t - self.prev_t).max(1e-3);
         let drops = |c: &Counters| {
             c.get(Counter::DropBlocked) + c.get(Counter::DropRateLimited) + c.get(Counter::DropAckInvalid)
@@ -265,7 +264,7 @@ impl Daemon {
             forced,
             datapath_attack: self.mitigator.dp_attack.active,
         };
-        m.update(c, &self.kernel, &figures);
+        m.update((&self.rate_base, c), (&prev_kernel, &self.kernel), &figures);
     }
 
     fn publish_snapshot(&mut self) {
