@@ -58,9 +58,12 @@ pub enum Command {
     /// Block a prefix in XDP (all TCP to protected ports).
     Block {
         prefix: Prefix,
-        /// How long, e.g. 30s, 10m, 2h, 1d (default: until unblocked).
+        /// How long, e.g. 30s, 10m, 2h, 1d, at most 365d (default: until unblocked).
         #[arg(long)]
         ttl: Option<String>,
+        /// Block a prefix wider than policy.widest-block-v4/-v6 (e.g. 0.0.0.0/0).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         client: Client,
     },

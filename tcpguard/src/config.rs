@@ -184,11 +184,21 @@ pub struct PolicyConfig {
     pub block_ttl_secs: u64,
     pub block_ttl_max_secs: u64,
     pub max_blocked: usize,
+    /// `tcpguard block` refuses prefixes shorter than these unless --force.
+    pub widest_block_v4: u8,
+    pub widest_block_v6: u8,
 }
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        PolicyConfig { mode: PolicyMode::Auto, block_ttl_secs: 60, block_ttl_max_secs: 3600, max_blocked: 1024 }
+        PolicyConfig {
+            mode: PolicyMode::Auto,
+            block_ttl_secs: 60,
+            block_ttl_max_secs: 3600,
+            max_blocked: 1024,
+            widest_block_v4: 16,
+            widest_block_v6: 48,
+        }
     }
 }
 
@@ -263,6 +273,14 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        // An empty file is a mistake (a truncated write, the wrong path), not
+        // "every default": it would reset every key, the socket path included.
+        if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+            return Err(ConfigError::Parse {
+                origin: path.display().to_string(),
+                message: "the file has no settings at all; refusing it (omit --config for the embedded default)".into(),
+            });
+        }
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -354,6 +372,15 @@ impl Config {
                 format!("{} is outside 1..={}", y.max_blocked, tcpguard_common::LIST_ENTRIES / 2),
             ));
         }
+        if y.widest_block_v4 > 32 {
+            return Err(("policy.widest-block-v4", format!("{} is not a prefix length (0..=32)", y.widest_block_v4)));
+        }
+        if y.widest_block_v6 > 128 {
+            return Err(("policy.widest-block-v6", format!("{} is not a prefix length (0..=128)", y.widest_block_v6)));
+        }
+        if y.block_ttl_max_secs > crate::ctl::MAX_TTL_SECS {
+            return Err(("policy.block-ttl-max-secs", format!("{} is longer than 365 days", y.block_ttl_max_secs)));
+        }
         let c = &self.control;
         if !c.socket.is_absolute() {
             return Err(("control.socket", format!("{} must be an absolute path", c.socket.display())));
@@ -402,6 +429,8 @@ mod tests {
             ("[datapath]\nhalf-open-timeout-secs = 0\n", "datapath.half-open-timeout-secs", "outside"),
             ("[datapath]\nattack-syn-rate = 10\n", "datapath.attack-syn-rate", "below 1000"),
             ("[datapath]\nattack-sample = 0\n", "datapath.attack-sample", "outside"),
+            ("[policy]\nwidest-block-v4 = 33\n", "policy.widest-block-v4", "prefix length"),
+            ("[policy]\nblock-ttl-max-secs = 99999999999\n", "policy.block-ttl-max-secs", "365 days"),
         ];
         for (text, key, reason) in cases {
             let e = Config::parse(text, "t.toml").unwrap_err().to_string();
@@ -412,6 +441,21 @@ mod tests {
         assert!(e.contains("unknown variant `nuke`") && e.contains("mode"), "{e}");
         let e = Config::parse("[datapath]\nallow = [\"10.0.0.0/33\"]\n", "t.toml").unwrap_err().to_string();
         assert!(e.contains("prefix length"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_file_is_refused() {
+        let dir = std::env::temp_dir().join(format!("tcpguard-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("empty.toml");
+        for text in ["", "\n  \n", "# only a comment\n"] {
+            std::fs::write(&p, text).unwrap();
+            let e = Config::load(&p).unwrap_err().to_string();
+            assert!(e.contains("no settings at all"), "{text:?}: {e}");
+        }
+        std::fs::write(&p, "[policy]\nmode = \"drop\"\n").unwrap();
+        assert!(Config::load(&p).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

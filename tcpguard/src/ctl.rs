@@ -209,6 +209,10 @@ pub fn render_top(v: &[SourceView]) -> String {
 }
 
 /// "30", "30s", "5m", "2h", "1d" -> seconds.
+/// The longest block a TTL may ask for (365 days): longer is an operator's
+/// typo, not a plan; a permanent block has no TTL at all.
+pub const MAX_TTL_SECS: u64 = 365 * 86_400;
+
 pub fn parse_duration(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (num, mult) = match s.char_indices().last() {
@@ -218,11 +222,14 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
         Some((i, 'd')) => (&s[..i], 86_400),
         _ => (s, 1),
     };
-    num.parse::<u64>()
+    let n = num
+        .parse::<u64>()
         .ok()
         .filter(|n| *n > 0)
-        .map(|n| n * mult)
-        .ok_or_else(|| format!("{s:?} is not a duration like 30s, 10m, 2h or 1d"))
+        .ok_or_else(|| format!("{s:?} is not a duration like 30s, 10m, 2h or 1d"))?;
+    n.checked_mul(mult).filter(|t| *t <= MAX_TTL_SECS).ok_or_else(|| {
+        format!("{s:?} is longer than the longest block TTL (365d); omit --ttl for a block until unblocked")
+    })
 }
 
 #[cfg(test)]
@@ -236,6 +243,13 @@ mod tests {
         assert_eq!(parse_duration("1d").unwrap(), 86_400);
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("soon").is_err());
+        // No wrap-around: these were accepted and expired in 0.29 s, or kept
+        // for centuries, before the cap.
+        for t in ["18446744074s", "99999999999s", "213503982335d", "366d"] {
+            let e = parse_duration(t).unwrap_err();
+            assert!(e.contains("longest block TTL"), "{t}: {e}");
+        }
+        assert_eq!(parse_duration("365d").unwrap(), MAX_TTL_SECS);
         assert_eq!(dur(3725.0), "1h02m");
     }
 

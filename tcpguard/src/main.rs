@@ -74,9 +74,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
             }
             other => anyhow::bail!("unexpected answer: {other:?}"),
         },
-        Command::Block { prefix, ttl, client } => {
+        Command::Block { prefix, ttl, force, client } => {
             let ttl_secs = ttl.map(|t| ctl::parse_duration(&t)).transpose().map_err(anyhow::Error::msg)?;
-            done(ask(&client, Request::Block { prefix, ttl_secs }).await?)
+            done(ask(&client, Request::Block { prefix, ttl_secs, force }).await?)
         }
         Command::Unblock { prefix, client } => done(ask(&client, Request::Unblock { prefix }).await?),
         Command::Allow { prefix, client } => done(ask(&client, Request::Allow { prefix }).await?),

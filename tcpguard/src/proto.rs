@@ -24,6 +24,9 @@ pub enum Request {
     Block {
         prefix: Prefix,
         ttl_secs: Option<u64>,
+        /// Block even a prefix wider than the configured limit.
+        #[serde(default)]
+        force: bool,
     },
     Unblock {
         prefix: Prefix,
@@ -201,12 +204,15 @@ mod tests {
     #[tokio::test]
     async fn round_trip_and_limits() {
         let (mut a, mut b) = tokio::io::duplex(1 << 16);
-        let req = Request::Block { prefix: "198.51.100.0/24".parse().unwrap(), ttl_secs: Some(30) };
+        let req = Request::Block { prefix: "198.51.100.0/24".parse().unwrap(), ttl_secs: Some(30), force: false };
         write_frame(&mut a, &req).await.unwrap();
         let got: Request = read_frame(&mut b).await.unwrap();
         assert_eq!(got, req);
         // The wire form is stable JSON an operator can read.
-        assert_eq!(serde_json::to_string(&req).unwrap(), r#"{"cmd":"block","prefix":"198.51.100.0/24","ttl_secs":30}"#);
+        assert_eq!(
+            serde_json::to_string(&req).unwrap(),
+            r#"{"cmd":"block","prefix":"198.51.100.0/24","ttl_secs":30,"force":false}"#
+        );
         // Oversized length is refused before allocating.
         a.write_all(&(MAX_FRAME + 1).to_be_bytes()).await.unwrap();
         assert!(matches!(read_frame::<_, Request>(&mut b).await, Err(ProtoError::TooLarge { .. })));

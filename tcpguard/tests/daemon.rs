@@ -365,6 +365,19 @@ fn single_source_flood_is_blocked_and_survives_kill_9() {
     assert!(o.status.success());
     let o = ctl(&f, &["block", "203.0.113.7"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("allow-listed"), "{o:?}");
+    // A block of everything is refused unless forced, and never lands.
+    for wide in ["0.0.0.0/0", "::/0", "10.0.0.0/8"] {
+        let o = ctl(&f, &["block", wide]);
+        assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--force"), "{wide}: {o:?}");
+    }
+    let v = status(&f).unwrap();
+    assert!(!v["blocked"].as_array().unwrap().iter().any(|b| b["prefix"] == "0.0.0.0/0"), "{:#}", v["blocked"]);
+    let o = ctl(&f, &["block", "10.0.0.0/8", "--force", "--ttl", "1m"]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(ctl(&f, &["unblock", "10.0.0.0/8"]).status.success());
+    // A TTL past the cap is refused at parse time instead of wrapping.
+    let o = ctl(&f, &["block", "203.0.113.9", "--ttl", "18446744074s"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("longest block TTL"), "{o:?}");
     let o = ctl(&f, &["top", "--json", "--limit", "3"]);
     let top: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(top[0]["addr"], "198.51.100.66", "{top:#}");

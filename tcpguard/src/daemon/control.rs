@@ -24,14 +24,32 @@ impl Daemon {
             // (Answered from the published snapshot by the socket server.)
             Request::Status => self.snapshot().map(|s| Response::Status(Box::new(s))),
             Request::Top { limit } => self.top(limit).map(|sources| Response::Top { sources }),
-            Request::Block { prefix, ttl_secs } => self.operator_block(prefix, ttl_secs),
+            Request::Block { prefix, ttl_secs, force } => self.operator_block(prefix, ttl_secs, force),
             Request::Unblock { prefix } => self.operator_unblock(prefix),
             Request::Allow { prefix } => self.operator_allow(prefix),
         };
         r.unwrap_or_else(|e| Response::Error { message: format!("{e:#}") })
     }
 
-    fn operator_block(&mut self, prefix: Prefix, ttl: Option<u64>) -> Result<Response> {
+    fn operator_block(&mut self, prefix: Prefix, ttl: Option<u64>, force: bool) -> Result<Response> {
+        let (widest, key) = if prefix.addr.is_ipv4() {
+            (self.cfg.policy.widest_block_v4, "policy.widest-block-v4")
+        } else {
+            (self.cfg.policy.widest_block_v6, "policy.widest-block-v6")
+        };
+        if prefix.len < widest && !force {
+            return Ok(Response::Error {
+                message: format!(
+                    "refusing to block {prefix}: wider than /{widest} ({key}), it would cut off every client in it \
+                     that is not allow-listed (SSH included); pass --force if you mean it"
+                ),
+            });
+        }
+        if ttl.is_some_and(|t| t > crate::ctl::MAX_TTL_SECS) {
+            return Ok(Response::Error {
+                message: format!("a block TTL is at most {} s (365d)", crate::ctl::MAX_TTL_SECS),
+            });
+        }
         if let Some(a) = self.allow_list().iter().find(|a| a.contains(prefix.addr)) {
             return Ok(Response::Error {
                 message: format!(
@@ -39,7 +57,7 @@ impl Daemon {
                 ),
             });
         }
-        let exp = ttl.map_or(0, |s| monotonic_ns() + s * 1_000_000_000);
+        let exp = ttl.map_or(0, |s| monotonic_ns().saturating_add(s.saturating_mul(1_000_000_000)));
         self.dps.block(&prefix, exp)?;
         self.mitigator.blocks.insert(prefix, BlockOrigin::Operator);
         let until = ttl.map_or("until unblocked".to_string(), |s| format!("for {s} s"));

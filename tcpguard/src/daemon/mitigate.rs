@@ -115,7 +115,7 @@ impl Mitigator {
         for act in acts {
             match act {
                 Action::Block { prefix, ttl_secs, origin } => {
-                    let exp = now + ttl_secs * 1_000_000_000;
+                    let exp = now.saturating_add(ttl_secs.saturating_mul(1_000_000_000));
                     if let Err(e) = dps.block(&prefix, exp) {
                         log::error!("blocking {prefix}: {e:#}");
                     }
