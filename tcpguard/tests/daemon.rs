@@ -615,3 +615,58 @@ fn attack_mode_answers_a_full_rate_flood_from_xdp_and_clients_move_data() {
     );
     drop(server);
 }
+
+#[test]
+fn one_daemon_per_host_and_a_warning_in_a_private_mount_namespace() {
+    let _serial = serial();
+    require_root();
+    let lab = Lab::new().unwrap();
+    let f = Files::new("lock");
+    f.write_config("auto", "");
+    let d = Daemon::start(&lab, &f);
+    // Its control socket deleted from under it: a second daemon must still
+    // not start, nor touch the first one's XDP link.
+    std::fs::remove_file(f.socket()).unwrap();
+    let o = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", lab.server.name))
+        .args([BIN, "run", "--config"])
+        .arg(f.config())
+        .args(["--iface", &lab.srv_if])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a second daemon started: {err}");
+    assert!(err.contains("another tcpguard daemon") && err.contains(&d.child.id().to_string()), "{err}");
+    assert!(xdp_attached(&lab), "the first daemon's link is untouched");
+    assert!(!d.log_text().contains("adopted"), "{}", d.log_text());
+    let d_log = d.stop();
+
+    // Under `ip netns exec` (a private mount namespace) the daemon says its
+    // pins would not outlive it.
+    let f2 = Files::new("privmnt");
+    f2.write_config("auto", "");
+    let log = f2.dir.join("daemon.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &lab.server.name, BIN, "run", "--config"])
+        .arg(f2.config())
+        .args(["--iface", &lab.srv_if])
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("private to this process's mount namespace") || t.elapsed() > Duration::from_secs(10) {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // SAFETY: signalling our own child by PID.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    assert!(text.contains("private to this process's mount namespace"), "{text}");
+    // ...and it does not say so when run the way a service is.
+    assert!(!d_log.contains("private to this process"), "{d_log}");
+}

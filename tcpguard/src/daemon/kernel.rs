@@ -104,6 +104,62 @@ pub fn iface_mtu(name: &str) -> io::Result<u32> {
     Ok(unsafe { req.ifr_ifru.ifru_mtu } as u32)
 }
 
+/// Held for the daemon's whole life: an exclusive `flock` on the state
+/// directory itself (not on a file in it, which could be deleted and
+/// recreated under a running daemon), taken before anything is attached
+/// or adopted. A second daemon with the same state directory stops there.
+pub struct InstanceLock {
+    _dir: std::fs::File,
+}
+
+pub fn lock_instance(state_dir: &Path) -> io::Result<InstanceLock> {
+    std::fs::create_dir_all(state_dir)?;
+    let dir = std::fs::File::open(state_dir)?;
+    // SAFETY: flock on an fd we own.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&dir), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            let pid = std::fs::read_to_string(state_dir.join("daemon.pid")).unwrap_or_default();
+            return Err(io::Error::other(format!(
+                "another tcpguard daemon (pid {}) holds {} (daemon.state-dir); stop it first",
+                pid.trim(),
+                state_dir.display()
+            )));
+        }
+        return Err(err);
+    }
+    std::fs::write(state_dir.join("daemon.pid"), format!("{}\n", std::process::id()))?;
+    Ok(InstanceLock { _dir: dir })
+}
+
+/// Whether the bpffs holding `pin_root` is a different filesystem from the
+/// one PID 1 sees at the same path (or, where PID 1's root cannot be read,
+/// the parent process): then the pins live in a bpffs of this process's
+/// own mount namespace (e.g. under `ip netns exec`) and vanish with it. A
+/// service whose /sys/fs/bpf is propagated from the host sees the same
+/// filesystem and is not flagged.
+pub fn private_bpffs(pin_root: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut ours = pin_root.to_path_buf();
+    while !ours.exists() {
+        if !ours.pop() {
+            return false;
+        }
+    }
+    let Ok(dev) = std::fs::metadata(&ours).map(|m| m.dev()) else { return false };
+    let rel = ours.strip_prefix("/").unwrap_or(&ours).to_path_buf();
+    // SAFETY: getppid has no preconditions.
+    let ppid = unsafe { libc::getppid() };
+    for root in ["/proc/1/root".to_string(), format!("/proc/{ppid}/root")] {
+        let theirs = Path::new(&root).join(&rel);
+        if std::fs::read_link(&root).is_err() {
+            continue; // that root is not readable here
+        }
+        return std::fs::metadata(&theirs).map(|m| m.dev()).map_or(true, |d| d != dev);
+    }
+    false
+}
+
 /// 64 random bits (getrandom), for hash seeds.
 pub fn random_u64() -> u64 {
     let mut b = [0u8; 8];

@@ -27,7 +27,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use tcpguard_common::{Counter, Counters, Settings, FLAG_MONITOR, FLAG_PORT_FILTER, FLAG_XDP_COOKIES};
 use tokio::{
     signal::unix::{signal, SignalKind},
@@ -110,9 +110,20 @@ fn effective_config(opts: &RunOptions) -> Result<Config> {
 pub async fn run(opts: RunOptions) -> Result<()> {
     let cfg = effective_config(&opts)?;
     crate::daemon_check::require_capabilities()?;
+    // One daemon per host (per state directory), before anything is touched.
+    let _lock = kernel::lock_instance(&cfg.daemon.state_dir)
+        .with_context(|| format!("locking {} (daemon.state-dir)", cfg.daemon.state_dir.display()))?;
     // A previous run killed while sysctls were changed: put them back first.
     let mitigator = Mitigator::start(cfg.daemon.state_dir.clone())?;
     let (dps, readers) = Datapaths::open(&cfg, events::start_logger)?;
+    if kernel::private_bpffs(&cfg.daemon.pin_root) {
+        log::warn!(
+            "the bpf filesystem under {} is private to this process's mount namespace (e.g. under `ip netns exec`): \
+             its pins vanish when it exits, so a crash would not leave the host protected; run it as a service, or \
+             with `nsenter --net=...` for a network namespace",
+            cfg.daemon.pin_root.display()
+        );
+    }
     let metrics = Arc::new(Mutex::new(Metrics::new()));
     let mut d = Daemon {
         detector: Detector::new(cfg.detection.clone()),
