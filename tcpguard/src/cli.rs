@@ -73,8 +73,14 @@ pub enum Command {
         #[command(flatten)]
         client: Client,
     },
-    /// Allow-list a prefix: always passes, never blocked or rate limited.
+    /// Allow-list a prefix until the daemon restarts: always passes, never blocked or rate limited.
     Allow {
+        prefix: Prefix,
+        #[command(flatten)]
+        client: Client,
+    },
+    /// Remove a prefix that `allow` added (entries from datapath.allow stay).
+    Unallow {
         prefix: Prefix,
         #[command(flatten)]
         client: Client,

@@ -80,6 +80,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Unblock { prefix, client } => done(ask(&client, Request::Unblock { prefix }).await?),
         Command::Allow { prefix, client } => done(ask(&client, Request::Allow { prefix }).await?),
+        Command::Unallow { prefix, client } => done(ask(&client, Request::Unallow { prefix }).await?),
         Command::Config { what: ConfigCmd::Check { path } } => {
             let cfg = Config::load(&path)?;
             println!(

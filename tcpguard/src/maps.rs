@@ -213,6 +213,24 @@ impl<'a> Maps<'a> {
         Ok(removed)
     }
 
+    /// Every allow-list entry.
+    pub fn allows(&self) -> Result<Vec<Prefix>, MapsError> {
+        let mut out = Vec::new();
+        let n = map_names::ALLOW_V4;
+        let t: LpmTrie<&MapData, [u8; 4], AllowEntry> = LpmTrie::try_from(self.map(n)?).map_err(op(n, "open"))?;
+        for k in t.keys() {
+            let k = k.map_err(op(n, "iterate"))?;
+            out.push(Prefix::new(IpAddr::from(k.data()), k.prefix_len() as u8));
+        }
+        let n = map_names::ALLOW_V6;
+        let t: LpmTrie<&MapData, [u8; 16], AllowEntry> = LpmTrie::try_from(self.map(n)?).map_err(op(n, "open"))?;
+        for k in t.keys() {
+            let k = k.map_err(op(n, "iterate"))?;
+            out.push(Prefix::new(IpAddr::from(k.data()), k.prefix_len() as u8));
+        }
+        Ok(out)
+    }
+
     fn any_allow(&self) -> Result<bool, MapsError> {
         let n = map_names::ALLOW_V4;
         let t: LpmTrie<&MapData, [u8; 4], AllowEntry> = LpmTrie::try_from(self.map(n)?).map_err(op(n, "open"))?;

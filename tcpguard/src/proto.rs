@@ -34,6 +34,10 @@ pub enum Request {
     Allow {
         prefix: Prefix,
     },
+    /// Remove an allow-list entry added at run time.
+    Unallow {
+        prefix: Prefix,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

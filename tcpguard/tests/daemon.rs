@@ -398,6 +398,26 @@ fn reload_kill_restore_and_permissions() {
     f.write_config("monitor", "");
     d.signal(libc::SIGHUP);
     wait_status(&f, Duration::from_secs(3), "policy monitor", |v| v["policy"] == "monitor");
+    // A run-time allow survives a reload, is listed, and can be removed.
+    assert!(ctl(&f, &["allow", "203.0.113.50"]).status.success());
+    // A reload that changes restart-only keys keeps their running values:
+    // the socket stays where it is.
+    let other = f.dir.join("other.sock");
+    let text = std::fs::read_to_string(f.config())
+        .unwrap()
+        .replace(&format!("socket = \"{}\"", f.socket().display()), &format!("socket = \"{}\"", other.display()));
+    std::fs::write(f.config(), text).unwrap();
+    d.signal(libc::SIGHUP);
+    let (v, _) = wait_status(&f, Duration::from_secs(3), "reloaded", |_| d.log_text().contains("control changed"));
+    assert!(v["allowed"].as_array().unwrap().iter().any(|a| a == "203.0.113.50/32"), "{:#}", v["allowed"]);
+    let o = ctl(&f, &["block", "203.0.113.50"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("allow-listed"), "still allowed after the reload: {o:?}");
+    assert!(ctl(&f, &["unallow", "203.0.113.50"]).status.success());
+    let v = status(&f).unwrap();
+    assert!(!v["allowed"].as_array().unwrap().iter().any(|a| a == "203.0.113.50/32"), "{:#}", v["allowed"]);
+    assert!(!ctl(&f, &["unallow", "127.0.0.0/8"]).status.success(), "config entries are not removed at run time");
+    f.write_config("monitor", "");
+
     // SIGHUP with a bad file: refused, old config keeps running.
     std::fs::write(f.config(), "[policy]\nmode = \"nuke\"\n").unwrap();
     d.signal(libc::SIGHUP);
@@ -639,7 +659,23 @@ fn one_daemon_per_host_and_a_warning_in_a_private_mount_namespace() {
     assert!(err.contains("another tcpguard daemon") && err.contains(&d.child.id().to_string()), "{err}");
     assert!(xdp_attached(&lab), "the first daemon's link is untouched");
     assert!(!d.log_text().contains("adopted"), "{}", d.log_text());
+    // A reload that moves control.socket onto another process's live socket
+    // keeps the running path; stopping must not unlink the other socket.
+    let other = f.dir.join("other.sock");
+    let other_listener = std::os::unix::net::UnixListener::bind(&other).unwrap();
+    let text = std::fs::read_to_string(f.config())
+        .unwrap()
+        .replace(&format!("socket = \"{}\"", f.socket().display()), &format!("socket = \"{}\"", other.display()));
+    std::fs::write(f.config(), text).unwrap();
+    d.signal(libc::SIGHUP);
+    let t = Instant::now();
+    while !d.log_text().contains("control changed") && t.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let d_log = d.stop();
+    assert!(d_log.contains("control changed"), "{d_log}");
+    assert!(other.exists(), "the other process's socket survived the daemon's stop");
+    drop(other_listener);
 
     // Under `ip netns exec` (a private mount namespace) the daemon says its
     // pins would not outlive it.

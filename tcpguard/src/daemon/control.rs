@@ -27,6 +27,7 @@ impl Daemon {
             Request::Block { prefix, ttl_secs, force } => self.operator_block(prefix, ttl_secs, force),
             Request::Unblock { prefix } => self.operator_unblock(prefix),
             Request::Allow { prefix } => self.operator_allow(prefix),
+            Request::Unallow { prefix } => self.operator_unallow(prefix),
         };
         r.unwrap_or_else(|e| Response::Error { message: format!("{e:#}") })
     }
@@ -86,6 +87,22 @@ impl Daemon {
             (until restart; add it to datapath.allow to keep it)"
             ),
         })
+    }
+
+    fn operator_unallow(&mut self, prefix: Prefix) -> Result<Response> {
+        if self.cfg.datapath.allow.contains(&prefix) {
+            return Ok(Response::Error {
+                message: format!("{prefix} is in datapath.allow; remove it from the config file and reload"),
+            });
+        }
+        if !self.mitigator.runtime_allows.remove(&prefix) {
+            return Ok(Response::Error {
+                message: format!("{prefix} was not allowed with `tcpguard allow` (see `tcpguard status`)"),
+            });
+        }
+        self.dps.disallow(&prefix)?;
+        log::info!("operator removed the allow-list entry {prefix}");
+        Ok(Response::Done { message: format!("{prefix} is no longer allow-listed") })
     }
 
     fn top(&mut self, limit: usize) -> Result<Vec<SourceView>> {

@@ -179,6 +179,10 @@ impl Datapaths {
         self.each(|_, m| m.allow(p, now_ns)).map(drop)
     }
 
+    pub fn disallow(&mut self, p: &Prefix) -> Result<()> {
+        self.each(|_, m| m.disallow(p)).map(drop)
+    }
+
     /// The block-list (the same on every interface; read from the first).
     pub fn blocks(&mut self) -> Result<Vec<(Prefix, BlockEntry)>> {
         match self.ifaces.first_mut() {
@@ -231,6 +235,14 @@ impl Datapaths {
                     ..*settings
                 })?;
                 m.set_ports(&p.ports)?;
+                // On start (no `old`), entries a previous run left pinned that
+                // the config no longer has go too: `tcpguard allow` lasts
+                // until the daemon restarts, as it says.
+                if old.is_none() {
+                    for a in m.allows()?.iter().filter(|a| !p.allow.contains(a) && !runtime_allows.contains(a)) {
+                        m.disallow(a)?;
+                    }
+                }
                 if let Some(old) = old {
                     for a in old.datapath.allow.iter().filter(|a| !p.allow.contains(a) && !runtime_allows.contains(a)) {
                         m.disallow(a)?;

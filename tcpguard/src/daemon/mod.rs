@@ -385,6 +385,7 @@ impl Daemon {
             ("daemon.interfaces", new.daemon.interfaces != cur.daemon.interfaces && !new.daemon.interfaces.is_empty()),
             ("daemon.pin-root", new.daemon.pin_root != cur.daemon.pin_root),
             ("daemon.tick-ms", new.daemon.tick_ms != cur.daemon.tick_ms),
+            ("daemon.state-dir", new.daemon.state_dir != cur.daemon.state_dir),
             ("datapath.half-open-entries", new.datapath.half_open_entries != cur.datapath.half_open_entries),
             ("datapath.source-entries", new.datapath.source_entries != cur.datapath.source_entries),
             ("metrics", new.metrics != cur.metrics),
@@ -392,11 +393,21 @@ impl Daemon {
         ];
         for (key, changed) in restart_only {
             if changed {
-                log::warn!("reload: {key} changed; it takes effect after a restart");
+                log::warn!("reload: {key} changed; it takes effect after a restart (the running value is kept)");
             }
         }
+        // Restart-only keys keep their running values until a restart: a
+        // changed socket path or state directory applied half-way would
+        // leave the old socket behind, unlink someone else's, or move the
+        // crash-recovery file mid-run.
         new.daemon.interfaces.clone_from(&cur.daemon.interfaces);
         new.daemon.tick_ms = cur.daemon.tick_ms;
+        new.daemon.pin_root.clone_from(&cur.daemon.pin_root);
+        new.daemon.state_dir.clone_from(&cur.daemon.state_dir);
+        new.datapath.half_open_entries = cur.datapath.half_open_entries;
+        new.datapath.source_entries = cur.datapath.source_entries;
+        new.metrics = cur.metrics.clone();
+        new.control = cur.control.clone();
         let old = std::mem::replace(&mut self.cfg, new);
         self.detector.reconfigure(self.cfg.detection.clone());
         self.policy.cfg = self.cfg.policy.clone();
