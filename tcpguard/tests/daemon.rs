@@ -706,3 +706,41 @@ fn one_daemon_per_host_and_a_warning_in_a_private_mount_namespace() {
     // ...and it does not say so when run the way a service is.
     assert!(!d_log.contains("private to this process"), "{d_log}");
 }
+
+#[test]
+fn a_block_the_datapath_refuses_is_never_reported_as_done() {
+    use aya::maps::{lpm_trie::Key, LpmTrie, Map, MapData};
+    let _serial = serial();
+    require_root();
+    let lab = Lab::new().unwrap();
+    let f = Files::new("full");
+    f.write_config("auto", "");
+    let server = serve(&lab);
+    let d = Daemon::start(&lab, &f);
+    // Fill the pinned IPv4 block-list to its capacity behind the daemon's back.
+    let pin = f.pin_root.join(&lab.srv_if).join("BLOCK_V4");
+    let mut trie: LpmTrie<MapData, [u8; 4], tcpguard_common::BlockEntry> =
+        LpmTrie::try_from(Map::LpmTrie(MapData::from_pin(&pin).unwrap())).unwrap();
+    for i in 0..tcpguard_common::LIST_ENTRIES {
+        let a = (0x0a00_0000 | i).to_be_bytes();
+        trie.insert(&Key::new(32, a), tcpguard_common::BlockEntry { expires_ns: 0 }, 0).unwrap();
+    }
+    drop(trie);
+    let flood_stop = Arc::new(AtomicBool::new(false));
+    let flood = start_flood(&lab, Sources::Single("198.51.100.66".parse().unwrap()), 5_000, 30, flood_stop.clone());
+    let (v, _) = wait_status(&f, Duration::from_secs(8), "a refused block", |v| {
+        v["attack"]["mitigation"].as_array().unwrap().iter().any(|m| m.as_str().unwrap().starts_with("FAILING"))
+    });
+    flood_stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    let mitigation: Vec<&str> =
+        v["attack"]["mitigation"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    assert!(!mitigation.iter().any(|m| m.contains("heavy sources blocked")), "{mitigation:?}");
+    assert!(!v["blocked"].as_array().unwrap().iter().any(|b| b["prefix"] == "198.51.100.66/32"));
+    let m = scrape(&lab);
+    assert!(metric(&m, "tcpguard_block_failures_total") >= 1.0);
+    let log = d.stop();
+    assert!(log.contains("blocking 198.51.100.66/32 failed"), "{log}");
+    assert!(!log.contains("blocked 198.51.100.66/32"), "{log}");
+    drop(server);
+}

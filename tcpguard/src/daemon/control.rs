@@ -195,8 +195,13 @@ impl Daemon {
         if active
             && a.kind == Some(Kind::FewHeavySources)
             && matches!(self.policy.mode(), PolicyMode::Drop | PolicyMode::Auto)
+            && self.mitigator.daemon_blocks() > 0
         {
             mitigation.push("heavy sources blocked in XDP".into());
+        }
+        if let Some(e) = &self.mitigator.last_block_error {
+            mitigation
+                .push(format!("FAILING: {} blocks refused by the datapath; last: {e}", self.mitigator.block_failures));
         }
         if active && self.policy.mode() == PolicyMode::Monitor {
             mitigation.push("none (policy monitor)".into());

@@ -31,6 +31,7 @@ pub struct Metrics {
     syncookies_forced: IntGauge,
     /// 1 while the datapath is in attack mode.
     datapath_attack: IntGauge,
+    block_failures: IntCounter,
     attack_entries: IntCounter,
     attack_syns: IntCounter,
     xdp_cookies: IntCounter,
@@ -79,6 +80,10 @@ impl Metrics {
             attacks: vec("attacks_total", "Attacks declared, by kind.", "kind"),
             blocked: gauge("blocked_prefixes", "Entries in the block-lists."),
             syncookies_forced: gauge("syncookies_forced", "1 while tcpguard forces net.ipv4.tcp_syncookies=2."),
+            block_failures: counter(
+                "block_failures_total",
+                "Blocks the datapath refused (a full block-list); such a source is not blocked.",
+            ),
             datapath_attack: gauge(
                 "datapath_attack_mode",
                 "1 while the datapath is in attack mode (no per-SYN \
@@ -127,7 +132,8 @@ impl Metrics {
     /// counted since the previous tick (`prev`, `prev_kernel`: the daemon's
     /// readings; the maps may predate this process).
     pub fn update(&mut self, (prev, c): (&Counters, &Counters), (p, k): (&KernelView, &KernelView), t: &TickFigures) {
-        let TickFigures { half_open, failed_delta, blocked, attack, forced, datapath_attack } = *t;
+        let TickFigures { half_open, failed_delta, blocked, block_failures, attack, forced, datapath_attack } = *t;
+        self.block_failures.inc_by(block_failures.saturating_sub(self.block_failures.get()));
         self.datapath_attack.set(i64::from(datapath_attack));
         let d = |x: Counter| c.get(x).wrapping_sub(prev.get(x));
         self.packets.inc_by(d(Counter::Packets));
@@ -190,6 +196,8 @@ pub struct TickFigures {
     pub failed_delta: u64,
     /// Entries in the block-lists.
     pub blocked: usize,
+    /// Blocks the datapath refused so far (cumulative).
+    pub block_failures: u64,
     /// An attack is active or cooling down.
     pub attack: bool,
     /// tcpguard has set tcp_syncookies=2.
@@ -269,6 +277,7 @@ mod tests {
             half_open: 7,
             failed_delta: 2,
             blocked: 1,
+            block_failures: 2,
             attack: true,
             forced: true,
             datapath_attack: true,
@@ -287,6 +296,7 @@ mod tests {
             "tcpguard_blocked_prefixes 1",
             "tcpguard_syncookies_forced 1",
             "tcpguard_datapath_attack_mode 1",
+            "tcpguard_block_failures_total 2",
             "tcpguard_tick_duration_seconds_bucket",
             "tcpguard_kernel_tcpext_total{counter=\"SyncookiesSent\"} 0",
         ] {

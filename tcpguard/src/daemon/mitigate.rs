@@ -63,6 +63,10 @@ pub struct Mitigator {
     state_dir: PathBuf,
     /// The datapath's attack mode as last read or set.
     pub dp_attack: DpAttack,
+    /// Blocks the datapath refused (a full block-list): never counted as done.
+    pub block_failures: u64,
+    pub last_block_error: Option<String>,
+    last_block_error_logged: Option<std::time::Instant>,
 }
 
 impl Mitigator {
@@ -87,6 +91,9 @@ impl Mitigator {
             state,
             state_dir,
             dp_attack: DpAttack::default(),
+            block_failures: 0,
+            last_block_error: None,
+            last_block_error_logged: None,
         })
     }
 
@@ -116,12 +123,28 @@ impl Mitigator {
             match act {
                 Action::Block { prefix, ttl_secs, origin } => {
                     let exp = now.saturating_add(ttl_secs.saturating_mul(1_000_000_000));
-                    if let Err(e) = dps.block(&prefix, exp) {
-                        log::error!("blocking {prefix}: {e:#}");
+                    match dps.block(&prefix, exp) {
+                        Ok(()) => {
+                            log::warn!("blocked {prefix} for {ttl_secs} s: {origin}");
+                            self.blocks.insert(prefix, origin);
+                            blocked.insert(prefix);
+                        }
+                        Err(e) => {
+                            // Not done is not reported as done: no block entry,
+                            // no "blocked" log, a failure counted and shown.
+                            self.block_failures += 1;
+                            let msg = format!(
+                                "blocking {prefix} failed: {e:#} (the block-list holds at most {} entries per family)",
+                                tcpguard_common::LIST_ENTRIES
+                            );
+                            let quiet = self.last_block_error_logged.is_some_and(|t| t.elapsed().as_secs() < 10);
+                            if !quiet {
+                                log::error!("{msg}");
+                                self.last_block_error_logged = Some(std::time::Instant::now());
+                            }
+                            self.last_block_error = Some(msg);
+                        }
                     }
-                    log::warn!("blocked {prefix} for {ttl_secs} s: {origin}");
-                    self.blocks.insert(prefix, origin);
-                    blocked.insert(prefix);
                 }
                 // Applied with the responder's needs in `sync_sysctls`.
                 Action::ForceCookies | Action::RestoreCookies => {}

@@ -271,6 +271,7 @@ impl Daemon {
             half_open: self.sampler.half_open,
             failed_delta,
             blocked,
+            block_failures: self.mitigator.block_failures,
             attack: active,
             forced,
             datapath_attack: self.mitigator.dp_attack.active,
