@@ -744,3 +744,73 @@ fn a_block_the_datapath_refuses_is_never_reported_as_done() {
     assert!(!log.contains("blocked 198.51.100.66/32"), "{log}");
     drop(server);
 }
+
+#[test]
+fn idle_connections_past_the_fd_limit_do_not_starve_the_daemon() {
+    use std::os::unix::process::CommandExt as _;
+    let _serial = serial();
+    require_root();
+    let lab = Lab::new().unwrap();
+    let f = Files::new("fds");
+    f.write_config("auto", "");
+    let log = f.dir.join("daemon.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{}", lab.server.name))
+        .args([BIN, "run", "--config"])
+        .arg(f.config())
+        .args(["--iface", &lab.srv_if])
+        .stdout(out.try_clone().unwrap())
+        .stderr(out);
+    // A small fd limit, as a service might have: 256.
+    // SAFETY: setrlimit in the child before exec; no allocation.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit { rlim_cur: 256, rlim_max: 256 };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let t = Instant::now();
+    while status(&f).is_none() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "daemon did not come up: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // 400 idle connections to /metrics, more than the daemon has fds.
+    let conns = lab
+        .server
+        .run(|| (0..400).filter_map(|_| TcpStream::connect("127.0.0.1:9717").ok()).collect::<Vec<_>>())
+        .unwrap();
+    assert!(conns.len() >= 300, "{} connections", conns.len());
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let ticks = || {
+        let s = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+        let rest =
+            s.rsplit_once(')').unwrap().1.split_whitespace().map(|x| x.parse::<u64>().unwrap_or(0)).collect::<Vec<_>>();
+        rest[11] + rest[12]
+    };
+    let c0 = ticks();
+    let t0 = Instant::now();
+    // The daemon keeps answering and ticking.
+    let answered = (0..10)
+        .filter(|_| {
+            std::thread::sleep(Duration::from_millis(150));
+            status(&f).is_some()
+        })
+        .count();
+    let cpu = (ticks() - c0) as f64 / hz / t0.elapsed().as_secs_f64();
+    drop(conns);
+    // SAFETY: signalling our own child by PID.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(answered, 10, "status answered {answered} of 10 times\n{text}");
+    assert!(cpu < 0.3, "daemon CPU {:.0} % of a core with idle connections\n{text}", cpu * 100.0);
+}
