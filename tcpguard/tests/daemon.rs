@@ -767,7 +767,7 @@ fn idle_connections_past_the_fd_limit_do_not_starve_the_daemon() {
     unsafe {
         cmd.pre_exec(|| {
             let lim = libc::rlimit { rlim_cur: 256, rlim_max: 256 };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
