@@ -814,3 +814,61 @@ fn idle_connections_past_the_fd_limit_do_not_starve_the_daemon() {
     assert_eq!(answered, 10, "status answered {answered} of 10 times\n{text}");
     assert!(cpu < 0.3, "daemon CPU {:.0} % of a core with idle connections\n{text}", cpu * 100.0);
 }
+
+#[test]
+fn top_scans_off_the_daemon_loop() {
+    let _serial = serial();
+    require_root();
+    let lab = Lab::new().unwrap();
+    let f = Files::new("top");
+    // Tracking mode throughout, so every source enters the table.
+    f.write_config("monitor", "[datapath]\nattack-syn-rate = 0\n");
+    let d = Daemon::start(&lab, &f);
+    let spec = FloodSpec {
+        rate: 0,
+        count: 200_000,
+        duration: Duration::from_secs(20),
+        options: false,
+        ..lab.client_flood(IpAddr::V4(SERVER_IP), PORT, Sources::Set("198.18.0.0/15".parse().unwrap(), 100_000))
+    };
+    lab.client.run(|| flood::run(&spec, &AtomicBool::new(false)).unwrap()).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // Three clients scan the ~100k-entry table over and over (a scan takes
+    // about a tick here); meanwhile commands served by the daemon's loop
+    // must not wait behind them.
+    let stop = Arc::new(AtomicBool::new(false));
+    let scanners: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, sock) = (stop.clone(), f.socket());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let o = Command::new(BIN)
+                        .args(["top", "--json", "--limit", "5", "--socket"])
+                        .arg(&sock)
+                        .output()
+                        .unwrap();
+                    assert!(o.status.success(), "{o:?}");
+                    let top: Value = serde_json::from_slice(&o.stdout).unwrap();
+                    assert_eq!(top.as_array().unwrap().len(), 5);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut worst = Duration::ZERO;
+    for i in 0..8 {
+        let t = Instant::now();
+        let o = ctl(&f, &["block", &format!("203.0.113.{}", 10 + i), "--ttl", "1m"]);
+        worst = worst.max(t.elapsed());
+        assert!(o.status.success(), "{o:?}");
+        std::thread::sleep(Duration::from_millis(60));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let scans: usize = scanners.into_iter().map(|s| s.join().unwrap()).sum();
+    d.stop();
+    assert!(scans >= 3, "{scans} scans");
+    assert!(worst < Duration::from_millis(150), "a block waited {worst:?} behind top scans");
+}

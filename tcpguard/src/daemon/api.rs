@@ -79,7 +79,7 @@ fn group_id(name: &str) -> Option<u32> {
 /// Accept connections; each gets one request. At most [`MAX_CONNS`] at
 /// once; an accept error (EMFILE, ENFILE, ENOMEM) backs off instead of
 /// spinning, so the daemon's tick never starves.
-pub async fn serve(listener: UnixListener, tx: mpsc::Sender<ApiCall>, snapshot: Snapshot) {
+pub async fn serve(listener: UnixListener, tx: mpsc::Sender<ApiCall>, snapshot: Snapshot, top: TopTables) {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNS));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else { return };
@@ -91,17 +91,28 @@ pub async fn serve(listener: UnixListener, tx: mpsc::Sender<ApiCall>, snapshot: 
                 continue;
             }
         };
-        let (tx, snapshot) = (tx.clone(), snapshot.clone());
+        let (tx, snapshot, top) = (tx.clone(), snapshot.clone(), top.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            let _ = tokio::time::timeout(Duration::from_secs(10), handle(sock, tx, snapshot)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(30), handle(sock, tx, snapshot, top)).await;
         });
     }
 }
 
-async fn handle(mut sock: UnixStream, tx: mpsc::Sender<ApiCall>, snapshot: Snapshot) {
+async fn handle(mut sock: UnixStream, tx: mpsc::Sender<ApiCall>, snapshot: Snapshot, top: TopTables) {
     let resp = match read_frame::<_, Request>(&mut sock).await {
         Ok(Request::Status) => Response::Status(Box::new((**snapshot.borrow()).clone())),
+        Ok(Request::Top { limit }) if !top.is_empty() => {
+            // The scan costs O(table size): on a blocking thread, off the
+            // daemon's loop, so it never delays the tick or the watchdog.
+            let heavy: Vec<_> = snapshot.borrow().top_sources.clone();
+            let scan = tokio::task::spawn_blocking(move || scan_top(&top, &heavy, limit)).await;
+            match scan {
+                Ok(Ok(sources)) => Response::Top { sources },
+                Ok(Err(e)) => Response::Error { message: format!("reading the source tables: {e}") },
+                Err(e) => Response::Error { message: format!("reading the source tables: {e}") },
+            }
+        }
         Ok(req) => {
             let (rtx, rrx) = oneshot::channel();
             if tx.send((req, rtx)).await.is_err() {
@@ -113,6 +124,55 @@ async fn handle(mut sock: UnixStream, tx: mpsc::Sender<ApiCall>, snapshot: Snaps
         Err(e) => Response::Error { message: format!("bad request: {e}") },
     };
     let _ = write_frame(&mut sock, &resp).await;
+}
+
+/// The pinned source tables `top` reads (one per interface).
+pub type TopTables = std::sync::Arc<Vec<PathBuf>>;
+
+/// Every tracked source over all tables, heaviest first: by the current
+/// rate of the heavy sources the daemon follows, then by total SYNs.
+fn scan_top(
+    tables: &[PathBuf],
+    heavy: &[crate::proto::SourceView],
+    limit: usize,
+) -> Result<Vec<crate::proto::SourceView>, aya::maps::MapError> {
+    use aya::maps::{HashMap as BpfHashMap, Map, MapData, MapError};
+    use tcpguard_common::{SrcKey, SrcStats};
+    let mut by: std::collections::HashMap<std::net::IpAddr, crate::proto::SourceView> =
+        std::collections::HashMap::new();
+    for path in tables {
+        let m: BpfHashMap<MapData, SrcKey, SrcStats> = BpfHashMap::try_from(Map::LruHashMap(MapData::from_pin(path)?))?;
+        for kv in &m {
+            let (k, s) = match kv {
+                Ok(kv) => kv,
+                // LRU eviction while iterating: skip, the next scan sees the rest.
+                Err(MapError::KeyNotFound) => continue,
+                Err(e) => return Err(e),
+            };
+            let addr = crate::maps::key_addr(&k);
+            let v = by.entry(addr).or_insert(crate::proto::SourceView {
+                addr,
+                syn_per_sec: 0.0,
+                syns: 0,
+                completed: 0,
+                half_open: 0,
+                dropped: 0,
+            });
+            v.syns += s.syns;
+            v.completed += s.completed;
+            v.half_open += s.half_open;
+            v.dropped += s.dropped;
+        }
+    }
+    for h in heavy {
+        if let Some(v) = by.get_mut(&h.addr) {
+            v.syn_per_sec = h.syn_per_sec;
+        }
+    }
+    let mut v: Vec<_> = by.into_values().collect();
+    v.sort_by(|a, b| b.syn_per_sec.total_cmp(&a.syn_per_sec).then(b.syns.cmp(&a.syns)));
+    v.truncate(limit);
+    Ok(v)
 }
 
 /// Remove the socket file if it is (still) a socket.
@@ -155,7 +215,7 @@ mod tests {
         let (tx, mut rx) = mpsc::channel::<ApiCall>(4);
         let (_stx, srx) =
             watch::channel(std::sync::Arc::new(StatusView { version: "snap".into(), ..StatusView::default() }));
-        tokio::spawn(serve(l, tx, srx));
+        tokio::spawn(serve(l, tx, srx, TopTables::default()));
         tokio::spawn(async move {
             while let Some((req, reply)) = rx.recv().await {
                 let _ = reply.send(Response::Done { message: format!("{req:?}") });

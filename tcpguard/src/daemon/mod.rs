@@ -172,7 +172,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     log::info!("control socket {}", d.cfg.control.socket.display());
     let (tx, mut rx) = mpsc::channel::<ApiCall>(64);
     d.publish_snapshot();
-    tokio::spawn(api::serve(listener, tx, d.status_tx.subscribe()));
+    let top_tables: Vec<PathBuf> = d
+        .dps
+        .ifaces()
+        .iter()
+        .map(|i| d.cfg.daemon.pin_root.join(&i.name).join(tcpguard_common::map_names::SRC_STATS))
+        .collect();
+    tokio::spawn(api::serve(listener, tx, d.status_tx.subscribe(), Arc::new(top_tables)));
     let (ev_tx, mut ev_rx) = mpsc::channel::<DpEvent>(1024);
     for (name, rb) in readers {
         events::spawn_reader(name, rb, ev_tx.clone())?;
