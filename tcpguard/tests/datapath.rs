@@ -362,3 +362,70 @@ fn heavy_source_is_reported_once_per_second() {
     drop(item);
     assert!(rb.next().is_none());
 }
+
+/// Differential test: the same random and mutated frames through the host
+/// parser and the XDP program. For every frame they agree: a parse error
+/// on the host is the same pass counter in the kernel (and nothing else
+/// but `packets`), a parsed TCP segment is handled as TCP (no parse-error
+/// counter), and the verdict is always PASS (no lists, no limits).
+#[test]
+fn host_parser_and_xdp_agree_on_random_and_mutated_frames() {
+    use tcpguard_common::{parse, Category};
+    let mut dp = load();
+    let bases = [
+        syn4(CLIENT, 1000, 1).build(),
+        syn4(CLIENT, 1000, 1).vlans(&[ETH_P_8021AD, ETH_P_8021Q]).build(),
+        Craft::v4(CLIENT, SERVER, 1000, 80).flags(TCP_ACK).seq(2).ack(3).payload(b"hello").build(),
+        Craft::v6(v6(10), v6(1), 1000, 443).flags(TCP_SYN).seq(5).syn_options().v6_ext(&[0, 60]).build(),
+        Craft::v6(v6(10), v6(1), 1000, 443).flags(TCP_RST).build(),
+        syn4(CLIENT, 1000, 1).ip_options(8).build(),
+    ];
+    let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let parse_errors: Vec<_> = tcpguard_common::Counter::ALL
+        .iter()
+        .filter(|c| {
+            c.category() == Category::Pass
+                && !matches!(c, PassTcp | PassAllowed | PassBlockExpired | PassUnprotectedPort)
+        })
+        .map(|c| c.name())
+        .collect();
+    let (mut parsed, mut errors) = (0, 0);
+    for i in 0..4000u32 {
+        let base = &bases[(next() % bases.len() as u64) as usize];
+        let mut f = base.clone();
+        // Mutate 1-4 bytes in the headers, or truncate, or both.
+        for _ in 0..=(next() % 4) {
+            let at = (next() as usize) % f.len().min(96);
+            f[at] = next() as u8;
+        }
+        if i % 5 == 0 {
+            let keep = (next() as usize) % f.len();
+            f.truncate(keep.max(14));
+        }
+        let host = parse::parse(&f[..]);
+        let before = counters(&mut dp);
+        let verdict = run(&dp, &f);
+        let d = delta(&before, &counters(&mut dp));
+        assert_eq!(verdict, XDP_PASS, "frame {i}: {f:02x?}");
+        let moved_errors: Vec<_> = d.iter().filter(|(n, _)| parse_errors.contains(n)).collect();
+        if let Err(e) = host {
+            errors += 1;
+            let mut want = vec![("packets", 1), (e.counter().name(), 1)];
+            want.sort_unstable();
+            let mut got = d.clone();
+            got.sort_unstable();
+            assert_eq!(got, want, "frame {i}: host {e:?}, kernel {d:?}: {f:02x?}");
+        } else {
+            parsed += 1;
+            assert!(moved_errors.is_empty(), "frame {i}: host parsed it, kernel counted {moved_errors:?}: {f:02x?}");
+            assert!(d.iter().any(|(n, _)| *n == PassTcp.name()), "frame {i}: handled as TCP: {d:?}");
+        }
+    }
+    assert!(parsed > 500 && errors > 500, "both outcomes exercised: {parsed} parsed, {errors} errors");
+}
