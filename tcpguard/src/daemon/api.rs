@@ -102,7 +102,7 @@ pub async fn serve(listener: UnixListener, tx: mpsc::Sender<ApiCall>, snapshot: 
 async fn handle(mut sock: UnixStream, tx: mpsc::Sender<ApiCall>, snapshot: Snapshot, top: TopTables) {
     let resp = match read_frame::<_, Request>(&mut sock).await {
         Ok(Request::Status) => Response::Status(Box::new((**snapshot.borrow()).clone())),
-        Ok(Request::Top { limit }) if !top.is_empty() => {
+        Ok(Request::Top { limit }) => {
             // The scan costs O(table size): on a blocking thread, off the
             // daemon's loop, so it never delays the tick or the watchdog.
             let heavy: Vec<_> = snapshot.borrow().top_sources.clone();

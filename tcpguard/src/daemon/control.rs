@@ -2,7 +2,7 @@
 //! allow. Runs on the daemon's loop; the views are built from the last
 //! tick's readings.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::collections::BTreeMap;
 
 use anyhow::Result;
 use tcpguard_common::Counter;
@@ -23,7 +23,10 @@ impl Daemon {
         let r = match *req {
             // (Answered from the published snapshot by the socket server.)
             Request::Status => self.snapshot().map(|s| Response::Status(Box::new(s))),
-            Request::Top { limit } => self.top(limit).map(|sources| Response::Top { sources }),
+            // The socket server scans the pinned tables itself, off this loop.
+            Request::Top { .. } => {
+                Ok(Response::Error { message: "top is answered by the control socket server".into() })
+            }
             Request::Block { prefix, ttl_secs, force } => self.operator_block(prefix, ttl_secs, force),
             Request::Unblock { prefix } => self.operator_unblock(prefix),
             Request::Allow { prefix } => self.operator_allow(prefix),
@@ -103,35 +106,6 @@ impl Daemon {
         self.dps.disallow(&prefix)?;
         log::info!("operator removed the allow-list entry {prefix}");
         Ok(Response::Done { message: format!("{prefix} is no longer allow-listed") })
-    }
-
-    fn top(&mut self, limit: usize) -> Result<Vec<SourceView>> {
-        let mut by: std::collections::HashMap<IpAddr, SourceView> = std::collections::HashMap::new();
-        for (addr, s) in self.dps.sources()? {
-            let v = by.entry(addr).or_insert(SourceView {
-                addr,
-                syn_per_sec: 0.0,
-                syns: 0,
-                completed: 0,
-                half_open: 0,
-                dropped: 0,
-            });
-            v.syns += s.syns;
-            v.completed += s.completed;
-            v.half_open += s.half_open;
-            v.dropped += s.dropped;
-        }
-        if let Some(a) = &self.last {
-            for h in &a.heavy {
-                if let Some(v) = by.get_mut(&h.addr) {
-                    v.syn_per_sec = h.syn_per_sec;
-                }
-            }
-        }
-        let mut v: Vec<SourceView> = by.into_values().collect();
-        v.sort_by(|a, b| b.syn_per_sec.total_cmp(&a.syn_per_sec).then(b.syns.cmp(&a.syns)));
-        v.truncate(limit);
-        Ok(v)
     }
 
     fn datapath_view(&self) -> DatapathView {

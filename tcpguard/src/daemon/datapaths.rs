@@ -204,11 +204,6 @@ impl Datapaths {
         Ok(total)
     }
 
-    /// Every tracked source on every interface (O(table size)).
-    pub fn sources(&mut self) -> Result<Vec<(IpAddr, SrcStats)>> {
-        Ok(self.each(|_, m| m.sources())?.into_iter().flatten().collect())
-    }
-
     /// Write the settings and lists of `cfg` to every interface; entries of
     /// `old` that are gone are removed. `settings` is completed per
     /// interface (MSS from its MTU, the list flags as the lists say).
