@@ -196,10 +196,26 @@ pub fn run(spec: &FloodSpec, stop: &std::sync::atomic::AtomicBool) -> io::Result
         if rep.first_send_ns == 0 {
             rep.first_send_ns = crate::maps::monotonic_ns();
         }
-        match sock.send_batch(&frames) {
-            Ok(n) => rep.sent += n as u64,
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => rep.errors += 1,
-            Err(e) => return Err(e),
+        // What a full queue refused (a short sendmmsg, ENOBUFS) is sent again,
+        // so the frames, and a set's sources, go out in order and none is
+        // skipped; the report counts only what went out.
+        let mut off = 0;
+        while off < frames.len() {
+            match sock.send_batch(&frames[off..]) {
+                Ok(n) if n > 0 => {
+                    rep.sent += n as u64;
+                    off += n;
+                }
+                Ok(_) => rep.errors += 1,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => rep.errors += 1,
+                Err(e) => return Err(e),
+            }
+            if off < frames.len() {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) || start.elapsed() >= spec.duration {
+                    break;
+                }
+                std::thread::yield_now();
+            }
         }
         if spec.rate > 0 {
             // Sleep until the schedule for what has been sent so far.
