@@ -100,6 +100,9 @@ pub struct DatapathConfig {
     pub half_open_timeout_secs: u64,
     pub half_open_entries: u32,
     pub source_entries: u32,
+    /// Capacity of each block-list (IPv4 and IPv6 each), fixed when the
+    /// maps are created (a pinned list keeps the size it was made with).
+    pub block_list_entries: u32,
     pub syn_rate_per_source: u64,
     pub syn_burst: u64,
     pub allow: Vec<Prefix>,
@@ -117,6 +120,7 @@ impl Default for DatapathConfig {
             half_open_timeout_secs: 10,
             half_open_entries: tcpguard_common::DEFAULT_HALF_OPEN_ENTRIES,
             source_entries: tcpguard_common::DEFAULT_SRC_ENTRIES,
+            block_list_entries: tcpguard_common::LIST_ENTRIES,
             syn_rate_per_source: 0,
             syn_burst: 0,
             allow: vec!["127.0.0.0/8".parse().expect("valid"), "::1/128".parse().expect("valid")],
@@ -309,6 +313,9 @@ impl Config {
         if !(1024..=16_777_216).contains(&p.source_entries) {
             return Err(("datapath.source-entries", format!("{} is outside 1024..=16777216", p.source_entries)));
         }
+        if !(64..=1_048_576).contains(&p.block_list_entries) {
+            return Err(("datapath.block-list-entries", format!("{} is outside 64..=1048576", p.block_list_entries)));
+        }
         if p.syn_rate_per_source > tcpguard_common::ratelimit::MAX_RATE {
             return Err(("datapath.syn-rate-per-source", format!("at most {}", tcpguard_common::ratelimit::MAX_RATE)));
         }
@@ -366,10 +373,12 @@ impl Config {
                 format!("{} is below policy.block-ttl-secs ({})", y.block_ttl_max_secs, y.block_ttl_secs),
             ));
         }
-        if y.max_blocked == 0 || y.max_blocked > tcpguard_common::LIST_ENTRIES as usize / 2 {
+        // Half the list stays free for the operator's own blocks.
+        let cap = self.datapath.block_list_entries as usize / 2;
+        if y.max_blocked == 0 || y.max_blocked > cap {
             return Err((
                 "policy.max-blocked",
-                format!("{} is outside 1..={}", y.max_blocked, tcpguard_common::LIST_ENTRIES / 2),
+                format!("{} is outside 1..={cap} (half of datapath.block-list-entries)", y.max_blocked),
             ));
         }
         if y.widest_block_v4 > 32 {
@@ -431,6 +440,8 @@ mod tests {
             ("[datapath]\nattack-sample = 0\n", "datapath.attack-sample", "outside"),
             ("[policy]\nwidest-block-v4 = 33\n", "policy.widest-block-v4", "prefix length"),
             ("[policy]\nblock-ttl-max-secs = 99999999999\n", "policy.block-ttl-max-secs", "365 days"),
+            ("[datapath]\nblock-list-entries = 10\n", "datapath.block-list-entries", "outside 64..="),
+            ("[datapath]\nblock-list-entries = 1024\n", "policy.max-blocked", "half of datapath.block-list-entries"),
         ];
         for (text, key, reason) in cases {
             let e = Config::parse(text, "t.toml").unwrap_err().to_string();

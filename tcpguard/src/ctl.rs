@@ -164,7 +164,22 @@ pub fn render_status(v: &StatusView) -> String {
         k.view.listen_overflows,
         k.view.listen_drops
     );
-    let _ = writeln!(s, "blocked ({}):", v.blocked.len());
+    let l = &v.block_list;
+    let full = |n: usize| if l.capacity > 0 && n >= l.capacity as usize { " FULL" } else { "" };
+    let _ = writeln!(
+        s,
+        "blocked ({}): block-list IPv4 {}/{}{}, IPv6 {}/{}{}; auto blocks {}/{} (policy.max-blocked); {} refused",
+        v.blocked.len(),
+        l.entries_v4,
+        l.capacity,
+        full(l.entries_v4),
+        l.entries_v6,
+        l.capacity,
+        full(l.entries_v6),
+        l.auto_blocks,
+        l.auto_block_cap,
+        l.refused
+    );
     for b in v.blocked.iter().take(20) {
         let exp = b.expires_in_secs.map_or("permanent".into(), |e| format!("expires in {}", dur(e)));
         let _ = writeln!(s, "  {:<24} {:<20} {}", b.prefix.to_string(), exp, b.reason);

@@ -235,7 +235,7 @@ impl Lab {
         // keep the lab independent of timing.
         let srv_mac = mac(&server, &srv_if)?;
         let cli_mac = mac(&client, &cli_if)?;
-        let small = crate::loader::LoadOptions { half_open_entries: 1024, source_entries: 1024, pin_dir: None };
+        let small = crate::loader::LoadOptions { half_open_entries: 1024, source_entries: 1024, ..Default::default() };
         let peer = crate::loader::Datapath::load(&small)
             .map_err(|source| LabError::PeerXdp { iface: cli_if.clone(), source: Box::new(source) })?;
         let peer_xdp = std::sync::Mutex::new(peer);

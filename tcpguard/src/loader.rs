@@ -68,6 +68,7 @@ pub use crate::model::AttachMode;
 pub struct LoadOptions {
     pub half_open_entries: u32,
     pub source_entries: u32,
+    pub block_list_entries: u32,
     /// Pin (or adopt already pinned) maps in this directory.
     pub pin_dir: Option<PathBuf>,
 }
@@ -77,6 +78,7 @@ impl Default for LoadOptions {
         LoadOptions {
             half_open_entries: tcpguard_common::DEFAULT_HALF_OPEN_ENTRIES,
             source_entries: tcpguard_common::DEFAULT_SRC_ENTRIES,
+            block_list_entries: tcpguard_common::LIST_ENTRIES,
             pin_dir: None,
         }
     }
@@ -95,7 +97,9 @@ impl Datapath {
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(map_names::HALF_OPEN, opts.half_open_entries)
-            .map_max_entries(map_names::SRC_STATS, opts.source_entries);
+            .map_max_entries(map_names::SRC_STATS, opts.source_entries)
+            .map_max_entries(map_names::BLOCK_V4, opts.block_list_entries)
+            .map_max_entries(map_names::BLOCK_V6, opts.block_list_entries);
         let pins: Vec<(&'static str, PathBuf)> = match &opts.pin_dir {
             Some(dir) => {
                 ensure_bpffs(dir)?;

@@ -202,6 +202,16 @@ impl<'a> Maps<'a> {
         Ok(out)
     }
 
+    /// How many entries each block-list holds, as the kernel made the map
+    /// (an adopted pin keeps the size it was created with).
+    pub fn block_list_capacity(&self) -> Result<u32, MapsError> {
+        let n = map_names::BLOCK_V4;
+        match self.map(n)? {
+            aya::maps::Map::LpmTrie(d) => Ok(d.info().map_err(op(n, "read info"))?.max_entries()),
+            _ => Err(MapsError::Missing { name: n }),
+        }
+    }
+
     pub fn allow(&mut self, p: &Prefix, now_ns: u64) -> Result<(), MapsError> {
         self.trie_insert((map_names::ALLOW_V4, map_names::ALLOW_V6), p, AllowEntry { added_ns: now_ns })?;
         self.sync_block_flag()

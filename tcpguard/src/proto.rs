@@ -68,6 +68,9 @@ pub struct StatusView {
     pub new_sources_per_sec: f64,
     pub dropped_per_sec: f64,
     pub blocked: Vec<BlockView>,
+    /// The block-lists' fill and limits.
+    #[serde(default)]
+    pub block_list: BlockListView,
     pub allowed: Vec<Prefix>,
     pub top_sources: Vec<SourceView>,
     pub kernel: KernelStatus,
@@ -135,6 +138,19 @@ pub struct DatapathView {
     pub distinct_sources_per_sec: f64,
     /// One SYN in this many is tracked in full in attack mode.
     pub sample_one_in: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BlockListView {
+    /// Entries each list (IPv4, IPv6) holds.
+    pub capacity: u32,
+    pub entries_v4: usize,
+    pub entries_v6: usize,
+    /// policy.max-blocked: blocks the daemon itself keeps at most.
+    pub auto_block_cap: usize,
+    pub auto_blocks: usize,
+    /// Blocks the datapath refused since start (a full list).
+    pub refused: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -54,10 +54,15 @@ impl Files {
         self.dir.join("tcpguard.toml")
     }
     fn write_config(&self, policy: &str, extra: &str) {
+        self.write_config_policy(&format!("mode = \"{policy}\""), extra);
+    }
+
+    /// `policy`: the lines of the [policy] table.
+    fn write_config_policy(&self, policy: &str, extra: &str) {
         let text = format!(
             "[daemon]\ntick-ms = {TICK_MS}\nstate-dir = \"{}\"\npin-root = \"{}\"\n\
              [detection]\nhold-down-secs = 2\n\
-             [policy]\nmode = \"{policy}\"\n\
+             [policy]\n{policy}\n\
              [control]\nsocket = \"{}\"\n{extra}",
             self.dir.join("state").display(),
             self.pin_root.display(),
@@ -716,14 +721,15 @@ fn a_block_the_datapath_refuses_is_never_reported_as_done() {
     require_root();
     let lab = Lab::new().unwrap();
     let f = Files::new("full");
-    f.write_config("auto", "");
+    // A small list, as configured: the capacity is the operator's.
+    f.write_config_policy("mode = \"auto\"\nmax-blocked = 32", "[datapath]\nblock-list-entries = 64\n");
     let server = serve(&lab);
     let d = Daemon::start(&lab, &f);
     // Fill the pinned IPv4 block-list to its capacity behind the daemon's back.
     let pin = f.pin_root.join(&lab.srv_if).join("BLOCK_V4");
     let mut trie: LpmTrie<MapData, [u8; 4], tcpguard_common::BlockEntry> =
         LpmTrie::try_from(Map::LpmTrie(MapData::from_pin(&pin).unwrap())).unwrap();
-    for i in 0..tcpguard_common::LIST_ENTRIES {
+    for i in 0..64_u32 {
         let a = (0x0a00_0000 | i).to_be_bytes();
         trie.insert(&Key::new(32, a), tcpguard_common::BlockEntry { expires_ns: 0 }, 0).unwrap();
     }
@@ -739,11 +745,28 @@ fn a_block_the_datapath_refuses_is_never_reported_as_done() {
         v["attack"]["mitigation"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
     assert!(!mitigation.iter().any(|m| m.contains("heavy sources blocked")), "{mitigation:?}");
     assert!(!v["blocked"].as_array().unwrap().iter().any(|b| b["prefix"] == "198.51.100.66/32"));
+    // The list's limits and fill are visible: in status (JSON and text) and /metrics.
+    let l = &v["block_list"];
+    assert_eq!((l["capacity"].as_u64(), l["entries_v4"].as_u64()), (Some(64), Some(64)), "{l}");
+    assert_eq!(l["auto_block_cap"].as_u64(), Some(32), "{l}");
+    assert!(l["refused"].as_u64().unwrap() >= 1, "{l}");
+    let text = String::from_utf8(ctl(&f, &["status"]).stdout).unwrap();
+    assert!(text.contains("block-list IPv4 64/64 FULL"), "{text}");
     let m = scrape(&lab);
     assert!(metric(&m, "tcpguard_block_failures_total") >= 1.0);
+    assert_eq!(metric(&m, "tcpguard_block_list_capacity"), 64.0);
+    assert_eq!(metric(&m, "tcpguard_block_list_entries{family=\"ipv4\"}"), 64.0);
     let log = d.stop();
     assert!(log.contains("blocking 198.51.100.66/32 failed"), "{log}");
     assert!(!log.contains("blocked 198.51.100.66/32"), "{log}");
+    // A restart with a bigger configured list keeps the pinned one (and its
+    // blocks), says so, and reports the size the list really has.
+    f.write_config_policy("mode = \"auto\"\nmax-blocked = 32", "[datapath]\nblock-list-entries = 128\n");
+    let d = Daemon::start(&lab, &f);
+    let (v, _) = wait_status(&f, Duration::from_secs(5), "a status", |_| true);
+    assert_eq!(v["block_list"]["capacity"].as_u64(), Some(64), "{}", v["block_list"]);
+    let log = d.stop();
+    assert!(log.contains("the pinned block-lists hold 64 entries each, not datapath.block-list-entries = 128"), "{log}");
     drop(server);
 }
 

@@ -14,7 +14,8 @@ use crate::{
     model::{Attach, BlockOrigin, Kind, Phase},
     net::Prefix,
     proto::{
-        AttackView, BlockView, DatapathView, InterfaceView, KernelStatus, Request, Response, SourceView, StatusView,
+        AttackView, BlockListView, BlockView, DatapathView, InterfaceView, KernelStatus, Request, Response, SourceView,
+        StatusView,
     },
 };
 
@@ -195,9 +196,17 @@ impl Daemon {
     /// `status` (and after any change an operator makes).
     pub(super) fn snapshot(&mut self) -> Result<StatusView> {
         let now = monotonic_ns();
-        let blocked = self
-            .dps
-            .blocks()?
+        let entries = self.dps.blocks()?;
+        let v4 = entries.iter().filter(|(p, _)| p.addr.is_ipv4()).count();
+        let block_list = BlockListView {
+            capacity: self.mitigator.block_capacity,
+            entries_v4: v4,
+            entries_v6: entries.len() - v4,
+            auto_block_cap: self.cfg.policy.max_blocked,
+            auto_blocks: self.mitigator.daemon_blocks(),
+            refused: self.mitigator.block_failures,
+        };
+        let blocked = entries
             .into_iter()
             .filter(|(_, e)| e.expires_ns == 0 || e.expires_ns > now)
             .map(|(prefix, e)| BlockView {
@@ -254,6 +263,7 @@ impl Daemon {
             new_sources_per_sec: rates.new_sources_per_sec,
             dropped_per_sec: self.dropped_per_sec,
             blocked,
+            block_list,
             allowed: self.allow_list(),
             top_sources: top,
             kernel: KernelStatus {

@@ -57,6 +57,7 @@ impl Datapaths {
             let load = LoadOptions {
                 half_open_entries: cfg.datapath.half_open_entries,
                 source_entries: cfg.datapath.source_entries,
+                block_list_entries: cfg.datapath.block_list_entries,
                 pin_dir: Some(pin_dir.clone()),
             };
             let mut dp = Datapath::load(&load).with_context(|| format!("loading the datapath for {name}"))?;
@@ -188,6 +189,15 @@ impl Datapaths {
         match self.ifaces.first_mut() {
             Some(i) => Ok(Maps::new(&mut i.dp.ebpf).blocks()?),
             None => Ok(Vec::new()),
+        }
+    }
+
+    /// Entries each block-list holds (the first interface's; every
+    /// interface's list is made from the same config).
+    pub fn block_list_capacity(&mut self) -> Result<u32> {
+        match self.ifaces.first_mut() {
+            Some(i) => Ok(Maps::new(&mut i.dp.ebpf).block_list_capacity()?),
+            None => Ok(0),
         }
     }
 

@@ -28,6 +28,8 @@ pub struct Metrics {
     attack_active: IntGauge,
     attacks: IntCounterVec,
     blocked: IntGauge,
+    block_list_entries: prometheus::IntGaugeVec,
+    block_list_capacity: IntGauge,
     syncookies_forced: IntGauge,
     /// 1 while the datapath is in attack mode.
     datapath_attack: IntGauge,
@@ -79,6 +81,19 @@ impl Metrics {
             attack_active: gauge("attack_active", "1 while an attack is active or cooling down."),
             attacks: vec("attacks_total", "Attacks declared, by kind.", "kind"),
             blocked: gauge("blocked_prefixes", "Entries in the block-lists."),
+            block_list_entries: reg(
+                &r,
+                prometheus::IntGaugeVec::new(
+                    Opts::new("block_list_entries", "Entries in each block-list, by address family."),
+                    &["family"],
+                )
+                .expect("valid metric"),
+            ),
+            block_list_capacity: gauge(
+                "block_list_capacity",
+                "Entries each block-list holds (datapath.block-list-entries as the map was made); a full list \
+                 refuses blocks.",
+            ),
             syncookies_forced: gauge("syncookies_forced", "1 while tcpguard forces net.ipv4.tcp_syncookies=2."),
             block_failures: counter(
                 "block_failures_total",
@@ -132,7 +147,16 @@ impl Metrics {
     /// counted since the previous tick (`prev`, `prev_kernel`: the daemon's
     /// readings; the maps may predate this process).
     pub fn update(&mut self, (prev, c): (&Counters, &Counters), (p, k): (&KernelView, &KernelView), t: &TickFigures) {
-        let TickFigures { half_open, failed_delta, blocked, block_failures, attack, forced, datapath_attack } = *t;
+        let TickFigures {
+            half_open,
+            failed_delta,
+            blocked,
+            block_capacity,
+            block_failures,
+            attack,
+            forced,
+            datapath_attack,
+        } = *t;
         self.block_failures.inc_by(block_failures.saturating_sub(self.block_failures.get()));
         self.datapath_attack.set(i64::from(datapath_attack));
         let d = |x: Counter| c.get(x).wrapping_sub(prev.get(x));
@@ -157,7 +181,10 @@ impl Metrics {
         }
         self.half_open.set(half_open as i64);
         self.attack_active.set(i64::from(attack));
-        self.blocked.set(blocked as i64);
+        self.blocked.set((blocked[0] + blocked[1]) as i64);
+        self.block_list_entries.with_label_values(&["ipv4"]).set(blocked[0] as i64);
+        self.block_list_entries.with_label_values(&["ipv6"]).set(blocked[1] as i64);
+        self.block_list_capacity.set(i64::from(block_capacity));
         self.syncookies_forced.set(i64::from(forced));
         self.k_syn_recv.set(k.syn_recv as i64);
         for (name, now, before) in [
@@ -194,8 +221,10 @@ pub struct TickFigures {
     pub half_open: u64,
     /// Handshakes that aged out as failed since the last tick.
     pub failed_delta: u64,
-    /// Entries in the block-lists.
-    pub blocked: usize,
+    /// Entries in the IPv4 and IPv6 block-lists.
+    pub blocked: [usize; 2],
+    /// Entries each block-list holds.
+    pub block_capacity: u32,
     /// Blocks the datapath refused so far (cumulative).
     pub block_failures: u64,
     /// An attack is active or cooling down.
@@ -276,7 +305,8 @@ mod tests {
         let t = TickFigures {
             half_open: 7,
             failed_delta: 2,
-            blocked: 1,
+            blocked: [1, 0],
+            block_capacity: 64,
             block_failures: 2,
             attack: true,
             forced: true,
@@ -294,6 +324,9 @@ mod tests {
             "tcpguard_attack_active 1",
             "tcpguard_attacks_total{kind=\"spoofed-random\"} 1",
             "tcpguard_blocked_prefixes 1",
+            "tcpguard_block_list_entries{family=\"ipv4\"} 1",
+            "tcpguard_block_list_entries{family=\"ipv6\"} 0",
+            "tcpguard_block_list_capacity 64",
             "tcpguard_syncookies_forced 1",
             "tcpguard_datapath_attack_mode 1",
             "tcpguard_block_failures_total 2",

@@ -66,6 +66,8 @@ pub struct Mitigator {
     /// Blocks the datapath refused (a full block-list): never counted as done.
     pub block_failures: u64,
     pub last_block_error: Option<String>,
+    /// Entries each block-list holds (read from the kernel's map).
+    pub block_capacity: u32,
     last_block_error_logged: Option<std::time::Instant>,
 }
 
@@ -92,6 +94,7 @@ impl Mitigator {
             state_dir,
             dp_attack: DpAttack::default(),
             block_failures: 0,
+            block_capacity: tcpguard_common::LIST_ENTRIES,
             last_block_error: None,
             last_block_error_logged: None,
         })
@@ -134,8 +137,9 @@ impl Mitigator {
                             // no "blocked" log, a failure counted and shown.
                             self.block_failures += 1;
                             let msg = format!(
-                                "blocking {prefix} failed: {e:#} (the block-list holds at most {} entries per family)",
-                                tcpguard_common::LIST_ENTRIES
+                                "blocking {prefix} failed: {e:#} (the block-list holds at most {} entries per family: \
+                                 datapath.block-list-entries)",
+                                self.block_capacity
                             );
                             let quiet = self.last_block_error_logged.is_some_and(|t| t.elapsed().as_secs() < 10);
                             if !quiet {

@@ -115,7 +115,19 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         .with_context(|| format!("locking {} (daemon.state-dir)", cfg.daemon.state_dir.display()))?;
     // A previous run killed while sysctls were changed: put them back first.
     let mitigator = Mitigator::start(cfg.daemon.state_dir.clone())?;
-    let (dps, readers) = Datapaths::open(&cfg, events::start_logger)?;
+    let (mut dps, readers) = Datapaths::open(&cfg, events::start_logger)?;
+    let mut mitigator = mitigator;
+    mitigator.block_capacity = dps.block_list_capacity()?;
+    if mitigator.block_capacity != cfg.datapath.block_list_entries {
+        log::warn!(
+            "the pinned block-lists hold {} entries each, not datapath.block-list-entries = {}: a pinned list keeps \
+             its size; to resize, stop tcpguard and remove BLOCK_V4 and BLOCK_V6 under {}/<iface>/ (their blocks \
+             go with them)",
+            mitigator.block_capacity,
+            cfg.datapath.block_list_entries,
+            cfg.daemon.pin_root.display()
+        );
+    }
     if kernel::private_bpffs(&cfg.daemon.pin_root) {
         log::warn!(
             "the bpf filesystem under {} is private to this process's mount namespace (e.g. under `ip netns exec`): \
@@ -229,7 +241,8 @@ impl Daemon {
         let hold = self.cfg.detection.hold_down_secs;
         self.mitigator.steer_attack_mode(&mut self.dps, &a, now, hold, self.policy.cookies_forced);
         self.sync_sysctls();
-        self.publish(&reading.counters, reading.failed_delta, &a, t, blocked.len());
+        let v4 = blocked.iter().filter(|p| p.addr.is_ipv4()).count();
+        self.publish(&reading.counters, reading.failed_delta, &a, t, [v4, blocked.len() - v4]);
         self.metrics.lock().expect("metrics lock").tick.observe(started.elapsed().as_secs_f64());
         self.last = Some(a);
         self.publish_snapshot();
@@ -259,7 +272,7 @@ impl Daemon {
     }
 
     /// The tick's readings for `status` and `/metrics`.
-    fn publish(&mut self, c: &Counters, failed_delta: u64, a: &Assessment, t: f64, blocked: usize) {
+    fn publish(&mut self, c: &Counters, failed_delta: u64, a: &Assessment, t: f64, blocked: [usize; 2]) {
         let prev_kernel = std::mem::replace(&mut self.kernel, kernel::read_view());
         let dt = (t - self.prev_t).max(1e-3);
         let drops = |c: &Counters| {
@@ -277,6 +290,7 @@ impl Daemon {
             half_open: self.sampler.half_open,
             failed_delta,
             blocked,
+            block_capacity: self.mitigator.block_capacity,
             block_failures: self.mitigator.block_failures,
             attack: active,
             forced,
@@ -395,6 +409,7 @@ impl Daemon {
             ("daemon.state-dir", new.daemon.state_dir != cur.daemon.state_dir),
             ("datapath.half-open-entries", new.datapath.half_open_entries != cur.datapath.half_open_entries),
             ("datapath.source-entries", new.datapath.source_entries != cur.datapath.source_entries),
+            ("datapath.block-list-entries", new.datapath.block_list_entries != cur.datapath.block_list_entries),
             ("metrics", new.metrics != cur.metrics),
             ("control", new.control != cur.control),
         ];
@@ -413,8 +428,18 @@ impl Daemon {
         new.daemon.state_dir.clone_from(&cur.daemon.state_dir);
         new.datapath.half_open_entries = cur.datapath.half_open_entries;
         new.datapath.source_entries = cur.datapath.source_entries;
+        new.datapath.block_list_entries = cur.datapath.block_list_entries;
         new.metrics = cur.metrics.clone();
         new.control = cur.control.clone();
+        // Checked again with the running values: a cap that fits only the
+        // new list size does not fit the list the datapath has.
+        if let Err((key, why)) = new.check() {
+            log::error!(
+                "reload refused, keeping the running config: {key}: {why} (with the running restart-only keys)"
+            );
+            notify::notify("READY=1");
+            return;
+        }
         let old = std::mem::replace(&mut self.cfg, new);
         self.detector.reconfigure(self.cfg.detection.clone());
         self.policy.cfg = self.cfg.policy.clone();
