@@ -164,6 +164,24 @@ pub fn render_status(v: &StatusView) -> String {
         k.view.listen_overflows,
         k.view.listen_drops
     );
+    render_blocks(v, &mut s);
+    if !v.top_sources.is_empty() {
+        let _ = writeln!(s, "heavy sources:");
+        for t in &v.top_sources {
+            let _ = writeln!(
+                s,
+                "  {:<40} {:>8.0} SYN/s {:>6} half-open {:>6} completed",
+                t.addr.to_string(),
+                t.syn_per_sec,
+                t.half_open,
+                t.completed
+            );
+        }
+    }
+    s
+}
+
+fn render_blocks(v: &StatusView, s: &mut String) {
     let l = &v.block_list;
     let full = |n: usize| if l.capacity > 0 && n >= l.capacity as usize { " FULL" } else { "" };
     let _ = writeln!(
@@ -187,20 +205,6 @@ pub fn render_status(v: &StatusView) -> String {
     if v.blocked.len() > 20 {
         let _ = writeln!(s, "  ... {} more (tcpguard status --json)", v.blocked.len() - 20);
     }
-    if !v.top_sources.is_empty() {
-        let _ = writeln!(s, "heavy sources:");
-        for t in &v.top_sources {
-            let _ = writeln!(
-                s,
-                "  {:<40} {:>8.0} SYN/s {:>6} half-open {:>6} completed",
-                t.addr.to_string(),
-                t.syn_per_sec,
-                t.half_open,
-                t.completed
-            );
-        }
-    }
-    s
 }
 
 pub fn render_top(v: &[SourceView]) -> String {

@@ -766,7 +766,8 @@ fn a_block_the_datapath_refuses_is_never_reported_as_done() {
     let (v, _) = wait_status(&f, Duration::from_secs(5), "a status", |_| true);
     assert_eq!(v["block_list"]["capacity"].as_u64(), Some(64), "{}", v["block_list"]);
     let log = d.stop();
-    assert!(log.contains("the pinned block-lists hold 64 entries each, not datapath.block-list-entries = 128"), "{log}");
+    let warned = "the pinned block-lists hold 64 entries each, not datapath.block-list-entries = 128";
+    assert!(log.contains(warned), "{log}");
     drop(server);
 }
 

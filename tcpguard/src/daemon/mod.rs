@@ -117,17 +117,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mitigator = Mitigator::start(cfg.daemon.state_dir.clone())?;
     let (mut dps, readers) = Datapaths::open(&cfg, events::start_logger)?;
     let mut mitigator = mitigator;
-    mitigator.block_capacity = dps.block_list_capacity()?;
-    if mitigator.block_capacity != cfg.datapath.block_list_entries {
-        log::warn!(
-            "the pinned block-lists hold {} entries each, not datapath.block-list-entries = {}: a pinned list keeps \
-             its size; to resize, stop tcpguard and remove BLOCK_V4 and BLOCK_V6 under {}/<iface>/ (their blocks \
-             go with them)",
-            mitigator.block_capacity,
-            cfg.datapath.block_list_entries,
-            cfg.daemon.pin_root.display()
-        );
-    }
+    mitigator.block_capacity = block_list_capacity(&mut dps, &cfg)?;
     if kernel::private_bpffs(&cfg.daemon.pin_root) {
         log::warn!(
             "the bpf filesystem under {} is private to this process's mount namespace (e.g. under `ip netns exec`): \
@@ -223,6 +213,22 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     notify::notify("STOPPING=1");
     d.shutdown();
     result
+}
+
+/// The block-lists' real size; a pinned list of another size than the
+/// config's is kept (with its blocks) and reported.
+fn block_list_capacity(dps: &mut Datapaths, cfg: &Config) -> Result<u32> {
+    let cap = dps.block_list_capacity()?;
+    if cap != cfg.datapath.block_list_entries {
+        log::warn!(
+            "the pinned block-lists hold {cap} entries each, not datapath.block-list-entries = {}: a pinned list keeps \
+             its size; to resize, stop tcpguard and remove BLOCK_V4 and BLOCK_V6 under {}/<iface>/ (their blocks \
+             go with them)",
+            cfg.datapath.block_list_entries,
+            cfg.daemon.pin_root.display()
+        );
+    }
+    Ok(cap)
 }
 
 impl Daemon {
