@@ -19,6 +19,8 @@ pub mod types;
 
 #[cfg(all(feature = "craft", not(target_arch = "bpf")))]
 pub mod craft;
+#[cfg(all(feature = "fuzzing", not(target_arch = "bpf")))]
+pub mod fuzzing;
 
 pub use attack::{promote_threshold, rate_step};
 pub use counters::{Category, Counter, Counters, COUNTER_COUNT};

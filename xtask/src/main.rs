@@ -1,4 +1,4 @@
-//! `cargo xtask`: prerequisites, test, bench, demo.
+//! `cargo xtask`: prerequisites, test, bench, demo, fuzz.
 //!
 //! xtask deliberately does not depend on the tcpguard crates: building them
 //! needs bpf-linker and the nightly rust-src component, which `prereqs`
@@ -44,6 +44,13 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// Fuzz the packet parser, the SYN option walk and the control socket's
+    /// framing for longer than the test command does (5 s per target).
+    Fuzz {
+        /// Seconds per fuzz target (seven targets, run two at a time).
+        #[arg(long, default_value_t = 300)]
+        secs: u64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -55,7 +62,20 @@ fn main() -> Result<()> {
         Cmd::Test { args } => test(&args),
         Cmd::Bench { quick } => bench(quick),
         Cmd::Demo { scale } => demo(scale),
+        Cmd::Fuzz { secs } => fuzz(secs),
     }
+}
+
+fn fuzz(secs: u64) -> Result<()> {
+    prereqs()?;
+    say(&format!("fuzzing for {secs} s per target (TCPGUARD_FUZZ_SECS)"));
+    for (pkg, what) in [("tcpguard-common", "packet parser, SYN option walk"), ("tcpguard", "control-socket framing")] {
+        say(&format!("{pkg}: {what}"));
+        run(Command::new("cargo")
+            .args(["test", "--release", "-p", pkg, "--test", "fuzz", "--", "--test-threads", "2", "--nocapture"])
+            .env("TCPGUARD_FUZZ_SECS", secs.to_string()))?;
+    }
+    Ok(())
 }
 
 fn workspace_root() -> PathBuf {
