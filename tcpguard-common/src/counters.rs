@@ -60,20 +60,24 @@ counters! {
     PassIpv6ExtLimit => "pass_ipv6_ext_limit": Pass,
     /// TCP to a port that is not protected.
     PassUnprotectedPort => "pass_unprotected_port": Pass,
-    /// A drop overridden by the allow-list.
-    PassAllowed => "pass_allowed": Pass,
-    /// Source matched a block entry whose time has run out.
-    PassBlockExpired => "pass_block_expired": Pass,
-    /// Ordinary TCP to a protected port.
+    /// TCP to a protected port, passed (after tracking).
     PassTcp => "pass_tcp": Pass,
-    /// Dropped: the source matches the block-list.
+    /// Dropped: a SYN from a source in the block-list.
     DropBlocked => "drop_blocked": Drop,
+    /// Dropped: any other TCP packet (ACK, data, FIN, RST) from a source in
+    /// the block-list; not counted as SYNs.
+    DropBlockedOther => "drop_blocked_other": Drop,
     /// Dropped: the source exceeded its SYN rate.
     DropRateLimited => "drop_rate_limited": Drop,
     /// Monitor mode: would have been dropped as blocked.
     MonitorBlocked => "monitor_blocked": Monitor,
     /// Monitor mode: would have been dropped by the rate limit.
     MonitorRateLimited => "monitor_rate_limited": Monitor,
+    /// A rule wanted the packet dropped and the allow-list overrode it (the
+    /// packet went on as if no rule had matched).
+    AllowOverride => "allow_override": Event,
+    /// Source matched a block entry whose time has run out.
+    BlockExpired => "block_expired": Event,
     /// Client SYNs (SYN without ACK) to protected ports.
     Syn => "syn": Event,
     /// SYNs repeating the ISN of an open half-open entry.
@@ -101,7 +105,8 @@ counters! {
     NewSource => "new_source": Event,
     /// Heavy-source reports sent to the daemon.
     HeavyEvent => "heavy_event": Event,
-    /// The source table refused an insert (the SYN still passes, untracked).
+    /// The source table refused an insert (the SYN is still rate limited
+    /// and tracked, on a fresh per-packet copy of the source's state).
     SourceInsertFailed => "source_insert_failed": Event,
     /// SYNs handled in attack mode (no per-SYN map insert).
     AttackSyn => "attack_syn": Event,

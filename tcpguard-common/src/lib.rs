@@ -16,6 +16,7 @@ pub mod ratelimit;
 pub mod sketch;
 pub mod synack;
 pub mod types;
+pub mod verdict;
 
 #[cfg(all(feature = "craft", not(target_arch = "bpf")))]
 pub mod craft;

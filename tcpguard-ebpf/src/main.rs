@@ -37,7 +37,9 @@ use tcpguard_common::{
     parse::{self, PacketBuf, TcpPacket, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     ratelimit::{self, Bucket},
     sketch::{self, Hll, Sketch},
-    synack, AllowEntry, AttackState, BlockEntry, Counter, Counters, FlowKey, HalfOpen, HeavyEvent, HoBucket, ModeEvent,
+    synack,
+    verdict::{self, Rule},
+    AllowEntry, AttackState, BlockEntry, Counter, Counters, FlowKey, HalfOpen, HeavyEvent, HoBucket, ModeEvent,
     RateWindow, Settings, SrcKey, SrcStats, ATTACK_REASON_SYN_RATE, DEFAULT_HALF_OPEN_ENTRIES, DEFAULT_SRC_ENTRIES,
     FLAG_HAS_ALLOWS, FLAG_HAS_BLOCKS, FLAG_MONITOR, FLAG_PORT_FILTER, FLAG_XDP_COOKIES, LIST_ENTRIES, PORT_ENTRIES,
 };
@@ -192,28 +194,14 @@ fn blocked(p: &TcpPacket) -> Option<bool> {
     Some(exp == 0 || coarse_ns() < exp)
 }
 
-#[derive(Clone, Copy)]
-enum Reason {
-    Blocked,
-    RateLimited,
-}
-
-/// A drop decision: the allow-list overrides it, monitor mode only counts it.
+/// A rule wants the packet dropped: the verdict (allow-list, monitor mode,
+/// the counter by reason and kind) is `verdict::decide`'s; its counter is
+/// recorded here.
 #[inline(always)]
-fn enforce(c: &mut Counters, s: &Settings, p: &TcpPacket, why: Reason) -> u32 {
-    if allowed_if_any(s, p) {
-        bump(c, Counter::PassAllowed);
-        return xdp_action::XDP_PASS;
-    }
-    let monitor = s.flags & FLAG_MONITOR != 0;
-    let (counter, action) = match (why, monitor) {
-        (Reason::Blocked, false) => (Counter::DropBlocked, xdp_action::XDP_DROP),
-        (Reason::RateLimited, false) => (Counter::DropRateLimited, xdp_action::XDP_DROP),
-        (Reason::Blocked, true) => (Counter::MonitorBlocked, xdp_action::XDP_PASS),
-        (Reason::RateLimited, true) => (Counter::MonitorRateLimited, xdp_action::XDP_PASS),
-    };
-    bump(c, counter);
-    action
+fn judge(c: &mut Counters, s: &Settings, p: &TcpPacket, rule: Rule, syn: bool) -> verdict::Verdict {
+    let v = verdict::decide(s.flags, rule, allowed_if_any(s, p), syn);
+    bump(c, v.counter);
+    v
 }
 
 #[inline(always)]
@@ -274,34 +262,46 @@ fn try_tcpguard(ctx: &XdpContext) -> Result<u32, ()> {
             return Ok(xdp_action::XDP_PASS);
         }
     }
+    // The one exit of a TCP packet to a protected port: a drop or an XDP_TX
+    // was counted where it was decided (`drop_*`, `cookie_sent`); a pass is
+    // counted here.
+    let v = on_tcp(ctx, c, s, &p);
+    if v == xdp_action::XDP_PASS {
+        bump(c, Counter::PassTcp);
+    }
+    Ok(v)
+}
+
+/// A TCP packet to a protected port: block-list, then by kind.
+#[inline(always)]
+fn on_tcp(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket) -> u32 {
+    let syn = p.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN;
     if s.flags & FLAG_HAS_BLOCKS != 0 {
-        match blocked(&p) {
-            Some(true) => return Ok(enforce(c, s, &p, Reason::Blocked)),
-            Some(false) => bump(c, Counter::PassBlockExpired),
+        match blocked(p) {
+            // Dropped, or (allow-listed, monitor mode) tracked like any other.
+            Some(true) => {
+                if judge(c, s, p, Rule::Blocked, syn).drop {
+                    return xdp_action::XDP_DROP;
+                }
+            }
+            Some(false) => bump(c, Counter::BlockExpired),
             None => {}
         }
     }
-
-    let src = SrcKey { addr: p.saddr };
-    if p.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN {
-        let v = on_syn(ctx, c, s, &p);
+    if syn {
+        let v = on_syn(ctx, c, s, p);
         if v != RESPOND {
-            return Ok(v);
+            return v;
         }
-        let v = answer_syn(ctx, c, s, &p);
-        if v != KERNEL_ANSWERS {
-            return Ok(v);
-        }
-        bump(c, Counter::PassTcp);
-        return Ok(xdp_action::XDP_PASS);
+        let v = answer_syn(ctx, c, s, p);
+        return if v == KERNEL_ANSWERS { xdp_action::XDP_PASS } else { v };
     }
     if p.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_ACK && attack_active() {
-        match attack_ack(ctx, c, s, &p) {
-            AckCheck::Drop => return Ok(xdp_action::XDP_DROP),
+        match attack_ack(ctx, c, s, p) {
+            AckCheck::Drop => return xdp_action::XDP_DROP,
             AckCheck::Cookie => {
-                on_ack(c, s, &p, Counter::SampledCompleted);
-                bump(c, Counter::PassTcp);
-                return Ok(xdp_action::XDP_PASS);
+                on_ack(c, s, p, Counter::SampledCompleted);
+                return xdp_action::XDP_PASS;
             }
             AckCheck::Pass => {}
         }
@@ -310,24 +310,22 @@ fn try_tcpguard(ctx: &XdpContext) -> Result<u32, ()> {
         if p.has(TCP_ACK) {
             bump(c, Counter::SynAckIn);
         }
-        bump(c, Counter::PassTcp);
-        return Ok(xdp_action::XDP_PASS);
+        return xdp_action::XDP_PASS;
     }
     if p.has(TCP_RST) {
         bump(c, Counter::Rst);
-        on_rst(c, s, &p);
+        on_rst(c, s, p);
     } else if p.has(TCP_ACK) {
-        on_ack(c, s, &p, Counter::HandshakeCompleted);
+        on_ack(c, s, p, Counter::HandshakeCompleted);
     }
     if p.has(TCP_FIN) {
         bump(c, Counter::Fin);
-        if let Some(st) = SRC_STATS.get_ptr_mut(&src) {
+        if let Some(st) = SRC_STATS.get_ptr_mut(&SrcKey { addr: p.saddr }) {
             // SAFETY: map value pointer.
             unsafe { (*st).fins += 1 };
         }
     }
-    bump(c, Counter::PassTcp);
-    Ok(xdp_action::XDP_PASS)
+    xdp_action::XDP_PASS
 }
 
 #[inline(always)]
@@ -392,8 +390,6 @@ fn on_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket) -> u3
         if v == xdp_action::XDP_DROP {
             return v;
         }
-        // track_syn counted the pass already; the verdict is decided below.
-        c.v[Counter::PassTcp as usize] -= 1;
     }
     if allowed_if_any(s, p) {
         bump(c, Counter::CookieSkipAllowed);
@@ -403,7 +399,6 @@ fn on_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket) -> u3
         // The caller calls the responder: a call chain one frame shorter.
         return RESPOND;
     }
-    bump(c, Counter::PassTcp);
     xdp_action::XDP_PASS
 }
 
@@ -445,15 +440,18 @@ fn track_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket, a:
                 bump(c, Counter::SketchPromoted);
             }
             // A failed insert is counted, never logged: it can happen per
-            // packet under a flood.
+            // packet under a flood. The SYN is then judged and tracked on
+            // the fresh copy (what a new source gets), so it still meets
+            // the rate limit and opens its half-open entry.
             if SRC_STATS.insert(src, &*fresh, 0).is_err() {
                 bump(c, Counter::SourceInsertFailed);
+                fresh as *mut SrcStats
             } else {
                 bump(c, Counter::NewSource);
-            }
-            match SRC_STATS.get_ptr_mut(src) {
-                Some(st) => st,
-                None => return xdp_action::XDP_PASS,
+                match SRC_STATS.get_ptr_mut(src) {
+                    Some(st) => st,
+                    None => fresh as *mut SrcStats,
+                }
             }
         }
     };
@@ -489,19 +487,18 @@ fn track_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket, a:
         st.tokens_milli = b.tokens_milli;
         st.refill_ns = b.refill_ns;
         if !ok {
-            let v = enforce(c, s, p, Reason::RateLimited);
-            if v == xdp_action::XDP_DROP || s.flags & FLAG_MONITOR != 0 {
+            let v = judge(c, s, p, Rule::RateLimited, true);
+            if v.source_dropped {
                 st.dropped += 1;
             }
-            if v == xdp_action::XDP_DROP {
-                return v;
+            if v.drop {
+                return xdp_action::XDP_DROP;
             }
         }
     }
     if promoted == 0 {
         open_half_open(c, p, st, now, timeout);
     }
-    bump(c, Counter::PassTcp);
     xdp_action::XDP_PASS
 }
 
@@ -840,16 +837,11 @@ fn attack_ack(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket) -
         bump(c, Counter::CookieAckValid);
         return AckCheck::Cookie;
     }
-    if allowed_if_any(s, p) {
-        bump(c, Counter::PassAllowed);
-        return AckCheck::Pass;
+    if judge(c, s, p, Rule::InvalidAck, false).drop {
+        AckCheck::Drop
+    } else {
+        AckCheck::Pass
     }
-    if s.flags & FLAG_MONITOR != 0 {
-        bump(c, Counter::MonitorAckInvalid);
-        return AckCheck::Pass;
-    }
-    bump(c, Counter::DropAckInvalid);
-    AckCheck::Drop
 }
 
 #[inline(never)]

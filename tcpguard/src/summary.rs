@@ -24,7 +24,13 @@ pub fn render(
     let _ = writeln!(s, "{:<24}{:>14}", "half_open_now", half_open);
     let _ = writeln!(s, "{:<24}{:>14}", "handshakes_failed", failed);
     let _ = writeln!(s, "drops:");
-    for k in [Counter::DropBlocked, Counter::DropRateLimited, Counter::MonitorBlocked, Counter::MonitorRateLimited] {
+    for k in [
+        Counter::DropBlocked,
+        Counter::DropBlockedOther,
+        Counter::DropRateLimited,
+        Counter::MonitorBlocked,
+        Counter::MonitorRateLimited,
+    ] {
         let _ = writeln!(s, "  {:<22}{:>14}{:>12.0}", k.name(), c.get(k), rate(k));
     }
     let _ = writeln!(s, "passes:");

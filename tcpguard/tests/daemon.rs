@@ -592,10 +592,14 @@ fn attack_mode_answers_a_full_rate_flood_from_xdp_and_clients_move_data() {
         "the kernel took the cookie ACKs: {:#}",
         v["kernel"]
     );
-    assert_eq!(
-        v["kernel"]["syncookies_sent"].as_u64().unwrap(),
-        0,
-        "the kernel answered no SYN itself: {:#}",
+    // The kernel answers no SYN of attack mode itself; only SYNs that came
+    // before the datapath's entry (tracking mode, the first ~ms of the
+    // flood) can have overflowed the listener's queue into kernel cookies.
+    let before_entry = c["syn"].as_u64().unwrap() - c["attack_syn"].as_u64().unwrap();
+    let kernel_sent = v["kernel"]["syncookies_sent"].as_u64().unwrap();
+    assert!(
+        kernel_sent <= before_entry && before_entry < 2_000,
+        "the kernel answered {kernel_sent} SYNs; {before_entry} came before attack mode: {:#}",
         v["kernel"]
     );
     assert_eq!(lab.server.read_sysctl("net.ipv4.tcp_timestamps").unwrap(), "2");

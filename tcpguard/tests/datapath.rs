@@ -145,9 +145,14 @@ fn blocked_prefix_is_dropped() {
     let mut dp = load();
     maps(&mut dp).block(&"192.0.2.0/24".parse().unwrap(), 0).unwrap();
     expect(&mut dp, &syn4(CLIENT, 1000, 1).build(), XDP_DROP, &[(DropBlocked, 1)]);
-    // Not only SYNs: every TCP packet from the prefix.
+    // Not only SYNs: every TCP packet from the prefix, counted apart so it
+    // never feeds the SYN rate (bug 1: ACKs and data counted as SYNs).
     let ack = Craft::v4(CLIENT, SERVER, 1000, 80).flags(TCP_ACK).seq(2).build();
-    expect(&mut dp, &ack, XDP_DROP, &[(DropBlocked, 1)]);
+    expect(&mut dp, &ack, XDP_DROP, &[(DropBlockedOther, 1)]);
+    let data = Craft::v4(CLIENT, SERVER, 1000, 80).flags(TCP_ACK).seq(2).payload(b"GET /").build();
+    expect(&mut dp, &data, XDP_DROP, &[(DropBlockedOther, 1)]);
+    let fin = Craft::v4(CLIENT, SERVER, 1000, 80).flags(TCP_FIN | TCP_ACK).seq(7).build();
+    expect(&mut dp, &fin, XDP_DROP, &[(DropBlockedOther, 1)]);
     // Another source passes.
     expect(
         &mut dp,
@@ -174,7 +179,14 @@ fn allow_list_beats_block_list() {
     let mut m = maps(&mut dp);
     m.block(&"192.0.2.0/24".parse().unwrap(), 0).unwrap();
     m.allow(&Prefix::host(IpAddr::from(CLIENT)), monotonic_ns()).unwrap();
-    expect(&mut dp, &syn4(CLIENT, 1000, 1).build(), XDP_PASS, &[(PassAllowed, 1)]);
+    // The allow-listed SYN goes on as if no block matched: counted and tracked.
+    expect(
+        &mut dp,
+        &syn4(CLIENT, 1000, 1).build(),
+        XDP_PASS,
+        &[(AllowOverride, 1), (Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+    );
+    assert_eq!(source(&mut dp, IpAddr::from(CLIENT)).half_open, 1);
     // Its neighbour in the blocked /24 is still dropped.
     expect(&mut dp, &syn4([192, 0, 2, 11], 1000, 1).build(), XDP_DROP, &[(DropBlocked, 1)]);
 }
@@ -188,7 +200,7 @@ fn expired_block_passes() {
         &mut dp,
         &syn4(CLIENT, 1000, 1).build(),
         XDP_PASS,
-        &[(PassBlockExpired, 1), (Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+        &[(BlockExpired, 1), (Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
     );
     // A block whose time is still running drops.
     maps(&mut dp).block(&"192.0.2.0/24".parse().unwrap(), monotonic_ns() + 60_000_000_000).unwrap();
@@ -220,7 +232,7 @@ fn rate_limit_drops_past_the_burst() {
         &mut dp,
         &syn4(CLIENT, 2000, 1).build(),
         XDP_PASS,
-        &[(Syn, 1), (PassAllowed, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+        &[(Syn, 1), (AllowOverride, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
     );
 }
 
@@ -231,7 +243,19 @@ fn monitor_mode_passes_what_enforce_drops() {
         .set_settings(&Settings { flags: FLAG_MONITOR, syn_rate: 1, syn_burst: 1, ..Settings::default() })
         .unwrap();
     maps(&mut dp).block(&"198.51.100.0/24".parse().unwrap(), 0).unwrap();
-    expect(&mut dp, &syn4([198, 51, 100, 7], 1000, 1).build(), XDP_PASS, &[(MonitorBlocked, 1)]);
+    // A blocked source's SYN in monitor mode is counted and tracked like any
+    // other (bug 2: it was counted neither as a SYN nor as a handshake).
+    expect(
+        &mut dp,
+        &syn4([198, 51, 100, 7], 1000, 1).build(),
+        XDP_PASS,
+        &[(MonitorBlocked, 1), (Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+    );
+    let s7 = source(&mut dp, IpAddr::from([198, 51, 100, 7]));
+    assert_eq!((s7.syns, s7.half_open), (1, 1));
+    let ack7 = Craft::v4([198, 51, 100, 7], SERVER, 1000, 80).flags(TCP_ACK).seq(2).build();
+    expect(&mut dp, &ack7, XDP_PASS, &[(MonitorBlocked, 1), (HandshakeCompleted, 1), (PassTcp, 1)]);
+    assert_eq!(source(&mut dp, IpAddr::from([198, 51, 100, 7])).completed, 1);
     expect(&mut dp, &syn4(CLIENT, 1000, 1).build(), XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
     expect(
         &mut dp,
@@ -244,6 +268,75 @@ fn monitor_mode_passes_what_enforce_drops() {
     maps(&mut dp).set_settings(&Settings { flags: s.flags & !FLAG_MONITOR, ..s }).unwrap();
     expect(&mut dp, &syn4([198, 51, 100, 7], 1000, 1).build(), XDP_DROP, &[(DropBlocked, 1)]);
     expect(&mut dp, &syn4(CLIENT, 1002, 1).build(), XDP_DROP, &[(Syn, 1), (DropRateLimited, 1)]);
+}
+
+#[test]
+fn monitor_mode_charges_no_drop_to_an_allow_listed_source() {
+    // Bug 3: in monitor mode an allow-listed source's `dropped` grew
+    // although nothing was (or would have been) dropped.
+    let mut dp = load();
+    maps(&mut dp)
+        .set_settings(&Settings { flags: FLAG_MONITOR, syn_rate: 1, syn_burst: 1, ..Settings::default() })
+        .unwrap();
+    maps(&mut dp).allow(&Prefix::host(IpAddr::from(CLIENT)), 0).unwrap();
+    expect(&mut dp, &syn4(CLIENT, 1000, 1).build(), XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+    expect(
+        &mut dp,
+        &syn4(CLIENT, 1001, 1).build(),
+        XDP_PASS,
+        &[(Syn, 1), (AllowOverride, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+    );
+    assert_eq!(source(&mut dp, IpAddr::from(CLIENT)).dropped, 0);
+    // A source that is not allow-listed is charged the would-be drop.
+    let other = [198, 51, 100, 9];
+    run(&dp, &syn4(other, 1000, 1).build());
+    expect(
+        &mut dp,
+        &syn4(other, 1001, 1).build(),
+        XDP_PASS,
+        &[(Syn, 1), (MonitorRateLimited, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+    );
+    assert_eq!(source(&mut dp, IpAddr::from(other)).dropped, 1);
+}
+
+#[test]
+fn every_tcp_packet_ends_in_exactly_one_outcome_counter() {
+    // The one exit: whatever path a packet takes, one pass or drop counter
+    // moves (the SYN-cookie XDP_TX has its own tests in attack.rs).
+    use tcpguard_common::Category;
+    let mut dp = load();
+    maps(&mut dp)
+        .set_settings(&Settings { flags: FLAG_MONITOR, syn_rate: 1, syn_burst: 2, ..Settings::default() })
+        .unwrap();
+    maps(&mut dp).block(&"198.51.100.0/24".parse().unwrap(), 0).unwrap();
+    maps(&mut dp).allow(&"198.51.100.128/25".parse().unwrap(), 0).unwrap();
+    let srcs = [CLIENT, [198, 51, 100, 7], [198, 51, 100, 200]];
+    let kinds = [TCP_SYN, TCP_ACK, TCP_RST, TCP_FIN | TCP_ACK, TCP_SYN | TCP_ACK];
+    for monitor in [true, false] {
+        let s = maps(&mut dp).settings().unwrap();
+        let flags = if monitor { s.flags | FLAG_MONITOR } else { s.flags & !FLAG_MONITOR };
+        maps(&mut dp).set_settings(&Settings { flags, ..s }).unwrap();
+        for (i, src) in srcs.iter().enumerate() {
+            for (k, fl) in kinds.iter().enumerate() {
+                for rep in 0..3u16 {
+                    let f = Craft::v4(*src, SERVER, 1000 + rep + 10 * k as u16, 80).flags(*fl).seq(1).build();
+                    let before = counters(&mut dp);
+                    let v = run(&dp, &f);
+                    let d = delta(&before, &counters(&mut dp));
+                    let outcomes: Vec<_> = d
+                        .iter()
+                        .filter(|(n, _)| {
+                            let c = tcpguard_common::Counter::ALL.iter().find(|c| c.name() == *n).unwrap();
+                            matches!(c.category(), Category::Pass | Category::Drop)
+                        })
+                        .collect();
+                    assert_eq!(outcomes.len(), 1, "monitor={monitor} src {i} kind {fl:#x}: {d:?}");
+                    let dropped = outcomes[0].0.starts_with("drop_");
+                    assert_eq!(dropped, v == XDP_DROP, "{d:?}");
+                }
+            }
+        }
+    }
 }
 
 #[test]
@@ -389,10 +482,7 @@ fn host_parser_and_xdp_agree_on_random_and_mutated_frames() {
     };
     let parse_errors: Vec<_> = tcpguard_common::Counter::ALL
         .iter()
-        .filter(|c| {
-            c.category() == Category::Pass
-                && !matches!(c, PassTcp | PassAllowed | PassBlockExpired | PassUnprotectedPort)
-        })
+        .filter(|c| c.category() == Category::Pass && !matches!(c, PassTcp | PassUnprotectedPort))
         .map(|c| c.name())
         .collect();
     let (mut parsed, mut errors) = (0, 0);
@@ -428,4 +518,43 @@ fn host_parser_and_xdp_agree_on_random_and_mutated_frames() {
         }
     }
     assert!(parsed > 500 && errors > 500, "both outcomes exercised: {parsed} parsed, {errors} errors");
+}
+
+#[test]
+fn a_source_the_table_refuses_is_still_judged_and_tracked() {
+    // Bug 4: a failed source-table insert returned PASS with no outcome
+    // counter, no rate limit and no half-open entry. A plain hash table with
+    // room for one source stands in for SRC_STATS (same key and value), so
+    // the kernel really refuses the second source's insert (E2BIG), as it
+    // may a contended table under a flood.
+    use aya::maps::{HashMap, MapData};
+    use tcpguard::loader::LoadOptions;
+    use tcpguard_common::{SrcKey, SrcStats};
+    require_root();
+    let dir = std::path::PathBuf::from(format!("/sys/fs/bpf/tcpguard-test-refuse-{}", std::process::id()));
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone());
+    std::fs::create_dir_all(&dir).unwrap();
+    let tiny: HashMap<MapData, SrcKey, SrcStats> = HashMap::create(1, 0).unwrap();
+    tiny.pin(dir.join("SRC_STATS")).unwrap();
+    let mut dp = Datapath::load(&LoadOptions { pin_dir: Some(dir.clone()), ..LoadOptions::default() }).unwrap();
+    maps(&mut dp).set_settings(&Settings { syn_rate: 1, syn_burst: 1, ..Settings::default() }).unwrap();
+    expect(&mut dp, &syn4(CLIENT, 1000, 1).build(), XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+    let refused = [198, 51, 100, 3];
+    expect(
+        &mut dp,
+        &syn4(refused, 1000, 1).build(),
+        XDP_PASS,
+        &[(Syn, 1), (SourceInsertFailed, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+    );
+    // Its handshake is tracked: the ACK completes it.
+    let ack = Craft::v4(refused, SERVER, 1000, 80).flags(TCP_ACK).seq(2).build();
+    expect(&mut dp, &ack, XDP_PASS, &[(HandshakeCompleted, 1), (PassTcp, 1)]);
+    // The tracked source is still limited on its own bucket.
+    expect(&mut dp, &syn4(CLIENT, 1001, 1).build(), XDP_DROP, &[(Syn, 1), (DropRateLimited, 1)]);
 }

@@ -35,8 +35,9 @@ pub struct Sample {
     pub t: f64,
     /// SYNs that reached the handshake tracker.
     pub syn: u64,
-    /// Packets the block-list dropped: SYNs of sources already identified
-    /// (and blocked). They count as arriving SYNs, from heavy sources.
+    /// SYNs the block-list dropped (only SYNs: a blocked source's ACKs and
+    /// data are counted apart, `drop_blocked_other`, and never feed the SYN
+    /// rate). They count as arriving SYNs, from heavy sources.
     pub blocked: u64,
     pub completed: u64,
     pub new_sources: u64,

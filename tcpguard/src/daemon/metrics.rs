@@ -70,7 +70,12 @@ impl Metrics {
                 (passed untracked).",
             ),
             half_open: gauge("half_open_connections", "Half-open handshakes within the half-open timeout."),
-            dropped: vec("dropped_packets_total", "Packets dropped by the XDP program, by reason.", "reason"),
+            dropped: vec(
+                "dropped_packets_total",
+                "Packets dropped by the XDP program, by reason (blocked: SYNs of blocked sources; blocked_other: \
+                 their other TCP packets).",
+                "reason",
+            ),
             would_drop: vec(
                 "monitor_would_drop_total",
                 "Packets monitor mode would have dropped, by \
@@ -171,6 +176,7 @@ impl Metrics {
         self.insert_failed.inc_by(d(Counter::SourceInsertFailed));
         self.failed.inc_by(failed_delta);
         self.dropped.with_label_values(&["blocked"]).inc_by(d(Counter::DropBlocked));
+        self.dropped.with_label_values(&["blocked_other"]).inc_by(d(Counter::DropBlockedOther));
         self.dropped.with_label_values(&["rate_limited"]).inc_by(d(Counter::DropRateLimited));
         self.dropped.with_label_values(&["invalid_ack"]).inc_by(d(Counter::DropAckInvalid));
         self.would_drop.with_label_values(&["invalid_ack"]).inc_by(d(Counter::MonitorAckInvalid));

@@ -282,7 +282,10 @@ impl Daemon {
         let prev_kernel = std::mem::replace(&mut self.kernel, kernel::read_view());
         let dt = (t - self.prev_t).max(1e-3);
         let drops = |c: &Counters| {
-            c.get(Counter::DropBlocked) + c.get(Counter::DropRateLimited) + c.get(Counter::DropAckInvalid)
+            c.get(Counter::DropBlocked)
+                + c.get(Counter::DropBlockedOther)
+                + c.get(Counter::DropRateLimited)
+                + c.get(Counter::DropAckInvalid)
         };
         self.dropped_per_sec = drops(c).saturating_sub(drops(&self.counters)) as f64 / dt;
         self.rate_base = self.counters;

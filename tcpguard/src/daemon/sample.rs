@@ -67,7 +67,9 @@ impl Sampler {
         let sample = Sample {
             t,
             syn: c.get(Counter::Syn),
-            // A blocked flood is an ongoing (mitigated) attack, not a finished one.
+            // A blocked flood is an ongoing (mitigated) attack, not a finished
+            // one. SYNs only: blocking a prefix with established flows must
+            // not raise or prolong an attack.
             blocked: c.get(Counter::DropBlocked),
             // Handshakes completed through the tracker, and through cookies.
             completed: c.get(Counter::HandshakeCompleted) + c.get(Counter::CookieAckValid),
