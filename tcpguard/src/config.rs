@@ -143,6 +143,9 @@ pub struct DetectionConfig {
     pub heavy_source_syn_rate: u64,
     pub heavy_share: f64,
     pub spoofed_new_source_ratio: f64,
+    /// A listener whose SYN queue holds at least this share of its backlog
+    /// is under pressure.
+    pub listener_queue_share: f64,
 }
 
 impl Default for DetectionConfig {
@@ -156,6 +159,7 @@ impl Default for DetectionConfig {
             heavy_source_syn_rate: 200,
             heavy_share: 0.5,
             spoofed_new_source_ratio: 0.5,
+            listener_queue_share: 0.5,
         }
     }
 }
@@ -340,29 +344,7 @@ impl Config {
         if let Some(b) = p.block.iter().find(|b| p.allow.iter().any(|a| a == *b)) {
             return Err(("datapath.block", format!("{b} is also in datapath.allow")));
         }
-        let t = &self.detection;
-        let ratio = |key: &'static str, v: f64| {
-            if (0.0..=1.0).contains(&v) {
-                Ok(())
-            } else {
-                Err((key, format!("{v} is not a ratio in 0..=1")))
-            }
-        };
-        ratio("detection.min-completion-ratio", t.min_completion_ratio)?;
-        ratio("detection.heavy-share", t.heavy_share)?;
-        ratio("detection.spoofed-new-source-ratio", t.spoofed_new_source_ratio)?;
-        if !(t.min_syn_rate.is_finite() && t.min_syn_rate > 0.0) {
-            return Err(("detection.min-syn-rate", format!("{} must be a positive rate", t.min_syn_rate)));
-        }
-        if !(1..=100).contains(&t.start_ticks) {
-            return Err(("detection.start-ticks", format!("{} is outside 1..=100", t.start_ticks)));
-        }
-        if !(t.hold_down_secs.is_finite() && (0.0..=3600.0).contains(&t.hold_down_secs)) {
-            return Err(("detection.hold-down-secs", format!("{} is outside 0..=3600", t.hold_down_secs)));
-        }
-        if t.heavy_source_syn_rate == 0 {
-            return Err(("detection.heavy-source-syn-rate", "must be at least 1".into()));
-        }
+        self.check_detection()?;
         let y = &self.policy;
         if y.block_ttl_secs == 0 {
             return Err(("policy.block-ttl-secs", "must be at least 1".into()));
@@ -393,6 +375,36 @@ impl Config {
         let c = &self.control;
         if !c.socket.is_absolute() {
             return Err(("control.socket", format!("{} must be an absolute path", c.socket.display())));
+        }
+        Ok(())
+    }
+    fn check_detection(&self) -> Result<(), (&'static str, String)> {
+        let t = &self.detection;
+        let ratio = |key: &'static str, v: f64| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err((key, format!("{v} is not a ratio in 0..=1")))
+            }
+        };
+        ratio("detection.min-completion-ratio", t.min_completion_ratio)?;
+        ratio("detection.heavy-share", t.heavy_share)?;
+        ratio("detection.spoofed-new-source-ratio", t.spoofed_new_source_ratio)?;
+        ratio("detection.listener-queue-share", t.listener_queue_share)?;
+        if t.listener_queue_share == 0.0 {
+            return Err(("detection.listener-queue-share", "must be above 0 (1 = only a full queue)".into()));
+        }
+        if !(t.min_syn_rate.is_finite() && t.min_syn_rate > 0.0) {
+            return Err(("detection.min-syn-rate", format!("{} must be a positive rate", t.min_syn_rate)));
+        }
+        if !(1..=100).contains(&t.start_ticks) {
+            return Err(("detection.start-ticks", format!("{} is outside 1..=100", t.start_ticks)));
+        }
+        if !(t.hold_down_secs.is_finite() && (0.0..=3600.0).contains(&t.hold_down_secs)) {
+            return Err(("detection.hold-down-secs", format!("{} is outside 0..=3600", t.hold_down_secs)));
+        }
+        if t.heavy_source_syn_rate == 0 {
+            return Err(("detection.heavy-source-syn-rate", "must be at least 1".into()));
         }
         Ok(())
     }

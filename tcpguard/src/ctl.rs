@@ -127,14 +127,7 @@ pub fn render_status(v: &StatusView) -> String {
         let _ = writeln!(s, "no attack ({} so far)", a.attacks_total);
     }
     render_datapath(v, &mut s);
-    let ev: Vec<String> = a
-        .evidence
-        .iter()
-        .map(|e| {
-            let fmt = |x: f64| if x.fract() == 0.0 || x.abs() >= 100.0 { format!("{x:.0}") } else { format!("{x:.2}") };
-            format!("{} {} (threshold {})", e.rule, fmt(e.observed), fmt(e.threshold))
-        })
-        .collect();
+    let ev: Vec<String> = a.evidence.iter().map(ToString::to_string).collect();
     if !ev.is_empty() {
         let _ = writeln!(s, "  evidence: {}", ev.join("; "));
     }
@@ -154,7 +147,7 @@ pub fn render_status(v: &StatusView) -> String {
     let _ = writeln!(
         s,
         "kernel: tcp_syncookies={}{}, {} SYN_RECV, cookies sent {} / recv {} / failed {}, listen overflows {}, \
-            drops {}",
+            drops {}, SYN queue full {} (cookies) / {} (dropped)",
         k.view.syncookies,
         if k.syncookies_forced { " (forced by tcpguard)" } else { "" },
         k.view.syn_recv,
@@ -162,8 +155,11 @@ pub fn render_status(v: &StatusView) -> String {
         k.view.syncookies_recv,
         k.view.syncookies_failed,
         k.view.listen_overflows,
-        k.view.listen_drops
+        k.view.listen_drops,
+        k.view.req_qfull_cookies,
+        k.view.req_qfull_drops
     );
+    render_listeners(v, &mut s);
     render_blocks(v, &mut s);
     if !v.top_sources.is_empty() {
         let _ = writeln!(s, "heavy sources:");
@@ -179,6 +175,27 @@ pub fn render_status(v: &StatusView) -> String {
         }
     }
     s
+}
+
+/// Listeners under pressure (all of them with `--json`).
+fn render_listeners(v: &StatusView, s: &mut String) {
+    let pressed: Vec<_> = v.listeners.iter().filter(|l| l.pressured).collect();
+    if pressed.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "listeners under pressure:");
+    for l in pressed {
+        let _ = writeln!(
+            s,
+            "  {:<40} SYN queue {}/{} ({:.0}%), accept queue {}, {:.0} drops/s",
+            l.addr,
+            l.syn_queue,
+            l.backlog,
+            l.share * 100.0,
+            l.accept_queue,
+            l.drops_per_sec
+        );
+    }
 }
 
 fn render_blocks(v: &StatusView, s: &mut String) {

@@ -45,6 +45,10 @@ pub enum Rule {
     CompletionRatio,
     HeavyShare,
     NewSourceRatio,
+    /// A listener's SYN queue against its backlog.
+    ListenerQueue,
+    /// Connection attempts a listener dropped, per second.
+    ListenerDrops,
 }
 
 impl Rule {
@@ -55,6 +59,8 @@ impl Rule {
             Rule::CompletionRatio => "completion-ratio",
             Rule::HeavyShare => "heavy-share",
             Rule::NewSourceRatio => "new-source-ratio",
+            Rule::ListenerQueue => "listener-queue",
+            Rule::ListenerDrops => "listener-drops",
         }
     }
 }
@@ -71,12 +77,45 @@ pub struct Evidence {
     pub rule: Rule,
     pub observed: f64,
     pub threshold: f64,
+    /// What the rule was observed on (a listener's address:port), when not
+    /// the host as a whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
 }
 
 impl Evidence {
     pub fn new(rule: Rule, observed: f64, threshold: f64) -> Self {
-        Evidence { rule, observed, threshold }
+        Evidence { rule, observed, threshold, subject: None }
     }
+
+    pub fn at(rule: Rule, observed: f64, threshold: f64, subject: String) -> Self {
+        Evidence { rule, observed, threshold, subject: Some(subject) }
+    }
+}
+
+impl fmt::Display for Evidence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = |x: f64| if x.fract() == 0.0 || x.abs() >= 100.0 { format!("{x:.0}") } else { format!("{x:.2}") };
+        write!(f, "{} {} (threshold {})", self.rule, n(self.observed), n(self.threshold))?;
+        if let Some(s) = &self.subject {
+            write!(f, " at {s}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A listener and how hard it is pressed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ListenerPressure {
+    pub addr: String,
+    pub syn_queue: u64,
+    pub accept_queue: u64,
+    pub backlog: u64,
+    /// SYN queue / backlog.
+    pub share: f64,
+    pub drops_per_sec: f64,
+    /// At or over `listener-queue-share`, or dropping.
+    pub pressured: bool,
 }
 
 /// Why a prefix is on the block-list.
@@ -159,6 +198,12 @@ pub struct KernelView {
     pub syncookies_failed: u64,
     pub listen_overflows: u64,
     pub listen_drops: u64,
+    /// SYNs to a full SYN queue answered with a cookie / dropped
+    /// (TCPReqQFullDoCookies, TCPReqQFullDrop).
+    #[serde(default)]
+    pub req_qfull_cookies: u64,
+    #[serde(default)]
+    pub req_qfull_drops: u64,
     /// Current value of net.ipv4.tcp_syncookies.
     pub syncookies: u8,
 }
@@ -171,7 +216,15 @@ mod tests {
     fn names_on_the_wire_are_the_documented_ones() {
         assert_eq!(serde_json::to_string(&Rule::NewSourceRatio).unwrap(), "\"new-source-ratio\"");
         assert_eq!(serde_json::to_string(&Kind::SpoofedRandom).unwrap(), "\"spoofed-random\"");
-        for r in [Rule::SynRate, Rule::HalfOpen, Rule::CompletionRatio, Rule::HeavyShare, Rule::NewSourceRatio] {
+        for r in [
+            Rule::SynRate,
+            Rule::HalfOpen,
+            Rule::CompletionRatio,
+            Rule::HeavyShare,
+            Rule::NewSourceRatio,
+            Rule::ListenerQueue,
+            Rule::ListenerDrops,
+        ] {
             assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{}\"", r.as_str()));
         }
         let o = BlockOrigin::HeavySource { syn_per_sec: 5000.4, half_open: 3 };

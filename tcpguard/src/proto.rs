@@ -73,6 +73,9 @@ pub struct StatusView {
     pub block_list: BlockListView,
     pub allowed: Vec<Prefix>,
     pub top_sources: Vec<SourceView>,
+    /// The host's listeners (the kernel's view), most pressed first.
+    #[serde(default)]
+    pub listeners: Vec<crate::model::ListenerPressure>,
     pub kernel: KernelStatus,
     pub counters: std::collections::BTreeMap<String, u64>,
 }

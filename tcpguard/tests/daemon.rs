@@ -902,3 +902,84 @@ fn top_scans_off_the_daemon_loop() {
     assert!(scans >= 3, "{scans} scans");
     assert!(worst < Duration::from_millis(150), "a block waited {worst:?} behind top scans");
 }
+
+#[test]
+fn a_low_rate_flood_against_a_small_backlog_is_detected_naming_the_listener() {
+    let _serial = serial();
+    require_root();
+    let lab = Lab::new().unwrap();
+    let f = Files::new("lowrate");
+    f.write_config("auto", "");
+    // A listener with a small backlog, as many services keep.
+    let server = Server::start(&lab.server, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 64).expect("listener");
+    let d = Daemon::start(&lab, &f);
+    assert_eq!(connect_n(&lab, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 5), 5);
+    let stop = Arc::new(AtomicBool::new(false));
+    // 600 spoofed SYN/s: well under min-syn-rate (1000).
+    let started = Instant::now();
+    let flood = start_flood(&lab, Sources::Random("198.19.0.0/16".parse().unwrap()), 600, 20, stop.clone());
+    let (v, _) = wait_status(&f, Duration::from_secs(3), "a low-rate attack", |v| v["attack"]["active"] == true);
+    eprintln!("detected {:?} after the flood started", started.elapsed());
+    let me = format!("{SERVER_IP}:{PORT}");
+    let ev = v["attack"]["evidence"].as_array().unwrap();
+    assert!(
+        ev.iter().any(|e| e["rule"] == "listener-queue" && e["subject"] == me.as_str()),
+        "the listener is named: {ev:#?}"
+    );
+    assert!(v["syn_per_sec"].as_f64().unwrap() < 1000.0, "{}", v["syn_per_sec"]);
+    let l = &v["listeners"][0];
+    assert_eq!(
+        (l["addr"].as_str(), l["backlog"].as_u64(), l["pressured"].as_bool()),
+        (Some(&*me), Some(64), Some(true))
+    );
+    let text = String::from_utf8(ctl(&f, &["status"]).stdout).unwrap();
+    assert!(text.contains("listeners under pressure:") && text.contains(&me), "{text}");
+    stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    drop(d);
+    drop(server);
+}
+
+#[test]
+fn a_flash_crowd_of_real_clients_raises_nothing() {
+    let _serial = serial();
+    require_root();
+    let lab = Lab::new().unwrap();
+    let f = Files::new("crowd");
+    f.write_config("auto", "");
+    let server = Server::start(&lab.server, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 128).expect("listener");
+    let d = Daemon::start(&lab, &f);
+    // Four clients connecting back to back for 4 s: hundreds of real
+    // connections per second, every handshake completing.
+    let to = SocketAddr::new(IpAddr::V4(SERVER_IP), PORT);
+    let t = Instant::now();
+    let done: usize = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut n = 0;
+                    while t.elapsed() < Duration::from_secs(4) {
+                        n += connect_n(&lab, to, 50);
+                    }
+                    n
+                })
+            })
+            .collect();
+        let mut seen_attack = false;
+        while t.elapsed() < Duration::from_secs(4) {
+            if status(&f).is_some_and(|v| v["attack"]["phase"] != "idle") {
+                seen_attack = true;
+            }
+            std::thread::sleep(Duration::from_millis(TICK_MS / 2));
+        }
+        assert!(!seen_attack, "a flash crowd raised an attack");
+        hs.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    let rate = done as f64 / t.elapsed().as_secs_f64();
+    eprintln!("flash crowd: {done} connections, {rate:.0}/s");
+    assert!(rate > 200.0, "a crowd: {rate:.0} connections/s");
+    let v = status(&f).unwrap();
+    assert_eq!(v["attack"]["attacks_total"], 0, "{:#}", v["attack"]);
+    drop(d);
+    drop(server);
+}

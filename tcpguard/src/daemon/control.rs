@@ -266,6 +266,7 @@ impl Daemon {
             block_list,
             allowed: self.allow_list(),
             top_sources: top,
+            listeners: self.last.as_ref().map(|a| a.listeners.iter().take(10).cloned().collect()).unwrap_or_default(),
             kernel: KernelStatus {
                 view: self.kernel.clone(),
                 syncookies_forced: self.mitigator.state.syncookies_original.is_some(),

@@ -18,6 +18,15 @@
 //! - distributed real sources: otherwise — many sources, none heavy, that
 //!   do complete handshakes yet keep the half-open count high.
 //!
+//! The kernel's own view counts too (`Sample::listeners`, from sock_diag):
+//! a listener whose SYN queue holds `listener-queue-share` of its backlog,
+//! or that drops connection attempts, is under pressure, and pressure with a
+//! completion ratio under `min-completion-ratio` is over threshold whatever
+//! the SYN rate. The host's listeners also scale the absolute thresholds
+//! down: `min-syn-rate` and `half-open-threshold` are capped by the
+//! listeners' total backlog (what they can hold), so a small server is not
+//! judged by a big one's numbers.
+//!
 //! Lifecycle with hysteresis: `start-ticks` consecutive ticks over threshold
 //! start an attack; once under, it cools down and is over after
 //! `hold-down-secs` without a tick over threshold.
@@ -26,7 +35,7 @@ use std::{collections::HashMap, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::DetectionConfig;
+use crate::{config::DetectionConfig, daemon::listeners::ListenerSample};
 
 /// Cumulative counters and current gauges at one instant.
 #[derive(Clone, Debug, Default)]
@@ -44,6 +53,8 @@ pub struct Sample {
     pub half_open: u64,
     /// Sources the datapath reported as heavy (and still follows).
     pub sources: Vec<SourceSample>,
+    /// The kernel's listeners and their queues.
+    pub listeners: Vec<ListenerSample>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -57,7 +68,7 @@ pub struct SourceSample {
     pub syns_at_report: u64,
 }
 
-pub use crate::model::{Evidence, Kind, Phase, Rule};
+pub use crate::model::{Evidence, Kind, ListenerPressure, Phase, Rule};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -95,6 +106,8 @@ pub struct Assessment {
     pub rates: Rates,
     /// Sources at or above the heavy rate this tick, heaviest first.
     pub heavy: Vec<HeavySource>,
+    /// The listeners, most pressed first.
+    pub listeners: Vec<ListenerPressure>,
     /// Seconds since the attack started.
     pub since: Option<f64>,
 }
@@ -140,8 +153,11 @@ impl Detector {
             for src in &s.sources {
                 self.prev_sources.insert(src.addr, src.syns);
             }
+            let listeners = listener_pressure(&s.listeners, &s.listeners, 1.0, self.cfg.listener_queue_share);
             self.prev = Some(s);
-            return self.assessment(false, Vec::new(), None, Rates::default(), Vec::new());
+            let mut a = self.assessment(false, Vec::new(), None, Rates::default(), Vec::new());
+            a.listeners = listeners;
+            return a;
         };
         let dt = (s.t - prev.t).max(1e-3);
         let d = |a: u64, b: u64| a.saturating_sub(b) as f64;
@@ -180,17 +196,34 @@ impl Detector {
         self.prev_sources = next_prev;
 
         let c = &self.cfg;
-        let mut evidence = vec![Evidence::new(Rule::SynRate, rates.syn_per_sec, c.min_syn_rate)];
-        let busy = rates.syn_per_sec >= c.min_syn_rate;
-        let half_open_high = rates.half_open >= c.half_open_threshold;
+        let listeners = listener_pressure(&s.listeners, &prev.listeners, dt, c.listener_queue_share);
+        // What the host's listeners can hold caps the absolute thresholds.
+        let capacity: u64 = s.listeners.iter().map(|l| l.backlog).sum();
+        let (min_rate, half_open_thr) = if capacity > 0 {
+            (c.min_syn_rate.min(capacity as f64), c.half_open_threshold.min(capacity))
+        } else {
+            (c.min_syn_rate, c.half_open_threshold)
+        };
+        let mut evidence = vec![Evidence::new(Rule::SynRate, rates.syn_per_sec, min_rate)];
+        let busy = rates.syn_per_sec >= min_rate;
+        let half_open_high = rates.half_open >= half_open_thr;
         let low_completion = rates.completion_ratio < c.min_completion_ratio;
         if half_open_high || !low_completion {
-            evidence.push(Evidence::new(Rule::HalfOpen, rates.half_open as f64, c.half_open_threshold as f64));
+            evidence.push(Evidence::new(Rule::HalfOpen, rates.half_open as f64, half_open_thr as f64));
         }
         if low_completion || !half_open_high {
             evidence.push(Evidence::new(Rule::CompletionRatio, rates.completion_ratio, c.min_completion_ratio));
         }
-        let over = busy && (half_open_high || low_completion);
+        let pressed: Vec<&ListenerPressure> = listeners.iter().filter(|l| l.pressured).collect();
+        for l in pressed.iter().take(3) {
+            if l.share >= c.listener_queue_share {
+                evidence.push(Evidence::at(Rule::ListenerQueue, l.share, c.listener_queue_share, l.addr.clone()));
+            }
+            if l.drops_per_sec > 0.0 {
+                evidence.push(Evidence::at(Rule::ListenerDrops, l.drops_per_sec, 0.0, l.addr.clone()));
+            }
+        }
+        let over = (busy && (half_open_high || low_completion)) || (!pressed.is_empty() && low_completion);
 
         let mut classified = None;
         if over {
@@ -217,7 +250,9 @@ impl Detector {
 
         let event = self.advance(s.t, over, classified);
         self.prev = Some(s);
-        self.assessment(over, evidence, event, rates, heavy)
+        let mut a = self.assessment(over, evidence, event, rates, heavy);
+        a.listeners = listeners;
+        a
     }
 
     fn advance(&mut self, t: f64, over: bool, kind: Option<Kind>) -> Option<Event> {
@@ -282,8 +317,38 @@ impl Detector {
             since: active.then(|| self.prev.as_ref().map_or(0.0, |p| p.t) - self.started_at),
             rates,
             heavy,
+            listeners: Vec::new(),
         }
     }
+}
+
+/// Each listener's pressure this tick (`prev`: the last tick's readings,
+/// for the drop rate), most pressed first.
+fn listener_pressure(now: &[ListenerSample], prev: &[ListenerSample], dt: f64, share: f64) -> Vec<ListenerPressure> {
+    let mut out: Vec<ListenerPressure> = now
+        .iter()
+        .map(|l| {
+            let before = prev.iter().find(|p| p.addr == l.addr).map_or(l.drops, |p| p.drops);
+            let drops_per_sec = l.drops.saturating_sub(before) as f64 / dt;
+            let q = if l.backlog == 0 { 0.0 } else { l.syn_queue as f64 / l.backlog as f64 };
+            ListenerPressure {
+                addr: l.addr.map_or_else(|| "?".into(), |a| a.to_string()),
+                syn_queue: l.syn_queue,
+                accept_queue: l.accept_queue,
+                backlog: l.backlog,
+                share: q,
+                drops_per_sec,
+                pressured: (l.backlog > 0 && q >= share) || drops_per_sec > 0.0,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.pressured
+            .cmp(&a.pressured)
+            .then(b.share.total_cmp(&a.share))
+            .then(b.drops_per_sec.total_cmp(&a.drops_per_sec))
+    });
+    out
 }
 
 #[cfg(test)]
@@ -334,6 +399,70 @@ mod tests {
 
     fn cfg() -> DetectionConfig {
         DetectionConfig::default()
+    }
+
+    fn listener(addr: &str, syn_queue: u64, backlog: u64, drops: u64) -> ListenerSample {
+        ListenerSample { addr: Some(addr.parse().unwrap()), syn_queue, accept_queue: 0, backlog, drops }
+    }
+
+    #[test]
+    fn a_low_rate_flood_filling_a_small_backlog_is_an_attack_naming_the_listener() {
+        let mut d = Detector::new(cfg());
+        let mut g = Series::new();
+        let calm = vec![listener("10.0.0.1:8080", 0, 64, 0), listener("0.0.0.0:22", 0, 128, 0)];
+        for _ in 0..4 {
+            let mut s = g.tick(20.0, 20.0, 2.0, 1, &[]);
+            s.listeners.clone_from(&calm);
+            assert!(!d.step(s).over);
+        }
+        // 600 spoofed SYN/s: far under min-syn-rate, but the 64-deep queue is full.
+        let full = vec![listener("10.0.0.1:8080", 64, 64, 0), listener("0.0.0.0:22", 0, 128, 0)];
+        let mut last = None;
+        for _ in 0..2 {
+            let mut s = g.tick(600.0, 10.0, 590.0, 400, &[]);
+            s.listeners.clone_from(&full);
+            last = Some(d.step(s));
+        }
+        let a = last.unwrap();
+        assert_eq!((a.phase, a.kind), (Phase::Active, Some(Kind::SpoofedRandom)), "{:?}", a.evidence);
+        let q = a.evidence.iter().find(|e| e.rule == Rule::ListenerQueue).expect("listener evidence");
+        assert_eq!((q.observed, q.threshold, q.subject.as_deref()), (1.0, 0.5, Some("10.0.0.1:8080")));
+        assert_eq!(q.to_string(), "listener-queue 1 (threshold 0.50) at 10.0.0.1:8080");
+        assert!(a.listeners[0].pressured && a.listeners[0].addr == "10.0.0.1:8080");
+        assert!(!a.listeners[1].pressured);
+        // The SYN-rate floor is what the listeners hold in all (64 + 128).
+        assert!((a.evidence[0].threshold - 192.0).abs() < 1e-9, "{:?}", a.evidence[0]);
+    }
+
+    #[test]
+    fn a_flash_crowd_that_fills_a_queue_but_completes_is_not_an_attack() {
+        let mut d = Detector::new(cfg());
+        let mut g = Series::new();
+        for _ in 0..20 {
+            let mut s = g.tick(900.0, 895.0, 300.0, 40, &[]);
+            s.listeners = vec![listener("10.0.0.1:80", 100, 128, 0)];
+            let a = d.step(s);
+            assert!(!a.over, "{:?}", a.evidence);
+            assert!(a.listeners[0].pressured, "the pressure itself is shown");
+        }
+    }
+
+    #[test]
+    fn a_listener_dropping_attempts_is_under_pressure() {
+        let mut d = Detector::new(cfg());
+        let mut g = Series::new();
+        let mut drops = 0;
+        let mut a = None;
+        for _ in 0..4 {
+            drops += 50;
+            let mut s = g.tick(300.0, 30.0, 280.0, 10, &[]);
+            s.listeners = vec![listener("[2001:db8::1]:443", 3, 4096, drops)];
+            a = Some(d.step(s));
+        }
+        let a = a.unwrap();
+        assert_eq!(a.phase, Phase::Active);
+        let e = a.evidence.iter().find(|e| e.rule == Rule::ListenerDrops).expect("drops evidence");
+        assert_eq!((e.observed, e.subject.as_deref()), (200.0, Some("[2001:db8::1]:443")));
     }
 
     #[test]

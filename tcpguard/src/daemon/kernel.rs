@@ -11,11 +11,15 @@ pub const TIMESTAMPS: &str = "/proc/sys/net/ipv4/tcp_timestamps";
 
 pub use crate::model::KernelView;
 
-pub fn read_view() -> KernelView {
+/// The kernel's counters, with `syn_recv` request sockets (read with the
+/// listeners, `listeners::read`).
+pub fn read_view(syn_recv: u64) -> KernelView {
     let ext = read_tcpext().unwrap_or_default();
     let g = |k: &str| ext.get(k).copied().unwrap_or(0);
     KernelView {
-        syn_recv: count_syn_recv().unwrap_or(0),
+        syn_recv,
+        req_qfull_cookies: g("TCPReqQFullDoCookies"),
+        req_qfull_drops: g("TCPReqQFullDrop"),
         syncookies_sent: g("SyncookiesSent"),
         syncookies_recv: g("SyncookiesRecv"),
         syncookies_failed: g("SyncookiesFailed"),
@@ -194,92 +198,6 @@ pub fn save_state(dir: &Path, st: &SavedState) -> io::Result<()> {
     std::fs::rename(tmp, dir.join("state.json"))
 }
 
-// --- SYN_RECV count with NETLINK_SOCK_DIAG ---------------------------------
-
-const SOCK_DIAG_BY_FAMILY: u16 = 20;
-const NLMSG_DONE: u16 = 3;
-const NLMSG_ERROR: u16 = 2;
-const TCP_SYN_RECV: u32 = 3;
-
-#[repr(C)]
-struct Request {
-    // struct nlmsghdr
-    len: u32,
-    kind: u16,
-    flags: u16,
-    seq: u32,
-    pid: u32,
-    // struct inet_diag_req_v2
-    family: u8,
-    protocol: u8,
-    ext: u8,
-    pad: u8,
-    states: u32,
-    id: [u8; 48],
-}
-
-/// Number of SYN_RECV sockets (request sockets) for IPv4 and IPv6, as
-/// `ss -tn state syn-recv` would list them; the kernel filters by state.
-pub fn count_syn_recv() -> io::Result<u64> {
-    Ok(count_family(libc::AF_INET as u8)? + count_family(libc::AF_INET6 as u8)?)
-}
-
-fn count_family(family: u8) -> io::Result<u64> {
-    // SAFETY: plain syscalls with checked results.
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::NETLINK_SOCK_DIAG) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    struct Fd(i32);
-    impl Drop for Fd {
-        fn drop(&mut self) {
-            unsafe { libc::close(self.0) };
-        }
-    }
-    let fd = Fd(fd);
-    let req = Request {
-        len: std::mem::size_of::<Request>() as u32,
-        kind: SOCK_DIAG_BY_FAMILY,
-        flags: (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16,
-        seq: 1,
-        pid: 0,
-        family,
-        protocol: libc::IPPROTO_TCP as u8,
-        ext: 0,
-        pad: 0,
-        states: 1 << TCP_SYN_RECV,
-        id: [0; 48],
-    };
-    let n = unsafe { libc::send(fd.0, (&raw const req).cast(), req.len as usize, 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut count = 0u64;
-    loop {
-        let n = unsafe { libc::recv(fd.0, buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut off = 0usize;
-        let n = n as usize;
-        while off + 16 <= n {
-            let len = u32::from_ne_bytes(buf[off..off + 4].try_into().expect("4 bytes")) as usize;
-            let kind = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().expect("2 bytes"));
-            match kind {
-                NLMSG_DONE => return Ok(count),
-                NLMSG_ERROR => return Err(io::Error::other("sock_diag returned an error")),
-                SOCK_DIAG_BY_FAMILY => count += 1,
-                _ => {}
-            }
-            if len < 16 {
-                return Err(io::Error::other("malformed netlink message"));
-            }
-            off += (len + 3) & !3;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,11 +209,6 @@ mod tests {
         assert_eq!(m["SyncookiesSent"], 5);
         assert_eq!(m["ListenDrops"], 9);
         assert!(parse_tcpext("IpExt: a\nIpExt: 1\n").is_err());
-    }
-
-    #[test]
-    fn request_layout() {
-        assert_eq!(std::mem::size_of::<Request>(), 16 + 56);
     }
 
     #[test]

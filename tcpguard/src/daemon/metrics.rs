@@ -30,6 +30,7 @@ pub struct Metrics {
     blocked: IntGauge,
     block_list_entries: prometheus::IntGaugeVec,
     block_list_capacity: IntGauge,
+    listeners_pressured: IntGauge,
     syncookies_forced: IntGauge,
     /// 1 while the datapath is in attack mode.
     datapath_attack: IntGauge,
@@ -99,6 +100,7 @@ impl Metrics {
                 "Entries each block-list holds (datapath.block-list-entries as the map was made); a full list \
                  refuses blocks.",
             ),
+            listeners_pressured: gauge("listeners_under_pressure", "Listeners under pressure (sock_diag)."),
             syncookies_forced: gauge("syncookies_forced", "1 while tcpguard forces net.ipv4.tcp_syncookies=2."),
             block_failures: counter(
                 "block_failures_total",
@@ -161,7 +163,9 @@ impl Metrics {
             attack,
             forced,
             datapath_attack,
+            listeners_pressured,
         } = *t;
+        self.listeners_pressured.set(listeners_pressured as i64);
         self.block_failures.inc_by(block_failures.saturating_sub(self.block_failures.get()));
         self.datapath_attack.set(i64::from(datapath_attack));
         let d = |x: Counter| c.get(x).wrapping_sub(prev.get(x));
@@ -238,6 +242,8 @@ pub struct TickFigures {
     /// tcpguard has set tcp_syncookies=2.
     pub forced: bool,
     pub datapath_attack: bool,
+    /// Listeners under pressure.
+    pub listeners_pressured: usize,
 }
 
 /// Concurrent metrics connections at most; more wait in the kernel's backlog.
@@ -317,6 +323,7 @@ mod tests {
             attack: true,
             forced: true,
             datapath_attack: true,
+            listeners_pressured: 1,
         };
         let k = KernelView::default();
         m.update((&Counters::default(), &c), (&k, &k), &t);
@@ -333,6 +340,7 @@ mod tests {
             "tcpguard_block_list_entries{family=\"ipv4\"} 1",
             "tcpguard_block_list_entries{family=\"ipv6\"} 0",
             "tcpguard_block_list_capacity 64",
+            "tcpguard_listeners_under_pressure 1",
             "tcpguard_syncookies_forced 1",
             "tcpguard_datapath_attack_mode 1",
             "tcpguard_block_failures_total 2",

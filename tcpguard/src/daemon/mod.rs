@@ -15,6 +15,7 @@ pub mod datapaths;
 pub mod detect;
 mod events;
 pub mod kernel;
+pub mod listeners;
 pub mod metrics;
 mod mitigate;
 pub mod notify;
@@ -163,7 +164,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     d.sync_sysctls();
     d.counters = d.dps.counters()?;
     d.rate_base = d.counters;
-    d.kernel = kernel::read_view();
+    d.kernel = kernel::read_view(listeners::read().map_or(0, |(_, n)| n));
 
     if d.cfg.metrics.enabled {
         let l = metrics::bind(d.cfg.metrics.listen).await?;
@@ -238,8 +239,13 @@ impl Daemon {
         let now = monotonic_ns();
         let t = now as f64 / 1e9;
         self.mitigator.dp_attack = self.dps.attack()?;
-        let reading = self.sampler.read(&mut self.dps, t, now, self.cfg.datapath.half_open_timeout_secs)?;
-        let a = self.detector.step(reading.sample);
+        let mut reading = self.sampler.read(
+            &mut self.dps,
+            (t, now),
+            self.cfg.datapath.half_open_timeout_secs,
+            &self.cfg.datapath.ports,
+        )?;
+        let a = self.detector.step(std::mem::take(&mut reading.sample));
         self.log_event(&a);
         let mut blocked = self.mitigator.expire_blocks(&mut self.dps, now)?;
         let acts = self.policy.decide(&a, &self.allow_list(), &blocked, self.mitigator.daemon_blocks());
@@ -248,7 +254,7 @@ impl Daemon {
         self.mitigator.steer_attack_mode(&mut self.dps, &a, now, hold, self.policy.cookies_forced);
         self.sync_sysctls();
         let v4 = blocked.iter().filter(|p| p.addr.is_ipv4()).count();
-        self.publish(&reading.counters, reading.failed_delta, &a, t, [v4, blocked.len() - v4]);
+        self.publish(&reading, &a, t, [v4, blocked.len() - v4]);
         self.metrics.lock().expect("metrics lock").tick.observe(started.elapsed().as_secs_f64());
         self.last = Some(a);
         self.publish_snapshot();
@@ -263,11 +269,7 @@ impl Daemon {
             Some(Event::Started(k)) => {
                 self.attacks_total += 1;
                 self.metrics.lock().expect("metrics lock").attack_started(k);
-                let ev: Vec<String> = a
-                    .evidence
-                    .iter()
-                    .map(|e| format!("{} {:.2} (threshold {:.2})", e.rule, e.observed, e.threshold))
-                    .collect();
+                let ev: Vec<String> = a.evidence.iter().map(ToString::to_string).collect();
                 log::warn!("attack started: {} — {}", k.as_str(), ev.join(", "));
             }
             Some(Event::Ended(k)) => {
@@ -278,8 +280,9 @@ impl Daemon {
     }
 
     /// The tick's readings for `status` and `/metrics`.
-    fn publish(&mut self, c: &Counters, failed_delta: u64, a: &Assessment, t: f64, blocked: [usize; 2]) {
-        let prev_kernel = std::mem::replace(&mut self.kernel, kernel::read_view());
+    fn publish(&mut self, r: &sample::Reading, a: &Assessment, t: f64, blocked: [usize; 2]) {
+        let (c, failed_delta) = (&r.counters, r.failed_delta);
+        let prev_kernel = std::mem::replace(&mut self.kernel, kernel::read_view(r.syn_recv));
         let dt = (t - self.prev_t).max(1e-3);
         let drops = |c: &Counters| {
             c.get(Counter::DropBlocked)
@@ -304,6 +307,7 @@ impl Daemon {
             attack: active,
             forced,
             datapath_attack: self.mitigator.dp_attack.active,
+            listeners_pressured: a.listeners.iter().filter(|l| l.pressured).count(),
         };
         m.update((&self.rate_base, c), (&prev_kernel, &self.kernel), &figures);
     }

@@ -102,13 +102,14 @@ mod tests {
             over: phase == Phase::Active,
             phase,
             kind,
-            evidence: vec![Evidence { rule: crate::model::Rule::SynRate, observed: 1.0, threshold: 1.0 }],
+            evidence: vec![Evidence::new(crate::model::Rule::SynRate, 1.0, 1.0)],
             event: None,
             rates: Rates::default(),
             heavy: heavy
                 .iter()
                 .map(|a| HeavySource { addr: a.parse().unwrap(), syn_per_sec: 5000.0, half_open: 100, completed: 0 })
                 .collect(),
+            listeners: Vec::new(),
             since: Some(1.0),
         }
     }

@@ -11,6 +11,7 @@ use tcpguard_common::{halfopen::Tally, Counter, Counters};
 use crate::daemon::{
     datapaths::Datapaths,
     detect::{Sample, SourceSample},
+    listeners::{self, ListenerSample},
 };
 
 /// Followed heavy sources: dropped after this long without new SYNs.
@@ -30,6 +31,8 @@ pub struct Reading {
     pub counters: Counters,
     /// Handshakes that aged out as failed since the last tick.
     pub failed_delta: u64,
+    /// The kernel's request sockets (SYN_RECV) in all.
+    pub syn_recv: u64,
 }
 
 #[derive(Default)]
@@ -53,7 +56,13 @@ impl Sampler {
         self.followed.entry(addr).or_insert(Followed { syns_at_report: syns, last_syns: syns, last_growth: t });
     }
 
-    pub fn read(&mut self, dps: &mut Datapaths, t: f64, now: u64, half_open_timeout_secs: u64) -> Result<Reading> {
+    pub fn read(
+        &mut self,
+        dps: &mut Datapaths,
+        (t, now): (f64, u64),
+        half_open_timeout_secs: u64,
+        ports: &[u16],
+    ) -> Result<Reading> {
         let c = dps.counters()?;
         let slots = dps.half_open_slots()?;
         let failed_before = self.tally.failed_total;
@@ -78,8 +87,14 @@ impl Sampler {
             new_sources: c.get(Counter::NewSource) + self.attack_distinct,
             half_open: self.half_open,
             sources,
+            listeners: Vec::new(),
         };
-        Ok(Reading { sample, counters: c, failed_delta: self.tally.failed_total - failed_before })
+        let (all, syn_recv) = listeners::read().unwrap_or_else(|e| {
+            log::debug!("sock_diag: {e}");
+            (Vec::new(), 0)
+        });
+        let sample = Sample { listeners: exposed(all, ports), ..sample };
+        Ok(Reading { sample, counters: c, failed_delta: self.tally.failed_total - failed_before, syn_recv })
     }
 
     /// Point lookups of the followed sources only: cost grows with the
@@ -115,5 +130,28 @@ impl Sampler {
             }
         }
         Ok(sources)
+    }
+}
+
+/// The listeners a flood from the network can reach: not bound to a
+/// loopback address (the daemon's own metrics listener, local services),
+/// and on a protected port when `datapath.ports` names any.
+fn exposed(all: Vec<ListenerSample>, ports: &[u16]) -> Vec<ListenerSample> {
+    all.into_iter()
+        .filter(|l| l.addr.is_some_and(|a| !a.ip().is_loopback() && (ports.is_empty() || ports.contains(&a.port()))))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_listeners_the_network_reaches_count() {
+        let l = |a: &str| ListenerSample { addr: Some(a.parse().unwrap()), backlog: 5, ..ListenerSample::default() };
+        let all = vec![l("127.0.0.1:9717"), l("[::1]:25"), l("0.0.0.0:80"), l("10.0.0.1:22"), l("[::]:443")];
+        let names = |v: Vec<ListenerSample>| v.iter().map(|x| x.addr.unwrap().to_string()).collect::<Vec<_>>();
+        assert_eq!(names(exposed(all.clone(), &[])), ["0.0.0.0:80", "10.0.0.1:22", "[::]:443"]);
+        assert_eq!(names(exposed(all, &[80, 443])), ["0.0.0.0:80", "[::]:443"]);
     }
 }
