@@ -55,6 +55,48 @@ pub enum LoaderError {
     },
 }
 
+/// Remove pinned maps whose layout (type, key or value size) is not the one
+/// this build defines: left by another tcpguard version, they cannot be
+/// adopted (the verifier would refuse the program against them). Each is
+/// named in the log; its state (counters, tables) starts afresh, while
+/// compatible maps (the block- and allow-lists among them) are kept.
+/// Returns the names removed.
+pub fn retire_stale_pins(pins: &[(&'static str, PathBuf)]) -> Vec<&'static str> {
+    let obj = match aya_obj::Object::parse(OBJECT) {
+        Ok(o) => o,
+        Err(e) => {
+            log::warn!("cannot read the embedded object's map definitions ({e}); pinned maps adopted unchecked");
+            return Vec::new();
+        }
+    };
+    let mut retired = Vec::new();
+    for (name, path) in pins {
+        let (Some(want), Ok(have)) = (obj.maps.get(*name), aya::maps::MapInfo::from_pin(path)) else { continue };
+        let have_type = have.map_type().map_or(u32::MAX, |t| t as u32);
+        let have_layout = (have_type, have.key_size(), have.value_size());
+        let want_layout = (want.map_type(), want.key_size(), want.value_size());
+        if have_layout == want_layout {
+            continue;
+        }
+        log::warn!(
+            "pinned map {} has another layout (type {}, key {} B, value {} B; this build: type {}, key {} B, \
+             value {} B), left by another tcpguard version: replaced, its state starts afresh",
+            path.display(),
+            have_layout.0,
+            have_layout.1,
+            have_layout.2,
+            want_layout.0,
+            want_layout.1,
+            want_layout.2
+        );
+        match std::fs::remove_file(path) {
+            Ok(()) => retired.push(*name),
+            Err(e) => log::error!("removing {}: {e}", path.display()),
+        }
+    }
+    retired
+}
+
 /// How an interface came to be protected, and where its link is pinned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attachment {
@@ -108,6 +150,7 @@ impl Datapath {
             }
             None => Vec::new(),
         };
+        retire_stale_pins(&pins);
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
         }

@@ -558,3 +558,39 @@ fn a_source_the_table_refuses_is_still_judged_and_tracked() {
     // The tracked source is still limited on its own bucket.
     expect(&mut dp, &syn4(CLIENT, 1001, 1).build(), XDP_DROP, &[(Syn, 1), (DropRateLimited, 1)]);
 }
+
+#[test]
+fn pins_left_by_another_version_are_replaced_and_compatible_ones_kept() {
+    // An upgrade: the counters grew (another value size) while the
+    // block-list kept its layout. The new build must load, start its
+    // counters afresh and keep the block.
+    use aya::maps::{MapData, MapInfo, PerCpuArray};
+    use tcpguard::loader::LoadOptions;
+    require_root();
+    let dir = std::path::PathBuf::from(format!("/sys/fs/bpf/tcpguard-test-upgrade-{}", std::process::id()));
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone());
+    std::fs::create_dir_all(&dir).unwrap();
+    // A build with the block already in place.
+    {
+        let mut dp = Datapath::load(&LoadOptions { pin_dir: Some(dir.clone()), ..LoadOptions::default() }).unwrap();
+        maps(&mut dp).block(&"198.51.100.0/24".parse().unwrap(), 0).unwrap();
+    }
+    // ...and an old COUNTERS: a plain array with a smaller value.
+    std::fs::remove_file(dir.join("COUNTERS")).unwrap();
+    let old: PerCpuArray<MapData, [u64; 8]> = PerCpuArray::create(1, 0).unwrap();
+    old.pin(dir.join("COUNTERS")).unwrap();
+    assert_eq!(MapInfo::from_pin(dir.join("COUNTERS")).unwrap().value_size(), 64);
+
+    let mut dp = Datapath::load(&LoadOptions { pin_dir: Some(dir.clone()), ..LoadOptions::default() })
+        .expect("a build loads over another version's pins");
+    let want = std::mem::size_of::<tcpguard_common::Counters>() as u32;
+    assert_eq!(MapInfo::from_pin(dir.join("COUNTERS")).unwrap().value_size(), want, "COUNTERS made anew");
+    // The compatible block-list was adopted with its entry: it still drops.
+    expect(&mut dp, &syn4([198, 51, 100, 7], 1000, 1).build(), XDP_DROP, &[(DropBlocked, 1)]);
+}
