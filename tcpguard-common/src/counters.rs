@@ -84,7 +84,7 @@ counters! {
     SynRetransmit => "syn_retransmit": Event,
     /// Inbound SYN+ACK (this host is the client).
     SynAckIn => "synack_in": Event,
-    /// Final ACKs with seq = ISN + 1.
+    /// Final ACKs with seq = ISN + 1 and ack = server ISN + 1.
     HandshakeCompleted => "handshake_completed": Event,
     /// Completions that came after the half-open timeout.
     HandshakeCompletedLate => "handshake_completed_late": Event,
@@ -96,8 +96,22 @@ counters! {
     RstHalfOpen => "rst_half_open": Event,
     /// FIN packets.
     Fin => "fin": Event,
-    /// Half-open entries created.
+    /// Client SYNs entered in the half-open table (awaiting the server).
+    SynTracked => "syn_tracked": Event,
+    /// Half-open handshakes: the server's first SYN-ACK for a tracked SYN
+    /// went out (TC egress).
     HalfOpenOpened => "half_open_opened": Event,
+    /// SYN-ACKs the server sent (TC egress), tracked or not.
+    SynAckOut => "synack_out": Event,
+    /// SYN-ACKs repeating the server's ISN for a handshake already answered.
+    SynAckRetransmit => "synack_retransmit": Event,
+    /// Tracked SYNs the server answered with an RST (no listener on the
+    /// port): refused, never half-open, not counted as SYN-flood SYNs.
+    SynRefused => "syn_refused": Event,
+    /// ACKs with the right seq that do not acknowledge the server's SYN-ACK.
+    AckBadAck => "ack_bad_ack": Event,
+    /// ACKs for a tracked SYN the server never answered.
+    AckUnanswered => "ack_unanswered": Event,
     /// A SYN with a new ISN replaced an open entry (the old one failed).
     HalfOpenReplaced => "half_open_replaced": Event,
     /// Sources entered into the source table (never seen, or evicted since):

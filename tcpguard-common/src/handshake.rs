@@ -2,10 +2,15 @@
 //! and the packet. The XDP program applies the returned action to its maps.
 //!
 //! Lifecycle of an entry in `HALF_OPEN` (keyed by the client's 4-tuple):
-//! - a client SYN opens it with the client ISN and the time;
+//! - a client SYN enters it with the client ISN and the time (XDP);
 //! - a SYN repeating that ISN is a retransmission, not a new handshake;
 //! - a SYN with another ISN replaces it (the old attempt failed);
-//! - the client's ACK with seq = ISN + 1 completes it (entry removed);
+//! - the server's SYN-ACK acknowledging ISN + 1 (TC egress) records the
+//!   server's ISN and makes it half-open (the kernel's SYN_RCVD); an RST
+//!   from the server instead (no listener) removes it as refused, never
+//!   half-open;
+//! - the client's ACK with seq = ISN + 1 *and* ack = server ISN + 1
+//!   completes it (entry removed);
 //! - an RST removes it;
 //! - otherwise it ages out: once older than the half-open timeout it is
 //!   counted as a failed handshake by the accounting ring
@@ -69,36 +74,76 @@ pub fn on_syn(existing: Option<&HalfOpen>, seq: u32) -> SynAction {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AckAction {
-    /// seq = ISN + 1 within the timeout: handshake complete.
+    /// seq = ISN + 1, ack = server ISN + 1, within the timeout: complete.
     Complete,
-    /// seq = ISN + 1 after the timeout: complete, already counted as failed.
+    /// As `Complete`, after the timeout: complete, already counted as failed.
     CompleteLate,
     /// Any other seq: not the final ACK of this handshake.
     BadSeq,
+    /// The right seq, but not acknowledging the server's SYN-ACK.
+    BadAck,
+    /// The server has not answered the SYN: nothing to complete.
+    Unanswered,
 }
 
+/// The client's ACK against the entry. `proven`: the ACK carries a SYN
+/// cookie the kernel validated (the SYN-ACK came from XDP, not through
+/// egress): the seq alone decides.
 #[inline(always)]
-pub fn on_ack(entry: &HalfOpen, seq: u32, now_ns: u64, timeout_ns: u64) -> AckAction {
+pub fn on_ack(entry: &HalfOpen, seq: u32, ack: u32, now_ns: u64, timeout_ns: u64, proven: bool) -> AckAction {
     if seq != entry.isn.wrapping_add(1) {
-        AckAction::BadSeq
-    } else if is_expired(entry, now_ns, timeout_ns) {
+        return AckAction::BadSeq;
+    }
+    if !proven {
+        if !entry.answered() {
+            return AckAction::Unanswered;
+        }
+        if ack != entry.server_isn.wrapping_add(1) {
+            return AckAction::BadAck;
+        }
+    }
+    if entry.answered() && is_expired(entry, now_ns, timeout_ns) {
         AckAction::CompleteLate
     } else {
         AckAction::Complete
     }
 }
 
+/// The server's SYN-ACK for the entry (egress).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SynAckAction {
+    /// The first answer to this SYN: half-open from now.
+    Open,
+    /// The server sent it again (same ISN): nothing new.
+    Retransmit,
+    /// It does not acknowledge this entry's SYN (ack != ISN + 1).
+    Mismatch,
+}
+
+#[inline(always)]
+pub fn on_synack(entry: &HalfOpen, seq: u32, ack: u32) -> SynAckAction {
+    if ack != entry.isn.wrapping_add(1) {
+        SynAckAction::Mismatch
+    } else if entry.answered() && entry.server_isn == seq {
+        SynAckAction::Retransmit
+    } else {
+        SynAckAction::Open
+    }
+}
+
+/// Whether an answered entry outlived the half-open timeout.
 #[inline(always)]
 pub fn is_expired(entry: &HalfOpen, now_ns: u64, timeout_ns: u64) -> bool {
-    now_ns.saturating_sub(entry.opened_ns) >= timeout_ns
+    now_ns.saturating_sub(entry.synack_ns) >= timeout_ns
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// An entry answered by the server (ISN 7000) at `t`.
     fn e(isn: u32, t: u64) -> HalfOpen {
-        HalfOpen { isn, _pad: 0, opened_ns: t }
+        HalfOpen { isn, server_isn: 7000, syn_ns: t.saturating_sub(1), synack_ns: t.max(1) }
     }
 
     #[test]
@@ -128,11 +173,32 @@ mod tests {
     #[test]
     fn ack_transitions() {
         let s = 1_000_000_000;
-        assert_eq!(on_ack(&e(100, 0), 101, 5, s), AckAction::Complete);
-        assert_eq!(on_ack(&e(100, 0), 100, 5, s), AckAction::BadSeq);
-        assert_eq!(on_ack(&e(100, 0), 102, 5, s), AckAction::BadSeq);
-        assert_eq!(on_ack(&e(100, 0), 101, s, s), AckAction::CompleteLate);
-        // ISN at the top of the sequence space wraps.
-        assert_eq!(on_ack(&e(u32::MAX, 0), 0, 1, s), AckAction::Complete);
+        assert_eq!(on_ack(&e(100, 1), 101, 7001, 5, s, false), AckAction::Complete);
+        assert_eq!(on_ack(&e(100, 1), 100, 7001, 5, s, false), AckAction::BadSeq);
+        assert_eq!(on_ack(&e(100, 1), 102, 7001, 5, s, false), AckAction::BadSeq);
+        // The right seq, acknowledging something else than the SYN-ACK.
+        assert_eq!(on_ack(&e(100, 1), 101, 7002, 5, s, false), AckAction::BadAck);
+        assert_eq!(on_ack(&e(100, 1), 101, 0, 5, s, false), AckAction::BadAck);
+        assert_eq!(on_ack(&e(100, 1), 101, 7001, s + 1, s, false), AckAction::CompleteLate);
+        // ISNs at the top of the sequence space wrap.
+        let top = HalfOpen { isn: u32::MAX, server_isn: u32::MAX, syn_ns: 1, synack_ns: 2 };
+        assert_eq!(on_ack(&top, 0, 0, 5, s, false), AckAction::Complete);
+        // Never answered: nothing to complete, whatever the ACK says...
+        let pending = HalfOpen { isn: 100, server_isn: 0, syn_ns: 1, synack_ns: 0 };
+        assert_eq!(on_ack(&pending, 101, 1, 5, s, false), AckAction::Unanswered);
+        // ...unless the kernel validated a cookie in it (SYN-ACK from XDP).
+        assert_eq!(on_ack(&pending, 101, 12345, 5, s, true), AckAction::Complete);
+        assert_eq!(on_ack(&pending, 102, 12345, 5, s, true), AckAction::BadSeq);
+    }
+
+    #[test]
+    fn synack_transitions() {
+        let pending = HalfOpen { isn: 100, server_isn: 0, syn_ns: 1, synack_ns: 0 };
+        assert_eq!(on_synack(&pending, 7000, 101), SynAckAction::Open);
+        assert_eq!(on_synack(&pending, 7000, 100), SynAckAction::Mismatch);
+        let answered = HalfOpen { server_isn: 7000, synack_ns: 5, ..pending };
+        assert_eq!(on_synack(&answered, 7000, 101), SynAckAction::Retransmit);
+        // Another ISN for the same SYN: the server started over.
+        assert_eq!(on_synack(&answered, 9000, 101), SynAckAction::Open);
     }
 }

@@ -51,6 +51,11 @@ pub const FLAG_HAS_BLOCKS: u32 = 4;
 pub const FLAG_XDP_COOKIES: u32 = 8;
 /// Settings flag: the allow-lists hold entries.
 pub const FLAG_HAS_ALLOWS: u32 = 16;
+/// Settings flag: the TC egress program sees the server's SYN-ACKs. A
+/// tracked SYN is then half-open only once answered, and the final ACK must
+/// acknowledge the server's ISN. Without it (no egress program) a SYN is
+/// counted half-open when seen and the ACK's seq alone completes it.
+pub const FLAG_EGRESS: u32 = 32;
 
 /// `AttackState::reason`: the datapath's own SYN rate crossed the threshold.
 pub const ATTACK_REASON_SYN_RATE: u32 = 1;
@@ -168,9 +173,22 @@ pub struct FlowKey {
 pub struct HalfOpen {
     /// Client initial sequence number (seq of the SYN).
     pub isn: u32,
-    pub _pad: u32,
-    /// `bpf_ktime_get_ns()` when the SYN was seen.
-    pub opened_ns: u64,
+    /// The server's initial sequence number, from its SYN-ACK (egress);
+    /// valid once `synack_ns` is set.
+    pub server_isn: u32,
+    /// `bpf_ktime_get_ns()` when the client's SYN was seen.
+    pub syn_ns: u64,
+    /// When the server's SYN-ACK went out; 0 until it did. Only an answered
+    /// handshake is half-open (the kernel's SYN_RCVD): the half-open
+    /// timeout runs from here.
+    pub synack_ns: u64,
+}
+
+impl HalfOpen {
+    #[inline(always)]
+    pub fn answered(&self) -> bool {
+        self.synack_ns != 0
+    }
 }
 
 /// Per-source statistics, one entry per address in the `SRC_STATS` LRU.

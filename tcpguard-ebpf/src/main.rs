@@ -27,13 +27,13 @@ use aya_ebpf::{
         bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_loop, bpf_sk_release, bpf_skc_lookup_tcp,
         bpf_tcp_check_syncookie, bpf_tcp_gen_syncookie, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
     },
-    macros::{map, xdp},
+    macros::{classifier, map, xdp},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
-    programs::XdpContext,
+    programs::{TcContext, XdpContext},
 };
 use tcpguard_common::{
     halfopen::{self, BUCKETS, NS_PER_SEC},
-    handshake::{self, AckAction, SynAction},
+    handshake::{self, AckAction, SynAckAction, SynAction},
     parse::{self, PacketBuf, TcpPacket, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     ratelimit::{self, Bucket},
     sketch::{self, Hll, Sketch},
@@ -41,7 +41,8 @@ use tcpguard_common::{
     verdict::{self, Rule},
     AllowEntry, AttackState, BlockEntry, Counter, Counters, FlowKey, HalfOpen, HeavyEvent, HoBucket, ModeEvent,
     RateWindow, Settings, SrcKey, SrcStats, ATTACK_REASON_SYN_RATE, DEFAULT_HALF_OPEN_ENTRIES, DEFAULT_SRC_ENTRIES,
-    FLAG_HAS_ALLOWS, FLAG_HAS_BLOCKS, FLAG_MONITOR, FLAG_PORT_FILTER, FLAG_XDP_COOKIES, LIST_ENTRIES, PORT_ENTRIES,
+    FLAG_EGRESS, FLAG_HAS_ALLOWS, FLAG_HAS_BLOCKS, FLAG_MONITOR, FLAG_PORT_FILTER, FLAG_XDP_COOKIES, LIST_ENTRIES,
+    PORT_ENTRIES,
 };
 
 #[map]
@@ -209,11 +210,12 @@ fn flow_key(p: &TcpPacket) -> FlowKey {
     FlowKey { saddr: p.saddr, daddr: p.daddr, sport: p.sport, dport: p.dport, _pad: 0 }
 }
 
-/// Close a half-open entry in the accounting ring and the source's window.
+/// Close an entry: an answered (half-open) one leaves the accounting ring
+/// and the source's window; an unanswered one was never counted.
 #[inline(always)]
 fn close_half_open(e: &HalfOpen, src: &SrcKey, timeout: u64, now: u64) -> Option<*mut SrcStats> {
-    if !handshake::is_expired(e, now, timeout) {
-        let sec = e.opened_ns / NS_PER_SEC;
+    if e.answered() && !handshake::is_expired(e, now, timeout) {
+        let sec = e.synack_ns / NS_PER_SEC;
         if let Some(b) = HO_BUCKETS.get_ptr_mut(halfopen::slot(sec)) {
             // SAFETY: per-CPU slot, only this CPU writes it.
             halfopen::record_close(unsafe { &mut *b }, sec);
@@ -222,7 +224,7 @@ fn close_half_open(e: &HalfOpen, src: &SrcKey, timeout: u64, now: u64) -> Option
     let st = SRC_STATS.get_ptr_mut(src)?;
     // SAFETY: map value pointer; concurrent updates may lose an increment.
     let sr = unsafe { &mut *st };
-    if e.opened_ns >= sr.window_start_ns && sr.half_open > 0 {
+    if e.answered() && e.synack_ns >= sr.window_start_ns && sr.half_open > 0 {
         sr.half_open -= 1;
     }
     Some(st)
@@ -415,7 +417,6 @@ struct SynArgs {
 
 #[inline(never)]
 fn track_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket, a: &SynArgs) -> u32 {
-    let timeout = s.timeout_ns();
     let (now, promoted) = (a.now, a.promoted);
     let src = &SrcKey { addr: p.saddr };
 
@@ -496,19 +497,45 @@ fn track_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket, a:
             }
         }
     }
-    if promoted == 0 {
-        open_half_open(c, p, st, now, timeout);
+    if promoted == 0 && track_handshake(c, s, p, now) && s.flags & FLAG_EGRESS == 0 {
+        // No egress program: half-open from the SYN.
+        count_half_open(c, Some(st), now, s.timeout_ns());
     }
     xdp_action::XDP_PASS
 }
 
+/// A handshake became half-open at `now`: the accounting ring and the
+/// source's window.
 #[inline(always)]
-fn open_half_open(c: &mut Counters, p: &TcpPacket, st: &mut SrcStats, now: u64, timeout: u64) {
+fn count_half_open(c: &mut Counters, st: Option<&mut SrcStats>, now: u64, timeout: u64) {
+    bump(c, Counter::HalfOpenOpened);
+    let sec = now / NS_PER_SEC;
+    if let Some(b) = HO_BUCKETS.get_ptr_mut(halfopen::slot(sec)) {
+        // SAFETY: per-CPU slot.
+        halfopen::record_open(unsafe { &mut *b }, sec);
+    }
+    if let Some(st) = st {
+        if now.saturating_sub(st.window_start_ns) >= timeout {
+            st.failed += st.half_open;
+            st.half_open = 0;
+            st.window_start_ns = now;
+        }
+        st.half_open += 1;
+    }
+}
+
+/// Enter a client SYN in the half-open table. It becomes half-open when
+/// the server answers (`tcpguard_egress`), not here: a SYN the server drops
+/// or refuses is never half-open.
+/// Returns whether a new handshake was entered.
+#[inline(always)]
+fn track_handshake(c: &mut Counters, s: &Settings, p: &TcpPacket, now: u64) -> bool {
     let key = flow_key(p);
-    let e = HalfOpen { isn: p.seq, _pad: 0, opened_ns: now };
+    let answered = if s.flags & FLAG_EGRESS == 0 { now } else { 0 };
+    let e = HalfOpen { isn: p.seq, server_isn: 0, syn_ns: now, synack_ns: answered };
     // Most SYNs (all of a flood's) open a new handshake: try the insert
     // first and look the tuple up only when it already exists.
-    let opened = if HALF_OPEN.insert(&key, &e, BPF_NOEXIST.into()).is_ok() {
+    let entered = if HALF_OPEN.insert(&key, &e, BPF_NOEXIST.into()).is_ok() {
         true
     } else {
         // SAFETY: the value is copied out before any update.
@@ -526,24 +553,14 @@ fn open_half_open(c: &mut Counters, p: &TcpPacket, st: &mut SrcStats, now: u64, 
             }
         }
     };
-    if opened {
+    if entered {
         if let Some(slot) = SYN_SEEN.get_ptr_mut(handshake::filter_slot(&p.saddr, p.sport, p.dport)) {
             // SAFETY: array slot; a racing writer stores a time just as recent.
             unsafe { *slot = now };
         }
-        bump(c, Counter::HalfOpenOpened);
-        let sec = now / NS_PER_SEC;
-        if let Some(b) = HO_BUCKETS.get_ptr_mut(halfopen::slot(sec)) {
-            // SAFETY: per-CPU slot.
-            halfopen::record_open(unsafe { &mut *b }, sec);
-        }
-        if now.saturating_sub(st.window_start_ns) >= timeout {
-            st.failed += st.half_open;
-            st.half_open = 0;
-            st.window_start_ns = now;
-        }
-        st.half_open += 1;
+        bump(c, Counter::SynTracked);
     }
+    entered
 }
 
 /// `N` bytes at `off` of the packet, bounds-checked for the verifier.
@@ -859,8 +876,12 @@ fn on_ack(c: &mut Counters, s: &Settings, p: &TcpPacket, completed: Counter) {
         return;
     };
     let now = now_ns();
-    match handshake::on_ack(&e, p.seq, now, timeout) {
+    // Without the egress program the server's ISN is unknown: seq decides.
+    let proven = completed == Counter::SampledCompleted || s.flags & FLAG_EGRESS == 0;
+    match handshake::on_ack(&e, p.seq, p.ack, now, timeout, proven) {
         AckAction::BadSeq => bump(c, Counter::AckBadSeq),
+        AckAction::BadAck => bump(c, Counter::AckBadAck),
+        AckAction::Unanswered => bump(c, Counter::AckUnanswered),
         action => {
             if HALF_OPEN.remove(&key).is_err() {
                 return; // another CPU completed it first
@@ -896,6 +917,115 @@ fn on_rst(c: &mut Counters, s: &Settings, p: &TcpPacket) {
     if let Some(st) = st {
         // SAFETY: map value pointer.
         unsafe { (*st).rsts += 1 };
+    }
+}
+
+/// The server's side of the handshake, on the protected interface's egress
+/// (TC): its SYN-ACK makes a tracked SYN half-open (the kernel's SYN_RCVD)
+/// and records its ISN, which the client's final ACK must acknowledge; its
+/// RST to a tracked SYN (no listener) marks the SYN refused. It never
+/// changes or drops a packet.
+#[classifier]
+pub fn tcpguard_egress(ctx: TcContext) -> i32 {
+    egress(&ctx);
+    TC_ACT_OK
+}
+
+/// `TC_ACT_OK`: let the packet go on.
+const TC_ACT_OK: i32 = 0;
+
+struct SkbFrame<'a>(&'a TcContext);
+
+impl PacketBuf for SkbFrame<'_> {
+    #[inline(always)]
+    fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        let start = self.0.data();
+        let end = self.0.data_end();
+        if start + off + N > end {
+            return None;
+        }
+        // SAFETY: the range [start+off, start+off+N) was checked against data_end.
+        Some(unsafe { core::ptr::read_unaligned((start + off) as *const [u8; N]) })
+    }
+}
+
+/// The egress parse as a subprogram (see `parse_frame`).
+#[inline(never)]
+fn parse_skb(ctx: &TcContext) -> Result<TcpPacket, parse::ParseError> {
+    // SAFETY: reads the context pointer field of a valid TcContext.
+    let raw = unsafe { core::ptr::read_volatile(&ctx.skb.skb) };
+    parse::parse(&SkbFrame(&TcContext::new(raw)))
+}
+
+#[inline(always)]
+fn egress(ctx: &TcContext) -> Option<()> {
+    let p = parse_skb(ctx).ok()?;
+    let fl = p.flags & (TCP_SYN | TCP_ACK | TCP_RST);
+    if fl != TCP_SYN | TCP_ACK && p.flags & TCP_RST == 0 {
+        return None;
+    }
+    let s = SETTINGS.get(0)?;
+    // The protected port is this host's, the source port on egress.
+    // SAFETY: read-only presence check.
+    if s.flags & FLAG_PORT_FILTER != 0 && unsafe { PORTS.get(p.sport) }.is_none() {
+        return None;
+    }
+    let c = COUNTERS.get_ptr_mut(0)?;
+    // SAFETY: per-CPU value, only this CPU writes it while we run.
+    let c = unsafe { &mut *c };
+    // The client's 4-tuple, as the SYN was keyed.
+    let key = FlowKey { saddr: p.daddr, daddr: p.saddr, sport: p.dport, dport: p.sport, _pad: 0 };
+    if fl == TCP_SYN | TCP_ACK {
+        bump(c, Counter::SynAckOut);
+        on_synack_out(c, s, &p, &key);
+    } else {
+        on_rst_out(c, s, &p, &key);
+    }
+    Some(())
+}
+
+#[inline(never)]
+fn on_synack_out(c: &mut Counters, s: &Settings, p: &TcpPacket, key: &FlowKey) {
+    let Some(e) = HALF_OPEN.get_ptr_mut(key) else { return };
+    // SAFETY: map value pointer; the entry is updated in place.
+    let e = unsafe { &mut *e };
+    match handshake::on_synack(e, p.seq, p.ack) {
+        SynAckAction::Mismatch => {}
+        SynAckAction::Retransmit => bump(c, Counter::SynAckRetransmit),
+        SynAckAction::Open => {
+            // Without FLAG_EGRESS the SYN was counted half-open already.
+            if s.flags & FLAG_EGRESS == 0 || e.answered() {
+                e.server_isn = p.seq;
+                return;
+            }
+            let now = now_ns();
+            e.server_isn = p.seq;
+            e.synack_ns = now;
+            // SAFETY: map value pointer; concurrent updates may lose an increment.
+            let st = SRC_STATS.get_ptr_mut(&SrcKey { addr: p.daddr }).map(|st| unsafe { &mut *st });
+            count_half_open(c, st, now, s.timeout_ns());
+        }
+    }
+}
+
+/// The server resets a tracked handshake: before answering it, the SYN was
+/// refused (a closed port: a scan, not a flood); after, it is closed like a
+/// client RST would close it.
+#[inline(never)]
+fn on_rst_out(c: &mut Counters, s: &Settings, p: &TcpPacket, key: &FlowKey) {
+    // SAFETY: copied out before removal.
+    let Some(e) = (unsafe { HALF_OPEN.get(key) }).copied() else { return };
+    if p.has(TCP_ACK) && p.ack != e.isn.wrapping_add(1) {
+        return;
+    }
+    if HALF_OPEN.remove(key).is_err() {
+        return;
+    }
+    if e.answered() {
+        bump(c, Counter::RstHalfOpen);
+        close_half_open(&e, &SrcKey { addr: p.daddr }, s.timeout_ns(), now_ns());
+    } else {
+        bump(c, Counter::SynRefused);
     }
 }
 

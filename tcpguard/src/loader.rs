@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use aya::{
     programs::{
         links::{FdLink, PinnedLink},
+        tc::{SchedClassifierLink, TcAttachOptions},
         xdp::XdpLink,
-        Xdp, XdpMode,
+        LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
     },
     Ebpf, EbpfLoader,
 };
@@ -16,11 +17,17 @@ use tcpguard_common::map_names;
 /// The XDP object built by build.rs (tcpguard-ebpf), embedded in the binary.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcpguard"));
 
+/// The pinned TC egress link, beside the XDP link in an interface's pin
+/// directory.
+pub const EGRESS_LINK: &str = "egress-link";
+
 /// Root of tcpguard's pins on bpffs.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/tcpguard";
 
 pub const PROGRAM: &str = "tcpguard";
 pub const BASELINE_PROGRAM: &str = "xdp_pass";
+/// The TC egress program: the server's SYN-ACKs and RSTs.
+pub const EGRESS_PROGRAM: &str = "tcpguard_egress";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoaderError {
@@ -38,6 +45,12 @@ pub enum LoaderError {
     Attach {
         iface: String,
         mode: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("failed to attach the TC egress program to {iface} (TCX, kernel 6.6 or later)")]
+    AttachEgress {
+        iface: String,
         #[source]
         source: aya::programs::ProgramError,
     },
@@ -113,6 +126,9 @@ pub struct LoadOptions {
     pub block_list_entries: u32,
     /// Pin (or adopt already pinned) maps in this directory.
     pub pin_dir: Option<PathBuf>,
+    /// Replace pinned maps whose layout is not this build's (the default);
+    /// false adopts pins as they are (a test substituting a map on purpose).
+    pub retire_stale: bool,
 }
 
 impl Default for LoadOptions {
@@ -122,6 +138,7 @@ impl Default for LoadOptions {
             source_entries: tcpguard_common::DEFAULT_SRC_ENTRIES,
             block_list_entries: tcpguard_common::LIST_ENTRIES,
             pin_dir: None,
+            retire_stale: true,
         }
     }
 }
@@ -131,6 +148,8 @@ pub struct Datapath {
     pub ebpf: Ebpf,
     /// The pinned XDP link, when attached with [`Datapath::attach_pinned`].
     link: Option<PinnedLink>,
+    /// The pinned TC egress link.
+    egress_link: Option<PinnedLink>,
 }
 
 impl Datapath {
@@ -150,7 +169,9 @@ impl Datapath {
             }
             None => Vec::new(),
         };
-        retire_stale_pins(&pins);
+        if opts.retire_stale {
+            retire_stale_pins(&pins);
+        }
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
         }
@@ -163,11 +184,81 @@ impl Datapath {
                 .map_err(|source| LoaderError::Verify { name, source })?;
             prog.load().map_err(|source| LoaderError::Verify { name, source })?;
         }
-        Ok(Datapath { ebpf, link: None })
+        let name = EGRESS_PROGRAM;
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .ok_or(LoaderError::MissingProgram { name })?
+            .try_into()
+            .map_err(|source| LoaderError::Verify { name, source })?;
+        prog.load().map_err(|source| LoaderError::Verify { name, source })?;
+        Ok(Datapath { ebpf, link: None, egress_link: None })
     }
 
     pub fn program(&self) -> &Xdp {
         self.xdp(PROGRAM)
+    }
+
+    /// The TC egress program (loaded in `load`).
+    pub fn egress(&self) -> &SchedClassifier {
+        self.ebpf.program(EGRESS_PROGRAM).and_then(|p| p.try_into().ok()).expect("program loaded")
+    }
+
+    fn egress_mut(&mut self) -> Result<&mut SchedClassifier, LoaderError> {
+        let name = EGRESS_PROGRAM;
+        self.ebpf
+            .program_mut(name)
+            .ok_or(LoaderError::MissingProgram { name })?
+            .try_into()
+            .map_err(|source| LoaderError::Verify { name, source })
+    }
+
+    /// Attach the egress program to `iface` for as long as this `Datapath`
+    /// lives (labs, `watch`).
+    pub fn attach_egress(&mut self, iface: &str) -> Result<(), LoaderError> {
+        let err = |source| LoaderError::AttachEgress { iface: iface.to_string(), source };
+        self.egress_mut()?
+            .attach_with_options(iface, TcAttachType::Egress, TcAttachOptions::TcxOrder(LinkOrder::default()))
+            .map_err(err)?;
+        Ok(())
+    }
+
+    /// Attach the egress program through a pinned TCX link at `link_pin`,
+    /// adopting the one a previous run left (the program swapped in
+    /// atomically), as [`Datapath::attach_pinned`] does for XDP.
+    pub fn attach_egress_pinned(&mut self, iface: &str, link_pin: &Path) -> Result<bool, LoaderError> {
+        let err = |source| LoaderError::AttachEgress { iface: iface.to_string(), source };
+        let pin_err = |source: Box<dyn std::error::Error + Send + Sync>| LoaderError::PinLink {
+            path: link_pin.to_path_buf(),
+            source,
+        };
+        if link_pin.exists() {
+            let adopted = PinnedLink::from_pin(link_pin)
+                .map_err(|e| e.to_string())
+                .and_then(|p| SchedClassifierLink::try_from(FdLink::from(p)).map_err(|e| e.to_string()))
+                .and_then(|l| {
+                    self.egress_mut().map_err(|e| e.to_string())?.attach_to_link(l).map_err(|e| e.to_string())
+                });
+            match adopted {
+                Ok(id) => {
+                    let link = self.egress_mut()?.take_link(id).map_err(|e| pin_err(Box::new(e)))?;
+                    drop(link);
+                    self.egress_link = Some(PinnedLink::from_pin(link_pin).map_err(|e| pin_err(Box::new(e)))?);
+                    return Ok(true);
+                }
+                Err(e) => {
+                    log::warn!("cannot adopt the pinned egress link {}: {e}; attaching anew", link_pin.display());
+                    let _ = std::fs::remove_file(link_pin);
+                }
+            }
+        }
+        let prog = self.egress_mut()?;
+        let id = prog
+            .attach_with_options(iface, TcAttachType::Egress, TcAttachOptions::TcxOrder(LinkOrder::default()))
+            .map_err(err)?;
+        let link = prog.take_link(id).map_err(|e| pin_err(Box::new(e)))?;
+        let fd = FdLink::try_from(link).map_err(|e| pin_err(Box::new(e)))?;
+        self.egress_link = Some(fd.pin(link_pin).map_err(|e| pin_err(Box::new(e)))?);
+        Ok(false)
     }
 
     pub fn baseline(&self) -> &Xdp {
@@ -237,8 +328,17 @@ impl Datapath {
             if let Err(e) = std::fs::remove_file(link_pin) {
                 log::warn!("removing {}: {e}", link_pin.display());
             }
+            if let Some(dir) = link_pin.parent() {
+                let egress = dir.join(EGRESS_LINK);
+                if egress.exists() {
+                    if let Err(e) = std::fs::remove_file(&egress) {
+                        log::warn!("removing {}: {e}", egress.display());
+                    }
+                }
+            }
         }
         self.link = None;
+        self.egress_link = None;
     }
 
     /// Attach the pass-everything program (for a veth peer, or a baseline).

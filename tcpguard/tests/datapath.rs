@@ -15,7 +15,7 @@ use tcpguard_common::{
     craft::Craft,
     parse::{ETH_P_8021AD, ETH_P_8021Q, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     Counter::*,
-    Settings, FLAG_MONITOR, FLAG_PORT_FILTER,
+    Settings, FLAG_EGRESS, FLAG_MONITOR, FLAG_PORT_FILTER,
 };
 
 const CLIENT: [u8; 4] = [192, 0, 2, 10];
@@ -59,7 +59,12 @@ fn source(dp: &mut Datapath, a: IpAddr) -> tcpguard_common::SrcStats {
 #[test]
 fn syn_v4_opens_half_open() {
     let mut dp = load();
-    expect(&mut dp, &syn4(CLIENT, 1000, 7).build(), XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+    expect(
+        &mut dp,
+        &syn4(CLIENT, 1000, 7).build(),
+        XDP_PASS,
+        &[(Syn, 1), (SynTracked, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+    );
     let s = source(&mut dp, IpAddr::from(CLIENT));
     assert_eq!((s.syns, s.half_open, s.completed), (1, 1, 0));
     assert_eq!(maps(&mut dp).half_open_entries().unwrap(), 1);
@@ -69,7 +74,7 @@ fn syn_v4_opens_half_open() {
 fn syn_v6_opens_half_open() {
     let mut dp = load();
     let f = Craft::v6(v6(10), v6(1), 1000, 443).flags(TCP_SYN).seq(5).syn_options().build();
-    expect(&mut dp, &f, XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+    expect(&mut dp, &f, XDP_PASS, &[(Syn, 1), (SynTracked, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
     let s = source(&mut dp, IpAddr::from(v6(10)));
     assert_eq!((s.syns, s.half_open), (1, 1));
 }
@@ -79,8 +84,8 @@ fn syn_behind_one_and_two_vlan_tags() {
     let mut dp = load();
     let one = syn4(CLIENT, 1000, 1).vlans(&[ETH_P_8021Q]).build();
     let two = syn4(CLIENT, 1001, 1).vlans(&[ETH_P_8021AD, ETH_P_8021Q]).build();
-    expect(&mut dp, &one, XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
-    expect(&mut dp, &two, XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+    expect(&mut dp, &one, XDP_PASS, &[(Syn, 1), (SynTracked, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+    expect(&mut dp, &two, XDP_PASS, &[(Syn, 1), (SynTracked, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
     assert_eq!(source(&mut dp, IpAddr::from(CLIENT)).half_open, 2);
 }
 
@@ -88,11 +93,16 @@ fn syn_behind_one_and_two_vlan_tags() {
 fn retransmitted_syn_is_not_a_new_half_open() {
     let mut dp = load();
     let f = syn4(CLIENT, 1000, 42).build();
-    expect(&mut dp, &f, XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+    expect(&mut dp, &f, XDP_PASS, &[(Syn, 1), (SynTracked, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
     expect(&mut dp, &f, XDP_PASS, &[(Syn, 1), (SynRetransmit, 1), (PassTcp, 1)]);
     // A new ISN on the same 4-tuple replaces the abandoned attempt.
     let g = syn4(CLIENT, 1000, 9000).build();
-    expect(&mut dp, &g, XDP_PASS, &[(Syn, 1), (HalfOpenReplaced, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+    expect(
+        &mut dp,
+        &g,
+        XDP_PASS,
+        &[(Syn, 1), (HalfOpenReplaced, 1), (SynTracked, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+    );
     assert_eq!(maps(&mut dp).half_open_entries().unwrap(), 1);
 }
 
@@ -158,11 +168,16 @@ fn blocked_prefix_is_dropped() {
         &mut dp,
         &syn4([198, 51, 100, 1], 1000, 1).build(),
         XDP_PASS,
-        &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+        &[(Syn, 1), (SynTracked, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
     );
     // Unblocking lifts it.
     assert!(maps(&mut dp).unblock(&"192.0.2.0/24".parse().unwrap()).unwrap());
-    expect(&mut dp, &syn4(CLIENT, 1001, 1).build(), XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+    expect(
+        &mut dp,
+        &syn4(CLIENT, 1001, 1).build(),
+        XDP_PASS,
+        &[(Syn, 1), (SynTracked, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+    );
 }
 
 #[test]
@@ -184,7 +199,7 @@ fn allow_list_beats_block_list() {
         &mut dp,
         &syn4(CLIENT, 1000, 1).build(),
         XDP_PASS,
-        &[(AllowOverride, 1), (Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+        &[(AllowOverride, 1), (Syn, 1), (SynTracked, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
     );
     assert_eq!(source(&mut dp, IpAddr::from(CLIENT)).half_open, 1);
     // Its neighbour in the blocked /24 is still dropped.
@@ -200,7 +215,7 @@ fn expired_block_passes() {
         &mut dp,
         &syn4(CLIENT, 1000, 1).build(),
         XDP_PASS,
-        &[(BlockExpired, 1), (Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+        &[(BlockExpired, 1), (Syn, 1), (SynTracked, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
     );
     // A block whose time is still running drops.
     maps(&mut dp).block(&"192.0.2.0/24".parse().unwrap(), monotonic_ns() + 60_000_000_000).unwrap();
@@ -212,7 +227,12 @@ fn rate_limit_drops_past_the_burst() {
     let mut dp = load();
     maps(&mut dp).set_settings(&Settings { syn_rate: 1, syn_burst: 3, ..Settings::default() }).unwrap();
     for i in 0..3 {
-        expect(&mut dp, &syn4(CLIENT, 1000 + i, 1).build(), XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+        expect(
+            &mut dp,
+            &syn4(CLIENT, 1000 + i, 1).build(),
+            XDP_PASS,
+            &[(Syn, 1), (SynTracked, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+        );
     }
     for i in 3..6 {
         expect(&mut dp, &syn4(CLIENT, 1000 + i, 1).build(), XDP_DROP, &[(Syn, 1), (DropRateLimited, 1)]);
@@ -224,7 +244,7 @@ fn rate_limit_drops_past_the_burst() {
         &mut dp,
         &syn4([198, 51, 100, 1], 1000, 1).build(),
         XDP_PASS,
-        &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+        &[(Syn, 1), (SynTracked, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
     );
     // An allow-listed source is never rate limited.
     maps(&mut dp).allow(&Prefix::host(IpAddr::from(CLIENT)), 0).unwrap();
@@ -232,7 +252,7 @@ fn rate_limit_drops_past_the_burst() {
         &mut dp,
         &syn4(CLIENT, 2000, 1).build(),
         XDP_PASS,
-        &[(Syn, 1), (AllowOverride, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+        &[(Syn, 1), (AllowOverride, 1), (SynTracked, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
     );
 }
 
@@ -249,19 +269,24 @@ fn monitor_mode_passes_what_enforce_drops() {
         &mut dp,
         &syn4([198, 51, 100, 7], 1000, 1).build(),
         XDP_PASS,
-        &[(MonitorBlocked, 1), (Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+        &[(MonitorBlocked, 1), (Syn, 1), (SynTracked, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
     );
     let s7 = source(&mut dp, IpAddr::from([198, 51, 100, 7]));
     assert_eq!((s7.syns, s7.half_open), (1, 1));
     let ack7 = Craft::v4([198, 51, 100, 7], SERVER, 1000, 80).flags(TCP_ACK).seq(2).build();
     expect(&mut dp, &ack7, XDP_PASS, &[(MonitorBlocked, 1), (HandshakeCompleted, 1), (PassTcp, 1)]);
     assert_eq!(source(&mut dp, IpAddr::from([198, 51, 100, 7])).completed, 1);
-    expect(&mut dp, &syn4(CLIENT, 1000, 1).build(), XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+    expect(
+        &mut dp,
+        &syn4(CLIENT, 1000, 1).build(),
+        XDP_PASS,
+        &[(Syn, 1), (SynTracked, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+    );
     expect(
         &mut dp,
         &syn4(CLIENT, 1001, 1).build(),
         XDP_PASS,
-        &[(Syn, 1), (MonitorRateLimited, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+        &[(Syn, 1), (MonitorRateLimited, 1), (SynTracked, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
     );
     // The same packets in enforce mode are dropped.
     let s = maps(&mut dp).settings().unwrap();
@@ -279,12 +304,17 @@ fn monitor_mode_charges_no_drop_to_an_allow_listed_source() {
         .set_settings(&Settings { flags: FLAG_MONITOR, syn_rate: 1, syn_burst: 1, ..Settings::default() })
         .unwrap();
     maps(&mut dp).allow(&Prefix::host(IpAddr::from(CLIENT)), 0).unwrap();
-    expect(&mut dp, &syn4(CLIENT, 1000, 1).build(), XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+    expect(
+        &mut dp,
+        &syn4(CLIENT, 1000, 1).build(),
+        XDP_PASS,
+        &[(Syn, 1), (SynTracked, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+    );
     expect(
         &mut dp,
         &syn4(CLIENT, 1001, 1).build(),
         XDP_PASS,
-        &[(Syn, 1), (AllowOverride, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+        &[(Syn, 1), (AllowOverride, 1), (SynTracked, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
     );
     assert_eq!(source(&mut dp, IpAddr::from(CLIENT)).dropped, 0);
     // A source that is not allow-listed is charged the would-be drop.
@@ -294,7 +324,7 @@ fn monitor_mode_charges_no_drop_to_an_allow_listed_source() {
         &mut dp,
         &syn4(other, 1001, 1).build(),
         XDP_PASS,
-        &[(Syn, 1), (MonitorRateLimited, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+        &[(Syn, 1), (MonitorRateLimited, 1), (SynTracked, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
     );
     assert_eq!(source(&mut dp, IpAddr::from(other)).dropped, 1);
 }
@@ -347,7 +377,12 @@ fn unprotected_port_passes_untracked() {
     m.set_ports(&[80]).unwrap();
     let to22 = Craft::v4(CLIENT, SERVER, 1000, 22).flags(TCP_SYN).seq(1).build();
     expect(&mut dp, &to22, XDP_PASS, &[(PassUnprotectedPort, 1)]);
-    expect(&mut dp, &syn4(CLIENT, 1000, 1).build(), XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+    expect(
+        &mut dp,
+        &syn4(CLIENT, 1000, 1).build(),
+        XDP_PASS,
+        &[(Syn, 1), (SynTracked, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+    );
 }
 
 #[test]
@@ -376,7 +411,7 @@ fn bad_header_lengths_pass_counted() {
         &mut dp,
         &syn4(CLIENT, 1, 1).ip_options(12).build(),
         XDP_PASS,
-        &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+        &[(Syn, 1), (SynTracked, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
     );
 }
 
@@ -392,7 +427,7 @@ fn fragments_and_non_tcp_pass_counted() {
     expect(&mut dp, &deep, XDP_PASS, &[(PassIpv6ExtLimit, 1)]);
     // Extension headers within the walk: the SYN is seen.
     let ext = Craft::v6(v6(10), v6(1), 1000, 443).flags(TCP_SYN).v6_ext(&[0, 43, 60]).build();
-    expect(&mut dp, &ext, XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+    expect(&mut dp, &ext, XDP_PASS, &[(Syn, 1), (SynTracked, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
 }
 
 #[test]
@@ -542,15 +577,22 @@ fn a_source_the_table_refuses_is_still_judged_and_tracked() {
     std::fs::create_dir_all(&dir).unwrap();
     let tiny: HashMap<MapData, SrcKey, SrcStats> = HashMap::create(1, 0).unwrap();
     tiny.pin(dir.join("SRC_STATS")).unwrap();
-    let mut dp = Datapath::load(&LoadOptions { pin_dir: Some(dir.clone()), ..LoadOptions::default() }).unwrap();
+    // (Adopted as it is: a map of another type would otherwise be replaced.)
+    let opts = LoadOptions { pin_dir: Some(dir.clone()), retire_stale: false, ..LoadOptions::default() };
+    let mut dp = Datapath::load(&opts).unwrap();
     maps(&mut dp).set_settings(&Settings { syn_rate: 1, syn_burst: 1, ..Settings::default() }).unwrap();
-    expect(&mut dp, &syn4(CLIENT, 1000, 1).build(), XDP_PASS, &[(Syn, 1), (HalfOpenOpened, 1), (PassTcp, 1)]);
+    expect(
+        &mut dp,
+        &syn4(CLIENT, 1000, 1).build(),
+        XDP_PASS,
+        &[(Syn, 1), (SynTracked, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+    );
     let refused = [198, 51, 100, 3];
     expect(
         &mut dp,
         &syn4(refused, 1000, 1).build(),
         XDP_PASS,
-        &[(Syn, 1), (SourceInsertFailed, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
+        &[(Syn, 1), (SourceInsertFailed, 1), (SynTracked, 1), (HalfOpenOpened, 1), (PassTcp, 1)],
     );
     // Its handshake is tracked: the ACK completes it.
     let ack = Craft::v4(refused, SERVER, 1000, 80).flags(TCP_ACK).seq(2).build();
@@ -593,4 +635,90 @@ fn pins_left_by_another_version_are_replaced_and_compatible_ones_kept() {
     assert_eq!(MapInfo::from_pin(dir.join("COUNTERS")).unwrap().value_size(), want, "COUNTERS made anew");
     // The compatible block-list was adopted with its entry: it still drops.
     expect(&mut dp, &syn4([198, 51, 100, 7], 1000, 1).build(), XDP_DROP, &[(DropBlocked, 1)]);
+}
+
+/// Run `frame` through the egress program: it always lets it go (TC_ACT_OK)
+/// and moves exactly these counters.
+fn expect_egress(dp: &mut Datapath, frame: &[u8], moved: &[(tcpguard_common::Counter, u64)]) {
+    let before = counters(dp);
+    assert_eq!(run_egress(dp, frame), 0, "egress never drops");
+    let mut d = delta(&before, &counters(dp));
+    d.sort_unstable();
+    let mut want: Vec<(&str, u64)> = moved.iter().map(|(c, n)| (c.name(), *n)).collect();
+    want.sort_unstable();
+    assert_eq!(d, want, "egress counter deltas");
+}
+
+fn with_egress(dp: &mut Datapath) {
+    let s = maps(dp).settings().unwrap();
+    maps(dp).set_settings(&Settings { flags: s.flags | FLAG_EGRESS, ..s }).unwrap();
+}
+
+fn synack4(to: [u8; 4], dport: u16, server_isn: u32, ack: u32) -> Vec<u8> {
+    Craft::v4(SERVER, to, 80, dport).flags(TCP_SYN | TCP_ACK).seq(server_isn).ack(ack).build()
+}
+
+#[test]
+fn the_servers_synack_makes_a_syn_half_open_and_the_ack_must_acknowledge_it() {
+    let mut dp = load();
+    with_egress(&mut dp);
+    // The client's SYN is tracked, not yet half-open: the server has not answered.
+    expect(&mut dp, &syn4(CLIENT, 1000, 100).build(), XDP_PASS, &[(Syn, 1), (SynTracked, 1), (PassTcp, 1)]);
+    assert_eq!(source(&mut dp, IpAddr::from(CLIENT)).half_open, 0);
+    // An ACK before any SYN-ACK completes nothing.
+    let early = Craft::v4(CLIENT, SERVER, 1000, 80).flags(TCP_ACK).seq(101).ack(7001).build();
+    expect(&mut dp, &early, XDP_PASS, &[(AckUnanswered, 1), (PassTcp, 1)]);
+    // The server's SYN-ACK (ack = ISN + 1) on egress: half-open now, its ISN kept.
+    expect_egress(&mut dp, &synack4(CLIENT, 1000, 7000, 101), &[(SynAckOut, 1), (HalfOpenOpened, 1)]);
+    assert_eq!(source(&mut dp, IpAddr::from(CLIENT)).half_open, 1);
+    // Sent again (same ISN): nothing new.
+    expect_egress(&mut dp, &synack4(CLIENT, 1000, 7000, 101), &[(SynAckOut, 1), (SynAckRetransmit, 1)]);
+    // A SYN-ACK for another SYN of the tuple is not this one's.
+    expect_egress(&mut dp, &synack4(CLIENT, 1000, 9000, 555), &[(SynAckOut, 1)]);
+    // The right seq, the wrong ack: not the final ACK.
+    let bad = Craft::v4(CLIENT, SERVER, 1000, 80).flags(TCP_ACK).seq(101).ack(9001).build();
+    expect(&mut dp, &bad, XDP_PASS, &[(AckBadAck, 1), (PassTcp, 1)]);
+    assert_eq!(source(&mut dp, IpAddr::from(CLIENT)).completed, 0);
+    // seq = ISN + 1 and ack = server ISN + 1: complete.
+    let ack = Craft::v4(CLIENT, SERVER, 1000, 80).flags(TCP_ACK).seq(101).ack(7001).build();
+    expect(&mut dp, &ack, XDP_PASS, &[(HandshakeCompleted, 1), (PassTcp, 1)]);
+    let s = source(&mut dp, IpAddr::from(CLIENT));
+    assert_eq!((s.completed, s.half_open), (1, 0));
+    assert_eq!(maps(&mut dp).half_open_entries().unwrap(), 0);
+}
+
+#[test]
+fn the_servers_synack_over_ipv6_too() {
+    let mut dp = load();
+    with_egress(&mut dp);
+    let syn = Craft::v6(v6(10), v6(1), 1000, 443).flags(TCP_SYN).seq(5).syn_options().build();
+    expect(&mut dp, &syn, XDP_PASS, &[(Syn, 1), (SynTracked, 1), (PassTcp, 1)]);
+    let synack = Craft::v6(v6(1), v6(10), 443, 1000).flags(TCP_SYN | TCP_ACK).seq(40).ack(6).build();
+    expect_egress(&mut dp, &synack, &[(SynAckOut, 1), (HalfOpenOpened, 1)]);
+    let ack = Craft::v6(v6(10), v6(1), 1000, 443).flags(TCP_ACK).seq(6).ack(41).build();
+    expect(&mut dp, &ack, XDP_PASS, &[(HandshakeCompleted, 1), (PassTcp, 1)]);
+}
+
+#[test]
+fn a_syn_the_server_resets_is_refused_not_half_open() {
+    let mut dp = load();
+    with_egress(&mut dp);
+    // A port scan: SYNs to a closed port, each answered with RST|ACK.
+    for port in 0..5u16 {
+        let syn = Craft::v4(CLIENT, SERVER, 2000 + port, 81).flags(TCP_SYN).seq(300).build();
+        expect(&mut dp, &syn, XDP_PASS, &[(Syn, 1), (SynTracked, 1), (PassTcp, 1)]);
+        let rst = Craft::v4(SERVER, CLIENT, 81, 2000 + port).flags(TCP_RST | TCP_ACK).seq(0).ack(301).build();
+        expect_egress(&mut dp, &rst, &[(SynRefused, 1)]);
+    }
+    assert_eq!(maps(&mut dp).half_open_entries().unwrap(), 0);
+    assert_eq!(source(&mut dp, IpAddr::from(CLIENT)).half_open, 0);
+    // An RST that does not acknowledge the SYN refuses nothing.
+    expect(&mut dp, &syn4(CLIENT, 3000, 10).build(), XDP_PASS, &[(Syn, 1), (SynTracked, 1), (PassTcp, 1)]);
+    let stray = Craft::v4(SERVER, CLIENT, 80, 3000).flags(TCP_RST | TCP_ACK).ack(99).build();
+    expect_egress(&mut dp, &stray, &[]);
+    // After the SYN-ACK, a server RST closes the half-open handshake.
+    expect_egress(&mut dp, &synack4(CLIENT, 3000, 50, 11), &[(SynAckOut, 1), (HalfOpenOpened, 1)]);
+    let abort = Craft::v4(SERVER, CLIENT, 80, 3000).flags(TCP_RST).seq(51).build();
+    expect_egress(&mut dp, &abort, &[(RstHalfOpen, 1)]);
+    assert_eq!(source(&mut dp, IpAddr::from(CLIENT)).half_open, 0);
 }

@@ -23,6 +23,8 @@ pub struct Iface {
     pub name: String,
     pub dp: Datapath,
     pub att: Attachment,
+    /// The TC egress program is attached (the server's SYN-ACKs are seen).
+    pub egress: bool,
 }
 
 /// The datapath's attack mode as last read (all interfaces).
@@ -59,6 +61,7 @@ impl Datapaths {
                 source_entries: cfg.datapath.source_entries,
                 block_list_entries: cfg.datapath.block_list_entries,
                 pin_dir: Some(pin_dir.clone()),
+                retire_stale: true,
             };
             let mut dp = Datapath::load(&load).with_context(|| format!("loading the datapath for {name}"))?;
             on_load(&mut dp, name);
@@ -80,13 +83,35 @@ impl Datapaths {
                     pin_dir.display()
                 );
             }
-            ifaces.push(Iface { name: name.clone(), dp, att });
+            let egress = match dp.attach_egress_pinned(name, &pin_dir.join(crate::loader::EGRESS_LINK)) {
+                Ok(adopted) => {
+                    log::info!(
+                        "{name}: TC egress {} (the server's SYN-ACKs make a SYN half-open)",
+                        if adopted { "adopted" } else { "attached" }
+                    );
+                    true
+                }
+                Err(e) => {
+                    log::warn!(
+                        "{name}: {e}: {}; half-open is counted from the client's SYN and the final ACK is \
+                         checked by its seq only",
+                        source_chain(&e)
+                    );
+                    false
+                }
+            };
+            ifaces.push(Iface { name: name.clone(), dp, att, egress });
         }
         Ok((Datapaths { ifaces }, readers))
     }
 
     pub fn ifaces(&self) -> &[Iface] {
         &self.ifaces
+    }
+
+    /// Every interface sees the server's side (TC egress).
+    pub fn egress(&self) -> bool {
+        !self.ifaces.is_empty() && self.ifaces.iter().all(|i| i.egress)
     }
 
     /// Run `f` on every interface's maps; the first error stops it.

@@ -376,6 +376,9 @@ impl Daemon {
         if self.responder_enabled() {
             flags |= FLAG_XDP_COOKIES;
         }
+        if self.dps.egress() {
+            flags |= tcpguard_common::FLAG_EGRESS;
+        }
         let settings = Settings {
             flags,
             _pad: 0,

@@ -75,7 +75,9 @@ impl Sampler {
         let sources = self.followed_sources(dps, t)?;
         let sample = Sample {
             t,
-            syn: c.get(Counter::Syn),
+            // SYNs the server refused (a closed port: a scan) are not a
+            // SYN flood's.
+            syn: c.get(Counter::Syn).saturating_sub(c.get(Counter::SynRefused) + c.get(Counter::CookieNoListener)),
             // A blocked flood is an ongoing (mitigated) attack, not a finished
             // one. SYNs only: blocking a prefix with established flows must
             // not raise or prolong an attack.

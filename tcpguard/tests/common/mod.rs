@@ -30,6 +30,12 @@ pub fn run(dp: &Datapath, frame: &[u8]) -> u32 {
     dp.program().test_run(opts).expect("BPF_PROG_TEST_RUN").return_value
 }
 
+/// Run the TC egress program once on `frame` (a packet this host sends).
+pub fn run_egress(dp: &Datapath, frame: &[u8]) -> i32 {
+    let opts = TestRunOptions { data_in: Some(frame), repeat: 1, ..TestRunOptions::default() };
+    dp.egress().test_run(opts).expect("BPF_PROG_TEST_RUN (egress)").return_value as i32
+}
+
 pub fn counters(dp: &mut Datapath) -> Counters {
     Maps::new(&mut dp.ebpf).counters().expect("read counters")
 }
