@@ -352,7 +352,7 @@ mod tests {
         assert_eq!(size_of::<HeavyEvent>(), 40);
         assert_eq!(size_of::<SrcKey>(), 16);
         assert_eq!(size_of::<FlowKey>(), 40);
-        assert_eq!(size_of::<HalfOpen>(), 16);
+        assert_eq!(size_of::<HalfOpen>(), 24);
         assert_eq!(size_of::<SrcStats>(), 14 * 8);
         assert_eq!(size_of::<BlockEntry>(), 8);
         assert_eq!(size_of::<HoBucket>(), 24);
