@@ -133,12 +133,17 @@ pub fn render_status(v: &StatusView) -> String {
     }
     let _ = writeln!(
         s,
-        "traffic: {:.0} SYN/s, {:.0} completed/s (ratio {:.2}), {} half-open, {:.0} new sources/s, {:.0} \
+        "traffic: {:.0} SYN/s, {:.0} completed/s (ratio {:.2}), {} half-open ({}), {:.0} new sources/s, {:.0} \
             drops/s, {} failed handshakes",
         v.syn_per_sec,
         v.completed_per_sec,
         v.completion_ratio,
         v.half_open,
+        match v.half_open_basis.as_str() {
+            "server" => "SYN-ACKs sent, no ACK yet",
+            "client" => "SYNs not completed; no egress program",
+            _ => "?",
+        },
         v.new_sources_per_sec,
         v.dropped_per_sec,
         v.handshakes_failed

@@ -115,6 +115,15 @@ async fn watch(
     let opts = LoadOptions { pin_dir: pin_dir.clone(), ..LoadOptions::default() };
     let mut dp = Datapath::load(&opts).context("loading the XDP program")?;
     let used = dp.attach(iface, mode).with_context(|| format!("attaching to {iface}"))?;
+    // The server's side too: half-open from its SYN-ACKs, refused SYNs apart.
+    match dp.attach_egress(iface) {
+        Ok(()) => {
+            let mut m = Maps::new(&mut dp.ebpf);
+            let s = m.settings()?;
+            m.set_settings(&tcpguard_common::Settings { flags: s.flags | tcpguard_common::FLAG_EGRESS, ..s })?;
+        }
+        Err(e) => log::warn!("{e}: half-open is counted from the client's SYN"),
+    }
     log::info!(
         "attached to {iface} in {used} mode{}",
         match &pin_dir {

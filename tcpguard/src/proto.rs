@@ -61,6 +61,12 @@ pub struct StatusView {
     #[serde(default)]
     pub datapath: DatapathView,
     pub half_open: u64,
+    /// What `half_open` counts: "server" (SYN-ACKs the server sent, seen on
+    /// egress, not yet acknowledged: the kernel's SYN_RCVD, plus its cookie
+    /// SYN-ACKs) or "client" (client SYNs not yet completed: no egress
+    /// program).
+    #[serde(default)]
+    pub half_open_basis: String,
     pub handshakes_failed: u64,
     pub syn_per_sec: f64,
     pub completed_per_sec: f64,

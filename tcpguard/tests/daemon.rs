@@ -983,3 +983,123 @@ fn a_flash_crowd_of_real_clients_raises_nothing() {
     drop(d);
     drop(server);
 }
+
+/// A real connect() scan (as `nmap -sT`) of closed ports from the client
+/// namespace for `secs`: `threads` scanners, each pausing 10 ms every
+/// `burst` probes when `burst` > 0. Returns the probes refused, and the
+/// attack phases `status` showed meanwhile.
+fn scan(lab: &Lab, f: &Files, threads: u16, burst: usize, secs: u64) -> (usize, Vec<String>) {
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|k| {
+                s.spawn(move || {
+                    lab.client
+                        .run(move || {
+                            let (mut n, mut probes) = (0, 0usize);
+                            let mut port = 10_000 + k;
+                            while t.elapsed() < Duration::from_secs(secs) {
+                                let to = SocketAddr::new(IpAddr::V4(SERVER_IP), port);
+                                if let Err(e) = TcpStream::connect_timeout(&to, Duration::from_secs(1)) {
+                                    n += usize::from(e.kind() == std::io::ErrorKind::ConnectionRefused);
+                                }
+                                port = if port > 60_000 { 10_000 + k } else { port + threads };
+                                probes += 1;
+                                if burst > 0 && probes % burst == 0 {
+                                    std::thread::sleep(Duration::from_millis(10));
+                                }
+                            }
+                            n
+                        })
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut phases = Vec::new();
+        while t.elapsed() < Duration::from_secs(secs) {
+            if let Some(v) = status(f) {
+                phases.push(v["attack"]["phase"].as_str().unwrap_or("?").to_string());
+            }
+            std::thread::sleep(Duration::from_millis(TICK_MS / 2));
+        }
+        (hs.into_iter().map(|h| h.join().unwrap()).sum(), phases)
+    })
+}
+
+#[test]
+fn a_port_scan_across_closed_ports_raises_no_syn_flood_alarm() {
+    let _serial = serial();
+    require_root();
+    let lab = Lab::new().unwrap();
+    let f = Files::new("scan");
+    f.write_config("auto", "");
+    let server = serve(&lab);
+    let d = Daemon::start(&lab, &f);
+    // A paced scan, well over the SYN-rate floor (the listener's backlog,
+    // 128/s) and never completing: the datapath tracks every SYN and the
+    // egress program sees each refused.
+    let (refused, phases) = scan(&lab, &f, 1, 20, 3);
+    eprintln!("paced scan: {refused} closed ports probed, {:.0}/s", refused as f64 / 3.0);
+    assert!(refused > 1_000, "a real scan: {refused} probes");
+    assert!(phases.iter().all(|p| p == "idle"), "the scan raised an alarm: {phases:?}");
+    let c = status(&f).unwrap()["counters"].clone();
+    assert!(c["syn_refused"].as_u64().unwrap() as f64 >= refused as f64 * 0.9, "refused on egress: {c:#}");
+    // Flat out (tens of thousands of probes/s): the datapath's own attack
+    // mode takes over and sees no listener for them; still no alarm.
+    let (refused, phases) = scan(&lab, &f, 4, 0, 3);
+    eprintln!("full-speed scan: {refused} closed ports probed, {:.0}/s", refused as f64 / 3.0);
+    assert!(phases.iter().all(|p| p == "idle"), "the scan raised an alarm: {phases:?}");
+    let v = status(&f).unwrap();
+    let c = &v["counters"];
+    let seen = c["syn_refused"].as_u64().unwrap() + c["cookie_no_listener"].as_u64().unwrap();
+    assert!(seen as f64 >= refused as f64 * 0.9, "refused SYNs counted: {c:#}");
+    assert_eq!(v["attack"]["attacks_total"], 0);
+    drop(d);
+    drop(server);
+}
+
+#[test]
+fn half_open_agrees_with_the_kernels_syn_recv_during_a_flood() {
+    let _serial = serial();
+    require_root();
+    let lab = Lab::new().unwrap();
+    // Kernel cookies off; SYN-ACKs retried 3 times: a request lives 1+2+4+8 = 15 s.
+    lab.server.sysctl("net.ipv4.tcp_syncookies", "0").unwrap();
+    lab.server.sysctl("net.ipv4.tcp_synack_retries", "3").unwrap();
+    lab.server.sysctl("net.ipv4.tcp_max_syn_backlog", "16384").unwrap();
+    let f = Files::new("synrecv");
+    // The half-open timeout is that span; monitor: nothing answers for the kernel.
+    f.write_config("monitor", "[datapath]\nhalf-open-timeout-secs = 15\nattack-syn-rate = 0\n");
+    let server = Server::start(&lab.server, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 4096).expect("listener");
+    let d = Daemon::start(&lab, &f);
+    let stop = Arc::new(AtomicBool::new(false));
+    // 100 SYN/s keeps the queue under half the backlog (1,500 of 4,096): past
+    // half, the kernel prunes old requests early (fewer retries).
+    let flood = start_flood(&lab, Sources::Random("198.19.0.0/16".parse().unwrap()), 100, 60, stop.clone());
+    // Past one whole span, so requests are both made and dropped.
+    std::thread::sleep(Duration::from_secs(18));
+    let ss = || {
+        lab.server
+            .run(|| {
+                let o = Command::new("ss").args(["-Htan", "state", "syn-recv"]).output().expect("ss");
+                String::from_utf8_lossy(&o.stdout).lines().count() as f64
+            })
+            .unwrap()
+    };
+    for _ in 0..4 {
+        let kernel = ss();
+        let v = status(&f).unwrap();
+        assert_eq!(v["half_open_basis"], "server", "counted from the server's SYN-ACKs");
+        let ours = v["half_open"].as_f64().unwrap();
+        let kernel2 = ss();
+        let k = f64::midpoint(kernel, kernel2);
+        eprintln!("half-open: tcpguard {ours}, ss state syn-recv {k}");
+        assert!(k > 1000.0, "the flood filled the SYN queue: {k}");
+        assert!((ours - k).abs() <= 0.1 * k, "tcpguard {ours} vs kernel {k}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    drop(d);
+    drop(server);
+}

@@ -256,6 +256,7 @@ impl Daemon {
             attack: self.attack_view(),
             datapath: self.datapath_view(),
             half_open: self.sampler.half_open,
+            half_open_basis: if self.dps.egress() { "server" } else { "client" }.into(),
             handshakes_failed: self.sampler.failed_total(),
             syn_per_sec: rates.syn_per_sec,
             completed_per_sec: rates.completed_per_sec,
