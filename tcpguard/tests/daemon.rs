@@ -208,6 +208,17 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("metric {name} not found"))
 }
 
+/// Programs on the server interface's TCX egress hook.
+fn egress_programs(lab: &Lab) -> usize {
+    let iface = lab.srv_if.clone();
+    lab.server
+        .run(move || {
+            aya::programs::SchedClassifier::query_tcx(&iface, aya::programs::TcAttachType::Egress)
+                .map_or(0, |(_, progs)| progs.len())
+        })
+        .unwrap()
+}
+
 fn xdp_attached(lab: &Lab) -> bool {
     lab.server.ip(&["link", "show", "dev", &lab.srv_if]).unwrap().contains("xdp")
 }
@@ -337,8 +348,10 @@ fn single_source_flood_is_blocked_and_survives_kill_9() {
 
     // kill -9: XDP stays attached (pinned link) and keeps dropping.
     let before = status(&f).unwrap()["counters"]["drop_blocked"].as_u64().unwrap();
+    assert_eq!(egress_programs(&lab), 1, "TC egress attached");
     d.kill9();
     assert!(xdp_attached(&lab), "XDP stays attached after kill -9");
+    assert_eq!(egress_programs(&lab), 1, "so does TC egress");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
         connect_n(&lab, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 5),
@@ -350,6 +363,8 @@ fn single_source_flood_is_blocked_and_survives_kill_9() {
     let d = Daemon::start(&lab, &f);
     let v = status(&f).unwrap();
     assert_eq!(v["interfaces"][0]["adopted"], true, "{:#}", v["interfaces"]);
+    assert!(d.log_text().contains("TC egress adopted"), "{}", d.log_text());
+    assert_eq!(egress_programs(&lab), 1, "adopted, not attached twice");
     assert!(
         v["blocked"].as_array().unwrap().iter().any(|b| b["prefix"] == "198.51.100.66/32"),
         "block-list kept: {:#}",
@@ -389,6 +404,7 @@ fn single_source_flood_is_blocked_and_survives_kill_9() {
     let top: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(top[0]["addr"], "198.51.100.66", "{top:#}");
     d.stop();
+    assert_eq!(egress_programs(&lab), 0, "a clean stop detaches egress too");
     assert!(server.stop() >= 15);
 }
 
