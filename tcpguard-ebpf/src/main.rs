@@ -934,6 +934,13 @@ pub fn tcpguard_egress(ctx: TcContext) -> i32 {
 /// `TC_ACT_OK`: let the packet go on.
 const TC_ACT_OK: i32 = 0;
 
+/// A TC program that lets everything go: the egress program's benchmark
+/// baseline.
+#[classifier]
+pub fn tc_pass(_ctx: TcContext) -> i32 {
+    TC_ACT_OK
+}
+
 struct SkbFrame<'a>(&'a TcContext);
 
 impl PacketBuf for SkbFrame<'_> {

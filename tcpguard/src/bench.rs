@@ -12,7 +12,7 @@
 
 use std::fmt::Write as _;
 
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use tcpguard_common::{
     craft::Craft,
     parse::{TCP_ACK, TCP_SYN},
@@ -154,34 +154,9 @@ fn paired_repeat(dp: &Datapath, frame: &[u8], repeat: u32, rounds: usize) -> any
     Ok((median(&mut a), median(&mut b)))
 }
 
-fn single_ns(p: &Xdp, frames: &[Vec<u8>]) -> anyhow::Result<f64> {
-    let mut total = 0f64;
-    for f in frames {
-        total += repeat_ns(p, f, 1)?;
-    }
-    Ok(total / frames.len() as f64)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn src(i: u32) -> [u8; 4] {
-    // 100.64.0.0/10 style spread without touching real hosts: packets never
-    // leave BPF_PROG_TEST_RUN.
-    let x = 0x0a00_0000 | (i & 0x00ff_ffff);
-    x.to_be_bytes()
-}
-
-const DST: [u8; 4] = [192, 0, 2, 1];
-
-pub fn packets(quick: bool) -> anyhow::Result<String> {
-    let repeat: u32 = if quick { 100_000 } else { 1_000_000 };
-    let rounds = if quick { 3 } else { 7 };
-    let singles: u32 = if quick { 20_000 } else { 100_000 };
+/// The repeat regime's rows: non-TCP, established data, a blocked SYN.
+fn repeat_rows(repeat: u32, rounds: usize) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
-
     // Repeat regime.
     let mut dp = Datapath::load(&LoadOptions::default())?;
     let udp = Craft::v4(src(1), DST, 5353, 53).l4_proto(17).build();
@@ -216,6 +191,92 @@ pub fn packets(quick: bool) -> anyhow::Result<String> {
     let (ns, base) = paired_repeat(&dp, &data, repeat, rounds)?;
     rows.push(Row { name: "TCP data, block-list non-empty", regime: "repeat", ns, base_ns: base, ..Row::default() });
     drop(dp);
+    Ok(rows)
+}
+
+/// The TC egress program against a pass-everything TC program: a data
+/// packet the server sends (the common case: parsed, not a SYN-ACK or RST),
+/// and the SYN-ACK that makes a tracked SYN half-open (single-shot: each
+/// answers a different tracked SYN).
+fn egress_rows(singles: u32, repeat: u32, rounds: usize) -> anyhow::Result<Vec<Row>> {
+    let mut dp = Datapath::load(&LoadOptions::default())?;
+    let mut m = Maps::new(&mut dp.ebpf);
+    let s = m.settings()?;
+    m.set_settings(&tcpguard_common::Settings { flags: s.flags | tcpguard_common::FLAG_EGRESS, ..s })?;
+    let tc_ns = |p: &SchedClassifier, f: &[u8], repeat: u32| -> anyhow::Result<f64> {
+        let r = p.test_run(TestRunOptions { data_in: Some(f), repeat, ..TestRunOptions::default() })?;
+        Ok(r.duration.as_nanos() as f64)
+    };
+    let out = Craft::v4(DST, src(2), 80, 40000).flags(TCP_ACK).seq(9).ack(5).payload(&[0u8; 64]).build();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        b.push(tc_ns(dp.egress_baseline(), &out, repeat)?);
+        a.push(tc_ns(dp.egress(), &out, repeat)?);
+    }
+    let mut rows = vec![Row {
+        name: "egress: TCP data the server sends",
+        regime: "repeat",
+        ns: median(&mut a),
+        base_ns: median(&mut b),
+        target: Some(1.5),
+        ..Row::default()
+    }];
+    // Tracked SYNs (through XDP), then their SYN-ACKs through egress.
+    let syns: Vec<Vec<u8>> = (0..singles)
+        .map(|i| Craft::v4(src(5000 + i), DST, 40000, 80).flags(TCP_SYN).seq(i).syn_options().build())
+        .collect();
+    for f in &syns {
+        repeat_ns(dp.program(), f, 1)?;
+    }
+    let synacks: Vec<Vec<u8>> = (0..singles)
+        .map(|i| {
+            Craft::v4(DST, src(5000 + i), 80, 40000).flags(TCP_SYN | TCP_ACK).seq(77).ack(i.wrapping_add(1)).build()
+        })
+        .collect();
+    let mut total = 0.0;
+    let mut base = 0.0;
+    for f in &synacks {
+        base += tc_ns(dp.egress_baseline(), f, 1)?;
+        total += tc_ns(dp.egress(), f, 1)?;
+    }
+    rows.push(Row {
+        name: "egress: SYN-ACK of a tracked SYN (half-open)",
+        regime: "single-shot",
+        ns: total / f64::from(singles),
+        base_ns: base / f64::from(singles),
+        target: Some(4.0),
+        ..Row::default()
+    });
+    Ok(rows)
+}
+
+fn single_ns(p: &Xdp, frames: &[Vec<u8>]) -> anyhow::Result<f64> {
+    let mut total = 0f64;
+    for f in frames {
+        total += repeat_ns(p, f, 1)?;
+    }
+    Ok(total / frames.len() as f64)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn src(i: u32) -> [u8; 4] {
+    // 100.64.0.0/10 style spread without touching real hosts: packets never
+    // leave BPF_PROG_TEST_RUN.
+    let x = 0x0a00_0000 | (i & 0x00ff_ffff);
+    x.to_be_bytes()
+}
+
+const DST: [u8; 4] = [192, 0, 2, 1];
+
+pub fn packets(quick: bool) -> anyhow::Result<String> {
+    let repeat: u32 = if quick { 100_000 } else { 1_000_000 };
+    let rounds = if quick { 3 } else { 7 };
+    let singles: u32 = if quick { 20_000 } else { 100_000 };
+    let mut rows = repeat_rows(repeat, rounds)?;
 
     // Single-shot regime: fresh maps, distinct packets.
     let dp = Datapath::load(&LoadOptions::default())?;
@@ -253,6 +314,8 @@ pub fn packets(quick: bool) -> anyhow::Result<String> {
         ..Row::default()
     });
     drop(dp);
+
+    rows.extend(egress_rows(singles, repeat, rounds)?);
 
     // Attack mode, in a namespace of its own with a real listener (the
     // responder looks the socket up in the running thread's namespace) and

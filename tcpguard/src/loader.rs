@@ -28,6 +28,8 @@ pub const PROGRAM: &str = "tcpguard";
 pub const BASELINE_PROGRAM: &str = "xdp_pass";
 /// The TC egress program: the server's SYN-ACKs and RSTs.
 pub const EGRESS_PROGRAM: &str = "tcpguard_egress";
+/// A TC program that passes everything (the egress benchmark's baseline).
+pub const EGRESS_BASELINE: &str = "tc_pass";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoaderError {
@@ -184,13 +186,14 @@ impl Datapath {
                 .map_err(|source| LoaderError::Verify { name, source })?;
             prog.load().map_err(|source| LoaderError::Verify { name, source })?;
         }
-        let name = EGRESS_PROGRAM;
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(name)
-            .ok_or(LoaderError::MissingProgram { name })?
-            .try_into()
-            .map_err(|source| LoaderError::Verify { name, source })?;
-        prog.load().map_err(|source| LoaderError::Verify { name, source })?;
+        for name in [EGRESS_PROGRAM, EGRESS_BASELINE] {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or(LoaderError::MissingProgram { name })?
+                .try_into()
+                .map_err(|source| LoaderError::Verify { name, source })?;
+            prog.load().map_err(|source| LoaderError::Verify { name, source })?;
+        }
         Ok(Datapath { ebpf, link: None, egress_link: None })
     }
 
@@ -201,6 +204,11 @@ impl Datapath {
     /// The TC egress program (loaded in `load`).
     pub fn egress(&self) -> &SchedClassifier {
         self.ebpf.program(EGRESS_PROGRAM).and_then(|p| p.try_into().ok()).expect("program loaded")
+    }
+
+    /// The pass-everything TC program (loaded in `load`).
+    pub fn egress_baseline(&self) -> &SchedClassifier {
+        self.ebpf.program(EGRESS_BASELINE).and_then(|p| p.try_into().ok()).expect("program loaded")
     }
 
     fn egress_mut(&mut self) -> Result<&mut SchedClassifier, LoaderError> {
