@@ -119,6 +119,8 @@ counters! {
     NewSource => "new_source": Event,
     /// Heavy-source reports sent to the daemon.
     HeavyEvent => "heavy_event": Event,
+    /// Heavy-aggregate (/24, /64) reports sent to the daemon.
+    HeavyPrefixEvent => "heavy_prefix_event": Event,
     /// The source table refused an insert (the SYN is still rate limited
     /// and tracked, on a fresh per-packet copy of the source's state).
     SourceInsertFailed => "source_insert_failed": Event,

@@ -9,6 +9,7 @@ pub mod map_names {
     pub const HALF_OPEN: &str = "HALF_OPEN";
     pub const HO_BUCKETS: &str = "HO_BUCKETS";
     pub const SRC_STATS: &str = "SRC_STATS";
+    pub const AGG_STATS: &str = "AGG_STATS";
     pub const ALLOW_V4: &str = "ALLOW_V4";
     pub const ALLOW_V6: &str = "ALLOW_V6";
     pub const BLOCK_V4: &str = "BLOCK_V4";
@@ -26,9 +27,9 @@ pub mod map_names {
     /// Ring buffer of heavy-source events (not pinned: per daemon run).
     pub const EVENTS: &str = "EVENTS";
     /// Every map the program owns, in pinning order.
-    pub const ALL: [&str; 15] = [
-        SETTINGS, COUNTERS, HALF_OPEN, HO_BUCKETS, SRC_STATS, ALLOW_V4, ALLOW_V6, BLOCK_V4, BLOCK_V6, PORTS, SYN_SEEN,
-        ATTACK, RATE_WIN, SKETCH, HLL,
+    pub const ALL: [&str; 16] = [
+        SETTINGS, COUNTERS, HALF_OPEN, HO_BUCKETS, SRC_STATS, AGG_STATS, ALLOW_V4, ALLOW_V6, BLOCK_V4, BLOCK_V6, PORTS,
+        SYN_SEEN, ATTACK, RATE_WIN, SKETCH, HLL,
     ];
 }
 
@@ -82,7 +83,9 @@ pub const MAX_HALF_OPEN_TIMEOUT_NS: u64 = 60_000_000_000;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Settings {
     pub flags: u32,
-    pub _pad: u32,
+    /// SYNs within one second from one aggregate (an IPv4 /24, an IPv6 /64)
+    /// that make it "heavy": reported once per second. 0 = no aggregates.
+    pub heavy_prefix_syns_per_sec: u32,
     /// SYNs per second allowed per source address; 0 = unlimited.
     pub syn_rate: u64,
     /// Token-bucket depth per source; 0 means "equal to `syn_rate`".
@@ -220,6 +223,52 @@ pub struct SrcStats {
     pub second_start_ns: u64,
 }
 
+/// Prefix length of the aggregates heavy sources are also counted by.
+pub const AGG_V4_LEN: u8 = 24;
+pub const AGG_V6_LEN: u8 = 64;
+pub const DEFAULT_AGG_ENTRIES: u32 = 65_536;
+
+/// The aggregate key of a source: its /24 (IPv4, as IPv4-mapped IPv6) or
+/// its /64 (IPv6), host bits cleared.
+#[inline(always)]
+pub fn aggregate_key(addr: &[u8; 16]) -> [u8; 16] {
+    let mut k = *addr;
+    let v4 = addr[..10] == [0; 10] && addr[10] == 0xff && addr[11] == 0xff;
+    if v4 {
+        k[15] = 0;
+    } else {
+        let mut i = 8;
+        while i < 16 {
+            k[i] = 0;
+            i += 1;
+        }
+    }
+    k
+}
+
+/// Per-aggregate counts in `AGG_STATS` (SYNs of all its sources).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AggStats {
+    pub syns: u64,
+    /// SYNs in the current one-second window, and its start.
+    pub second_syns: u64,
+    pub second_start_ns: u64,
+}
+
+/// Sent on the `EVENTS` ring buffer when an aggregate reaches
+/// `Settings::heavy_prefix_syns_per_sec` within one second (told from the
+/// other records by its size).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AggEvent {
+    /// The aggregate's network address (IPv4-mapped for IPv4).
+    pub addr: [u8; 16],
+    pub syns: u64,
+    pub len: u32,
+    pub _pad: u32,
+}
+
 /// Sent on the `EVENTS` ring buffer when a source reaches
 /// `Settings::heavy_syns_per_sec` within one second. The daemon follows
 /// such sources with point lookups instead of scanning `SRC_STATS`.
@@ -303,8 +352,8 @@ pub struct HoBucket {
 #[cfg(all(feature = "user", not(target_arch = "bpf")))]
 mod pod {
     use super::{
-        AllowEntry, AttackState, BlockEntry, FlowKey, HalfOpen, HeavyEvent, HoBucket, ModeEvent, RateWindow, Settings,
-        SrcKey, SrcStats,
+        AggEvent, AggStats, AllowEntry, AttackState, BlockEntry, FlowKey, HalfOpen, HeavyEvent, HoBucket, ModeEvent,
+        RateWindow, Settings, SrcKey, SrcStats,
     };
     unsafe impl aya::Pod for Settings {}
     unsafe impl aya::Pod for SrcKey {}
@@ -315,6 +364,8 @@ mod pod {
     unsafe impl aya::Pod for AllowEntry {}
     unsafe impl aya::Pod for HoBucket {}
     unsafe impl aya::Pod for HeavyEvent {}
+    unsafe impl aya::Pod for AggStats {}
+    unsafe impl aya::Pod for AggEvent {}
     unsafe impl aya::Pod for crate::Counters {}
     unsafe impl aya::Pod for AttackState {}
     unsafe impl aya::Pod for ModeEvent {}
@@ -344,12 +395,26 @@ mod tests {
     use core::mem::size_of;
 
     #[test]
+    fn aggregates_are_the_slash_24_and_slash_64() {
+        let v4 = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 51, 100, 77];
+        assert_eq!(aggregate_key(&v4), [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 51, 100, 0]);
+        let v6 = [0x20, 0x01, 0x0d, 0xb8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+        assert_eq!(aggregate_key(&v6), [0x20, 0x01, 0x0d, 0xb8, 1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0]);
+        // An IPv6 address that only looks mapped in part is IPv6.
+        let odd = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xfe, 1, 2, 3, 4];
+        assert_eq!(aggregate_key(&odd), [0; 16]);
+    }
+
+    #[test]
     fn sizes_have_no_hidden_padding() {
         assert_eq!(size_of::<Settings>(), 72);
         assert_eq!(size_of::<AttackState>(), 48);
         assert_eq!(size_of::<RateWindow>(), 32);
         assert_ne!(size_of::<ModeEvent>(), size_of::<HeavyEvent>(), "told apart by size");
         assert_eq!(size_of::<HeavyEvent>(), 40);
+        assert_eq!(size_of::<AggEvent>(), 32);
+        assert_eq!(size_of::<AggStats>(), 24);
+        assert_ne!(size_of::<AggEvent>(), size_of::<ModeEvent>(), "told apart by size");
         assert_eq!(size_of::<SrcKey>(), 16);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<HalfOpen>(), 24);

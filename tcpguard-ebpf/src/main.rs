@@ -39,10 +39,10 @@ use tcpguard_common::{
     sketch::{self, Hll, Sketch},
     synack,
     verdict::{self, Rule},
-    AllowEntry, AttackState, BlockEntry, Counter, Counters, FlowKey, HalfOpen, HeavyEvent, HoBucket, ModeEvent,
-    RateWindow, Settings, SrcKey, SrcStats, ATTACK_REASON_SYN_RATE, DEFAULT_HALF_OPEN_ENTRIES, DEFAULT_SRC_ENTRIES,
-    FLAG_EGRESS, FLAG_HAS_ALLOWS, FLAG_HAS_BLOCKS, FLAG_MONITOR, FLAG_PORT_FILTER, FLAG_XDP_COOKIES, LIST_ENTRIES,
-    PORT_ENTRIES,
+    AggEvent, AggStats, AllowEntry, AttackState, BlockEntry, Counter, Counters, FlowKey, HalfOpen, HeavyEvent,
+    HoBucket, ModeEvent, RateWindow, Settings, SrcKey, SrcStats, ATTACK_REASON_SYN_RATE, DEFAULT_AGG_ENTRIES,
+    DEFAULT_HALF_OPEN_ENTRIES, DEFAULT_SRC_ENTRIES, FLAG_EGRESS, FLAG_HAS_ALLOWS, FLAG_HAS_BLOCKS, FLAG_MONITOR,
+    FLAG_PORT_FILTER, FLAG_XDP_COOKIES, LIST_ENTRIES, PORT_ENTRIES,
 };
 
 #[map]
@@ -61,6 +61,10 @@ static SYN_SEEN: Array<u64> = Array::with_max_entries(handshake::FILTER_SLOTS, 0
 static HO_BUCKETS: PerCpuArray<HoBucket> = PerCpuArray::with_max_entries(BUCKETS, 0);
 #[map]
 static SRC_STATS: LruHashMap<SrcKey, SrcStats> = LruHashMap::with_max_entries(DEFAULT_SRC_ENTRIES, 0);
+/// Per-aggregate (/24, /64) SYN counts: a flood spread over one subnet,
+/// each address under the heavy rate, is heavy as a whole.
+#[map]
+static AGG_STATS: LruHashMap<SrcKey, AggStats> = LruHashMap::with_max_entries(DEFAULT_AGG_ENTRIES, 0);
 #[map]
 static ALLOW_V4: LpmTrie<[u8; 4], AllowEntry> = LpmTrie::with_max_entries(LIST_ENTRIES, BPF_F_NO_PREALLOC);
 #[map]
@@ -364,6 +368,10 @@ fn on_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket) -> u3
         }
     }
     if atk.active == 0 {
+        // Tracking mode: the source's aggregate (/24, /64) too.
+        if s.heavy_prefix_syns_per_sec != 0 {
+            count_aggregate(c, s, p, now);
+        }
         return track_syn(ctx, c, s, p, &SynArgs { now, promoted: 0 });
     }
 
@@ -383,6 +391,19 @@ fn on_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket) -> u3
     };
     let promote = tcpguard_common::promote_threshold(s);
     let heavy = promote != 0 && sketch::promote_estimate(est, w.epoch_syns) >= promote;
+    // Aggregates (/24, /64) through the same sketch under their own hash:
+    // only one the sketch finds heavy reaches its table.
+    if s.heavy_prefix_syns_per_sec != 0 {
+        let ah = sketch::src_hash(&tcpguard_common::aggregate_key(&p.saddr), !s.hash_seed);
+        let aest = match SKETCH.get_ptr_mut(0) {
+            // SAFETY: per-CPU value.
+            Some(sk) => sketch::cms_add(unsafe { &mut *sk }, ah, w.epoch),
+            None => 0,
+        };
+        if sketch::promote_estimate(aest, w.epoch_syns) >= u64::from(s.heavy_prefix_syns_per_sec) {
+            count_aggregate(c, s, p, now);
+        }
+    }
     let sampled = c.get(Counter::AttackSyn) % s.sample_every() == 0;
     if heavy || sampled {
         if sampled {
@@ -502,6 +523,42 @@ fn track_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket, a:
         count_half_open(c, Some(st), now, s.timeout_ns());
     }
     xdp_action::XDP_PASS
+}
+
+/// Count a SYN against its source's aggregate (/24 or /64) and report the
+/// aggregate once per second at the heavy-prefix rate.
+#[inline(never)]
+fn count_aggregate(c: &mut Counters, s: &Settings, p: &TcpPacket, now: u64) {
+    let key = SrcKey { addr: tcpguard_common::aggregate_key(&p.saddr) };
+    let a = match AGG_STATS.get_ptr_mut(&key) {
+        Some(a) => a,
+        None => {
+            let fresh = AggStats { syns: 0, second_syns: 0, second_start_ns: now };
+            if AGG_STATS.insert(&key, &fresh, 0).is_err() {
+                return;
+            }
+            match AGG_STATS.get_ptr_mut(&key) {
+                Some(a) => a,
+                None => return,
+            }
+        }
+    };
+    // SAFETY: map value pointer; concurrent updates may lose an increment.
+    let a = unsafe { &mut *a };
+    a.syns += 1;
+    if now.saturating_sub(a.second_start_ns) >= NS_PER_SEC {
+        a.second_start_ns = now;
+        a.second_syns = 0;
+    }
+    a.second_syns += 1;
+    if a.second_syns == u64::from(s.heavy_prefix_syns_per_sec) {
+        if let Some(mut ev) = EVENTS.reserve::<AggEvent>(0) {
+            let len = if p.is_v6 { tcpguard_common::AGG_V6_LEN } else { tcpguard_common::AGG_V4_LEN };
+            ev.write(AggEvent { addr: key.addr, syns: a.syns, len: u32::from(len), _pad: 0 });
+            ev.submit(0);
+            bump(c, Counter::HeavyPrefixEvent);
+        }
+    }
 }
 
 /// A handshake became half-open at `now`: the accounting ring and the

@@ -141,6 +141,9 @@ pub struct DetectionConfig {
     pub start_ticks: u32,
     pub hold_down_secs: f64,
     pub heavy_source_syn_rate: u64,
+    /// An aggregate (IPv4 /24, IPv6 /64) sending this many SYN/s in all is
+    /// "heavy" (0 = no aggregates).
+    pub heavy_prefix_syn_rate: u64,
     pub heavy_share: f64,
     pub spoofed_new_source_ratio: f64,
     /// A listener whose SYN queue holds at least this share of its backlog
@@ -157,6 +160,7 @@ impl Default for DetectionConfig {
             start_ticks: 2,
             hold_down_secs: 5.0,
             heavy_source_syn_rate: 200,
+            heavy_prefix_syn_rate: 1000,
             heavy_share: 0.5,
             spoofed_new_source_ratio: 0.5,
             listener_queue_share: 0.5,
@@ -405,6 +409,9 @@ impl Config {
         }
         if t.heavy_source_syn_rate == 0 {
             return Err(("detection.heavy-source-syn-rate", "must be at least 1".into()));
+        }
+        if t.heavy_prefix_syn_rate > 10_000_000 {
+            return Err(("detection.heavy-prefix-syn-rate", format!("{} is over 10000000", t.heavy_prefix_syn_rate)));
         }
         Ok(())
     }

@@ -172,7 +172,7 @@ pub fn render_status(v: &StatusView) -> String {
             let _ = writeln!(
                 s,
                 "  {:<40} {:>8.0} SYN/s {:>6} half-open {:>6} completed",
-                t.addr.to_string(),
+                t.prefix_len.map_or_else(|| t.addr.to_string(), |l| format!("{}/{l} (aggregate)", t.addr)),
                 t.syn_per_sec,
                 t.half_open,
                 t.completed

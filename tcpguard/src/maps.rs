@@ -300,6 +300,18 @@ impl<'a> Maps<'a> {
         }
     }
 
+    /// An aggregate's (/24, /64) SYN count, by its network address.
+    pub fn aggregate(&self, net: IpAddr) -> Result<Option<tcpguard_common::AggStats>, MapsError> {
+        let n = map_names::AGG_STATS;
+        let m: HashMap<&MapData, SrcKey, tcpguard_common::AggStats> =
+            HashMap::try_from(self.map(n)?).map_err(op(n, "open"))?;
+        match m.get(&src_key(net), 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(op(n, "read")(e)),
+        }
+    }
+
     /// Every tracked source. O(table size): for tests and occasional use,
     /// not for the daemon's tick.
     pub fn sources(&self) -> Result<Vec<(IpAddr, SrcStats)>, MapsError> {

@@ -173,6 +173,9 @@ pub struct BlockView {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SourceView {
     pub addr: IpAddr,
+    /// Set for an aggregate of sources (24 or 64): `addr` is its network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_len: Option<u8>,
     pub syn_per_sec: f64,
     pub syns: u64,
     pub completed: u64,

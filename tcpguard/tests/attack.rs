@@ -509,6 +509,44 @@ fn attack_mode_makes_no_insert_per_syn_and_finds_the_heavy_source() {
 }
 
 #[test]
+fn attack_mode_finds_a_heavy_subnet_through_the_sketch() {
+    let _g = serial();
+    let mut dp = load();
+    let s = Settings { heavy_prefix_syns_per_sec: 300, ..attack_settings(0) };
+    Maps::new(&mut dp.ebpf).set_settings(&s).unwrap();
+    enter_attack(&mut dp);
+    let before = counters(&mut dp);
+    // One SYN in five from 250 addresses of 198.51.100.0/24 (about five
+    // each: no source is heavy), the rest from spoofed addresses all over
+    // 10.0.0.0/8 (one /24 rarely twice).
+    for i in 0..6400u32 {
+        let src = if i % 5 == 0 {
+            [198, 51, 100, (i / 5 % 250) as u8 + 1]
+        } else {
+            let x = i.wrapping_mul(2_654_435_761);
+            [10, (x >> 16) as u8, (x >> 8) as u8, x as u8]
+        };
+        let f = Craft::v4(src, SERVER, 1024 + (i % 50_000) as u16, 80).flags(TCP_SYN).seq(i).build();
+        assert_eq!(run(&dp, &f), XDP_PASS);
+    }
+    let after = counters(&mut dp);
+    let d = |c| after.get(c) - before.get(c);
+    assert_eq!(d(SketchPromoted), 0, "no single source is heavy");
+    assert!(d(HeavyPrefixEvent) >= 1, "the /24 was reported");
+    let m = Maps::new(&mut dp.ebpf);
+    let agg = m.aggregate("198.51.100.0".parse().unwrap()).unwrap().expect("the /24 counted");
+    assert!(agg.syns >= 300 && agg.syns <= 1280, "{} SYNs counted", agg.syns);
+    // The spread-out flood's own /24s never reach the table.
+    let strays = (1..200u32)
+        .filter(|i| {
+            let x = (i * 5 + 1).wrapping_mul(2_654_435_761);
+            m.aggregate(IpAddr::from([10, (x >> 16) as u8, (x >> 8) as u8, 0])).unwrap().is_some()
+        })
+        .count();
+    assert_eq!(strays, 0);
+}
+
+#[test]
 fn leaving_attack_mode_restores_tracking() {
     let _g = serial();
     let mut dp = load();

@@ -1119,3 +1119,52 @@ fn half_open_agrees_with_the_kernels_syn_recv_during_a_flood() {
     drop(d);
     drop(server);
 }
+
+#[test]
+fn a_flood_spread_over_one_subnet_is_blocked_as_the_subnet() {
+    let _serial = serial();
+    require_root();
+    let lab = Lab::new().unwrap();
+    let f = Files::new("subnet");
+    f.write_config("auto", "");
+    let server = serve(&lab);
+    let d = Daemon::start(&lab, &f);
+    // 20 addresses of 198.51.100.0/24 at 150 SYN/s each: every one under
+    // the 200 SYN/s heavy rate, the /24 at 3,000.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = start_flood(&lab, Sources::Set("198.51.100.0/24".parse().unwrap(), 20), 3_000, 30, stop.clone());
+    let (v, waited) = wait_status(&f, Duration::from_secs(5), "the /24 blocked", |v| {
+        v["blocked"].as_array().unwrap().iter().any(|b| b["prefix"] == "198.51.100.0/24")
+    });
+    eprintln!("/24 blocked {waited:?} after the flood started");
+    assert_eq!(v["attack"]["kind"], "few-heavy-sources", "{:#}", v["attack"]);
+    assert!(
+        !v["blocked"].as_array().unwrap().iter().any(|b| b["prefix"].as_str().unwrap().ends_with("/32")),
+        "no single address was heavy: {:#}",
+        v["blocked"]
+    );
+    std::thread::sleep(Duration::from_millis(2 * TICK_MS));
+    let before = status(&f).unwrap()["counters"]["drop_blocked"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let after = status(&f).unwrap()["counters"]["drop_blocked"].as_u64().unwrap();
+    assert!(after > before + 500, "the /24 is dropped in XDP: {before} -> {after}");
+    stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    d.stop();
+
+    // The same flood with one address of the /24 allow-listed: the
+    // aggregate is never blocked (its sources are not heavy either).
+    let f2 = Files::new("subnet-allow");
+    f2.write_config("auto", "[datapath]\nallow = [\"127.0.0.0/8\", \"198.51.100.200\"]\n");
+    let d = Daemon::start(&lab, &f2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = start_flood(&lab, Sources::Set("198.51.100.0/24".parse().unwrap(), 20), 3_000, 30, stop.clone());
+    std::thread::sleep(Duration::from_secs(3));
+    let v = status(&f2).unwrap();
+    assert!(v["blocked"].as_array().unwrap().is_empty(), "{:#}", v["blocked"]);
+    stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    let log = d.stop();
+    assert!(log.contains("not blocking the heavy aggregate 198.51.100.0/24"), "{log}");
+    drop(server);
+}

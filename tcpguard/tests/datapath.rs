@@ -491,6 +491,39 @@ fn heavy_source_is_reported_once_per_second() {
     assert!(rb.next().is_none());
 }
 
+#[test]
+fn a_subnet_is_counted_and_reported_as_an_aggregate() {
+    use aya::maps::RingBuf;
+    let mut dp = load();
+    maps(&mut dp)
+        .set_settings(&Settings { heavy_syns_per_sec: 100, heavy_prefix_syns_per_sec: 5, ..Settings::default() })
+        .unwrap();
+    // Five addresses of one /24, one SYN each: no source is heavy, the /24 is.
+    for i in 1..=5u8 {
+        run(&dp, &syn4([198, 51, 100, i], 1000, 1).build());
+    }
+    // Another /24 and a /64 stay under.
+    run(&dp, &syn4([198, 51, 101, 1], 1000, 1).build());
+    for i in 0..3u8 {
+        let f = Craft::v6(v6(20 + i), v6(1), 1000, 443).flags(TCP_SYN).seq(5).build();
+        run(&dp, &f);
+    }
+    let c = counters(&mut dp);
+    assert_eq!((c.get(HeavyPrefixEvent), c.get(HeavyEvent)), (1, 0));
+    let agg = |m: &Maps<'_>, a: &str| m.aggregate(a.parse().unwrap()).unwrap().map(|x| x.syns);
+    let m = maps(&mut dp);
+    assert_eq!(agg(&m, "198.51.100.0"), Some(5));
+    assert_eq!(agg(&m, "198.51.101.0"), Some(1));
+    assert_eq!(agg(&m, "2001:db8::"), Some(3), "the v6 sources share their /64");
+    let mut rb = RingBuf::try_from(dp.ebpf.map_mut("EVENTS").unwrap()).unwrap();
+    let item = rb.next().expect("one aggregate event");
+    assert_eq!(item.len(), std::mem::size_of::<tcpguard_common::AggEvent>());
+    let ev: tcpguard_common::AggEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+    assert_eq!((&ev.addr[12..], ev.len, ev.syns), (&[198u8, 51, 100, 0][..], 24, 5));
+    drop(item);
+    assert!(rb.next().is_none());
+}
+
 /// Differential test: the same random and mutated frames through the host
 /// parser and the XDP program. For every frame they agree: a parse error
 /// on the host is the same pass counter in the kernel (and nothing else

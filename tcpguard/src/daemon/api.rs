@@ -152,6 +152,7 @@ fn scan_top(
             let addr = crate::maps::key_addr(&k);
             let v = by.entry(addr).or_insert(crate::proto::SourceView {
                 addr,
+                prefix_len: None,
                 syn_per_sec: 0.0,
                 syns: 0,
                 completed: 0,

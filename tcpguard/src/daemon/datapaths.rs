@@ -239,6 +239,12 @@ impl Datapaths {
         Ok(total)
     }
 
+    /// An aggregate's SYNs summed over interfaces; `None` if none counts it.
+    pub fn aggregate(&mut self, net: IpAddr) -> Result<Option<u64>> {
+        let found: Vec<_> = self.each(|_, m| m.aggregate(net))?.into_iter().flatten().collect();
+        Ok((!found.is_empty()).then(|| found.iter().map(|a| a.syns).sum()))
+    }
+
     /// Write the settings and lists of `cfg` to every interface; entries of
     /// `old` that are gone are removed. `settings` is completed per
     /// interface (MSS from its MTU, the list flags as the lists say).

@@ -60,6 +60,9 @@ pub struct Sample {
 #[derive(Clone, Debug, PartialEq)]
 pub struct SourceSample {
     pub addr: IpAddr,
+    /// Prefix length: the whole address for a source, 24 or 64 for an
+    /// aggregate of sources (its network address in `addr`).
+    pub len: u8,
     /// Cumulative SYNs from this source.
     pub syns: u64,
     pub completed: u64,
@@ -89,6 +92,9 @@ pub struct Rates {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HeavySource {
     pub addr: IpAddr,
+    /// As in [`SourceSample`]: 32/128 a source, 24/64 an aggregate.
+    #[serde(default)]
+    pub len: u8,
     pub syn_per_sec: f64,
     pub half_open: u64,
     pub completed: u64,
@@ -116,7 +122,7 @@ pub struct Assessment {
 pub struct Detector {
     cfg: DetectionConfig,
     prev: Option<Sample>,
-    prev_sources: HashMap<IpAddr, u64>,
+    prev_sources: HashMap<(IpAddr, u8), u64>,
     phase: Phase,
     over_ticks: u32,
     kind: Option<Kind>,
@@ -151,7 +157,7 @@ impl Detector {
         let Some(prev) = self.prev.take() else {
             // First sample: nothing to compare with.
             for src in &s.sources {
-                self.prev_sources.insert(src.addr, src.syns);
+                self.prev_sources.insert((src.addr, src.len), src.syns);
             }
             let listeners = listener_pressure(&s.listeners, &s.listeners, 1.0, self.cfg.listener_queue_share);
             self.prev = Some(s);
@@ -176,22 +182,26 @@ impl Detector {
         let mut heavy: Vec<HeavySource> = Vec::new();
         let mut next_prev = HashMap::with_capacity(s.sources.len());
         for src in &s.sources {
-            let rate = match self.prev_sources.get(&src.addr) {
+            let host = src.len == if src.addr.is_ipv4() { 32 } else { 128 };
+            let heavy_rate = if host { self.cfg.heavy_source_syn_rate } else { self.cfg.heavy_prefix_syn_rate } as f64;
+            let rate = match self.prev_sources.get(&(src.addr, src.len)) {
                 Some(&p) => d(src.syns, p) / dt,
                 // Newly reported: it reached the heavy rate within one
                 // second; count what it sent since the report too.
-                None => (d(src.syns, src.syns_at_report) / dt).max(self.cfg.heavy_source_syn_rate as f64),
+                None => (d(src.syns, src.syns_at_report) / dt).max(heavy_rate),
             };
-            next_prev.insert(src.addr, src.syns);
-            if rate >= self.cfg.heavy_source_syn_rate as f64 {
+            next_prev.insert((src.addr, src.len), src.syns);
+            if rate >= heavy_rate && heavy_rate > 0.0 {
                 heavy.push(HeavySource {
                     addr: src.addr,
+                    len: src.len,
                     syn_per_sec: rate,
                     half_open: src.half_open,
                     completed: src.completed,
                 });
             }
         }
+        drop_aggregates_of_heavy_sources(&mut heavy, self.cfg.heavy_prefix_syn_rate as f64);
         heavy.sort_by(|a, b| b.syn_per_sec.total_cmp(&a.syn_per_sec));
         self.prev_sources = next_prev;
 
@@ -229,7 +239,7 @@ impl Detector {
         if over {
             // Blocked sources were heavy when blocked: their dropped SYNs
             // keep counting as heavy-source traffic.
-            let heavy_rate: f64 = heavy.iter().map(|h| h.syn_per_sec).sum::<f64>() + blocked / dt;
+            let heavy_rate = heavy_total(&heavy) + blocked / dt;
             let share = (heavy_rate / rates.syn_per_sec.max(1e-9)).min(1.0);
             let new_ratio = (rates.new_sources_per_sec / rates.syn_per_sec.max(1e-9)).min(1.0);
             let kind = if share >= c.heavy_share {
@@ -322,6 +332,43 @@ impl Detector {
     }
 }
 
+/// An aggregate is heavy for what its sources send *besides* its heavy
+/// sources: one heavy address makes its /24 look heavy too, and blocking
+/// the /24 for it would cut off its neighbours.
+fn drop_aggregates_of_heavy_sources(heavy: &mut Vec<HeavySource>, prefix_rate: f64) {
+    let hosts: Vec<(IpAddr, f64)> = heavy
+        .iter()
+        .filter(|h| h.len == if h.addr.is_ipv4() { 32 } else { 128 })
+        .map(|h| (h.addr, h.syn_per_sec))
+        .collect();
+    heavy.retain(|h| {
+        if h.len == if h.addr.is_ipv4() { 32 } else { 128 } {
+            return true;
+        }
+        let net = crate::net::Prefix::new(h.addr, h.len);
+        let own: f64 = hosts.iter().filter(|(a, _)| net.contains(*a)).map(|(_, r)| r).sum();
+        h.syn_per_sec - own >= prefix_rate
+    });
+}
+
+/// SYN/s of the heavy sources and aggregates, a source inside a heavy
+/// aggregate counted once (with its aggregate).
+fn heavy_total(heavy: &[HeavySource]) -> f64 {
+    let aggs: Vec<crate::net::Prefix> = heavy
+        .iter()
+        .filter(|h| h.len < if h.addr.is_ipv4() { 32 } else { 128 })
+        .map(|h| crate::net::Prefix::new(h.addr, h.len))
+        .collect();
+    heavy
+        .iter()
+        .filter(|h| {
+            let host = h.len == if h.addr.is_ipv4() { 32 } else { 128 };
+            !host || !aggs.iter().any(|a| a.contains(h.addr))
+        })
+        .map(|h| h.syn_per_sec)
+        .sum()
+}
+
 /// Each listener's pressure this tick (`prev`: the last tick's readings,
 /// for the drop rate), most pressed first.
 fn listener_pressure(now: &[ListenerSample], prev: &[ListenerSample], dt: f64, share: f64) -> Vec<ListenerPressure> {
@@ -386,6 +433,7 @@ mod tests {
                     Some(x) => x.syns += (rate * self.tick) as u64,
                     None => self.s.sources.push(SourceSample {
                         addr: *addr,
+                        len: if addr.is_ipv4() { 32 } else { 128 },
                         syns: (rate * self.tick) as u64,
                         completed: 0,
                         half_open: 0,
@@ -432,6 +480,51 @@ mod tests {
         assert!(!a.listeners[1].pressured);
         // The SYN-rate floor is what the listeners hold in all (64 + 128).
         assert!((a.evidence[0].threshold - 192.0).abs() < 1e-9, "{:?}", a.evidence[0]);
+    }
+
+    #[test]
+    fn a_flood_spread_over_one_subnet_is_few_heavy_through_its_aggregate() {
+        let mut d = Detector::new(cfg());
+        let mut g = Series::new();
+        // 20 addresses of one /24 at 150 SYN/s each (under the 200 heavy
+        // rate): no source is heavy, the /24 (3000 SYN/s) is.
+        let net: IpAddr = "198.51.100.0".parse().unwrap();
+        let hosts: Vec<(IpAddr, f64)> = (1..=20u8).map(|i| (IpAddr::from([198, 51, 100, i]), 150.0)).collect();
+        let mut a = None;
+        for _ in 0..4 {
+            let mut s = g.tick(3000.0, 30.0, 1.0, 1000, &hosts);
+            let agg = s.sources.iter().filter(|x| x.len == 32).map(|x| x.syns).sum();
+            s.sources.push(SourceSample {
+                addr: net,
+                len: 24,
+                syns: agg,
+                completed: 0,
+                half_open: 0,
+                syns_at_report: 0,
+            });
+            a = Some(d.step(s));
+        }
+        let a = a.unwrap();
+        assert_eq!(a.kind, Some(Kind::FewHeavySources), "{:?}", a.evidence);
+        assert_eq!(a.heavy.len(), 1, "only the aggregate is heavy: {:?}", a.heavy);
+        assert_eq!((a.heavy[0].addr, a.heavy[0].len), (net, 24));
+        // Counted once: its sources (not heavy) add nothing beside it.
+        let h = |addr: &str, len: u8, r: f64| HeavySource {
+            addr: addr.parse().unwrap(),
+            len,
+            syn_per_sec: r,
+            half_open: 0,
+            completed: 0,
+        };
+        // One heavy address does not make its /24 heavy; a /24 with enough
+        // besides it does.
+        let mut v = vec![h("203.0.113.0", 24, 5000.0), h("203.0.113.9", 32, 4500.0), h("198.51.100.0", 24, 3000.0)];
+        drop_aggregates_of_heavy_sources(&mut v, 1000.0);
+        let kept: Vec<String> = v.iter().map(|x| format!("{}/{}", x.addr, x.len)).collect();
+        assert_eq!(kept, ["203.0.113.9/32", "198.51.100.0/24"]);
+        let total =
+            heavy_total(&[h("198.51.100.0", 24, 3000.0), h("198.51.100.5", 32, 400.0), h("10.0.0.1", 32, 500.0)]);
+        assert!((total - 3500.0).abs() < 1e-9, "{total}");
     }
 
     #[test]

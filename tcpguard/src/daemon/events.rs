@@ -5,7 +5,7 @@
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
 use std::net::IpAddr;
-use tcpguard_common::{HeavyEvent, ModeEvent};
+use tcpguard_common::{AggEvent, HeavyEvent, ModeEvent};
 use tokio::sync::mpsc;
 
 use crate::loader::Datapath;
@@ -14,6 +14,8 @@ use crate::loader::Datapath;
 pub enum DpEvent {
     /// A source reached the heavy rate.
     Heavy { addr: IpAddr, syns: u64 },
+    /// An aggregate (/24, /64) reached the heavy-prefix rate.
+    HeavyPrefix { prefix: crate::net::Prefix, syns: u64 },
     /// An interface's datapath entered attack mode by itself.
     AttackEntered { iface: String, entered_ns: u64 },
 }
@@ -35,6 +37,11 @@ pub fn spawn_reader(iface: String, rb: RingBuf<MapData>, tx: mpsc::Sender<DpEven
                         addr: crate::maps::key_addr(&tcpguard_common::SrcKey { addr: ev.addr }),
                         syns: ev.syns,
                     }
+                } else if item.len() == std::mem::size_of::<AggEvent>() {
+                    // SAFETY: as above, a whole AggEvent.
+                    let ev: AggEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                    let addr = crate::maps::key_addr(&tcpguard_common::SrcKey { addr: ev.addr });
+                    DpEvent::HeavyPrefix { prefix: crate::net::Prefix::new(addr, ev.len as u8), syns: ev.syns }
                 } else if item.len() == std::mem::size_of::<ModeEvent>() {
                     // SAFETY: as above, a whole ModeEvent.
                     let ev: ModeEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };

@@ -324,7 +324,8 @@ impl Daemon {
     /// A record from a datapath's ring buffer.
     fn on_event(&mut self, ev: DpEvent) {
         match ev {
-            DpEvent::Heavy { addr, syns } => self.sampler.follow(addr, syns, monotonic_ns() as f64 / 1e9),
+            DpEvent::Heavy { addr, syns } => self.sampler.follow(Prefix::host(addr), syns, monotonic_ns() as f64 / 1e9),
+            DpEvent::HeavyPrefix { prefix, syns } => self.sampler.follow(prefix, syns, monotonic_ns() as f64 / 1e9),
             DpEvent::AttackEntered { iface, entered_ns } => {
                 let age_ms = monotonic_ns().saturating_sub(entered_ns) as f64 / 1e6;
                 log::warn!(
@@ -381,7 +382,7 @@ impl Daemon {
         }
         let settings = Settings {
             flags,
-            _pad: 0,
+            heavy_prefix_syns_per_sec: self.cfg.detection.heavy_prefix_syn_rate as u32,
             syn_rate: p.syn_rate_per_source,
             syn_burst: p.syn_burst,
             half_open_timeout_ns: p.half_open_timeout_secs * 1_000_000_000,

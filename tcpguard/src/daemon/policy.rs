@@ -24,12 +24,15 @@ pub enum Action {
 pub struct Policy {
     pub cfg: PolicyConfig,
     offences: HashMap<IpAddr, u32>,
+    /// Aggregates already reported as not blocked (they cover an
+    /// allow-listed address): said once, not every tick.
+    warned: std::collections::HashSet<Prefix>,
     pub cookies_forced: bool,
 }
 
 impl Policy {
     pub fn new(cfg: PolicyConfig) -> Self {
-        Policy { cfg, offences: HashMap::new(), cookies_forced: false }
+        Policy { cfg, offences: HashMap::new(), warned: std::collections::HashSet::new(), cookies_forced: false }
     }
 
     pub fn mode(&self) -> PolicyMode {
@@ -69,8 +72,14 @@ impl Policy {
         if block && a.phase == Phase::Active {
             let mut room = self.cfg.max_blocked.saturating_sub(daemon_blocks);
             for h in &a.heavy {
-                let prefix = Prefix::host(h.addr);
-                if blocked.contains(&prefix) || allow.iter().any(|p| p.contains(h.addr)) {
+                let prefix = Prefix::new(h.addr, h.len);
+                // Never block an allow-listed address, whether the block is
+                // the address itself or an aggregate covering it.
+                let covers_allowed = allow.iter().any(|p| p.contains(h.addr) || prefix.contains(p.addr));
+                if blocked.iter().any(|b| b.contains(h.addr) && b.len <= prefix.len) || covers_allowed {
+                    if covers_allowed && prefix.len < Prefix::host(h.addr).len && self.warned.insert(prefix) {
+                        log::warn!("not blocking the heavy aggregate {prefix}: it covers an allow-listed address");
+                    }
                     continue;
                 }
                 if room == 0 {
@@ -107,7 +116,11 @@ mod tests {
             rates: Rates::default(),
             heavy: heavy
                 .iter()
-                .map(|a| HeavySource { addr: a.parse().unwrap(), syn_per_sec: 5000.0, half_open: 100, completed: 0 })
+                .map(|a| {
+                    // "net/len" is an aggregate, a bare address a source.
+                    let p: Prefix = a.parse().unwrap();
+                    HeavySource { addr: p.addr, len: p.len, syn_per_sec: 5000.0, half_open: 100, completed: 0 }
+                })
                 .collect(),
             listeners: Vec::new(),
             since: Some(1.0),
@@ -128,6 +141,28 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_heavy_aggregate_is_blocked_as_the_prefix_unless_it_covers_an_allowed_address() {
+        let mut p = Policy::new(PolicyConfig::default());
+        let a = assessment(Phase::Active, Some(Kind::FewHeavySources), &["198.51.100.0/24", "2001:db8:1:2::/64"]);
+        let blocks: Vec<String> = p
+            .decide(&a, &[], &HashSet::new(), 0)
+            .iter()
+            .map(|x| match x {
+                Action::Block { prefix, .. } => prefix.to_string(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(blocks, ["198.51.100.0/24", "2001:db8:1:2::/64"]);
+        // One allow-listed address inside: the aggregate is never blocked.
+        let allow: Vec<Prefix> = vec!["198.51.100.7".parse().unwrap(), "2001:db8::/32".parse().unwrap()];
+        assert!(p.decide(&a, &allow, &HashSet::new(), 0).is_empty());
+        // A source inside an aggregate already blocked is not blocked again.
+        let inside = assessment(Phase::Active, Some(Kind::FewHeavySources), &["198.51.100.9"]);
+        let blocked: HashSet<Prefix> = ["198.51.100.0/24".parse().unwrap()].into_iter().collect();
+        assert!(p.decide(&inside, &[], &blocked, 1).is_empty());
     }
 
     #[test]

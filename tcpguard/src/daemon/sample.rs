@@ -3,15 +3,18 @@
 //! reported, read once per tick with a cost that does not grow with the
 //! number of sources.
 
-use std::{collections::HashMap, net::IpAddr};
+use std::collections::HashMap;
 
 use anyhow::Result;
 use tcpguard_common::{halfopen::Tally, Counter, Counters};
 
-use crate::daemon::{
-    datapaths::Datapaths,
-    detect::{Sample, SourceSample},
-    listeners::{self, ListenerSample},
+use crate::{
+    daemon::{
+        datapaths::Datapaths,
+        detect::{Sample, SourceSample},
+        listeners::{self, ListenerSample},
+    },
+    net::Prefix,
 };
 
 /// Followed heavy sources: dropped after this long without new SYNs.
@@ -38,7 +41,8 @@ pub struct Reading {
 #[derive(Default)]
 pub struct Sampler {
     tally: Tally,
-    followed: HashMap<IpAddr, Followed>,
+    /// Heavy sources (host prefixes) and aggregates (/24, /64).
+    followed: HashMap<Prefix, Followed>,
     /// Sum of the per-tick distinct-source estimates (attack mode).
     attack_distinct: u64,
     pub distinct_per_sec: f64,
@@ -51,9 +55,10 @@ impl Sampler {
         self.tally.failed_total
     }
 
-    /// A source the datapath reported heavy: follow it with point lookups.
-    pub fn follow(&mut self, addr: IpAddr, syns: u64, t: f64) {
-        self.followed.entry(addr).or_insert(Followed { syns_at_report: syns, last_syns: syns, last_growth: t });
+    /// A source or aggregate the datapath reported heavy: follow it with
+    /// point lookups.
+    pub fn follow(&mut self, what: Prefix, syns: u64, t: f64) {
+        self.followed.entry(what).or_insert(Followed { syns_at_report: syns, last_syns: syns, last_growth: t });
     }
 
     pub fn read(
@@ -103,29 +108,35 @@ impl Sampler {
     /// number of heavy sources, not with the size of the source table.
     fn followed_sources(&mut self, dps: &mut Datapaths, t: f64) -> Result<Vec<SourceSample>> {
         let mut sources = Vec::with_capacity(self.followed.len());
-        let addrs: Vec<IpAddr> = self.followed.keys().copied().collect();
-        for addr in addrs {
-            let found = dps.source(addr)?;
-            let f = self.followed.get_mut(&addr).expect("key from the map");
-            let Some(total) = found else {
+        let keys: Vec<Prefix> = self.followed.keys().copied().collect();
+        for key in keys {
+            let host = key == Prefix::host(key.addr);
+            let found = if host {
+                dps.source(key.addr)?.map(|s| (s.syns, s.completed, s.half_open))
+            } else {
+                dps.aggregate(key.addr)?.map(|syns| (syns, 0, 0))
+            };
+            let f = self.followed.get_mut(&key).expect("key from the map");
+            let Some((syns, completed, half_open)) = found else {
                 f.last_growth = f64::MIN;
                 continue;
             };
-            if total.syns > f.last_syns {
-                f.last_syns = total.syns;
+            if syns > f.last_syns {
+                f.last_syns = syns;
                 f.last_growth = t;
             }
             sources.push(SourceSample {
-                addr,
-                syns: total.syns,
-                completed: total.completed,
-                half_open: total.half_open,
+                addr: key.addr,
+                len: key.len,
+                syns,
+                completed,
+                half_open,
                 syns_at_report: f.syns_at_report,
             });
         }
         self.followed.retain(|_, f| t - f.last_growth < FOLLOW_SECS);
         if self.followed.len() > FOLLOW_MAX {
-            let mut v: Vec<(IpAddr, f64)> = self.followed.iter().map(|(a, f)| (*a, f.last_growth)).collect();
+            let mut v: Vec<(Prefix, f64)> = self.followed.iter().map(|(a, f)| (*a, f.last_growth)).collect();
             v.sort_by(|a, b| b.1.total_cmp(&a.1));
             for (a, _) in v.into_iter().skip(FOLLOW_MAX) {
                 self.followed.remove(&a);
