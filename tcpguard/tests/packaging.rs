@@ -1,5 +1,7 @@
 //! The shipped files: the systemd unit passes `systemd-analyze verify`, the
-//! commented default config is what the binary embeds and checks clean.
+//! commented default config is what the binary embeds and checks clean, the
+//! Prometheus alerting rules pass `promtool check rules` and their unit
+//! tests (`promtool test rules`).
 
 use std::process::Command;
 
@@ -52,4 +54,22 @@ fn shipped_config_checks_clean_and_bad_one_names_the_key() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("detection.start-ticks") && err.contains("outside 1..=100"), "{err}");
+}
+
+#[test]
+fn alerting_rules_check_and_their_unit_tests_pass() {
+    let dir = format!("{ROOT}/config/prometheus");
+    let promtool = |args: &[&str]| {
+        Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("promtool not found: `cargo xtask prereqs` installs it (Debian package prometheus)")
+    };
+    let o = promtool(&["check", "rules", "tcpguard-alerts.yml"]);
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success() && out.contains("SUCCESS: 7 rules found"), "{out}");
+    let o = promtool(&["test", "rules", "tcpguard-alerts.test.yml"]);
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success() && out.contains("SUCCESS"), "{out}");
 }

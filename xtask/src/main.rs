@@ -132,18 +132,18 @@ fn prereqs() -> Result<()> {
     }
     // 3. Tools the kernel tests and labs use.
     let mut missing = Vec::new();
-    for (bin, pkg) in [("ip", "iproute2"), ("systemd-analyze", "systemd")] {
+    for (bin, pkg) in [("ip", "iproute2"), ("systemd-analyze", "systemd"), ("promtool", "prometheus")] {
         if output(Command::new("sh").args(["-c", &format!("command -v {bin}")])).is_none() {
             missing.push(pkg);
         }
     }
     if missing.is_empty() {
-        say("iproute2, systemd-analyze: present");
+        say("iproute2, systemd-analyze, promtool: present");
     } else if is_root() {
         say(&format!("installing {} (apt-get install -y {})", missing.join(", "), missing.join(" ")));
         run(Command::new("apt-get").args(["update", "-qq"]))?;
         run(Command::new("apt-get")
-            .args(["install", "-y", "-qq"])
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     } else {
