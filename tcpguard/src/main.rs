@@ -160,6 +160,10 @@ async fn watch(
     drop(dp); // detaches
     if let Some(dir) = pin_dir {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing pins in {}", dir.display()))?;
+        // The pin root too, when nothing else is pinned there (a daemon's pins stay).
+        if let Some(root) = dir.parent() {
+            let _ = std::fs::remove_dir(root);
+        }
     }
     log::info!("detached from {iface}");
     Ok(())
