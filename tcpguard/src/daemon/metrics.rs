@@ -40,7 +40,6 @@ pub struct Metrics {
     xdp_cookies: IntCounter,
     xdp_cookie_acks: IntCounter,
     k_syn_recv: IntGauge,
-    k_counters: IntCounterVec,
     pub tick: Histogram,
 }
 
@@ -128,12 +127,6 @@ impl Metrics {
                 completed through cookies).",
             ),
             k_syn_recv: gauge("kernel_syn_recv_sockets", "SYN_RECV sockets according to the kernel (sock_diag)."),
-            k_counters: vec(
-                "kernel_tcpext_total",
-                "Kernel TcpExt counters (SyncookiesSent/Recv/Failed, \
-                ListenOverflows/Drops).",
-                "counter",
-            ),
             tick: reg(
                 &r,
                 Histogram::with_opts(
@@ -150,10 +143,11 @@ impl Metrics {
         m
     }
 
-    /// One tick: counters advance by what the datapath and the kernel
-    /// counted since the previous tick (`prev`, `prev_kernel`: the daemon's
-    /// readings; the maps may predate this process).
-    pub fn update(&mut self, (prev, c): (&Counters, &Counters), (p, k): (&KernelView, &KernelView), t: &TickFigures) {
+    /// One tick: counters advance by what the datapath counted since the
+    /// previous tick (`prev`: the daemon's last reading; the maps may
+    /// predate this process); `k`: the kernel's view now (gauges only: its
+    /// TcpExt counters are node_exporter's).
+    pub fn update(&mut self, (prev, c): (&Counters, &Counters), k: &KernelView, t: &TickFigures) {
         let TickFigures {
             half_open,
             failed_delta,
@@ -197,15 +191,6 @@ impl Metrics {
         self.block_list_capacity.set(i64::from(block_capacity));
         self.syncookies_forced.set(i64::from(forced));
         self.k_syn_recv.set(k.syn_recv as i64);
-        for (name, now, before) in [
-            ("SyncookiesSent", k.syncookies_sent, p.syncookies_sent),
-            ("SyncookiesRecv", k.syncookies_recv, p.syncookies_recv),
-            ("SyncookiesFailed", k.syncookies_failed, p.syncookies_failed),
-            ("ListenOverflows", k.listen_overflows, p.listen_overflows),
-            ("ListenDrops", k.listen_drops, p.listen_drops),
-        ] {
-            self.k_counters.with_label_values(&[name]).inc_by(now.saturating_sub(before));
-        }
     }
 
     pub fn attack_started(&self, k: Kind) {
@@ -326,7 +311,7 @@ mod tests {
             listeners_pressured: 1,
         };
         let k = KernelView::default();
-        m.update((&Counters::default(), &c), (&k, &k), &t);
+        m.update((&Counters::default(), &c), &k, &t);
         m.attack_started(Kind::SpoofedRandom);
         let text = String::from_utf8(m.encode()).unwrap();
         for want in [
@@ -345,15 +330,16 @@ mod tests {
             "tcpguard_datapath_attack_mode 1",
             "tcpguard_block_failures_total 2",
             "tcpguard_tick_duration_seconds_bucket",
-            "tcpguard_kernel_tcpext_total{counter=\"SyncookiesSent\"} 0",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
         assert!(!text.contains("addr="), "no per-address labels");
+        // The kernel's TcpExt counters are node_exporter's to export.
+        assert!(!text.contains("tcpext"), "{text}");
         // Counters advance by deltas.
         let before = c;
         c.v[Counter::Syn as usize] = 15;
-        m.update((&before, &c), (&k, &k), &TickFigures::default());
+        m.update((&before, &c), &k, &TickFigures::default());
         assert!(String::from_utf8(m.encode()).unwrap().contains("tcpguard_syn_packets_total 15"));
     }
 }

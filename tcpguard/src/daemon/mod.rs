@@ -282,7 +282,7 @@ impl Daemon {
     /// The tick's readings for `status` and `/metrics`.
     fn publish(&mut self, r: &sample::Reading, a: &Assessment, t: f64, blocked: [usize; 2]) {
         let (c, failed_delta) = (&r.counters, r.failed_delta);
-        let prev_kernel = std::mem::replace(&mut self.kernel, kernel::read_view(r.syn_recv));
+        self.kernel = kernel::read_view(r.syn_recv);
         let dt = (t - self.prev_t).max(1e-3);
         let drops = |c: &Counters| {
             c.get(Counter::DropBlocked)
@@ -309,7 +309,7 @@ impl Daemon {
             datapath_attack: self.mitigator.dp_attack.active,
             listeners_pressured: a.listeners.iter().filter(|l| l.pressured).count(),
         };
-        m.update((&self.rate_base, c), (&prev_kernel, &self.kernel), &figures);
+        m.update((&self.rate_base, c), &self.kernel, &figures);
     }
 
     fn publish_snapshot(&mut self) {
