@@ -284,17 +284,20 @@ fn spoofed_flood_forces_cookies_then_restores() {
         .unwrap();
     assert!(two.starts_with("HTTP/1.1 200 OK") && two.contains("HTTP/1.1 404 Not Found"), "{two}");
     assert_eq!(metric(&m1, "tcpguard_attack_active"), 1.0);
-    // Every tcpguard series the shipped alerting rules use is exported.
-    let rules =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/prometheus/tcpguard-alerts.yml"))
-            .unwrap();
+    // Every tcpguard series the shipped alerting rules and dashboard use is exported.
+    let rules = [
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../config/prometheus/tcpguard-alerts.yml"),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../config/grafana/tcpguard-dashboard.json"),
+    ]
+    .map(|p| std::fs::read_to_string(p).unwrap())
+    .concat();
     let used: std::collections::BTreeSet<&str> = rules
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .filter(|w| w.starts_with("tcpguard_"))
         .collect();
-    assert!(used.len() >= 6, "{used:?}");
+    assert!(used.len() >= 12, "{used:?}");
     for name in used {
-        assert!(m1.lines().any(|l| l.starts_with(name)), "the rules use {name}, /metrics lacks it");
+        assert!(m1.lines().any(|l| l.starts_with(name)), "the rules or dashboard use {name}, /metrics lacks it");
     }
     assert_eq!(metric(&m1, "tcpguard_syncookies_forced"), 1.0);
     assert_eq!(metric(&m1, "tcpguard_attacks_total{kind=\"spoofed-random\"}"), 1.0);

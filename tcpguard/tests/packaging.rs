@@ -3,7 +3,7 @@
 //! Prometheus alerting rules pass `promtool check rules` and their unit
 //! tests (`promtool test rules`).
 
-use std::process::Command;
+use std::{fmt::Write as _, process::Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tcpguard");
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -72,4 +72,59 @@ fn alerting_rules_check_and_their_unit_tests_pass() {
     let o = promtool(&["test", "rules", "tcpguard-alerts.test.yml"]);
     let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success() && out.contains("SUCCESS"), "{out}");
+}
+
+/// The metric names an expression selects (each is written `name{...}`).
+fn selected_series(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, _) in expr.match_indices('{') {
+        let head = &expr[..i];
+        let start = head.rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')).map_or(0, |p| p + 1);
+        if start < i {
+            out.push(head[start..].to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn dashboard_queries_are_valid_promql_over_exported_series() {
+    let text = std::fs::read_to_string(format!("{ROOT}/config/grafana/tcpguard-dashboard.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter().map(|t| t["expr"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(exprs.len() >= 15, "{} queries", exprs.len());
+    // Only series tcpguard or node_exporter export (and the scrape's `up`).
+    for e in &exprs {
+        for name in selected_series(e) {
+            assert!(
+                name.starts_with("tcpguard_") || name.starts_with("node_netstat_TcpExt_") || name == "up",
+                "{name} in {e}"
+            );
+        }
+    }
+    // Every query through promtool's parser, as recording rules (Grafana's
+    // $instance becomes a regex that matches everything).
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, e) in exprs.iter().enumerate() {
+        let e = e.replace("$instance", ".*").replace('\'', "''");
+        let _ = writeln!(rules, "      - record: tcpguard:dashboard_query_{i}\n        expr: '{e}'");
+    }
+    let path = std::env::temp_dir().join(format!("tcpguard-dashboard-{}.yml", std::process::id()));
+    std::fs::write(&path, rules).unwrap();
+    let o = Command::new("promtool").args(["check", "rules"]).arg(&path).output().expect("promtool");
+    let _ = std::fs::remove_file(&path);
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success() && out.contains(&format!("SUCCESS: {} rules found", exprs.len())), "{out}");
+    assert_eq!(selected_series("rate(tcpguard_x{a=\"b\"}[1m]) / up{job=\"t\"}"), ["tcpguard_x", "up"]);
+    // The check can fail: a broken query is refused.
+    std::fs::write(&path, "groups:\n  - name: d\n    rules:\n      - record: x:y\n        expr: 'rate(up[1m]'\n")
+        .unwrap();
+    let o = Command::new("promtool").args(["check", "rules"]).arg(&path).output().expect("promtool");
+    let _ = std::fs::remove_file(&path);
+    assert!(!o.status.success(), "promtool accepted a broken query");
 }
