@@ -125,9 +125,38 @@ pub fn xdp_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-struct Frame<'a>(&'a XdpContext);
+/// The packet bounds of a program context (XDP ingress, TC egress).
+trait PacketCtx {
+    fn data(&self) -> usize;
+    fn data_end(&self) -> usize;
+}
 
-impl PacketBuf for Frame<'_> {
+impl PacketCtx for XdpContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        XdpContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        XdpContext::data_end(self)
+    }
+}
+
+impl PacketCtx for TcContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        TcContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        TcContext::data_end(self)
+    }
+}
+
+/// Bounds-checked reads of a context's packet, for the shared parser.
+struct Frame<'a, C>(&'a C);
+
+impl<C: PacketCtx> PacketBuf for Frame<'_, C> {
     #[inline(always)]
     fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
         let start = self.0.data();
@@ -384,7 +413,8 @@ fn on_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket) -> u3
         // SAFETY: per-CPU value.
         sketch::hll_add(unsafe { &mut *r }, h);
     }
-    let est = match SKETCH.get_ptr_mut(0) {
+    let sk = SKETCH.get_ptr_mut(0);
+    let est = match sk {
         // SAFETY: per-CPU value.
         Some(sk) => sketch::cms_add(unsafe { &mut *sk }, h, w.epoch),
         None => 0,
@@ -395,8 +425,8 @@ fn on_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket) -> u3
     // only one the sketch finds heavy reaches its table.
     if s.heavy_prefix_syns_per_sec != 0 {
         let ah = sketch::src_hash(&tcpguard_common::aggregate_key(&p.saddr), !s.hash_seed);
-        let aest = match SKETCH.get_ptr_mut(0) {
-            // SAFETY: per-CPU value.
+        let aest = match sk {
+            // SAFETY: per-CPU value (the pointer looked up above).
             Some(sk) => sketch::cms_add(unsafe { &mut *sk }, ah, w.epoch),
             None => 0,
         };
@@ -998,27 +1028,12 @@ pub fn tc_pass(_ctx: TcContext) -> i32 {
     TC_ACT_OK
 }
 
-struct SkbFrame<'a>(&'a TcContext);
-
-impl PacketBuf for SkbFrame<'_> {
-    #[inline(always)]
-    fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
-        let start = self.0.data();
-        let end = self.0.data_end();
-        if start + off + N > end {
-            return None;
-        }
-        // SAFETY: the range [start+off, start+off+N) was checked against data_end.
-        Some(unsafe { core::ptr::read_unaligned((start + off) as *const [u8; N]) })
-    }
-}
-
 /// The egress parse as a subprogram (see `parse_frame`).
 #[inline(never)]
 fn parse_skb(ctx: &TcContext) -> Result<TcpPacket, parse::ParseError> {
     // SAFETY: reads the context pointer field of a valid TcContext.
     let raw = unsafe { core::ptr::read_volatile(&ctx.skb.skb) };
-    parse::parse(&SkbFrame(&TcContext::new(raw)))
+    parse::parse(&Frame(&TcContext::new(raw)))
 }
 
 #[inline(always)]

@@ -12,7 +12,7 @@
 
 use std::fmt::Write as _;
 
-use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
+use aya::programs::{TestRun, TestRunOptions, Xdp};
 use tcpguard_common::{
     craft::Craft,
     parse::{TCP_ACK, TCP_SYN},
@@ -138,7 +138,11 @@ fn attack_rows(singles: u32, repeat: u32, rounds: usize, tracking_new_ns: f64) -
     Ok(rows)
 }
 
-fn repeat_ns(p: &Xdp, frame: &[u8], repeat: u32) -> anyhow::Result<f64> {
+/// Mean ns per run of `frame` through `p` (an XDP or a TC program).
+fn repeat_ns<P>(p: &P, frame: &[u8], repeat: u32) -> anyhow::Result<f64>
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = aya::programs::TestRunResult>,
+{
     let r = p.test_run(TestRunOptions { data_in: Some(frame), repeat, ..TestRunOptions::default() })?;
     Ok(r.duration.as_nanos() as f64)
 }
@@ -203,15 +207,11 @@ fn egress_rows(singles: u32, repeat: u32, rounds: usize) -> anyhow::Result<Vec<R
     let mut m = Maps::new(&mut dp.ebpf);
     let s = m.settings()?;
     m.set_settings(&tcpguard_common::Settings { flags: s.flags | tcpguard_common::FLAG_EGRESS, ..s })?;
-    let tc_ns = |p: &SchedClassifier, f: &[u8], repeat: u32| -> anyhow::Result<f64> {
-        let r = p.test_run(TestRunOptions { data_in: Some(f), repeat, ..TestRunOptions::default() })?;
-        Ok(r.duration.as_nanos() as f64)
-    };
     let out = Craft::v4(DST, src(2), 80, 40000).flags(TCP_ACK).seq(9).ack(5).payload(&[0u8; 64]).build();
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        b.push(tc_ns(dp.egress_baseline(), &out, repeat)?);
-        a.push(tc_ns(dp.egress(), &out, repeat)?);
+        b.push(repeat_ns(dp.egress_baseline(), &out, repeat)?);
+        a.push(repeat_ns(dp.egress(), &out, repeat)?);
     }
     let mut rows = vec![Row {
         name: "egress: TCP data the server sends",
@@ -236,8 +236,8 @@ fn egress_rows(singles: u32, repeat: u32, rounds: usize) -> anyhow::Result<Vec<R
     let mut total = 0.0;
     let mut base = 0.0;
     for f in &synacks {
-        base += tc_ns(dp.egress_baseline(), f, 1)?;
-        total += tc_ns(dp.egress(), f, 1)?;
+        base += repeat_ns(dp.egress_baseline(), f, 1)?;
+        total += repeat_ns(dp.egress(), f, 1)?;
     }
     rows.push(Row {
         name: "egress: SYN-ACK of a tracked SYN (half-open)",

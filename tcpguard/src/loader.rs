@@ -201,14 +201,19 @@ impl Datapath {
         self.xdp(PROGRAM)
     }
 
-    /// The TC egress program (loaded in `load`).
+    /// The TC egress program.
     pub fn egress(&self) -> &SchedClassifier {
-        self.ebpf.program(EGRESS_PROGRAM).and_then(|p| p.try_into().ok()).expect("program loaded")
+        self.classifier(EGRESS_PROGRAM)
     }
 
-    /// The pass-everything TC program (loaded in `load`).
+    /// The pass-everything TC program.
     pub fn egress_baseline(&self) -> &SchedClassifier {
-        self.ebpf.program(EGRESS_BASELINE).and_then(|p| p.try_into().ok()).expect("program loaded")
+        self.classifier(EGRESS_BASELINE)
+    }
+
+    fn classifier(&self, name: &str) -> &SchedClassifier {
+        // Both TC programs were checked and loaded in `load`.
+        self.ebpf.program(name).and_then(|p| p.try_into().ok()).expect("program loaded")
     }
 
     fn egress_mut(&mut self) -> Result<&mut SchedClassifier, LoaderError> {

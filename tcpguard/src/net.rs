@@ -8,6 +8,15 @@ pub struct Prefix {
     pub len: u8,
 }
 
+/// The prefix length of a single address of `addr`'s family.
+pub fn host_len(addr: IpAddr) -> u8 {
+    if addr.is_ipv4() {
+        32
+    } else {
+        128
+    }
+}
+
 impl Prefix {
     /// The prefix with host bits cleared.
     pub fn new(addr: IpAddr, len: u8) -> Self {
@@ -25,7 +34,12 @@ impl Prefix {
     }
 
     pub fn host(addr: IpAddr) -> Self {
-        Prefix { addr, len: if addr.is_ipv4() { 32 } else { 128 } }
+        Prefix { addr, len: host_len(addr) }
+    }
+
+    /// A single address (/32, /128), not a network.
+    pub fn is_host(&self) -> bool {
+        self.len == host_len(self.addr)
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
@@ -52,7 +66,7 @@ impl FromStr for Prefix {
             None => (s, None),
         };
         let addr: IpAddr = a.trim().parse().map_err(|_| format!("{s:?} is not an IP address or CIDR prefix"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let max = host_len(addr);
         let len = match l {
             None => max,
             Some(l) => l

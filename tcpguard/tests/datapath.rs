@@ -599,15 +599,8 @@ fn a_source_the_table_refuses_is_still_judged_and_tracked() {
     use tcpguard::loader::LoadOptions;
     use tcpguard_common::{SrcKey, SrcStats};
     require_root();
-    let dir = std::path::PathBuf::from(format!("/sys/fs/bpf/tcpguard-test-refuse-{}", std::process::id()));
-    struct Cleanup(std::path::PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _cleanup = Cleanup(dir.clone());
-    std::fs::create_dir_all(&dir).unwrap();
+    let pins = PinDir::new("refuse");
+    let dir = pins.0.clone();
     let tiny: HashMap<MapData, SrcKey, SrcStats> = HashMap::create(1, 0).unwrap();
     tiny.pin(dir.join("SRC_STATS")).unwrap();
     // (Adopted as it is: a map of another type would otherwise be replaced.)
@@ -642,15 +635,8 @@ fn pins_left_by_another_version_are_replaced_and_compatible_ones_kept() {
     use aya::maps::{MapData, MapInfo, PerCpuArray};
     use tcpguard::loader::LoadOptions;
     require_root();
-    let dir = std::path::PathBuf::from(format!("/sys/fs/bpf/tcpguard-test-upgrade-{}", std::process::id()));
-    struct Cleanup(std::path::PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _cleanup = Cleanup(dir.clone());
-    std::fs::create_dir_all(&dir).unwrap();
+    let pins = PinDir::new("upgrade");
+    let dir = pins.0.clone();
     // A build with the block already in place.
     {
         let mut dp = Datapath::load(&LoadOptions { pin_dir: Some(dir.clone()), ..LoadOptions::default() }).unwrap();
@@ -668,6 +654,24 @@ fn pins_left_by_another_version_are_replaced_and_compatible_ones_kept() {
     assert_eq!(MapInfo::from_pin(dir.join("COUNTERS")).unwrap().value_size(), want, "COUNTERS made anew");
     // The compatible block-list was adopted with its entry: it still drops.
     expect(&mut dp, &syn4([198, 51, 100, 7], 1000, 1).build(), XDP_DROP, &[(DropBlocked, 1)]);
+}
+
+/// A pin directory of a test's own on bpffs, removed on drop (also when
+/// the test fails).
+struct PinDir(std::path::PathBuf);
+
+impl PinDir {
+    fn new(tag: &str) -> Self {
+        let dir = std::path::PathBuf::from(format!("/sys/fs/bpf/tcpguard-test-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        PinDir(dir)
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Run `frame` through the egress program: it always lets it go (TC_ACT_OK)

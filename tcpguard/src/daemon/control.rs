@@ -223,7 +223,7 @@ impl Daemon {
                     .take(10)
                     .map(|h| SourceView {
                         addr: h.addr,
-                        prefix_len: (h.len < if h.addr.is_ipv4() { 32 } else { 128 }).then_some(h.len),
+                        prefix_len: h.is_aggregate().then_some(h.len),
                         syn_per_sec: h.syn_per_sec,
                         syns: 0,
                         completed: h.completed,

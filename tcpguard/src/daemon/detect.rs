@@ -35,7 +35,11 @@ use std::{collections::HashMap, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{config::DetectionConfig, daemon::listeners::ListenerSample};
+use crate::{
+    config::DetectionConfig,
+    daemon::listeners::ListenerSample,
+    net::{host_len, Prefix},
+};
 
 /// Cumulative counters and current gauges at one instant.
 #[derive(Clone, Debug, Default)]
@@ -98,6 +102,13 @@ pub struct HeavySource {
     pub syn_per_sec: f64,
     pub half_open: u64,
     pub completed: u64,
+}
+
+impl HeavySource {
+    /// An aggregate of sources (/24, /64), not one address.
+    pub fn is_aggregate(&self) -> bool {
+        self.len != host_len(self.addr)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -182,7 +193,7 @@ impl Detector {
         let mut heavy: Vec<HeavySource> = Vec::new();
         let mut next_prev = HashMap::with_capacity(s.sources.len());
         for src in &s.sources {
-            let host = src.len == if src.addr.is_ipv4() { 32 } else { 128 };
+            let host = src.len == host_len(src.addr);
             let heavy_rate = if host { self.cfg.heavy_source_syn_rate } else { self.cfg.heavy_prefix_syn_rate } as f64;
             let rate = match self.prev_sources.get(&(src.addr, src.len)) {
                 Some(&p) => d(src.syns, p) / dt,
@@ -336,16 +347,13 @@ impl Detector {
 /// sources: one heavy address makes its /24 look heavy too, and blocking
 /// the /24 for it would cut off its neighbours.
 fn drop_aggregates_of_heavy_sources(heavy: &mut Vec<HeavySource>, prefix_rate: f64) {
-    let hosts: Vec<(IpAddr, f64)> = heavy
-        .iter()
-        .filter(|h| h.len == if h.addr.is_ipv4() { 32 } else { 128 })
-        .map(|h| (h.addr, h.syn_per_sec))
-        .collect();
+    let hosts: Vec<(IpAddr, f64)> =
+        heavy.iter().filter(|h| !h.is_aggregate()).map(|h| (h.addr, h.syn_per_sec)).collect();
     heavy.retain(|h| {
-        if h.len == if h.addr.is_ipv4() { 32 } else { 128 } {
+        if !h.is_aggregate() {
             return true;
         }
-        let net = crate::net::Prefix::new(h.addr, h.len);
+        let net = Prefix::new(h.addr, h.len);
         let own: f64 = hosts.iter().filter(|(a, _)| net.contains(*a)).map(|(_, r)| r).sum();
         h.syn_per_sec - own >= prefix_rate
     });
@@ -354,19 +362,8 @@ fn drop_aggregates_of_heavy_sources(heavy: &mut Vec<HeavySource>, prefix_rate: f
 /// SYN/s of the heavy sources and aggregates, a source inside a heavy
 /// aggregate counted once (with its aggregate).
 fn heavy_total(heavy: &[HeavySource]) -> f64 {
-    let aggs: Vec<crate::net::Prefix> = heavy
-        .iter()
-        .filter(|h| h.len < if h.addr.is_ipv4() { 32 } else { 128 })
-        .map(|h| crate::net::Prefix::new(h.addr, h.len))
-        .collect();
-    heavy
-        .iter()
-        .filter(|h| {
-            let host = h.len == if h.addr.is_ipv4() { 32 } else { 128 };
-            !host || !aggs.iter().any(|a| a.contains(h.addr))
-        })
-        .map(|h| h.syn_per_sec)
-        .sum()
+    let aggs: Vec<Prefix> = heavy.iter().filter(|h| h.is_aggregate()).map(|h| Prefix::new(h.addr, h.len)).collect();
+    heavy.iter().filter(|h| h.is_aggregate() || !aggs.iter().any(|a| a.contains(h.addr))).map(|h| h.syn_per_sec).sum()
 }
 
 /// Each listener's pressure this tick (`prev`: the last tick's readings,
@@ -433,7 +430,7 @@ mod tests {
                     Some(x) => x.syns += (rate * self.tick) as u64,
                     None => self.s.sources.push(SourceSample {
                         addr: *addr,
-                        len: if addr.is_ipv4() { 32 } else { 128 },
+                        len: host_len(*addr),
                         syns: (rate * self.tick) as u64,
                         completed: 0,
                         half_open: 0,

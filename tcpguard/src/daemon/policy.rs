@@ -77,7 +77,7 @@ impl Policy {
                 // the address itself or an aggregate covering it.
                 let covers_allowed = allow.iter().any(|p| p.contains(h.addr) || prefix.contains(p.addr));
                 if blocked.iter().any(|b| b.contains(h.addr) && b.len <= prefix.len) || covers_allowed {
-                    if covers_allowed && prefix.len < Prefix::host(h.addr).len && self.warned.insert(prefix) {
+                    if covers_allowed && !prefix.is_host() && self.warned.insert(prefix) {
                         log::warn!("not blocking the heavy aggregate {prefix}: it covers an allow-listed address");
                     }
                     continue;

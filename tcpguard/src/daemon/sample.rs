@@ -110,7 +110,7 @@ impl Sampler {
         let mut sources = Vec::with_capacity(self.followed.len());
         let keys: Vec<Prefix> = self.followed.keys().copied().collect();
         for key in keys {
-            let host = key == Prefix::host(key.addr);
+            let host = key.is_host();
             let found = if host {
                 dps.source(key.addr)?.map(|s| (s.syns, s.completed, s.half_open))
             } else {
