@@ -561,6 +561,11 @@ impl Drop for DaemonProcess {
         let _ = self.child.wait();
         for p in &self.cleanup {
             let _ = std::fs::remove_dir_all(p);
+            // Its parent too, when this run left it empty (the default pin
+            // root a demo creates); anything pinned there by others stays.
+            if let Some(parent) = p.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
         }
     }
 }
