@@ -90,6 +90,13 @@ pub enum Command {
         #[command(subcommand)]
         what: ConfigCmd,
     },
+    /// Write the man pages, shell completions and the packaged config into a
+    /// directory (used by `cargo xtask deb`).
+    #[command(hide = true)]
+    Generate {
+        /// Output directory (created).
+        out: PathBuf,
+    },
     /// Attach to one interface in the foreground and print a counter
     /// summary every second until Ctrl-C, then detach.
     Watch {

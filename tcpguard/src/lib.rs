@@ -6,6 +6,7 @@
 //! `flood`, `demo`, `bench`, `bench_flood`) exist only with the `lab`
 //! feature, in the `tcpguard-lab` binary, never in the shipped `tcpguard`.
 
+pub mod assets;
 #[cfg(feature = "lab")]
 pub mod bench;
 #[cfg(feature = "lab")]

@@ -23,13 +23,19 @@ fn done(r: Response) -> Result<()> {
     }
 }
 
+/// sysexits.h EX_CONFIG: a configuration error (the config file or the command line).
+const EX_CONFIG: i32 = 78;
+
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     if let Err(e) = rt.block_on(dispatch(cli)) {
         eprintln!("tcpguard: {e:#}");
-        std::process::exit(1);
+        // EX_CONFIG: the unit's RestartPreventExitStatus, so systemd does not
+        // retry a configuration that cannot work until someone edits it.
+        let config = e.chain().any(|c| c.downcast_ref::<tcpguard::config::ConfigError>().is_some());
+        std::process::exit(if config { EX_CONFIG } else { 1 });
     }
 }
 
@@ -95,6 +101,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Config { what: ConfigCmd::Default } => {
             print!("{}", tcpguard::config::DEFAULT_TOML);
+            Ok(())
+        }
+        Command::Generate { out } => {
+            for f in tcpguard::assets::write_all(&out).with_context(|| format!("writing into {}", out.display()))? {
+                println!("{}", f.display());
+            }
             Ok(())
         }
         Command::Watch { iface, xdp_mode, no_pin, interval, duration } => {

@@ -17,6 +17,7 @@ fn systemd_unit_verifies() {
         "ExecReload=",
         "CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN",
         "NoNewPrivileges=yes",
+        "RestartPreventExitStatus=78",
     ] {
         assert!(unit.contains(want), "unit lacks {want}");
     }
@@ -51,7 +52,7 @@ fn shipped_config_checks_clean_and_bad_one_names_the_key() {
     std::fs::write(&bad, "[detection]\nstart-ticks = 0\n").unwrap();
     let o = Command::new(BIN).arg("config").arg("check").arg(&bad).output().unwrap();
     let _ = std::fs::remove_file(&bad);
-    assert!(!o.status.success());
+    assert_eq!(o.status.code(), Some(78), "a config error exits EX_CONFIG (the unit does not retry it)");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("detection.start-ticks") && err.contains("outside 1..=100"), "{err}");
 }

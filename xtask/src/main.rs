@@ -44,6 +44,9 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// Build the Debian package (target/debian/tcpguard_*.deb): binary, conffile,
+    /// systemd unit, man pages, shell completions, alerting rules, dashboard.
+    Deb,
     /// Fuzz the packet parser, the SYN option walk and the control socket's
     /// framing for longer than the test command does (5 s per target).
     Fuzz {
@@ -63,6 +66,10 @@ fn main() -> Result<()> {
         Cmd::Bench { quick } => bench(quick),
         Cmd::Demo { scale } => demo(scale),
         Cmd::Fuzz { secs } => fuzz(secs),
+        Cmd::Deb => {
+            prereqs()?;
+            deb().map(|_| ())
+        }
     }
 }
 
@@ -105,6 +112,7 @@ fn is_root() -> bool {
 }
 
 const BPF_LINKER: &str = "0.10.4";
+const CARGO_DEB: &str = "3.8.0";
 
 /// Install every prerequisite that is missing, one visible line each.
 fn prereqs() -> Result<()> {
@@ -130,15 +138,29 @@ fn prereqs() -> Result<()> {
         say(&format!("installing bpf-linker {BPF_LINKER} (cargo install --locked bpf-linker@{BPF_LINKER})"));
         run(Command::new("cargo").args(["install", "--locked", &format!("bpf-linker@{BPF_LINKER}")]))?;
     }
-    // 3. Tools the kernel tests and labs use.
+    // 3. cargo-deb, which builds the Debian package.
+    let have = output(Command::new("cargo-deb").arg("--version")).unwrap_or_default();
+    if have.contains(CARGO_DEB) {
+        say(&format!("cargo-deb {CARGO_DEB}: present"));
+    } else {
+        say(&format!("installing cargo-deb {CARGO_DEB} (cargo install --locked cargo-deb@{CARGO_DEB})"));
+        run(Command::new("cargo").args(["install", "--locked", &format!("cargo-deb@{CARGO_DEB}")]))?;
+    }
+    // 4. Tools the kernel tests, labs, the systemd container and the alerting tests use.
     let mut missing = Vec::new();
-    for (bin, pkg) in [("ip", "iproute2"), ("systemd-analyze", "systemd"), ("promtool", "prometheus")] {
+    for (bin, pkg) in [
+        ("ip", "iproute2"),
+        ("systemd-analyze", "systemd"),
+        ("promtool", "prometheus"),
+        ("systemd-nspawn", "systemd-container"),
+        ("debootstrap", "debootstrap"),
+    ] {
         if output(Command::new("sh").args(["-c", &format!("command -v {bin}")])).is_none() {
             missing.push(pkg);
         }
     }
     if missing.is_empty() {
-        say("iproute2, systemd-analyze, promtool: present");
+        say("iproute2, systemd-analyze, promtool and prometheus, systemd-nspawn, debootstrap: present");
     } else if is_root() {
         say(&format!("installing {} (apt-get install -y {})", missing.join(", "), missing.join(" ")));
         run(Command::new("apt-get").args(["update", "-qq"]))?;
@@ -166,9 +188,43 @@ fn test(extra: &[String]) -> Result<()> {
     }
     say("building the workspace (eBPF object via tcpguard/build.rs)");
     run(Command::new("cargo").args(["build", "--release"]))?;
+    deb()?;
     say("running every test: host unit tests, BPF_PROG_TEST_RUN tests, namespace labs");
     run(Command::new("cargo").args(["test", "--release"]).args(extra))?;
     Ok(())
+}
+
+/// Build the Debian package from the release binary; returns its path.
+fn deb() -> Result<PathBuf> {
+    say("building the release binary for the package");
+    run(Command::new("cargo").args(["build", "--release", "-p", "tcpguard", "--bin", "tcpguard"]))?;
+    let root = workspace_root();
+    let assets = root.join("target/release/deb-assets");
+    let _ = std::fs::remove_dir_all(&assets);
+    say("generating man pages, shell completions and the packaged config (tcpguard generate)");
+    let o = Command::new(root.join("target/release/tcpguard"))
+        .arg("generate")
+        .arg(&assets)
+        .output()
+        .context("running tcpguard generate")?;
+    if !o.status.success() {
+        bail!("tcpguard generate failed: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    say("packaging (cargo deb --no-build)");
+    let o = Command::new("cargo")
+        .args(["deb", "-p", "tcpguard", "--no-build"])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running cargo deb")?;
+    if !o.status.success() {
+        bail!("cargo deb failed");
+    }
+    let path = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim().lines().last().unwrap_or_default());
+    if !path.exists() {
+        bail!("cargo deb did not name the package it wrote (stdout: {})", String::from_utf8_lossy(&o.stdout));
+    }
+    say(&format!("wrote {}", path.display()));
+    Ok(path)
 }
 
 /// The daemon and the lab tools (`tcpguard-lab`: demo, flood, benchmarks),

@@ -103,7 +103,12 @@ fn effective_config(opts: &RunOptions) -> Result<Config> {
         cfg.control.socket.clone_from(s);
     }
     if cfg.daemon.interfaces.is_empty() {
-        anyhow::bail!("no interface to protect: pass --iface NAME or set daemon.interfaces in the config");
+        return Err(crate::config::ConfigError::Invalid {
+            origin: opts.config_path.as_ref().map_or_else(|| "embedded default".into(), |p| p.display().to_string()),
+            key: "daemon.interfaces",
+            reason: "no interface to protect: set the interfaces to attach to (or pass --iface NAME)".into(),
+        }
+        .into());
     }
     Ok(cfg)
 }
