@@ -14,6 +14,61 @@ use aya::{
 };
 use tcpguard_common::map_names;
 
+/// Whether the bpf_link pinned at `link_pin` is attached to the interface
+/// named `iface` now: false when the interface is gone or was re-created, or
+/// the link was detached (a defunct link reports interface index 0). Works for
+/// XDP and TCX links (both report the interface first).
+///
+/// # Errors
+/// When the pin cannot be opened or the kernel refuses the link's info.
+pub fn link_attached_to(link_pin: &Path, iface: &str) -> std::io::Result<bool> {
+    use std::os::unix::ffi::OsStrExt as _;
+    // BPF_OBJ_GET and BPF_OBJ_GET_INFO_BY_FD, with the parts of union bpf_attr they use.
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+    }
+    #[repr(C)]
+    struct InfoByFd {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let path = std::ffi::CString::new(link_pin.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let get = ObjGet { pathname: path.as_ptr() as u64, bpf_fd: 0, file_flags: 0, path_fd: 0 };
+    // SAFETY: bpf(2) reads `get` (size given) and the NUL-terminated path it points to.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &raw const get, size_of::<ObjGet>()) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new fd the kernel just returned, owned here.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    // struct bpf_link_info: type, id, prog_id, then an 8-aligned union whose
+    // xdp and tcx members start with the interface index (byte 16). Larger
+    // than the kernel's struct is fine while the tail is zero.
+    let mut info = [0u8; 256];
+    let attr = InfoByFd {
+        bpf_fd: std::os::fd::AsRawFd::as_raw_fd(&fd) as u32,
+        info_len: info.len() as u32,
+        info: info.as_mut_ptr() as u64,
+    };
+    // SAFETY: the kernel writes at most info_len bytes into `info`.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &raw const attr, size_of::<InfoByFd>()) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let ifindex = u32::from_ne_bytes(info[16..20].try_into().expect("4 bytes"));
+    let name = std::ffi::CString::new(iface).map_err(std::io::Error::other)?;
+    // SAFETY: a NUL-terminated name.
+    let want = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    Ok(ifindex != 0 && ifindex == want)
+}
+
 /// The XDP object built by build.rs (tcpguard-ebpf), embedded in the binary.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcpguard"));
 

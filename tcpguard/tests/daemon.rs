@@ -1183,3 +1183,140 @@ fn a_flood_spread_over_one_subnet_is_blocked_as_the_subnet() {
     assert!(log.contains("not blocking the heavy aggregate 198.51.100.0/24"), "{log}");
     drop(server);
 }
+
+#[test]
+fn a_deleted_interface_shows_as_detached_in_metrics_and_the_log() {
+    let _serial = serial();
+    require_root();
+    let lab = Lab::new().unwrap();
+    let f = Files::new("detach");
+    f.write_config("auto", "");
+    let d = Daemon::start(&lab, &f);
+    let series = format!("tcpguard_datapath_attached{{interface=\"{}\"}}", lab.srv_if);
+    assert_eq!(metric(&scrape(&lab), &series), 1.0);
+    // Deleting one end of the veth pair deletes both: the XDP link goes defunct.
+    lab.server.ip(&["link", "del", &lab.srv_if]).unwrap();
+    let t = Instant::now();
+    while metric(&scrape(&lab), &series) != 0.0 {
+        assert!(t.elapsed() < Duration::from_secs(3), "still reported attached:\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(status(&f).is_some(), "the daemon must keep running (other interfaces, the control socket)");
+    let log = d.stop();
+    assert!(log.contains("XDP is no longer attached"), "{log}");
+}
+
+/// GET over HTTP/1.0 from inside the server namespace; the body.
+fn http_get(lab: &Lab, port: u16, path: &str) -> Option<String> {
+    lab.server
+        .run(|| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).ok()?;
+            out.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
+        })
+        .unwrap()
+}
+
+/// Prometheus' view of one alert: None (inactive), "pending" or "firing".
+fn alert_state(lab: &Lab, port: u16, name: &str) -> Option<String> {
+    let body = http_get(lab, port, "/api/v1/alerts")?;
+    let v: Value = serde_json::from_str(&body).expect("alerts API answers JSON");
+    v["data"]["alerts"]
+        .as_array()?
+        .iter()
+        .find(|a| a["labels"]["alertname"] == name)
+        .map(|a| a["state"].as_str().unwrap_or("").to_string())
+}
+
+/// The Debian `prometheus` binary scrapes a lab daemon every second with the
+/// shipped alerting rules: a spoofed flood makes TcpguardSynFloodActive fire
+/// (seen through Prometheus' HTTP API), the end of the flood resolves it, and
+/// stopping the daemon makes TcpguardDown pending.
+#[test]
+fn prometheus_fires_the_attack_alert_and_resolves_it() {
+    const PROM_PORT: u16 = 9790;
+    let _serial = serial();
+    require_root();
+    let lab = Lab::new().unwrap();
+    let f = Files::new("prom");
+    f.write_config("auto", "");
+    let _server = serve(&lab);
+    let d = Daemon::start(&lab, &f);
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/prometheus/tcpguard-alerts.yml");
+    let prom_cfg = f.dir.join("prometheus.yml");
+    std::fs::write(
+        &prom_cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {rules}\n\
+             scrape_configs:\n  - job_name: tcpguard\n    static_configs:\n      - targets: ['127.0.0.1:9717']\n"
+        ),
+    )
+    .unwrap();
+    let prom_log = f.dir.join("prometheus.log");
+    let mut prom = lab
+        .server
+        .command("prometheus")
+        .arg(format!("--config.file={}", prom_cfg.display()))
+        .arg(format!("--storage.tsdb.path={}", f.dir.join("tsdb").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{PROM_PORT}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&prom_log).unwrap())
+        .spawn()
+        .expect("prometheus not found: `cargo xtask prereqs` installs Debian's prometheus package");
+    struct Stop<'a>(&'a mut Child);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let prom = Stop(&mut prom);
+    let plog = || std::fs::read_to_string(&prom_log).unwrap_or_default();
+
+    // Prometheus is up and scraping tcpguard; the rules are loaded.
+    let t = Instant::now();
+    loop {
+        let up = http_get(&lab, PROM_PORT, "/api/v1/targets").is_some_and(|b| b.contains("\"health\":\"up\""));
+        let rules_loaded =
+            http_get(&lab, PROM_PORT, "/api/v1/rules").is_some_and(|b| b.contains("TcpguardSynFloodActive"));
+        if up && rules_loaded {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "prometheus not scraping tcpguard:\n{}", plog());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(alert_state(&lab, PROM_PORT, "TcpguardSynFloodActive"), None, "fires with no flood");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let flood = start_flood(&lab, Sources::Random("198.19.0.0/16".parse().unwrap()), 20_000, 60, stop.clone());
+    let t = Instant::now();
+    while alert_state(&lab, PROM_PORT, "TcpguardSynFloodActive").as_deref() != Some("firing") {
+        assert!(t.elapsed() < Duration::from_secs(15), "attack alert not firing:\n{}", plog());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let fired = started.elapsed();
+    let body = http_get(&lab, PROM_PORT, "/api/v1/alerts").unwrap();
+    assert!(body.contains("\"summary\":\"SYN flood on 127.0.0.1:9717\""), "{body}");
+    stop.store(true, Ordering::Relaxed);
+    assert!(flood.join().unwrap().sent > 10_000);
+    let stopped = Instant::now();
+    while alert_state(&lab, PROM_PORT, "TcpguardSynFloodActive").is_some() {
+        assert!(stopped.elapsed() < Duration::from_secs(20), "attack alert not resolved:\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let resolved = stopped.elapsed();
+    eprintln!("prometheus: attack alert firing {fired:?} after flood start, resolved {resolved:?} after it stopped");
+
+    d.stop();
+    let t = Instant::now();
+    while alert_state(&lab, PROM_PORT, "TcpguardDown").as_deref() != Some("pending") {
+        assert!(t.elapsed() < Duration::from_secs(10), "TcpguardDown not pending with the daemon stopped");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(prom);
+}

@@ -232,7 +232,7 @@ impl Container {
         let state = loop {
             let o = c.sh("systemctl is-system-running --wait");
             let state = String::from_utf8_lossy(&o.stdout).trim().to_string();
-            if !state.is_empty() || t.elapsed() > Duration::from_secs(60) {
+            if !state.is_empty() || t.elapsed() > Duration::from_mins(1) {
                 break state;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -359,7 +359,9 @@ fn package_under_real_systemd() {
     assert!(conffiles.contains("/etc/tcpguard/tcpguard.toml"), "config is not a conffile: {conffiles}");
     c.ok("grep -q '^group = \"tcpguard\"' /etc/tcpguard/tcpguard.toml");
     c.ok("test -f /lib/systemd/system/tcpguard.service && test -f /usr/share/man/man1/tcpguard-status.1");
-    c.ok("test -f /usr/share/bash-completion/completions/tcpguard && test -f /usr/share/zsh/vendor-completions/_tcpguard");
+    c.ok("test -f /usr/share/bash-completion/completions/tcpguard");
+    c.ok("test -f /usr/share/zsh/vendor-completions/_tcpguard");
+    c.ok("man -w tcpguard-status 2>/dev/null || test -f /usr/share/man/man1/tcpguard.1");
     c.ok("tcpguard config check /etc/tcpguard/tcpguard.toml");
     assert_eq!(c.unit_prop("UnitFileState"), "disabled", "the package must not enable the service by itself");
     c.ok("useradd -M -G tcpguard alice && useradd -M bob");

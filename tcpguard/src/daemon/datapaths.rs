@@ -25,6 +25,8 @@ pub struct Iface {
     pub att: Attachment,
     /// The TC egress program is attached (the server's SYN-ACKs are seen).
     pub egress: bool,
+    /// The XDP link was attached to the interface at the last check.
+    pub attached: bool,
 }
 
 /// The datapath's attack mode as last read (all interfaces).
@@ -100,13 +102,41 @@ impl Datapaths {
                     false
                 }
             };
-            ifaces.push(Iface { name: name.clone(), dp, att, egress });
+            ifaces.push(Iface { name: name.clone(), dp, att, egress, attached: true });
         }
         Ok((Datapaths { ifaces }, readers))
     }
 
     pub fn ifaces(&self) -> &[Iface] {
         &self.ifaces
+    }
+
+    /// Ask the kernel whether each interface's XDP link is still attached to
+    /// it (the interface may have been deleted or re-created, or the link
+    /// detached by hand); log each change once. Returns (interface, attached).
+    pub fn check_attached(&mut self) -> Vec<(String, bool)> {
+        self.ifaces
+            .iter_mut()
+            .map(|i| {
+                let now = crate::loader::link_attached_to(&i.att.link_pin, &i.name).unwrap_or_else(|e| {
+                    log::debug!("{}: reading the XDP link {}: {e}", i.name, i.att.link_pin.display());
+                    false
+                });
+                if now != i.attached {
+                    if now {
+                        log::info!("{}: XDP attached again", i.name);
+                    } else {
+                        log::error!(
+                            "{}: XDP is no longer attached (interface deleted or re-created, or the link detached): \
+                             this interface is unprotected until tcpguard restarts",
+                            i.name
+                        );
+                    }
+                    i.attached = now;
+                }
+                (i.name.clone(), now)
+            })
+            .collect()
     }
 
     /// Every interface sees the server's side (TC egress).

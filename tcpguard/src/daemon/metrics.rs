@@ -34,6 +34,7 @@ pub struct Metrics {
     syncookies_forced: IntGauge,
     /// 1 while the datapath is in attack mode.
     datapath_attack: IntGauge,
+    datapath_attached: prometheus::IntGaugeVec,
     block_failures: IntCounter,
     attack_entries: IntCounter,
     attack_syns: IntCounter,
@@ -54,6 +55,9 @@ impl Metrics {
         let counter = |n: &str, h: &str| reg(&r, IntCounter::new(n, h).expect("valid metric"));
         let vec = |n: &str, h: &str, l: &str| reg(&r, IntCounterVec::new(Opts::new(n, h), &[l]).expect("valid metric"));
         let gauge = |n: &str, h: &str| reg(&r, IntGauge::new(n, h).expect("valid metric"));
+        let gauge_vec = |n: &str, h: &str, l: &str| {
+            reg(&r, prometheus::IntGaugeVec::new(Opts::new(n, h), &[l]).expect("valid metric"))
+        };
         let m = Metrics {
             packets: counter("packets_total", "Packets seen by the XDP program."),
             syn: counter("syn_packets_total", "Client SYNs (SYN without ACK) to protected ports."),
@@ -86,13 +90,10 @@ impl Metrics {
             attack_active: gauge("attack_active", "1 while an attack is active or cooling down."),
             attacks: vec("attacks_total", "Attacks declared, by kind.", "kind"),
             blocked: gauge("blocked_prefixes", "Entries in the block-lists."),
-            block_list_entries: reg(
-                &r,
-                prometheus::IntGaugeVec::new(
-                    Opts::new("block_list_entries", "Entries in each block-list, by address family."),
-                    &["family"],
-                )
-                .expect("valid metric"),
+            block_list_entries: gauge_vec(
+                "block_list_entries",
+                "Entries in each block-list, by address family.",
+                "family",
             ),
             block_list_capacity: gauge(
                 "block_list_capacity",
@@ -104,6 +105,12 @@ impl Metrics {
             block_failures: counter(
                 "block_failures_total",
                 "Blocks the datapath refused (a full block-list); such a source is not blocked.",
+            ),
+            datapath_attached: gauge_vec(
+                "datapath_attached",
+                "1 while the XDP program is attached to the interface; 0: it is unprotected (deleted or \
+                re-created interface, link detached) until tcpguard restarts.",
+                "interface",
             ),
             datapath_attack: gauge(
                 "datapath_attack_mode",
@@ -158,7 +165,11 @@ impl Metrics {
             forced,
             datapath_attack,
             listeners_pressured,
+            attached,
         } = *t;
+        for (iface, up) in attached {
+            self.datapath_attached.with_label_values(&[iface.as_str()]).set(i64::from(*up));
+        }
         self.listeners_pressured.set(listeners_pressured as i64);
         self.block_failures.inc_by(block_failures.saturating_sub(self.block_failures.get()));
         self.datapath_attack.set(i64::from(datapath_attack));
@@ -212,7 +223,7 @@ impl Default for Metrics {
 
 /// What the daemon knows besides the counters, once per tick.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct TickFigures {
+pub struct TickFigures<'a> {
     pub half_open: u64,
     /// Handshakes that aged out as failed since the last tick.
     pub failed_delta: u64,
@@ -227,6 +238,8 @@ pub struct TickFigures {
     /// tcpguard has set tcp_syncookies=2.
     pub forced: bool,
     pub datapath_attack: bool,
+    /// Each interface and whether its XDP link is attached to it.
+    pub attached: &'a [(String, bool)],
     /// Listeners under pressure.
     pub listeners_pressured: usize,
 }
@@ -309,6 +322,7 @@ mod tests {
             forced: true,
             datapath_attack: true,
             listeners_pressured: 1,
+            attached: &[("eth1".into(), true), ("eth2".into(), false)],
         };
         let k = KernelView::default();
         m.update((&Counters::default(), &c), &k, &t);
@@ -328,6 +342,8 @@ mod tests {
             "tcpguard_listeners_under_pressure 1",
             "tcpguard_syncookies_forced 1",
             "tcpguard_datapath_attack_mode 1",
+            "tcpguard_datapath_attached{interface=\"eth1\"} 1",
+            "tcpguard_datapath_attached{interface=\"eth2\"} 0",
             "tcpguard_block_failures_total 2",
             "tcpguard_tick_duration_seconds_bucket",
         ] {

@@ -300,6 +300,7 @@ impl Daemon {
         self.rate_dt = dt;
         self.counters = *c;
         self.prev_t = t;
+        let attached = self.dps.check_attached();
         let mut m = self.metrics.lock().expect("metrics lock");
         let active = matches!(a.phase, Phase::Active | Phase::CoolingDown);
         let forced = self.mitigator.state.syncookies_original.is_some();
@@ -313,6 +314,7 @@ impl Daemon {
             forced,
             datapath_attack: self.mitigator.dp_attack.active,
             listeners_pressured: a.listeners.iter().filter(|l| l.pressured).count(),
+            attached: &attached,
         };
         m.update((&self.rate_base, c), &self.kernel, &figures);
     }
