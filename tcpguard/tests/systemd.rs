@@ -361,7 +361,7 @@ fn package_under_real_systemd() {
     c.ok("test -f /lib/systemd/system/tcpguard.service && test -f /usr/share/man/man1/tcpguard-status.1");
     c.ok("test -f /usr/share/bash-completion/completions/tcpguard");
     c.ok("test -f /usr/share/zsh/vendor-completions/_tcpguard");
-    c.ok("man -w tcpguard-status 2>/dev/null || test -f /usr/share/man/man1/tcpguard.1");
+    c.ok("test -f /usr/share/fish/vendor_completions.d/tcpguard.fish && test -f /usr/share/man/man1/tcpguard.1");
     c.ok("tcpguard config check /etc/tcpguard/tcpguard.toml");
     assert_eq!(c.unit_prop("UnitFileState"), "disabled", "the package must not enable the service by itself");
     c.ok("useradd -M -G tcpguard alice && useradd -M bob");
