@@ -509,7 +509,12 @@ pub fn ensure_bpffs(pin_root: &Path) -> Result<bool, LoaderError> {
     let data = c("mode=0700");
     let rc = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), fs.as_ptr(), 0, data.as_ptr().cast()) };
     if rc != 0 {
-        return Err(mount_err(format!("mounting bpffs at {BPFFS_MOUNT}: {}", std::io::Error::last_os_error())));
+        return Err(mount_err(format!(
+            "mounting bpffs at {BPFFS_MOUNT}: {} (mount it on the host: `mount -t bpf bpf {BPFFS_MOUNT}`, as \
+             systemd does at boot; the service unit does not grant CAP_SYS_ADMIN, and a mount made inside its \
+             private mount namespace would lose the pins at every restart)",
+            std::io::Error::last_os_error()
+        )));
     }
     Ok(true)
 }

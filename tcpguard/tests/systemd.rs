@@ -399,6 +399,8 @@ fn package_under_real_systemd() {
     c.ok("systemctl start tcpguard");
     let start_secs = t.elapsed().as_secs_f64();
     assert!(c.xdp_attached(), "systemctl start returned before XDP was attached to tg0");
+    let j = c.journal();
+    assert!(j.contains("TC egress attached"), "the hardened unit must allow the TCX egress link:\n{j}");
     assert_eq!(c.unit_prop("ActiveState"), "active");
     let pid_a = c.unit_prop("MainPID");
 
