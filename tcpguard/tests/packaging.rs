@@ -69,7 +69,13 @@ fn alerting_rules_check_and_their_unit_tests_pass() {
     };
     let o = promtool(&["check", "rules", "tcpguard-alerts.yml"]);
     let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    assert!(o.status.success() && out.contains("SUCCESS: 7 rules found"), "{out}");
+    assert!(o.status.success() && out.contains("SUCCESS: 8 rules found"), "{out}");
+    // Every alert has unit tests.
+    let rules = std::fs::read_to_string(format!("{dir}/tcpguard-alerts.yml")).unwrap();
+    let tests = std::fs::read_to_string(format!("{dir}/tcpguard-alerts.test.yml")).unwrap();
+    for name in rules.lines().filter_map(|l| l.trim().strip_prefix("- alert: ")) {
+        assert!(tests.contains(&format!("alertname: {name}")), "no promtool test for {name}");
+    }
     let o = promtool(&["test", "rules", "tcpguard-alerts.test.yml"]);
     let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success() && out.contains("SUCCESS"), "{out}");
