@@ -25,6 +25,9 @@ fn done(r: Response) -> Result<()> {
 
 /// sysexits.h EX_CONFIG: a configuration error (the config file or the command line).
 const EX_CONFIG: i32 = 78;
+/// sysexits.h EX_TEMPFAIL: exited on SIGUSR2 leaving XDP attached, to be
+/// started again at once (the unit's RestartForceExitStatus).
+const EX_TEMPFAIL: i32 = 75;
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -56,7 +59,11 @@ async fn ask(c: &Client, req: Request) -> Result<Response> {
 async fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run { config, ifaces, socket } => {
-            daemon::run(daemon::RunOptions { config_path: config, interfaces: ifaces, socket }).await
+            match daemon::run(daemon::RunOptions { config_path: config, interfaces: ifaces, socket }).await? {
+                daemon::Stopped::Clean => Ok(()),
+                // The unit restarts on this status (RestartForceExitStatus).
+                daemon::Stopped::Handover => std::process::exit(EX_TEMPFAIL),
+            }
         }
         Command::Status { json, client } => match ask(&client, Request::Status).await? {
             Response::Status(v) if json => {

@@ -1320,3 +1320,35 @@ fn prometheus_fires_the_attack_alert_and_resolves_it() {
     }
     drop(prom);
 }
+
+/// SIGUSR2 hands over: the daemon exits with 75 (the unit restarts on it)
+/// leaving XDP attached and sysctls restored; the next start adopts the link.
+#[test]
+fn sigusr2_hands_over_without_detaching() {
+    let _serial = serial();
+    require_root();
+    let lab = Lab::new().unwrap();
+    let f = Files::new("usr2");
+    f.write_config("auto", "");
+    let mut d = Daemon::start(&lab, &f);
+    assert!(ctl(&f, &["block", "203.0.113.9/32"]).status.success());
+    d.signal(libc::SIGUSR2);
+    let t = Instant::now();
+    let st = loop {
+        if let Some(st) = d.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "no exit on SIGUSR2:\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(st.code(), Some(75), "{}", d.log_text());
+    assert!(xdp_attached(&lab), "handover detached XDP:\n{}", d.log_text());
+    assert!(d.log_text().contains("staying attached"), "{}", d.log_text());
+    let d2 = Daemon::start(&lab, &f);
+    let v = status(&f).unwrap();
+    assert_eq!(v["interfaces"][0]["adopted"], true, "{v:#}");
+    assert!(v["blocked"].to_string().contains("203.0.113.9/32"), "{v:#}");
+    let log = d2.stop();
+    assert!(log.contains("detached"), "{log}");
+    assert!(!xdp_attached(&lab));
+}

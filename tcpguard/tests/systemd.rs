@@ -492,6 +492,37 @@ fn package_under_real_systemd() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(c.unit_prop("ActiveState"), "failed", "systemd retries a config that fails the check");
 
+    // 9. Upgrade (the package installed over itself): the running daemon is
+    //    restarted and adopts the pinned link and maps; the edited conffile stays.
+    c.ok("cp /root/good.toml /etc/tcpguard/tcpguard.toml && systemctl reset-failed tcpguard");
+    c.ok("systemctl enable --now tcpguard");
+    let pid_c = c.unit_prop("MainPID");
+    c.ok("tcpguard block 198.51.100.0/24");
+    c.ok("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall /root/tcpguard.deb");
+    // Between the old daemon's exit and the new one's start, XDP stays attached.
+    assert!(c.xdp_attached(), "the upgrade left the interface unprotected");
+    c.wait_for("the upgraded daemon", 10, |c| {
+        c.unit_prop("ActiveState") == "active" && c.unit_prop("MainPID") != pid_c
+    });
+    let pid_d = c.unit_prop("MainPID");
+    assert_ne!(pid_d, pid_c, "an upgrade must restart the running daemon (new binary)");
+    let v: serde_json::Value = serde_json::from_str(&c.ok("tcpguard status --json 2>/dev/null")).unwrap();
+    assert_eq!(v["interfaces"][0]["adopted"], true, "the upgraded daemon did not adopt the pinned link: {v}");
+    assert!(v["blocked"].to_string().contains("198.51.100.0/24"), "block-list lost across the upgrade: {v}");
+    c.ok("grep -qxF 'interfaces = [\"tg0\"]' /etc/tcpguard/tcpguard.toml");
+    assert!(c.journal().contains("SIGUSR2: handing over"), "the upgrade did not hand over");
+
+    // 10. Removal stops and disables the service and detaches; purge removes
+    //     the config and the saved state; the group stays.
+    c.ok("DEBIAN_FRONTEND=noninteractive apt-get remove -y -q tcpguard");
+    assert!(!c.xdp_attached(), "XDP still attached after the package was removed");
+    // Disabled (the enablement symlink gone) and the unit file removed.
+    c.ok("test ! -e /etc/systemd/system/multi-user.target.wants/tcpguard.service");
+    c.ok("test ! -e /lib/systemd/system/tcpguard.service");
+    c.ok("test -f /etc/tcpguard/tcpguard.toml && test ! -e /usr/bin/tcpguard");
+    c.ok("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q tcpguard");
+    c.ok("test ! -e /etc/tcpguard/tcpguard.toml && test ! -e /var/lib/tcpguard && getent group tcpguard");
+
     eprintln!(
         "systemd test: start→READY {start_secs:.2} s, watchdog restart {watchdog_secs:.1} s, whole test {:.0} s",
         t0.elapsed().as_secs_f64()

@@ -335,7 +335,7 @@ impl Datapaths {
         for i in &mut self.ifaces {
             i.dp.release(&i.att.link_pin, stay);
             if stay {
-                log::info!("{}: staying attached (daemon.stay-attached); the next start adopts the link", i.name);
+                log::info!("{}: staying attached; the next start adopts the link", i.name);
             } else {
                 log::info!("{}: detached", i.name);
             }

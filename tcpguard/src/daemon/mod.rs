@@ -113,7 +113,17 @@ fn effective_config(opts: &RunOptions) -> Result<Config> {
     Ok(cfg)
 }
 
-pub async fn run(opts: RunOptions) -> Result<()> {
+/// How the daemon loop ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// SIGTERM or SIGINT: detached unless daemon.stay-attached.
+    Clean,
+    /// SIGUSR2: exited leaving XDP attached for the next start to adopt (a
+    /// restart without an unprotected gap, e.g. after a package upgrade).
+    Handover,
+}
+
+pub async fn run(opts: RunOptions) -> Result<Stopped> {
     let cfg = effective_config(&opts)?;
     crate::daemon_check::require_capabilities()?;
     // One daemon per host (per state directory), before anything is touched.
@@ -193,31 +203,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     }
 
     notify::notify("READY=1");
-    let mut tick = tokio::time::interval(Duration::from_millis(d.cfg.daemon.tick_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let result = loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                if let Err(e) = d.tick() {
-                    log::error!("tick failed: {e:#}");
-                }
-            }
-            Some((req, reply)) = rx.recv() => {
-                let _ = reply.send(d.handle(&req));
-                // What the operator changed shows in `status` at once.
-                d.publish_snapshot();
-            }
-            Some(ev) = ev_rx.recv() => d.on_event(ev),
-            _ = hup.recv() => d.reload(),
-            _ = term.recv() => break Ok(()),
-            _ = int.recv() => break Ok(()),
-        }
-    };
+    let result = d.serve(&mut rx, &mut ev_rx).await;
     notify::notify("STOPPING=1");
-    d.shutdown();
+    let handover = matches!(result, Ok(Stopped::Handover));
+    if handover {
+        log::info!("SIGUSR2: handing over; XDP stays attached for the next start to adopt");
+    }
+    d.shutdown(handover);
     result
 }
 
@@ -238,6 +230,40 @@ fn block_list_capacity(dps: &mut Datapaths, cfg: &Config) -> Result<u32> {
 }
 
 impl Daemon {
+    /// The daemon loop: ticks, control requests, datapath events and signals,
+    /// until SIGTERM, SIGINT or SIGUSR2.
+    async fn serve(
+        &mut self,
+        rx: &mut mpsc::Receiver<ApiCall>,
+        ev_rx: &mut mpsc::Receiver<DpEvent>,
+    ) -> Result<Stopped> {
+        let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.daemon.tick_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut usr2 = signal(SignalKind::user_defined2())?;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = self.tick() {
+                        log::error!("tick failed: {e:#}");
+                    }
+                }
+                Some((req, reply)) = rx.recv() => {
+                    let _ = reply.send(self.handle(&req));
+                    // What the operator changed shows in `status` at once.
+                    self.publish_snapshot();
+                }
+                Some(ev) = ev_rx.recv() => self.on_event(ev),
+                _ = hup.recv() => self.reload(),
+                _ = term.recv() => return Ok(Stopped::Clean),
+                _ = int.recv() => return Ok(Stopped::Clean),
+                _ = usr2.recv() => return Ok(Stopped::Handover),
+            }
+        }
+    }
+
     /// One tick: sample → detect → decide → apply → publish.
     fn tick(&mut self) -> Result<()> {
         let started = Instant::now();
@@ -480,14 +506,15 @@ impl Daemon {
         notify::notify("READY=1");
     }
 
-    fn shutdown(&mut self) {
+    /// `handover`: stay attached whatever daemon.stay-attached says.
+    fn shutdown(&mut self, handover: bool) {
         // Leave attack mode: with no daemon to end it, it must not outlive us.
         if self.mitigator.dp_attack.active {
             self.mitigator.leave_attack_mode(&mut self.dps, monotonic_ns());
         }
         self.policy.cookies_forced = false;
         self.sync_sysctls();
-        self.dps.release(self.cfg.daemon.stay_attached);
+        self.dps.release(self.cfg.daemon.stay_attached || handover);
         api::remove(&self.cfg.control.socket);
     }
 }
