@@ -520,8 +520,10 @@ fn package_under_real_systemd() {
     c.ok("test ! -e /etc/systemd/system/multi-user.target.wants/tcpguard.service");
     c.ok("test ! -e /lib/systemd/system/tcpguard.service");
     c.ok("test -f /etc/tcpguard/tcpguard.toml && test ! -e /usr/bin/tcpguard");
+    c.ok("test -e /sys/fs/bpf/tcpguard/tg0"); // remove keeps the pinned block-list
     c.ok("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q tcpguard");
     c.ok("test ! -e /etc/tcpguard/tcpguard.toml && test ! -e /var/lib/tcpguard && getent group tcpguard");
+    c.ok("test ! -e /sys/fs/bpf/tcpguard");
 
     eprintln!(
         "systemd test: start→READY {start_secs:.2} s, watchdog restart {watchdog_secs:.1} s, whole test {:.0} s",
