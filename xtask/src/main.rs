@@ -67,14 +67,15 @@ fn main() -> Result<()> {
         Cmd::Demo { scale } => demo(scale),
         Cmd::Fuzz { secs } => fuzz(secs),
         Cmd::Deb => {
-            prereqs()?;
+            toolchain()?;
+            cargo_deb()?;
             deb().map(|_| ())
         }
     }
 }
 
 fn fuzz(secs: u64) -> Result<()> {
-    prereqs()?;
+    toolchain()?;
     say(&format!("fuzzing for {secs} s per target (TCPGUARD_FUZZ_SECS)"));
     for (pkg, what) in [("tcpguard-common", "packet parser, SYN option walk"), ("tcpguard", "control-socket framing")] {
         say(&format!("{pkg}: {what}"));
@@ -116,6 +117,25 @@ const CARGO_DEB: &str = "3.8.0";
 
 /// Install every prerequisite that is missing, one visible line each.
 fn prereqs() -> Result<()> {
+    toolchain()?;
+    cargo_deb()?;
+    debian_tools(TEST_TOOLS)
+}
+
+/// The Debian packages the tests use: (command, package).
+const TEST_TOOLS: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("systemd-analyze", "systemd"),
+    ("promtool", "prometheus"),
+    ("systemd-nspawn", "systemd-container"),
+    ("debootstrap", "debootstrap"),
+];
+
+/// What the demo and the benchmarks need (the lab's `ip`).
+const LAB_TOOLS: &[(&str, &str)] = &[("ip", "iproute2")];
+
+/// What building the eBPF object needs (no root).
+fn toolchain() -> Result<()> {
     // 1. The nightly toolchain with rust-src (the eBPF crate builds core).
     let toolchains = output(Command::new("rustup").args(["toolchain", "list"])).unwrap_or_default();
     if !toolchains.lines().any(|l| l.starts_with("nightly")) {
@@ -138,7 +158,11 @@ fn prereqs() -> Result<()> {
         say(&format!("installing bpf-linker {BPF_LINKER} (cargo install --locked bpf-linker@{BPF_LINKER})"));
         run(Command::new("cargo").args(["install", "--locked", &format!("bpf-linker@{BPF_LINKER}")]))?;
     }
-    // 3. cargo-deb, which builds the Debian package.
+    Ok(())
+}
+
+/// cargo-deb, which builds the Debian package.
+fn cargo_deb() -> Result<()> {
     let have = output(Command::new("cargo-deb").arg("--version")).unwrap_or_default();
     if have.contains(CARGO_DEB) {
         say(&format!("cargo-deb {CARGO_DEB}: present"));
@@ -146,21 +170,21 @@ fn prereqs() -> Result<()> {
         say(&format!("installing cargo-deb {CARGO_DEB} (cargo install --locked cargo-deb@{CARGO_DEB})"));
         run(Command::new("cargo").args(["install", "--locked", &format!("cargo-deb@{CARGO_DEB}")]))?;
     }
-    // 4. Tools the kernel tests, labs, the systemd container and the alerting tests use.
+    Ok(())
+}
+
+/// Debian packages for the kernel tests, labs, the systemd container and the
+/// alerting tests (root installs the missing ones).
+fn debian_tools(tools: &[(&str, &str)]) -> Result<()> {
     let mut missing = Vec::new();
-    for (bin, pkg) in [
-        ("ip", "iproute2"),
-        ("systemd-analyze", "systemd"),
-        ("promtool", "prometheus"),
-        ("systemd-nspawn", "systemd-container"),
-        ("debootstrap", "debootstrap"),
-    ] {
+    for (bin, pkg) in tools {
         if output(Command::new("sh").args(["-c", &format!("command -v {bin}")])).is_none() {
-            missing.push(pkg);
+            missing.push(*pkg);
         }
     }
     if missing.is_empty() {
-        say("iproute2, systemd-analyze, promtool and prometheus, systemd-nspawn, debootstrap: present");
+        let names: Vec<&str> = tools.iter().map(|(_, p)| *p).collect();
+        say(&format!("Debian packages {}: present", names.join(", ")));
     } else if is_root() {
         say(&format!("installing {} (apt-get install -y {})", missing.join(", "), missing.join(" ")));
         run(Command::new("apt-get").args(["update", "-qq"]))?;
@@ -232,7 +256,8 @@ fn deb() -> Result<PathBuf> {
 const LAB_BUILD: &[&str] = &["build", "--release", "-p", "tcpguard", "--features", "lab"];
 
 fn demo(scale: f64) -> Result<()> {
-    prereqs()?;
+    toolchain()?;
+    debian_tools(LAB_TOOLS)?;
     if !is_root() {
         bail!("the demo creates network namespaces and attaches XDP: run it as root");
     }
@@ -243,7 +268,8 @@ fn demo(scale: f64) -> Result<()> {
 }
 
 fn bench(quick: bool) -> Result<()> {
-    prereqs()?;
+    toolchain()?;
+    debian_tools(LAB_TOOLS)?;
     if !is_root() {
         bail!("benchmarks run BPF_PROG_TEST_RUN and namespace labs and need root");
     }
