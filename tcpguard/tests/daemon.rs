@@ -1206,6 +1206,16 @@ fn a_deleted_interface_shows_as_detached_in_metrics_and_the_log() {
     assert!(log.contains("XDP is no longer attached"), "{log}");
 }
 
+/// Poll `done` every 200 ms until it holds; fail naming `what` after `limit`.
+fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
+    let t = Instant::now();
+    while !done() {
+        assert!(t.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    t.elapsed()
+}
+
 /// GET over HTTP/1.0 from inside the server namespace; the body.
 fn http_get(lab: &Lab, port: u16, path: &str) -> Option<String> {
     lab.server
@@ -1266,58 +1276,48 @@ fn prometheus_fires_the_attack_alert_and_resolves_it() {
         .stderr(std::fs::File::create(&prom_log).unwrap())
         .spawn()
         .expect("prometheus not found: `cargo xtask prereqs` installs Debian's prometheus package");
-    struct Stop<'a>(&'a mut Child);
+    /// Ends prometheus; on a failing test, shows its log.
+    struct Stop<'a>(&'a mut Child, PathBuf);
     impl Drop for Stop<'_> {
         fn drop(&mut self) {
             let _ = self.0.kill();
             let _ = self.0.wait();
+            if std::thread::panicking() {
+                eprintln!("prometheus log:\n{}", std::fs::read_to_string(&self.1).unwrap_or_default());
+            }
         }
     }
-    let prom = Stop(&mut prom);
-    let plog = || std::fs::read_to_string(&prom_log).unwrap_or_default();
+    let prom = Stop(&mut prom, prom_log);
 
     // Prometheus is up and scraping tcpguard; the rules are loaded.
-    let t = Instant::now();
-    loop {
-        let up = http_get(&lab, PROM_PORT, "/api/v1/targets").is_some_and(|b| b.contains("\"health\":\"up\""));
-        let rules_loaded =
-            http_get(&lab, PROM_PORT, "/api/v1/rules").is_some_and(|b| b.contains("TcpguardSynFloodActive"));
-        if up && rules_loaded {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(30), "prometheus not scraping tcpguard:\n{}", plog());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let ready = || {
+        http_get(&lab, PROM_PORT, "/api/v1/targets").is_some_and(|b| b.contains("\"health\":\"up\""))
+            && http_get(&lab, PROM_PORT, "/api/v1/rules").is_some_and(|b| b.contains("TcpguardSynFloodActive"))
+    };
+    wait_until(Duration::from_secs(30), "prometheus scraping tcpguard with the rules loaded", ready);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(alert_state(&lab, PROM_PORT, "TcpguardSynFloodActive"), None, "fires with no flood");
 
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let flood = start_flood(&lab, Sources::Random("198.19.0.0/16".parse().unwrap()), 20_000, 60, stop.clone());
-    let t = Instant::now();
-    while alert_state(&lab, PROM_PORT, "TcpguardSynFloodActive").as_deref() != Some("firing") {
-        assert!(t.elapsed() < Duration::from_secs(15), "attack alert not firing:\n{}", plog());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(Duration::from_secs(15), "TcpguardSynFloodActive firing", || {
+        alert_state(&lab, PROM_PORT, "TcpguardSynFloodActive").as_deref() == Some("firing")
+    });
     let fired = started.elapsed();
     let body = http_get(&lab, PROM_PORT, "/api/v1/alerts").unwrap();
     assert!(body.contains("\"summary\":\"SYN flood on 127.0.0.1:9717\""), "{body}");
     stop.store(true, Ordering::Relaxed);
     assert!(flood.join().unwrap().sent > 10_000);
-    let stopped = Instant::now();
-    while alert_state(&lab, PROM_PORT, "TcpguardSynFloodActive").is_some() {
-        assert!(stopped.elapsed() < Duration::from_secs(20), "attack alert not resolved:\n{}", d.log_text());
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let resolved = stopped.elapsed();
+    let resolved = wait_until(Duration::from_secs(20), "TcpguardSynFloodActive resolved", || {
+        alert_state(&lab, PROM_PORT, "TcpguardSynFloodActive").is_none()
+    });
     eprintln!("prometheus: attack alert firing {fired:?} after flood start, resolved {resolved:?} after it stopped");
 
     d.stop();
-    let t = Instant::now();
-    while alert_state(&lab, PROM_PORT, "TcpguardDown").as_deref() != Some("pending") {
-        assert!(t.elapsed() < Duration::from_secs(10), "TcpguardDown not pending with the daemon stopped");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(Duration::from_secs(10), "TcpguardDown pending with the daemon stopped", || {
+        alert_state(&lab, PROM_PORT, "TcpguardDown").as_deref() == Some("pending")
+    });
     drop(prom);
 }
 

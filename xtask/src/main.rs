@@ -151,26 +151,24 @@ fn toolchain() -> Result<()> {
         run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
     }
     // 2. bpf-linker, the pinned version that loads the toolchain's own LLVM.
-    let have = output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
-    if have.contains(BPF_LINKER) {
-        say(&format!("bpf-linker {BPF_LINKER}: present"));
-    } else {
-        say(&format!("installing bpf-linker {BPF_LINKER} (cargo install --locked bpf-linker@{BPF_LINKER})"));
-        run(Command::new("cargo").args(["install", "--locked", &format!("bpf-linker@{BPF_LINKER}")]))?;
+    cargo_tool("bpf-linker", BPF_LINKER)
+}
+
+/// A tool from crates.io at a pinned version (`cargo install --locked`),
+/// unless that version is on the PATH already.
+fn cargo_tool(name: &str, version: &str) -> Result<()> {
+    let have = output(Command::new(name).arg("--version")).unwrap_or_default();
+    if have.contains(version) {
+        say(&format!("{name} {version}: present"));
+        return Ok(());
     }
-    Ok(())
+    say(&format!("installing {name} {version} (cargo install --locked {name}@{version})"));
+    run(Command::new("cargo").args(["install", "--locked", &format!("{name}@{version}")]))
 }
 
 /// cargo-deb, which builds the Debian package.
 fn cargo_deb() -> Result<()> {
-    let have = output(Command::new("cargo-deb").arg("--version")).unwrap_or_default();
-    if have.contains(CARGO_DEB) {
-        say(&format!("cargo-deb {CARGO_DEB}: present"));
-    } else {
-        say(&format!("installing cargo-deb {CARGO_DEB} (cargo install --locked cargo-deb@{CARGO_DEB})"));
-        run(Command::new("cargo").args(["install", "--locked", &format!("cargo-deb@{CARGO_DEB}")]))?;
-    }
-    Ok(())
+    cargo_tool("cargo-deb", CARGO_DEB)
 }
 
 /// Debian packages for the kernel tests, labs, the systemd container and the
