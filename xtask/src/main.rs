@@ -69,7 +69,7 @@ fn main() -> Result<()> {
         Cmd::Deb => {
             toolchain()?;
             cargo_deb()?;
-            deb().map(|_| ())
+            deb()
         }
     }
 }
@@ -131,8 +131,12 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("debootstrap", "debootstrap"),
 ];
 
-/// What the demo and the benchmarks need (the lab's `ip`).
+/// What the demo needs (the lab's `ip`).
 const LAB_TOOLS: &[(&str, &str)] = &[("ip", "iproute2")];
+
+/// What the benchmarks need: the lab, and a font for the plot.
+const BENCH_TOOLS: &[(&str, &str)] =
+    &[("ip", "iproute2"), ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "fonts-dejavu-core")];
 
 /// What building the eBPF object needs (no root).
 fn toolchain() -> Result<()> {
@@ -172,11 +176,17 @@ fn cargo_deb() -> Result<()> {
 }
 
 /// Debian packages for the kernel tests, labs, the systemd container and the
-/// alerting tests (root installs the missing ones).
+/// alerting tests (root installs the missing ones). Each is probed by a
+/// command on the PATH, or by a file when given an absolute path.
 fn debian_tools(tools: &[(&str, &str)]) -> Result<()> {
     let mut missing = Vec::new();
-    for (bin, pkg) in tools {
-        if output(Command::new("sh").args(["-c", &format!("command -v {bin}")])).is_none() {
+    for (probe, pkg) in tools {
+        let present = if probe.starts_with('/') {
+            Path::new(probe).exists()
+        } else {
+            output(Command::new("sh").args(["-c", &format!("command -v {probe}")])).is_some()
+        };
+        if !present {
             missing.push(*pkg);
         }
     }
@@ -216,8 +226,8 @@ fn test(extra: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Build the Debian package from the release binary; returns its path.
-fn deb() -> Result<PathBuf> {
+/// Build the Debian package from the release binary.
+fn deb() -> Result<()> {
     say("building the release binary for the package");
     run(Command::new("cargo").args(["build", "--release", "-p", "tcpguard", "--bin", "tcpguard"]))?;
     let root = workspace_root();
@@ -246,7 +256,7 @@ fn deb() -> Result<PathBuf> {
         bail!("cargo deb did not name the package it wrote (stdout: {})", String::from_utf8_lossy(&o.stdout));
     }
     say(&format!("wrote {}", path.display()));
-    Ok(path)
+    Ok(())
 }
 
 /// The daemon and the lab tools (`tcpguard-lab`: demo, flood, benchmarks),
@@ -267,11 +277,10 @@ fn demo(scale: f64) -> Result<()> {
 
 fn bench(quick: bool) -> Result<()> {
     toolchain()?;
-    debian_tools(LAB_TOOLS)?;
+    debian_tools(BENCH_TOOLS)?;
     if !is_root() {
         bail!("benchmarks run BPF_PROG_TEST_RUN and namespace labs and need root");
     }
-    ensure_debian(&[("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "fonts-dejavu-core")])?;
     run(Command::new("cargo").args(LAB_BUILD))?;
     let bin = workspace_root().join("target/release/tcpguard-lab");
     let q: &[&str] = if quick { &["--quick"] } else { &[] };
@@ -346,18 +355,6 @@ On veth every flood packet is still an skb before XDP sees it (generic XDP conve
 XDP_TX reply crosses the peer's XDP program and stack: the lab understates the gain a NIC in driver mode would show,
 where flood packets never become skbs.
 ";
-
-fn ensure_debian(files: &[(&str, &str)]) -> Result<()> {
-    for (file, pkg) in files {
-        if Path::new(file).exists() {
-            continue;
-        }
-        say(&format!("installing {pkg} (apt-get install -y {pkg})"));
-        run(Command::new("apt-get").args(["update", "-qq"]))?;
-        run(Command::new("apt-get").args(["install", "-y", "-qq", pkg]).env("DEBIAN_FRONTEND", "noninteractive"))?;
-    }
-    Ok(())
-}
 
 fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
