@@ -159,6 +159,15 @@ counters! {
     DropAckInvalid => "drop_ack_invalid": Drop,
     /// Monitor mode: an invalid ACK that would have been dropped.
     MonitorAckInvalid => "monitor_ack_invalid": Monitor,
+    /// Attack mode, a SYN or ACK not addressed to this host (another
+    /// destination MAC, or an address that is not local: forwarded traffic):
+    /// neither answered nor dropped, the kernel gets it.
+    NotForHost => "not_for_host": Event,
+    /// XDP_TX replies the driver failed to transmit (the kernel's
+    /// `xdp:xdp_bulk_tx` drops and `xdp:xdp_exception` for XDP_TX).
+    XdpTxFailed => "xdp_tx_failed": Event,
+    /// XDP_TX replies the driver reported sent (`xdp:xdp_bulk_tx`, veth).
+    XdpTxDelivered => "xdp_tx_delivered": Event,
 }
 
 /// The value stored per CPU.

@@ -24,12 +24,17 @@ pub mod map_names {
     pub const SKETCH: &str = "SKETCH";
     /// Per-CPU HyperLogLog registers of distinct SYN sources (attack mode).
     pub const HLL: &str = "HLL";
+    /// The host's own addresses (the network namespace's), which alone the
+    /// responder answers for and invalid ACKs are dropped for.
+    pub const LOCAL_ADDRS: &str = "LOCAL_ADDRS";
+    /// Per-CPU mark of the XDP_TX replies the transmit watch has accounted.
+    pub const TX_MARK: &str = "TX_MARK";
     /// Ring buffer of heavy-source events (not pinned: per daemon run).
     pub const EVENTS: &str = "EVENTS";
     /// Every map the program owns, in pinning order.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 18] = [
         SETTINGS, COUNTERS, HALF_OPEN, HO_BUCKETS, SRC_STATS, AGG_STATS, ALLOW_V4, ALLOW_V6, BLOCK_V4, BLOCK_V6, PORTS,
-        SYN_SEEN, ATTACK, RATE_WIN, SKETCH, HLL,
+        SYN_SEEN, ATTACK, RATE_WIN, SKETCH, HLL, LOCAL_ADDRS, TX_MARK,
     ];
 }
 
@@ -57,6 +62,13 @@ pub const FLAG_HAS_ALLOWS: u32 = 16;
 /// acknowledge the server's ISN. Without it (no egress program) a SYN is
 /// counted half-open when seen and the ACK's seq alone completes it.
 pub const FLAG_EGRESS: u32 = 32;
+/// Settings flag: this interface's XDP_TX replies are reported by the
+/// `xdp:xdp_bulk_tx` tracepoint (veth in native mode), which the transmit
+/// watch then counts as this interface's.
+pub const FLAG_TX_BULK: u32 = 64;
+
+/// Entries of the local-address map (`LOCAL_ADDRS`).
+pub const LOCAL_ADDR_ENTRIES: u32 = 4096;
 
 /// `AttackState::reason`: the datapath's own SYN rate crossed the threshold.
 pub const ATTACK_REASON_SYN_RATE: u32 = 1;
@@ -111,9 +123,28 @@ pub struct Settings {
     /// MSS advertised in XDP SYN-ACKs, IPv4 and IPv6 (from the MTU).
     pub synack_mss4: u32,
     pub synack_mss6: u32,
+    /// The interface's own MAC address (6 bytes, then 2 of padding): the
+    /// responder answers only frames sent to it.
+    pub mac: [u8; 8],
+    /// The interface's index, for the transmit watch's `xdp:xdp_exception`.
+    pub ifindex: u32,
+    /// Offset of `ifindex` in the kernel's `struct net_device` (from its
+    /// BTF), for the transmit watch; 0 = unknown (exceptions not counted).
+    pub dev_ifindex_off: u32,
 }
 
 impl Settings {
+    /// Whether a frame's destination MAC is this interface's own.
+    #[inline(always)]
+    pub fn own_mac(&self, dst: &[u8; 6]) -> bool {
+        self.mac[0] == dst[0]
+            && self.mac[1] == dst[1]
+            && self.mac[2] == dst[2]
+            && self.mac[3] == dst[3]
+            && self.mac[4] == dst[4]
+            && self.mac[5] == dst[5]
+    }
+
     /// SYNs within one [`ATTACK_WINDOW_NS`] window that enter attack mode;
     /// 0 = never by the datapath itself.
     #[inline(always)]
@@ -407,7 +438,7 @@ mod tests {
 
     #[test]
     fn sizes_have_no_hidden_padding() {
-        assert_eq!(size_of::<Settings>(), 72);
+        assert_eq!(size_of::<Settings>(), 88);
         assert_eq!(size_of::<AttackState>(), 48);
         assert_eq!(size_of::<RateWindow>(), 32);
         assert_ne!(size_of::<ModeEvent>(), size_of::<HeavyEvent>(), "told apart by size");

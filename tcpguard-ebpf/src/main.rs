@@ -27,9 +27,9 @@ use aya_ebpf::{
         bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_loop, bpf_sk_release, bpf_skc_lookup_tcp,
         bpf_tcp_check_syncookie, bpf_tcp_gen_syncookie, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
     },
-    macros::{classifier, map, xdp},
+    macros::{classifier, map, raw_tracepoint, xdp},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
-    programs::{TcContext, XdpContext},
+    programs::{RawTracePointContext, TcContext, XdpContext},
 };
 use tcpguard_common::{
     halfopen::{self, BUCKETS, NS_PER_SEC},
@@ -42,7 +42,7 @@ use tcpguard_common::{
     AggEvent, AggStats, AllowEntry, AttackState, BlockEntry, Counter, Counters, FlowKey, HalfOpen, HeavyEvent,
     HoBucket, ModeEvent, RateWindow, Settings, SrcKey, SrcStats, ATTACK_REASON_SYN_RATE, DEFAULT_AGG_ENTRIES,
     DEFAULT_HALF_OPEN_ENTRIES, DEFAULT_SRC_ENTRIES, FLAG_EGRESS, FLAG_HAS_ALLOWS, FLAG_HAS_BLOCKS, FLAG_MONITOR,
-    FLAG_PORT_FILTER, FLAG_XDP_COOKIES, LIST_ENTRIES, PORT_ENTRIES,
+    FLAG_PORT_FILTER, FLAG_TX_BULK, FLAG_XDP_COOKIES, LIST_ENTRIES, LOCAL_ADDR_ENTRIES, PORT_ENTRIES,
 };
 
 #[map]
@@ -90,6 +90,13 @@ static RATE_WIN: PerCpuArray<RateWindow> = PerCpuArray::with_max_entries(1, 0);
 static SKETCH: PerCpuArray<Sketch> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static HLL: PerCpuArray<Hll> = PerCpuArray::with_max_entries(1, 0);
+/// The host's own addresses (the daemon keeps it in step with the kernel's):
+/// the responder answers, and the ACK check drops, only for these.
+#[map]
+static LOCAL_ADDRS: HashMap<SrcKey, u8> = HashMap::with_max_entries(LOCAL_ADDR_ENTRIES, 0);
+/// Per CPU: the `cookie_sent` count the transmit watch has accounted for.
+#[map]
+static TX_MARK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// Buffers of the SYN-cookie responder, off the small BPF stack.
 #[repr(C)]
 struct Reply {
@@ -216,6 +223,19 @@ fn allowed(p: &TcpPacket) -> bool {
 #[inline(always)]
 fn allowed_if_any(s: &Settings, p: &TcpPacket) -> bool {
     s.flags & FLAG_HAS_ALLOWS != 0 && allowed(p)
+}
+
+/// Addressed to this host: to the interface's own MAC and a local address.
+/// Anything else (forwarded traffic, a neighbour's address, a stale MAC) is
+/// the kernel's to route or discard: never answered or dropped here.
+#[inline(always)]
+fn for_host(ctx: &XdpContext, s: &Settings, p: &TcpPacket) -> bool {
+    match Frame(ctx).bytes::<6>(0) {
+        Some(dst) if s.own_mac(&dst) => {}
+        _ => return false,
+    }
+    // SAFETY: read-only presence check.
+    unsafe { LOCAL_ADDRS.get(&SrcKey { addr: p.daddr }) }.is_some()
 }
 
 /// `Some(true)` blocked, `Some(false)` matched an expired entry, `None` no match.
@@ -737,6 +757,10 @@ fn answer_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket) -
 
 #[inline(always)]
 fn answer(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket) -> Option<u32> {
+    if !for_host(ctx, s, p) {
+        bump(c, Counter::NotForHost);
+        return None;
+    }
     let ip_len = plain_ip_len(p);
     if ip_len == 0 {
         bump(c, Counter::CookieOddHeaders);
@@ -910,6 +934,10 @@ enum AckCheck {
 fn attack_ack(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket) -> AckCheck {
     let ip_len = plain_ip_len(p);
     if ip_len == 0 {
+        return AckCheck::Pass;
+    }
+    if !for_host(ctx, s, p) {
+        bump(c, Counter::NotForHost);
         return AckCheck::Pass;
     }
     let sk = lookup_socket(ctx, p);
@@ -1106,6 +1134,75 @@ fn on_rst_out(c: &mut Counters, s: &Settings, p: &TcpPacket, key: &FlowKey) {
     } else {
         bump(c, Counter::SynRefused);
     }
+}
+
+/// The transmit watch: veth reports each flush of XDP_TX frames through
+/// `xdp:xdp_bulk_tx` (`dev, sent, drops, err`), on the CPU that ran the XDP
+/// program, right after that device's poll. A flush is this interface's
+/// when this CPU sent replies (`cookie_sent`) since the last flush the watch
+/// accounted: no other device's poll runs between a poll and its flush.
+#[raw_tracepoint(tracepoint = "xdp_bulk_tx")]
+pub fn tcpguard_tx_bulk(ctx: RawTracePointContext) -> u32 {
+    tx_bulk(&ctx);
+    0
+}
+
+#[inline(always)]
+fn tx_bulk(ctx: &RawTracePointContext) -> Option<()> {
+    let s = SETTINGS.get(0)?;
+    if s.flags & FLAG_TX_BULK == 0 {
+        return None;
+    }
+    let c = COUNTERS.get_ptr_mut(0)?;
+    let mark = TX_MARK.get_ptr_mut(0)?;
+    // SAFETY: per-CPU values; the XDP program on this CPU is not running
+    // while its flush is traced.
+    let (c, mark) = unsafe { (&mut *c, &mut *mark) };
+    let sent_here = c.get(Counter::CookieSent);
+    if sent_here == *mark {
+        return None; // another device's flush
+    }
+    *mark = sent_here;
+    let sent: i64 = ctx.arg(1);
+    let drops: i64 = ctx.arg(2);
+    c.v[Counter::XdpTxDelivered as usize] += (sent as i32).max(0) as u64;
+    c.v[Counter::XdpTxFailed as usize] += (drops as i32).max(0) as u64;
+    Some(())
+}
+
+/// Other drivers report an XDP action they failed to carry out through
+/// `xdp:xdp_exception` (`dev, prog, act`): an XDP_TX on this interface
+/// (its ifindex read from `struct net_device` at the offset the daemon
+/// found in the kernel's BTF) is a failed reply.
+#[raw_tracepoint(tracepoint = "xdp_exception")]
+pub fn tcpguard_tx_exception(ctx: RawTracePointContext) -> u32 {
+    tx_exception(&ctx);
+    0
+}
+
+#[inline(always)]
+fn tx_exception(ctx: &RawTracePointContext) -> Option<()> {
+    let act: u64 = ctx.arg(2);
+    if act as u32 != xdp_action::XDP_TX {
+        return None;
+    }
+    let s = SETTINGS.get(0)?;
+    if s.dev_ifindex_off == 0 || s.ifindex == 0 {
+        return None;
+    }
+    let dev: u64 = ctx.arg(0);
+    // SAFETY: a kernel read through the helper; a bad address fails cleanly.
+    let ifindex = unsafe {
+        aya_ebpf::helpers::bpf_probe_read_kernel((dev + u64::from(s.dev_ifindex_off & 0xffff)) as *const u32)
+    }
+    .ok()?;
+    if ifindex != s.ifindex {
+        return None;
+    }
+    let c = COUNTERS.get_ptr_mut(0)?;
+    // SAFETY: per-CPU value.
+    unsafe { (*c).v[Counter::XdpTxFailed as usize] += 1 };
+    Some(())
 }
 
 #[cfg(not(test))]

@@ -59,10 +59,14 @@ fn attack_rows(singles: u32, repeat: u32, rounds: usize, tracking_new_ns: f64) -
         synack_wscale: 7,
         heavy_syns_per_sec: 200,
         hash_seed: 0x5eed,
+        // Craft's default destination MAC: the frames are the host's own.
+        mac: [0x02, 0, 0, 0, 0, 2, 0, 0],
         ..Settings::default()
     };
     let mut m = Maps::new(&mut dp.ebpf);
     m.set_settings(&settings)?;
+    // The host's own address (one local-address lookup on the answered path).
+    m.add_local(std::net::IpAddr::from(DST))?;
     m.set_attack(&AttackState { active: 1, reason: ATTACK_REASON_DAEMON, ..AttackState::default() })?;
     // A spoofed flood: every SYN from a new random source, Linux options.
     let flood = spoofed_syns(2_000_000, singles, 80);

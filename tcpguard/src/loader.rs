@@ -8,7 +8,7 @@ use aya::{
         links::{FdLink, PinnedLink},
         tc::{SchedClassifierLink, TcAttachOptions},
         xdp::XdpLink,
-        LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        LinkOrder, RawTracePoint, SchedClassifier, TcAttachType, Xdp, XdpMode,
     },
     Ebpf, EbpfLoader,
 };
@@ -85,6 +85,9 @@ pub const BASELINE_PROGRAM: &str = "xdp_pass";
 pub const EGRESS_PROGRAM: &str = "tcpguard_egress";
 /// A TC program that passes everything (the egress benchmark's baseline).
 pub const EGRESS_BASELINE: &str = "tc_pass";
+/// The transmit watch's raw tracepoint programs.
+pub const TX_BULK_PROGRAM: &str = "tcpguard_tx_bulk";
+pub const TX_EXCEPTION_PROGRAM: &str = "tcpguard_tx_exception";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoaderError {
@@ -108,6 +111,12 @@ pub enum LoaderError {
     #[error("failed to attach the TC egress program to {iface} (TCX, kernel 6.6 or later)")]
     AttachEgress {
         iface: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("failed to attach the transmit watch to the raw tracepoint {tracepoint}")]
+    AttachTracepoint {
+        tracepoint: &'static str,
         #[source]
         source: aya::programs::ProgramError,
     },
@@ -407,6 +416,24 @@ impl Datapath {
         }
         self.link = None;
         self.egress_link = None;
+    }
+
+    /// Attach the transmit watch: raw tracepoints on `xdp:xdp_bulk_tx` and
+    /// `xdp:xdp_exception` that count this datapath's XDP_TX replies the
+    /// driver failed to send. Detached when this object is dropped (the next
+    /// daemon attaches its own); no tracefs and no perf events needed.
+    pub fn attach_tx_watch(&mut self) -> Result<(), LoaderError> {
+        for (name, tp) in [(TX_BULK_PROGRAM, "xdp_bulk_tx"), (TX_EXCEPTION_PROGRAM, "xdp_exception")] {
+            let prog: &mut RawTracePoint = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(LoaderError::MissingProgram { name })?
+                .try_into()
+                .map_err(|source| LoaderError::Verify { name, source })?;
+            prog.load().map_err(|source| LoaderError::Verify { name, source })?;
+            prog.attach(tp).map_err(|source| LoaderError::AttachTracepoint { tracepoint: tp, source })?;
+        }
+        Ok(())
     }
 
     /// Attach the pass-everything program (for a veth peer, or a baseline).

@@ -82,6 +82,22 @@ impl<'a> Maps<'a> {
         Ok(out)
     }
 
+    /// Answer for `a` (a local address of the host) from now on.
+    pub fn add_local(&mut self, a: IpAddr) -> Result<(), MapsError> {
+        let n = map_names::LOCAL_ADDRS;
+        let mut m: HashMap<&mut MapData, SrcKey, u8> = HashMap::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
+        m.insert(src_key(a), 1, 0).map_err(op(n, "write"))
+    }
+
+    /// `a` is no longer a local address.
+    pub fn remove_local(&mut self, a: IpAddr) -> Result<(), MapsError> {
+        let n = map_names::LOCAL_ADDRS;
+        let mut m: HashMap<&mut MapData, SrcKey, u8> = HashMap::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
+        // Already absent is as good as removed.
+        let _ = m.remove(&src_key(a));
+        Ok(())
+    }
+
     pub fn settings(&self) -> Result<Settings, MapsError> {
         let n = map_names::SETTINGS;
         let arr: Array<&MapData, Settings> = Array::try_from(self.map(n)?).map_err(op(n, "open"))?;

@@ -83,6 +83,7 @@ fn attack_settings(flags: u32) -> Settings {
         attack_sample: 65_536,
         heavy_syns_per_sec: 200,
         hash_seed: 0x5eed,
+        mac: [SERVER_MAC[0], SERVER_MAC[1], SERVER_MAC[2], SERVER_MAC[3], SERVER_MAC[4], SERVER_MAC[5], 0, 0],
         ..Settings::default()
     }
 }
@@ -98,8 +99,17 @@ fn enter_attack(dp: &mut Datapath) {
         .unwrap();
 }
 
+/// The host's own addresses in these tests, as the daemon would list them.
+fn local_addrs() -> [IpAddr; 3] {
+    [IpAddr::from(SERVER), IpAddr::from(v6(1)), IpAddr::from([127, 0, 0, 1])]
+}
+
 fn setup(dp: &mut Datapath, flags: u32) {
-    Maps::new(&mut dp.ebpf).set_settings(&attack_settings(flags)).unwrap();
+    let mut m = Maps::new(&mut dp.ebpf);
+    m.set_settings(&attack_settings(flags)).unwrap();
+    for a in local_addrs() {
+        m.add_local(a).unwrap();
+    }
     enter_attack(dp);
 }
 
@@ -348,6 +358,49 @@ fn the_kernel_answers_what_the_responder_must_not() {
         let tw = Craft::v4([127, 0, 0, 1], [127, 0, 0, 1], cport, 8080).flags(TCP_SYN).seq(5).syn_options().build();
         let d = moved(&mut dp, |dp| assert_eq!(run(dp, &tw), XDP_PASS));
         assert!(d.contains(&(CookieOtherSocket.name(), 1)), "TIME_WAIT goes to the kernel: {d:?}");
+    });
+}
+
+#[test]
+fn only_frames_for_the_host_itself_are_answered_or_dropped() {
+    let _g = serial();
+    let mut dp = load();
+    setup(&mut dp, FLAG_XDP_COOKIES);
+    let ns = Ns::new("2");
+    let other: [u8; 4] = [192, 0, 2, 99];
+    ns.with_listeners(|| {
+        let not_ours = want(&[(Syn, 1), (AttackSyn, 1), (NotForHost, 1), (PassTcp, 1)]);
+        // Another destination MAC (a stale MAC, another host's frame seen
+        // in promiscuous mode), broadcast and multicast: the kernel's.
+        for mac in [[0x02, 0, 0, 0, 0, 9], [0xff; 6], [0x01, 0x00, 0x5e, 0, 0, 1]] {
+            let syn = syn4(2000, 1).macs(CLIENT_MAC, mac).build();
+            let d = moved(&mut dp, |dp| assert_eq!(run(dp, &syn), XDP_PASS));
+            assert_eq!(d, not_ours, "dst mac {mac:02x?}");
+        }
+        // A forwarded SYN: our MAC, an address the host does not own, though
+        // the wildcard listener on :80 would match it.
+        let fwd = Craft::v4(CLIENT, other, 2001, 80).macs(CLIENT_MAC, SERVER_MAC).flags(TCP_SYN).seq(1).build();
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &fwd), XDP_PASS));
+        assert_eq!(d, not_ours);
+        let fwd6 = Craft::v6(v6(10), v6(2), 2002, 443).macs(CLIENT_MAC, SERVER_MAC).flags(TCP_SYN).seq(1).build();
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &fwd6), XDP_PASS));
+        assert_eq!(d, not_ours);
+        // A forwarded connection's ACK is never judged as a forged one.
+        run(&dp, &syn4(999, 5).build());
+        let ack = Craft::v4(CLIENT, other, 1000, 80).flags(TCP_ACK).seq(2).ack(0xdead_beef).build();
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &ack), XDP_PASS));
+        assert_eq!(d, want(&[(NotForHost, 1), (PassTcp, 1)]));
+    });
+    // The address becomes the host's: answered from then on.
+    Maps::new(&mut dp.ebpf).add_local(IpAddr::from(other)).unwrap();
+    ns.with_listeners(|| {
+        let fwd = Craft::v4(CLIENT, other, 2003, 80).macs(CLIENT_MAC, SERVER_MAC).flags(TCP_SYN).seq(1).build();
+        assert_eq!(run(&dp, &fwd), XDP_TX);
+    });
+    Maps::new(&mut dp.ebpf).remove_local(IpAddr::from(other)).unwrap();
+    ns.with_listeners(|| {
+        let fwd = Craft::v4(CLIENT, other, 2004, 80).macs(CLIENT_MAC, SERVER_MAC).flags(TCP_SYN).seq(1).build();
+        assert_eq!(run(&dp, &fwd), XDP_PASS);
     });
 }
 

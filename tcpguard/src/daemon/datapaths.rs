@@ -9,9 +9,14 @@ use aya::maps::{MapData, RingBuf};
 use tcpguard_common::{
     map_names,
     sketch::{self, Hll},
-    AttackState, BlockEntry, Counters, HoBucket, Settings, SrcStats, ATTACK_REASON_DAEMON, ATTACK_REASON_SYN_RATE,
+    AttackState, BlockEntry, Counter, Counters, HoBucket, Settings, SrcStats, ATTACK_REASON_DAEMON,
+    ATTACK_REASON_SYN_RATE, FLAG_TX_BULK, FLAG_XDP_COOKIES,
 };
 
+use super::{
+    host::{self, Link},
+    responder::{Change, Responder},
+};
 use crate::{
     config::Config,
     loader::{source_chain, Attachment, Datapath, LoadOptions},
@@ -27,6 +32,27 @@ pub struct Iface {
     pub egress: bool,
     /// The XDP link was attached to the interface at the last check.
     pub attached: bool,
+    /// The interface as the kernel last described it (index, MAC, MTU, kind).
+    pub link: Link,
+    /// Who answers this interface's SYNs in attack mode.
+    pub responder: Responder,
+    /// The datapath is allowed to answer from XDP now (`FLAG_XDP_COOKIES`
+    /// as last written).
+    pub answering: bool,
+    /// The kernel's failed-transmit tracepoints are attached for it.
+    pub tx_watch: bool,
+    /// Its counters (summed over CPUs) at the last two readings.
+    pub counters: Counters,
+    pub prev: Counters,
+    /// Its attack-mode state as last read.
+    pub attack: AttackState,
+}
+
+impl Iface {
+    /// A counter's advance between the last two readings.
+    pub fn delta(&self, c: Counter) -> u64 {
+        self.counters.get(c).wrapping_sub(self.prev.get(c))
+    }
 }
 
 /// The datapath's attack mode as last read (all interfaces).
@@ -45,6 +71,32 @@ pub struct DpAttack {
 /// Every protected interface's datapath.
 pub struct Datapaths {
     ifaces: Vec<Iface>,
+    /// `struct net_device`'s ifindex offset (kernel BTF; 0 = unknown).
+    dev_ifindex_off: u32,
+    /// The host's addresses as last written to the datapaths.
+    local: Vec<IpAddr>,
+}
+
+fn mac_str(m: &[u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// `s` with what comes from the interface: the MSS from its MTU, its MAC and
+/// index, and whether veth's bulk-transmit tracepoint reports its replies.
+fn with_link(s: Settings, l: &Link, dev_ifindex_off: u32) -> Settings {
+    let mtu = if l.mtu == 0 { 1500 } else { l.mtu.clamp(576, 65_535) };
+    let mut mac = [0u8; 8];
+    mac[..6].copy_from_slice(&l.mac);
+    let bulk = if l.kind == "veth" { FLAG_TX_BULK } else { 0 };
+    Settings {
+        flags: (s.flags & !FLAG_TX_BULK) | bulk,
+        synack_mss4: mtu - 40,
+        synack_mss6: mtu - 60,
+        mac,
+        ifindex: l.ifindex,
+        dev_ifindex_off,
+        ..s
+    }
 }
 
 /// A ring buffer taken out of a datapath, for the event reader.
@@ -102,9 +154,134 @@ impl Datapaths {
                     false
                 }
             };
-            ifaces.push(Iface { name: name.clone(), dp, att, egress, attached: true });
+            let link = host::link_by_name(name).with_context(|| format!("reading {name} (rtnetlink)"))?;
+            let judged = host::judge_delivery(&link);
+            let responder = Responder::new(judged, crate::maps::monotonic_ns() as f64 / 1e9);
+            log::info!("{name}: attack-mode responder {} ({})", responder.name(), responder.reason);
+            let tx_watch = match dp.attach_tx_watch() {
+                Ok(()) => true,
+                Err(e) => {
+                    log::warn!(
+                        "{name}: {e}: {}; failed XDP transmits cannot be seen, only the static check of the \
+                         interface decides who answers",
+                        source_chain(&e)
+                    );
+                    false
+                }
+            };
+            ifaces.push(Iface {
+                name: name.clone(),
+                dp,
+                att,
+                egress,
+                attached: true,
+                link,
+                responder,
+                answering: false,
+                tx_watch,
+                counters: Counters::default(),
+                prev: Counters::default(),
+                attack: AttackState::default(),
+            });
         }
-        Ok((Datapaths { ifaces }, readers))
+        let dev_ifindex_off = host::net_device_ifindex_offset().unwrap_or_else(|e| {
+            log::warn!("no ifindex offset from the kernel's BTF ({e}): xdp:xdp_exception failures are not counted");
+            0
+        });
+        Ok((Datapaths { ifaces, dev_ifindex_off, local: Vec::new() }, readers))
+    }
+
+    /// Keep each datapath in step with the host: the interface's MTU (the
+    /// MSS of XDP SYN-ACKs), MAC and index, and the host's own addresses
+    /// (the only ones answered for). Changes are written at once and logged.
+    pub fn follow_host(&mut self) {
+        for i in &mut self.ifaces {
+            let Ok(now) = host::link_by_name(&i.name) else { continue };
+            if now.mtu != i.link.mtu || now.mac != i.link.mac || now.ifindex != i.link.ifindex {
+                log::info!(
+                    "{}: interface changed (mtu {} -> {}, ifindex {} -> {}, mac {} -> {}); XDP SYN-ACKs follow",
+                    i.name,
+                    i.link.mtu,
+                    now.mtu,
+                    i.link.ifindex,
+                    now.ifindex,
+                    mac_str(&i.link.mac),
+                    mac_str(&now.mac)
+                );
+                i.link = now;
+                let mut m = Maps::new(&mut i.dp.ebpf);
+                let r = m.settings().and_then(|cur| m.set_settings(&with_link(cur, &i.link, self.dev_ifindex_off)));
+                if let Err(e) = r {
+                    log::error!("{}: writing the interface's settings: {e}", i.name);
+                }
+            }
+        }
+        match host::local_addrs() {
+            Ok(addrs) if addrs != self.local => {
+                let added: Vec<IpAddr> = addrs.iter().filter(|a| !self.local.contains(a)).copied().collect();
+                let gone: Vec<IpAddr> = self.local.iter().filter(|a| !addrs.contains(a)).copied().collect();
+                let r = self.each(|_, m| {
+                    for a in &added {
+                        m.add_local(*a)?;
+                    }
+                    for a in &gone {
+                        m.remove_local(*a)?;
+                    }
+                    Ok(())
+                });
+                match r {
+                    Ok(_) => {
+                        log::info!("local addresses: {} added, {} gone ({} in all)", added.len(), gone.len(), addrs.len());
+                        self.local = addrs;
+                    }
+                    Err(e) => log::error!("writing the local addresses: {e:#}"),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => log::error!("reading the host's addresses: {e}"),
+        }
+    }
+
+    /// One tick of every interface's responder: fall back to the kernel when
+    /// XDP replies fail to leave, try XDP again after the back-off. Then
+    /// the datapath may answer from XDP where `armed` (the sysctls the
+    /// responder needs are in effect) and the interface's responder is XDP.
+    pub fn step_responders(&mut self, t: f64, armed: bool) {
+        for i in &mut self.ifaces {
+            let (sent, failed) = (i.delta(Counter::CookieSent), i.delta(Counter::XdpTxFailed));
+            let link = &i.link;
+            match i.responder.step(t, sent, failed, || host::judge_delivery(link)) {
+                Some(Change::FellBack { failed, sent, retry_in }) => log::error!(
+                    "{}: XDP replies are not leaving ({failed} of {sent} transmits failed in one tick): the \
+                     kernel's SYN cookies answer on this interface; XDP is tried again in {retry_in:.0} s",
+                    i.name
+                ),
+                Some(Change::Retrying) => log::info!("{}: trying the XDP responder again ({})", i.name, i.responder.reason),
+                Some(Change::Kept) => log::info!("{}: XDP replies leave again; the XDP responder answers", i.name),
+                Some(Change::StillUndeliverable) | None => {}
+            }
+        }
+        self.set_answering(armed);
+    }
+
+    /// Let the datapaths answer from XDP (where their responder is XDP) or
+    /// stop them. Written only where it changes; errors are logged.
+    pub fn set_answering(&mut self, armed: bool) {
+        for i in &mut self.ifaces {
+            let want = armed && i.responder.xdp;
+            if want == i.answering {
+                continue;
+            }
+            let mut m = Maps::new(&mut i.dp.ebpf);
+            let r = m.settings().and_then(|cur| {
+                let flags = if want { cur.flags | FLAG_XDP_COOKIES } else { cur.flags & !FLAG_XDP_COOKIES };
+                m.set_settings(&Settings { flags, ..cur })
+            });
+            match r {
+                Ok(()) => i.answering = want,
+                Err(e) => log::error!("{}: switching the XDP responder: {e}", i.name),
+            }
+        }
     }
 
     pub fn ifaces(&self) -> &[Iface] {
@@ -157,8 +334,10 @@ impl Datapaths {
     /// Global counters summed over interfaces (and CPUs).
     pub fn counters(&mut self) -> Result<Counters> {
         let mut c = Counters::default();
-        for x in self.each(|_, m| m.counters())? {
+        let per = self.each(|_, m| m.counters())?;
+        for (i, x) in self.ifaces.iter_mut().zip(per) {
             c.add(&x);
+            i.prev = std::mem::replace(&mut i.counters, x);
         }
         Ok(c)
     }
@@ -185,7 +364,11 @@ impl Datapaths {
     /// Attack mode over all interfaces: active if any is, the earliest entry.
     pub fn attack(&mut self) -> Result<DpAttack> {
         let mut out = DpAttack::default();
-        for a in self.each(|_, m| m.attack())? {
+        let per = self.each(|_, m| m.attack())?;
+        for (i, a) in self.ifaces.iter_mut().zip(&per) {
+            i.attack = *a;
+        }
+        for a in per {
             out.entries += a.entries;
             if a.active != 0 && (!out.active || a.entered_ns < out.entered_ns) {
                 out.active = true;
@@ -288,18 +471,13 @@ impl Datapaths {
     ) -> Result<()> {
         let p = &cfg.datapath;
         for i in &mut self.ifaces {
-            // The MSS XDP SYN-ACKs advertise, from this interface's MTU.
-            let mtu = super::kernel::iface_mtu(&i.name).unwrap_or(1500).clamp(576, 65_535);
             let mut m = Maps::new(&mut i.dp.ebpf);
+            let answering = if i.answering { FLAG_XDP_COOKIES } else { 0 };
             let r: Result<(), MapsError> = (|| {
                 let cur = m.settings()?;
                 let keep = cur.flags & (tcpguard_common::FLAG_HAS_BLOCKS | tcpguard_common::FLAG_HAS_ALLOWS);
-                m.set_settings(&Settings {
-                    flags: settings.flags | keep,
-                    synack_mss4: mtu - 40,
-                    synack_mss6: mtu - 60,
-                    ..*settings
-                })?;
+                let s = Settings { flags: (settings.flags & !FLAG_XDP_COOKIES) | keep | answering, ..*settings };
+                m.set_settings(&with_link(s, &i.link, self.dev_ifindex_off))?;
                 m.set_ports(&p.ports)?;
                 // On start (no `old`), entries a previous run left pinned that
                 // the config no longer has go too: `tcpguard allow` lasts

@@ -72,22 +72,10 @@ pub struct Mitigator {
 }
 
 impl Mitigator {
-    /// Load the saved state; sysctls a killed run left changed are put back.
-    pub fn start(state_dir: PathBuf) -> Result<Self> {
-        let mut state = kernel::load_state(&state_dir);
-        let mut restored = false;
-        for which in [Sysctl::Syncookies, Sysctl::Timestamps] {
-            if let Some(orig) = which.saved(&mut state).take() {
-                log::warn!("a previous run left {} changed; restoring the operator's value {orig}", which.name());
-                which.write(orig).with_context(|| format!("restoring {}", which.name()))?;
-                restored = true;
-            }
-        }
-        if restored {
-            kernel::save_state(&state_dir, &state)
-                .with_context(|| format!("writing state in {} (daemon.state-dir)", state_dir.display()))?;
-        }
-        Ok(Mitigator {
+    /// Load the saved state (`restore_saved` puts back what it records).
+    pub fn start(state_dir: PathBuf) -> Self {
+        let state = kernel::load_state(&state_dir);
+        Mitigator {
             blocks: HashMap::new(),
             runtime_allows: HashSet::new(),
             state,
@@ -97,7 +85,29 @@ impl Mitigator {
             block_capacity: tcpguard_common::LIST_ENTRIES,
             last_block_error: None,
             last_block_error_logged: None,
-        })
+        }
+    }
+
+    /// Sysctls a killed run left changed are put back to the operator's
+    /// values it saved. Call once no datapath answers from XDP.
+    pub fn restore_saved(&mut self) -> Result<()> {
+        let mut restored = false;
+        for which in [Sysctl::Syncookies, Sysctl::Timestamps] {
+            if let Some(orig) = which.saved(&mut self.state).take() {
+                log::warn!("a previous run left {} changed; restoring the operator's value {orig}", which.name());
+                which.write(orig).with_context(|| format!("restoring {}", which.name()))?;
+                restored = true;
+            }
+        }
+        if restored {
+            self.save().context("daemon.state-dir")?;
+        }
+        Ok(())
+    }
+
+    /// Both sysctls the XDP responder needs are 2 now.
+    pub fn responder_sysctls_in_effect(&self) -> bool {
+        matches!(kernel::read_syncookies(), Ok(2)) && matches!(kernel::read_timestamps(), Ok(2))
     }
 
     /// Blocks this daemon added for heavy sources (counted against the cap).
@@ -206,11 +216,15 @@ impl Mitigator {
     /// while `cookies` (the policy forces them, or the XDP responder
     /// answers: the kernel makes cookies for it only then), tcp_timestamps=2
     /// while `timestamps` (the responder's option encoding needs it).
-    pub fn sync_sysctls(&mut self, cookies: bool, timestamps: bool) {
-        let r = self.set(Sysctl::Syncookies, cookies).and_then(|()| self.set(Sysctl::Timestamps, timestamps));
+    /// Timestamps go first: the cookie helper works as soon as
+    /// tcp_syncookies is 2, and its TS-encoded options need the other.
+    /// Returns whether the responder's sysctls are both in effect.
+    pub fn sync_sysctls(&mut self, cookies: bool, timestamps: bool) -> bool {
+        let r = self.set(Sysctl::Timestamps, timestamps).and_then(|()| self.set(Sysctl::Syncookies, cookies));
         if let Err(e) = r {
             log::error!("{e:#}");
         }
+        self.responder_sysctls_in_effect()
     }
 
     fn set(&mut self, which: Sysctl, on: bool) -> Result<()> {

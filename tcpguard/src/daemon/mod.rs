@@ -18,8 +18,10 @@ pub mod kernel;
 pub mod listeners;
 pub mod metrics;
 mod mitigate;
+pub mod host;
 pub mod notify;
 pub mod policy;
+pub mod responder;
 mod sample;
 
 use std::{
@@ -29,7 +31,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use tcpguard_common::{Counter, Counters, Settings, FLAG_MONITOR, FLAG_PORT_FILTER, FLAG_XDP_COOKIES};
+use tcpguard_common::{Counter, Counters, Settings, FLAG_MONITOR, FLAG_PORT_FILTER};
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::mpsc,
@@ -129,8 +131,9 @@ pub async fn run(opts: RunOptions) -> Result<Stopped> {
     // One daemon per host (per state directory), before anything is touched.
     let _lock = kernel::lock_instance(&cfg.daemon.state_dir)
         .with_context(|| format!("locking {} (daemon.state-dir)", cfg.daemon.state_dir.display()))?;
-    // A previous run killed while sysctls were changed: put them back first.
-    let mitigator = Mitigator::start(cfg.daemon.state_dir.clone())?;
+    // What a previous run left changed (restored below, once the datapath
+    // no longer answers from XDP).
+    let mitigator = Mitigator::start(cfg.daemon.state_dir.clone());
     let (mut dps, readers) = Datapaths::open(&cfg, events::start_logger)?;
     let mut mitigator = mitigator;
     mitigator.block_capacity = block_list_capacity(&mut dps, &cfg)?;
@@ -165,7 +168,11 @@ pub async fn run(opts: RunOptions) -> Result<Stopped> {
         attacks_total: 0,
         status_tx: tokio::sync::watch::channel(Arc::new(crate::proto::StatusView::default())).0,
     };
+    d.dps.follow_host();
     d.apply_settings(None)?;
+    // Sysctls a killed run left changed: put back now that no datapath
+    // answers from XDP (a pinned one could until the settings above).
+    d.mitigator.restore_saved()?;
     // A pinned datapath may still be in attack mode from a previous run: start
     // from calm (the datapath re-enters within one window if the flood goes on).
     if d.dps.attack()?.active {
@@ -283,7 +290,10 @@ impl Daemon {
         self.mitigator.apply(&mut self.dps, acts, now, &mut blocked);
         let hold = self.cfg.detection.hold_down_secs;
         self.mitigator.steer_attack_mode(&mut self.dps, &a, now, hold, self.policy.cookies_forced);
+        self.dps.follow_host();
         self.sync_sysctls();
+        let ready = self.mitigator.responder_sysctls_in_effect();
+        self.dps.step_responders(t, self.responder_armed() && ready);
         let v4 = blocked.iter().filter(|p| p.addr.is_ipv4()).count();
         self.publish(&reading, &a, t, [v4, blocked.len() - v4]);
         self.metrics.lock().expect("metrics lock").tick.observe(started.elapsed().as_secs_f64());
@@ -386,10 +396,19 @@ impl Daemon {
     }
 
     /// tcp_syncookies=2 while the policy forces cookies or the responder
-    /// answers; tcp_timestamps=2 while the responder answers.
+    /// answers; tcp_timestamps=2 while the responder answers. The datapath
+    /// answers from XDP only while both are in effect: it stops before they
+    /// are restored, and starts after they are set, so its TS-encoded
+    /// cookies always meet a kernel that decodes them.
     fn sync_sysctls(&mut self) {
         let armed = self.responder_armed();
-        self.mitigator.sync_sysctls(self.policy.cookies_forced || armed, armed);
+        if !armed {
+            self.dps.set_answering(false);
+        }
+        let ready = self.mitigator.sync_sysctls(self.policy.cookies_forced || armed, armed);
+        if armed {
+            self.dps.set_answering(ready);
+        }
     }
 
     fn allow_list(&self) -> Vec<Prefix> {
@@ -407,9 +426,6 @@ impl Daemon {
         if !p.ports.is_empty() {
             flags |= FLAG_PORT_FILTER;
         }
-        if self.responder_enabled() {
-            flags |= FLAG_XDP_COOKIES;
-        }
         if self.dps.egress() {
             flags |= tcpguard_common::FLAG_EGRESS;
         }
@@ -424,8 +440,7 @@ impl Daemon {
             hash_seed: self.hash_seed,
             attack_sample: p.attack_sample,
             synack_wscale: u32::from(kernel::listener_wscale()),
-            synack_mss4: 0,
-            synack_mss6: 0,
+            ..Settings::default()
         };
         let runtime: Vec<Prefix> = self.mitigator.runtime_allows.iter().copied().collect();
         self.dps.apply(&settings, &self.cfg, old, &runtime, monotonic_ns())?;
