@@ -95,6 +95,36 @@ fn render_datapath(v: &StatusView, s: &mut String) {
     }
 }
 
+/// Each interface on a line of its own: mode, responder and why, figures.
+fn render_interfaces(v: &StatusView, s: &mut String) {
+    for i in &v.interfaces {
+        if i.mode.is_empty() {
+            continue; // an older daemon's answer
+        }
+        let mut line = format!(
+            "  {}: {}{}, responder: {} ({})",
+            i.name,
+            if i.attached { "" } else { "DETACHED, " },
+            if i.mode == "attack" { "ATTACK MODE" } else { "tracking" },
+            i.responder,
+            i.responder_reason
+        );
+        if i.mode == "attack" || i.xdp_synacks_per_sec > 0.0 {
+            let _ = write!(line, ", {:.0} SYN-ACKs/s from XDP", i.xdp_synacks_per_sec);
+        }
+        if i.xdp_tx_failed > 0 {
+            let _ = write!(line, ", {} failed transmits ({:.0}/s)", i.xdp_tx_failed, i.xdp_tx_failed_per_sec);
+        }
+        if i.fallbacks > 0 {
+            let _ = write!(line, ", fell back {} times", i.fallbacks);
+        }
+        if !i.tx_watch {
+            line.push_str(", failed transmits not observable");
+        }
+        let _ = writeln!(*s, "{line}; MTU {} (MSS {}), {} attack-mode entries", i.mtu, i.synack_mss, i.attack_entries);
+    }
+}
+
 /// The human status view: the answer to "is this host under attack, and
 /// what is tcpguard doing about it?" on one screen.
 pub fn render_status(v: &StatusView) -> String {
@@ -127,6 +157,7 @@ pub fn render_status(v: &StatusView) -> String {
         let _ = writeln!(s, "no attack ({} so far)", a.attacks_total);
     }
     render_datapath(v, &mut s);
+    render_interfaces(v, &mut s);
     let ev: Vec<String> = a.evidence.iter().map(ToString::to_string).collect();
     if !ev.is_empty() {
         let _ = writeln!(s, "  evidence: {}", ev.join("; "));

@@ -179,17 +179,35 @@ pub struct Lab {
     pub cli_mac: [u8; 6],
     /// A pass-everything XDP program on the peer ends (client, attacker):
     /// veth delivers the server's XDP_TX frames (SYN-ACKs from the XDP
-    /// responder) only to a peer that has an XDP program. A NIC needs none.
-    peer_xdp: std::sync::Mutex<crate::loader::Datapath>,
+    /// responder) only to a peer that has an XDP program. A NIC needs none;
+    /// a container's veth usually has none, which `set_peer_xdp` makes.
+    peer_xdp: std::sync::Mutex<PeerXdp>,
 }
 
-/// Attach the pass-everything program to `dev` inside `ns`.
-fn attach_peer(peer: &std::sync::Mutex<crate::loader::Datapath>, ns: &Netns, dev: &str) -> Result<(), LabError> {
+/// The pass-everything program and the peer ends it is attached to.
+struct PeerXdp {
+    dp: crate::loader::Datapath,
+    links: std::collections::HashMap<String, aya::programs::xdp::XdpLinkId>,
+}
+
+/// Attach the pass-everything program to `dev` inside `ns` (`on`), or detach it.
+fn peer_program(peer: &std::sync::Mutex<PeerXdp>, ns: &Netns, dev: &str, on: bool) -> Result<(), LabError> {
     let mut guard = peer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let dp: &mut crate::loader::Datapath = &mut guard;
-    ns.run(|| dp.attach_baseline(dev))?
-        .map_err(|source| LabError::PeerXdp { iface: dev.to_string(), source: Box::new(source) })?;
+    let p: &mut PeerXdp = &mut guard;
+    let err = |source| LabError::PeerXdp { iface: dev.to_string(), source: Box::new(source) };
+    if on {
+        if !p.links.contains_key(dev) {
+            let (_, id) = ns.run(|| p.dp.attach_baseline_link(dev))?.map_err(err)?;
+            p.links.insert(dev.to_string(), id);
+        }
+    } else if let Some(id) = p.links.remove(dev) {
+        p.dp.detach_baseline(id).map_err(err)?;
+    }
     Ok(())
+}
+
+fn attach_peer(peer: &std::sync::Mutex<PeerXdp>, ns: &Netns, dev: &str) -> Result<(), LabError> {
+    peer_program(peer, ns, dev, true)
 }
 
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -238,9 +256,18 @@ impl Lab {
         let small = crate::loader::LoadOptions { half_open_entries: 1024, source_entries: 1024, ..Default::default() };
         let peer = crate::loader::Datapath::load(&small)
             .map_err(|source| LabError::PeerXdp { iface: cli_if.clone(), source: Box::new(source) })?;
-        let peer_xdp = std::sync::Mutex::new(peer);
+        let peer_xdp = std::sync::Mutex::new(PeerXdp { dp: peer, links: std::collections::HashMap::new() });
         attach_peer(&peer_xdp, &client, &cli_if)?;
         Ok(Lab { server, client, srv_if, cli_if, srv_mac, cli_mac, peer_xdp })
+    }
+}
+
+impl Lab {
+    /// Put the pass-everything program on the client's end of the server's
+    /// veth, or take it off: without it (a container's veth), XDP_TX frames
+    /// from the server never reach the client.
+    pub fn set_peer_xdp(&self, on: bool) -> Result<(), LabError> {
+        peer_program(&self.peer_xdp, &self.client, &self.cli_if, on)
     }
 }
 

@@ -438,7 +438,34 @@ impl Datapath {
 
     /// Attach the pass-everything program (for a veth peer, or a baseline).
     pub fn attach_baseline(&mut self, iface: &str) -> Result<&'static str, LoaderError> {
-        attach_program(&mut self.ebpf, BASELINE_PROGRAM, iface, AttachMode::Auto)
+        self.attach_baseline_link(iface).map(|(label, _)| label)
+    }
+
+    /// [`Datapath::attach_baseline`], keeping the link to detach it later.
+    pub fn attach_baseline_link(
+        &mut self,
+        iface: &str,
+    ) -> Result<(&'static str, aya::programs::xdp::XdpLinkId), LoaderError> {
+        let name = BASELINE_PROGRAM;
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(LoaderError::MissingProgram { name })?
+            .try_into()
+            .map_err(|source| LoaderError::Verify { name, source })?;
+        attach_mode(prog, iface, AttachMode::Auto)
+    }
+
+    /// Detach a pass-everything program attached by `attach_baseline_link`.
+    pub fn detach_baseline(&mut self, id: aya::programs::xdp::XdpLinkId) -> Result<(), LoaderError> {
+        let name = BASELINE_PROGRAM;
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(LoaderError::MissingProgram { name })?
+            .try_into()
+            .map_err(|source| LoaderError::Verify { name, source })?;
+        prog.detach(id).map_err(|source| LoaderError::Verify { name, source })
     }
 }
 

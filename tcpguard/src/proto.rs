@@ -92,6 +92,47 @@ pub struct InterfaceView {
     pub xdp_mode: String,
     /// True when the attachment was adopted from a previous run's pin.
     pub adopted: bool,
+    /// The XDP link is attached to the interface (the kernel's view).
+    #[serde(default)]
+    pub attached: bool,
+    /// This interface's datapath: "tracking" or "attack".
+    #[serde(default)]
+    pub mode: String,
+    /// Who answers its SYNs in attack mode: "xdp", "xdp (probing)",
+    /// "kernel cookies" (replies from XDP would not leave), or "off" (the
+    /// policy does not answer from XDP).
+    #[serde(default)]
+    pub responder: String,
+    /// Why, e.g. "XDP_TX undeliverable: veth peer has no XDP program".
+    #[serde(default)]
+    pub responder_reason: String,
+    /// The datapath may answer from XDP right now (attack mode, sysctls set).
+    #[serde(default)]
+    pub answering: bool,
+    #[serde(default)]
+    pub xdp_synacks_per_sec: f64,
+    /// XDP_TX replies the driver failed to send (the kernel's tracepoints).
+    #[serde(default)]
+    pub xdp_tx_failed: u64,
+    #[serde(default)]
+    pub xdp_tx_failed_per_sec: f64,
+    /// The failed-transmit tracepoints are attached for it.
+    #[serde(default)]
+    pub tx_watch: bool,
+    /// Times it fell back to the kernel's cookies at run time.
+    #[serde(default)]
+    pub fallbacks: u64,
+    /// Times its datapath entered attack mode by itself.
+    #[serde(default)]
+    pub attack_entries: u64,
+    /// Its MTU and the MSS its XDP SYN-ACKs advertise (IPv4).
+    #[serde(default)]
+    pub mtu: u32,
+    #[serde(default)]
+    pub synack_mss: u32,
+    /// SYNs and ACKs attack mode left to the kernel as not for this host.
+    #[serde(default)]
+    pub not_for_host: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -109,6 +109,36 @@ impl Daemon {
         Ok(Response::Done { message: format!("{prefix} is no longer allow-listed") })
     }
 
+    /// One interface: its own mode, responder and figures.
+    fn interface_view(&self, i: &crate::daemon::datapaths::Iface) -> InterfaceView {
+        let per_sec = |c: Counter| i.delta(c) as f64 / self.rate_dt.max(1e-3);
+        let (responder, reason) = if self.responder_enabled() {
+            (i.responder.name().to_string(), i.responder.reason.clone())
+        } else {
+            ("off".to_string(), "the policy or datapath.syn-cookies does not answer from XDP".to_string())
+        };
+        let mtu = i.link.mtu;
+        InterfaceView {
+            name: i.name.clone(),
+            xdp_mode: i.att.how.as_str().into(),
+            adopted: i.att.how == Attach::Adopted,
+            attached: i.attached,
+            mode: if i.attack.active != 0 { "attack" } else { "tracking" }.into(),
+            responder,
+            responder_reason: reason,
+            answering: i.answering,
+            xdp_synacks_per_sec: per_sec(Counter::CookieSent),
+            xdp_tx_failed: i.counters.get(Counter::XdpTxFailed),
+            xdp_tx_failed_per_sec: per_sec(Counter::XdpTxFailed),
+            tx_watch: i.tx_watch,
+            fallbacks: i.responder.fallbacks,
+            attack_entries: i.attack.entries,
+            mtu,
+            synack_mss: mtu.clamp(576, 65_535) - 40,
+            not_for_host: i.counters.get(Counter::NotForHost),
+        }
+    }
+
     fn datapath_view(&self) -> DatapathView {
         let d = &self.mitigator.dp_attack;
         let now = monotonic_ns();
@@ -242,11 +272,7 @@ impl Daemon {
                 .dps
                 .ifaces()
                 .iter()
-                .map(|i| InterfaceView {
-                    name: i.name.clone(),
-                    xdp_mode: i.att.how.as_str().into(),
-                    adopted: i.att.how == Attach::Adopted,
-                })
+                .map(|i| self.interface_view(i))
                 .collect(),
             policy: self.policy.mode().as_str().into(),
             datapath_mode: match self.cfg.datapath.mode {

@@ -166,7 +166,8 @@ fn parse_link(buf: &[u8]) -> io::Result<Link> {
             _ => {}
         }
     }
-    if let Some(p) = peer.filter(|p| *p != 0 && *p != l.ifindex) {
+    // A peer in another namespace may have the same index as this end.
+    if let Some(p) = peer.filter(|p| *p != 0 && (*p != l.ifindex || peer_ns.is_some())) {
         l.peer = Some((p, peer_ns));
     }
     Ok(l)

@@ -35,6 +35,12 @@ pub struct Metrics {
     /// 1 while the datapath is in attack mode.
     datapath_attack: IntGauge,
     datapath_attached: prometheus::IntGaugeVec,
+    iface_attack: prometheus::IntGaugeVec,
+    iface_responder_xdp: prometheus::IntGaugeVec,
+    iface_cookies: IntCounterVec,
+    xdp_tx_errors: IntCounterVec,
+    fallbacks: IntCounterVec,
+    not_for_host: IntCounter,
     block_failures: IntCounter,
     attack_entries: IntCounter,
     attack_syns: IntCounter,
@@ -112,6 +118,39 @@ impl Metrics {
                 re-created interface, link detached) until tcpguard restarts.",
                 "interface",
             ),
+            iface_attack: gauge_vec(
+                "interface_attack_mode",
+                "1 while this interface's datapath is in attack mode.",
+                "interface",
+            ),
+            iface_responder_xdp: gauge_vec(
+                "interface_responder_xdp",
+                "1 while this interface's SYNs are answered from XDP in attack mode; 0: the kernel's SYN cookies \
+                 answer (XDP replies would not leave, or the policy does not answer from XDP).",
+                "interface",
+            ),
+            iface_cookies: vec(
+                "interface_xdp_syncookies_sent_total",
+                "SYN-ACKs sent from XDP (XDP_TX) on this interface.",
+                "interface",
+            ),
+            xdp_tx_errors: vec(
+                "xdp_tx_errors_total",
+                "XDP_TX replies the interface's driver failed to transmit (the kernel's xdp:xdp_bulk_tx drops and \
+                 xdp:xdp_exception): SYN-ACKs that never left.",
+                "interface",
+            ),
+            fallbacks: vec(
+                "responder_fallbacks_total",
+                "Times the interface fell back from the XDP responder to the kernel's cookies because its XDP \
+                 replies failed to leave.",
+                "interface",
+            ),
+            not_for_host: counter(
+                "not_for_host_packets_total",
+                "Attack-mode SYNs and ACKs not addressed to this host (another MAC or a non-local address: \
+                 forwarded traffic), left to the kernel.",
+            ),
             datapath_attack: gauge(
                 "datapath_attack_mode",
                 "1 while the datapath is in attack mode (no per-SYN \
@@ -165,10 +204,17 @@ impl Metrics {
             forced,
             datapath_attack,
             listeners_pressured,
-            attached,
+            ifaces,
         } = *t;
-        for (iface, up) in attached {
-            self.datapath_attached.with_label_values(&[iface.as_str()]).set(i64::from(*up));
+        for i in ifaces {
+            let l = [i.name.as_str()];
+            self.datapath_attached.with_label_values(&l).set(i64::from(i.attached));
+            self.iface_attack.with_label_values(&l).set(i64::from(i.attack_mode));
+            self.iface_responder_xdp.with_label_values(&l).set(i64::from(i.responder_xdp));
+            self.iface_cookies.with_label_values(&l).inc_by(i.cookies_delta);
+            self.xdp_tx_errors.with_label_values(&l).inc_by(i.tx_failed_delta);
+            let f = self.fallbacks.with_label_values(&l);
+            f.inc_by(i.fallbacks.saturating_sub(f.get()));
         }
         self.listeners_pressured.set(listeners_pressured as i64);
         self.block_failures.inc_by(block_failures.saturating_sub(self.block_failures.get()));
@@ -182,6 +228,7 @@ impl Metrics {
         self.xdp_cookies.inc_by(d(Counter::CookieSent));
         self.xdp_cookie_acks.inc_by(d(Counter::CookieAckValid));
         self.new_sources.inc_by(d(Counter::NewSource));
+        self.not_for_host.inc_by(d(Counter::NotForHost));
         self.insert_failed.inc_by(d(Counter::SourceInsertFailed));
         self.failed.inc_by(failed_delta);
         self.dropped.with_label_values(&["blocked"]).inc_by(d(Counter::DropBlocked));
@@ -238,10 +285,26 @@ pub struct TickFigures<'a> {
     /// tcpguard has set tcp_syncookies=2.
     pub forced: bool,
     pub datapath_attack: bool,
-    /// Each interface and whether its XDP link is attached to it.
-    pub attached: &'a [(String, bool)],
+    /// Each interface's own figures.
+    pub ifaces: &'a [IfaceFigures],
     /// Listeners under pressure.
     pub listeners_pressured: usize,
+}
+
+/// One interface's figures for a tick.
+#[derive(Clone, Debug, Default)]
+pub struct IfaceFigures {
+    pub name: String,
+    /// Its XDP link is attached to it (the kernel's view).
+    pub attached: bool,
+    pub attack_mode: bool,
+    /// Its SYNs are answered from XDP in attack mode.
+    pub responder_xdp: bool,
+    /// XDP SYN-ACKs and failed transmits since the last tick.
+    pub cookies_delta: u64,
+    pub tx_failed_delta: u64,
+    /// Run-time fallbacks so far (cumulative).
+    pub fallbacks: u64,
 }
 
 /// Concurrent metrics connections at most; more wait in the kernel's backlog.
@@ -322,7 +385,26 @@ mod tests {
             forced: true,
             datapath_attack: true,
             listeners_pressured: 1,
-            attached: &[("eth1".into(), true), ("eth2".into(), false)],
+            ifaces: &[
+                IfaceFigures {
+                    name: "eth1".into(),
+                    attached: true,
+                    attack_mode: true,
+                    responder_xdp: true,
+                    cookies_delta: 40,
+                    tx_failed_delta: 0,
+                    fallbacks: 0,
+                },
+                IfaceFigures {
+                    name: "eth2".into(),
+                    attached: false,
+                    attack_mode: false,
+                    responder_xdp: false,
+                    cookies_delta: 0,
+                    tx_failed_delta: 9,
+                    fallbacks: 1,
+                },
+            ],
         };
         let k = KernelView::default();
         m.update((&Counters::default(), &c), &k, &t);
@@ -344,6 +426,13 @@ mod tests {
             "tcpguard_datapath_attack_mode 1",
             "tcpguard_datapath_attached{interface=\"eth1\"} 1",
             "tcpguard_datapath_attached{interface=\"eth2\"} 0",
+            "tcpguard_interface_attack_mode{interface=\"eth1\"} 1",
+            "tcpguard_interface_attack_mode{interface=\"eth2\"} 0",
+            "tcpguard_interface_responder_xdp{interface=\"eth1\"} 1",
+            "tcpguard_interface_responder_xdp{interface=\"eth2\"} 0",
+            "tcpguard_interface_xdp_syncookies_sent_total{interface=\"eth1\"} 40",
+            "tcpguard_xdp_tx_errors_total{interface=\"eth2\"} 9",
+            "tcpguard_responder_fallbacks_total{interface=\"eth2\"} 1",
             "tcpguard_block_failures_total 2",
             "tcpguard_tick_duration_seconds_bucket",
         ] {

@@ -336,7 +336,22 @@ impl Daemon {
         self.rate_dt = dt;
         self.counters = *c;
         self.prev_t = t;
-        let attached = self.dps.check_attached();
+        self.dps.check_attached();
+        let xdp_policy = self.responder_enabled();
+        let ifaces: Vec<metrics::IfaceFigures> = self
+            .dps
+            .ifaces()
+            .iter()
+            .map(|i| metrics::IfaceFigures {
+                name: i.name.clone(),
+                attached: i.attached,
+                attack_mode: i.attack.active != 0,
+                responder_xdp: xdp_policy && i.responder.xdp,
+                cookies_delta: i.delta(Counter::CookieSent),
+                tx_failed_delta: i.delta(Counter::XdpTxFailed),
+                fallbacks: i.responder.fallbacks,
+            })
+            .collect();
         let mut m = self.metrics.lock().expect("metrics lock");
         let active = matches!(a.phase, Phase::Active | Phase::CoolingDown);
         let forced = self.mitigator.state.syncookies_original.is_some();
@@ -350,7 +365,7 @@ impl Daemon {
             forced,
             datapath_attack: self.mitigator.dp_attack.active,
             listeners_pressured: a.listeners.iter().filter(|l| l.pressured).count(),
-            attached: &attached,
+            ifaces: &ifaces,
         };
         m.update((&self.rate_base, c), &self.kernel, &figures);
     }

@@ -2,6 +2,8 @@
 //! BPF; without them they fail with a message (never skip).
 #![allow(dead_code)]
 
+pub mod e2e;
+
 use aya::programs::{TestRun, TestRunOptions};
 use tcpguard::{
     loader::{Datapath, LoadOptions},
