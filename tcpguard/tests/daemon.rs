@@ -40,9 +40,6 @@ fn egress_programs(lab: &Lab) -> usize {
         .unwrap()
 }
 
-fn xdp_attached(lab: &Lab) -> bool {
-    lab.server.ip(&["link", "show", "dev", &lab.srv_if]).unwrap().contains("xdp")
-}
 
 #[test]
 fn spoofed_flood_forces_cookies_then_restores() {

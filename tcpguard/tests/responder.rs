@@ -179,3 +179,320 @@ fn a_peer_program_removed_mid_flood_falls_back_within_a_tick_and_xdp_returns() {
     drop(server);
 }
 
+
+/// Add `line` to the config's `[daemon]` table.
+fn daemon_key(f: &Files, line: &str) {
+    let text = std::fs::read_to_string(f.config()).unwrap();
+    std::fs::write(f.config(), text.replacen("[daemon]\n", &format!("[daemon]\n{line}\n"), 1)).unwrap();
+}
+
+fn counter(f: &Files, name: &str) -> u64 {
+    status(f).unwrap()["counters"][name].as_u64().unwrap()
+}
+
+#[test]
+fn generic_mode_answers_from_xdp_whatever_the_peer() {
+    let _serial = serial();
+    require_root();
+    let lab = Lab::new().unwrap();
+    lab.set_peer_xdp(false).unwrap();
+    let f = Files::new("skb");
+    f.write_config("auto", "");
+    daemon_key(&f, "xdp-mode = \"skb\"");
+    let server = serve(&lab);
+    let d = Daemon::start(&lab, &f);
+    let v = status(&f).unwrap();
+    let i = iface(&v, &lab.srv_if);
+    assert_eq!(i["responder"], "xdp", "{i:#}");
+    assert!(i["responder_reason"].as_str().unwrap().starts_with("generic (skb) XDP"), "{i:#}");
+    let probes = legit(&lab);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = shared_flood(&lab, 6, &stop);
+    wait_status(&f, Duration::from_secs(3), "XDP answering", |v| iface(v, &lab.srv_if)["answering"] == true);
+    let rep = flood.join().unwrap();
+    let p = probes.stop();
+    let ok = report(&format!("generic mode, peer without XDP, flood {:.0} SYN/s", rep.pps()), &p);
+    assert!(ok >= 0.99, "legit {ok}");
+    std::thread::sleep(Duration::from_millis(2 * TICK_MS));
+    assert!(counter(&f, "cookie_sent") > 10_000, "answered from XDP");
+    assert_eq!(counter(&f, "xdp_tx_failed"), 0);
+    assert_eq!(iface(&status(&f).unwrap(), &lab.srv_if)["fallbacks"], 0);
+    drop(d);
+    drop(server);
+}
+
+#[test]
+fn two_interfaces_each_show_their_own_mode_and_responder_under_a_full_rate_flood() {
+    let _serial = serial();
+    require_root();
+    let lab = Lab::new().unwrap();
+    let att = lab.add_attacker().unwrap();
+    // The legit clients' veth has no XDP program on its peer; the
+    // attacker's has one.
+    lab.set_peer_xdp(false).unwrap();
+    let f = Files::new("twoif");
+    f.write_config("auto", "");
+    let server = serve(&lab);
+    let d = Daemon::start_on(&lab, &f, &[&lab.srv_if, &att.srv_if]);
+    let probes = legit(&lab);
+    let stop = Arc::new(AtomicBool::new(false));
+    // The attacker at the generator's full rate on its own veth, and a
+    // second flood through the legit clients' veth.
+    let spec = FloodSpec {
+        rate: 0,
+        duration: Duration::from_secs(8),
+        seed: rand_seed(),
+        ..att.flood(IpAddr::V4(SERVER_IP), PORT, spoofed())
+    };
+    let stop2 = stop.clone();
+    let big = att.ns.spawn(move || flood::run(&spec, &stop2).expect("flood")).unwrap();
+    let small = start_flood(&lab, spoofed(), 30_000, 8, stop.clone());
+    let (v, _) = wait_status(&f, Duration::from_secs(3), "both interfaces in attack mode", |v| {
+        iface(v, &lab.srv_if)["mode"] == "attack"
+            && iface(v, &att.srv_if)["mode"] == "attack"
+            && iface(v, &att.srv_if)["xdp_synacks_per_sec"].as_f64().unwrap_or(0.0) > 10_000.0
+    });
+    let (a, c) = (iface(&v, &att.srv_if), iface(&v, &lab.srv_if));
+    assert_eq!(a["responder"], "xdp", "{a:#}");
+    assert_eq!(a["answering"], true, "{a:#}");
+    assert_eq!(c["responder"], "kernel cookies", "{c:#}");
+    assert_eq!(c["responder_reason"], "XDP_TX undeliverable: veth peer has no XDP program");
+    assert_eq!(c["answering"], false, "{c:#}");
+    let m = scrape(&lab);
+    let series = |n: &str, i: &str| format!("{n}{{interface=\"{i}\"}}");
+    assert_eq!(metric(&m, &series("tcpguard_interface_responder_xdp", &att.srv_if)), 1.0);
+    assert_eq!(metric(&m, &series("tcpguard_interface_responder_xdp", &lab.srv_if)), 0.0);
+    assert_eq!(metric(&m, &series("tcpguard_interface_attack_mode", &att.srv_if)), 1.0);
+    assert_eq!(metric(&m, &series("tcpguard_interface_attack_mode", &lab.srv_if)), 1.0);
+    assert!(metric(&m, &series("tcpguard_interface_xdp_syncookies_sent_total", &att.srv_if)) > 10_000.0);
+    assert_eq!(metric(&m, &series("tcpguard_interface_xdp_syncookies_sent_total", &lab.srv_if)), 0.0);
+    let text = ctl(&f, &["status"]);
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    eprintln!("{text}");
+    let line = |i: &str| text.lines().find(|l| l.trim_start().starts_with(&format!("{i}:"))).unwrap().to_string();
+    assert!(line(&att.srv_if).contains("ATTACK MODE, responder: xdp"), "{text}");
+    assert!(line(&lab.srv_if).contains("responder: kernel cookies (XDP_TX undeliverable"), "{text}");
+    let (big, small) = (big.join().unwrap(), small.join().unwrap());
+    let p = probes.stop();
+    let ok = report(&format!("two interfaces, floods {:.0} + {:.0} SYN/s", big.pps(), small.pps()), &p);
+    assert!(ok >= 0.99, "legit {ok}");
+    assert_eq!(counter(&f, "xdp_tx_failed"), 0, "nothing answered where replies do not leave");
+    drop(d);
+    drop(server);
+}
+
+#[test]
+fn a_forwarding_host_answers_only_its_own_connections_in_attack_mode() {
+    let _serial = serial();
+    require_root();
+    let lab = Lab::new().unwrap();
+    // A backend behind the server, which routes between the two.
+    let backend = Netns::new("b").unwrap();
+    let n = std::process::id();
+    let (sb, bs) = (format!("tgF{n}"), format!("tgf{n}"));
+    lab::ip(&["link", "add", &sb, "netns", &lab.server.name, "type", "veth", "peer", "name", &bs, "netns", &backend.name])
+        .unwrap();
+    lab.server.ip(&["addr", "add", "198.51.100.1/24", "dev", &sb]).unwrap();
+    backend.ip(&["addr", "add", "198.51.100.2/24", "dev", &bs]).unwrap();
+    lab.server.ip(&["link", "set", &sb, "up"]).unwrap();
+    backend.ip(&["link", "set", &bs, "up"]).unwrap();
+    backend.ip(&["route", "add", "default", "via", "198.51.100.1"]).unwrap();
+    lab.client.ip(&["route", "add", "198.51.100.0/24", "via", "198.18.0.1"]).unwrap();
+    lab.server.sysctl("net.ipv4.ip_forward", "1").unwrap();
+    // A wildcard listener on the server and the same port on the backend.
+    let local = Server::start(&lab.server, "0.0.0.0:8080".parse().unwrap(), 128).unwrap();
+    let remote = Server::start(&backend, "198.51.100.2:8080".parse().unwrap(), 128).unwrap();
+    let to_backend: SocketAddr = "198.51.100.2:8080".parse().unwrap();
+    let to_server = SocketAddr::new(IpAddr::V4(SERVER_IP), PORT);
+    assert_eq!(common::connect_n(&lab, to_backend, 5), 5, "forwarding works before the daemon");
+
+    let f = Files::new("fwd");
+    f.write_config("auto", "");
+    let d = Daemon::start(&lab, &f);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = shared_flood(&lab, 8, &stop);
+    wait_status(&f, Duration::from_secs(3), "XDP answering", |v| {
+        let i = iface(v, &lab.srv_if);
+        i["answering"] == true && i["xdp_synacks_per_sec"].as_f64().unwrap_or(0.0) > 1000.0
+    });
+    let fwd = common::connect_n(&lab, to_backend, 50);
+    let own = common::connect_n(&lab, to_server, 50);
+    eprintln!("attack mode: forwarded connections {fwd}/50, local {own}/50");
+    std::thread::sleep(Duration::from_millis(2 * TICK_MS));
+    let v = status(&f).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    assert_eq!(fwd, 50, "forwarded connections through a host in attack mode");
+    assert_eq!(own, 50, "the host's own connections");
+    let i = iface(&v, &lab.srv_if);
+    assert_eq!(i["mode"], "attack", "{i:#}");
+    // Each forwarded connection's SYN and its ACKs went to the kernel.
+    assert!(i["not_for_host"].as_u64().unwrap() >= 100, "{i:#}");
+    drop(d);
+    drop((local, remote));
+}
+
+/// Read exactly `REQ` bytes, answer "ok": a request larger than one segment.
+const REQ: usize = 3000;
+
+fn big_request_server(lab: &Lab, port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
+    lab.server
+        .spawn(move || {
+            let l = TcpListener::bind(("0.0.0.0", port)).unwrap();
+            l.set_nonblocking(true).unwrap();
+            let mut served = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((mut s, _)) = l.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                s.set_nonblocking(false).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+                let mut buf = vec![0u8; REQ];
+                if s.read_exact(&mut buf).is_ok() && s.write_all(b"ok").is_ok() {
+                    served += 1;
+                }
+            }
+            served
+        })
+        .unwrap()
+}
+
+/// Connect, send `REQ` bytes, read "ok"; the MSS the connection uses.
+fn big_request(lab: &Lab, to: SocketAddr) -> Option<u32> {
+    lab.client
+        .run(move || {
+            let mut s = TcpStream::connect_timeout(&to, LEGIT_TIMEOUT).ok()?;
+            s.set_read_timeout(Some(LEGIT_TIMEOUT)).unwrap();
+            s.write_all(&vec![b'x'; REQ]).ok()?;
+            let mut b = [0u8; 2];
+            s.read_exact(&mut b).ok()?;
+            let mut mss: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: a valid socket and an int-sized buffer for TCP_MAXSEG.
+            let rc = unsafe {
+                libc::getsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&s),
+                    libc::IPPROTO_TCP,
+                    libc::TCP_MAXSEG,
+                    (&raw mut mss).cast(),
+                    &raw mut len,
+                )
+            };
+            (rc == 0 && &b == b"ok").then_some(mss as u32)
+        })
+        .unwrap()
+}
+
+#[test]
+fn the_synack_mss_follows_an_mtu_lowered_in_attack_mode() {
+    let _serial = serial();
+    require_root();
+    let lab = Lab::new().unwrap();
+    let f = Files::new("mtu");
+    f.write_config("auto", "");
+    let server = serve(&lab);
+    let bstop = Arc::new(AtomicBool::new(false));
+    let big = big_request_server(&lab, 8082, bstop.clone());
+    let d = Daemon::start(&lab, &f);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = shared_flood(&lab, 12, &stop);
+    wait_status(&f, Duration::from_secs(3), "XDP answering", |v| {
+        let i = iface(v, &lab.srv_if);
+        i["answering"] == true && i["xdp_synacks_per_sec"].as_f64().unwrap_or(0.0) > 1000.0
+    });
+    let to = SocketAddr::new(IpAddr::V4(SERVER_IP), 8082);
+    let acks0 = counter(&f, "cookie_ack_valid");
+    assert!(big_request(&lab, to).is_some_and(|m| m <= 1460), "a large request at MTU 1500");
+
+    lab.server.ip(&["link", "set", &lab.srv_if, "mtu", "1400"]).unwrap();
+    let (_, took) =
+        wait_status(&f, Duration::from_secs(2), "MSS 1360", |v| iface(v, &lab.srv_if)["synack_mss"] == 1360);
+    eprintln!("MTU 1400: the status shows MSS 1360 after {:.0} ms", took.as_secs_f64() * 1e3);
+    assert!(took <= Duration::from_millis(2 * TICK_MS), "took {took:?}");
+    std::thread::sleep(Duration::from_millis(TICK_MS));
+    let results: Vec<Option<u32>> = (0..5).map(|_| big_request(&lab, to)).collect();
+    eprintln!("requests of {REQ} bytes after the MTU change: MSS {results:?}");
+    assert!(results.iter().all(|r| r.is_some_and(|m| m <= 1360)), "{results:?}");
+    std::thread::sleep(Duration::from_millis(2 * TICK_MS));
+    assert!(counter(&f, "cookie_ack_valid") >= acks0 + 6, "the connections went through XDP cookies");
+    stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    bstop.store(true, Ordering::Relaxed);
+    assert!(big.join().unwrap() >= 6);
+    let log = d.stop();
+    assert!(log.contains("mtu 1500 -> 1400"), "{log}");
+    drop(server);
+}
+
+/// Whether the pinned settings of `iface` let the datapath answer from XDP.
+fn pinned_answering(f: &Files, iface: &str) -> bool {
+    let md = aya::maps::MapData::from_pin(f.pin_root.join(iface).join(tcpguard_common::map_names::SETTINGS)).unwrap();
+    let arr: aya::maps::Array<_, tcpguard_common::Settings> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(md)).unwrap();
+    arr.get(&0, 0).unwrap().flags & tcpguard_common::FLAG_XDP_COOKIES != 0
+}
+
+#[test]
+fn a_handover_under_a_flood_never_leaves_xdp_answering_without_its_sysctls() {
+    let _serial = serial();
+    require_root();
+    let lab = Lab::new().unwrap();
+    let f = Files::new("handover");
+    f.write_config("auto", "");
+    let ts0 = lab.server.read_sysctl("net.ipv4.tcp_timestamps").unwrap();
+    let sc0 = lab.server.read_sysctl("net.ipv4.tcp_syncookies").unwrap();
+    let server = serve(&lab);
+    let d = Daemon::start(&lab, &f);
+    let probes = legit(&lab);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = shared_flood(&lab, 30, &stop);
+    let answering = |f: &Files| {
+        wait_status(f, Duration::from_secs(4), "XDP answering", |v| {
+            let i = iface(v, &lab.srv_if);
+            i["answering"] == true && i["xdp_synacks_per_sec"].as_f64().unwrap_or(0.0) > 1000.0
+        })
+    };
+    answering(&f);
+    assert!(pinned_answering(&f, &lab.srv_if));
+
+    // SIGUSR2 (the package's upgrade path): exit 75, XDP stays attached.
+    let mut d = d;
+    d.signal(libc::SIGUSR2);
+    let st = d.child.wait().unwrap();
+    assert_eq!(st.code(), Some(75), "{}", d.log_text());
+    // No daemon: the datapath no longer answers from XDP, the sysctls are
+    // the operator's again, and the kernel answers the flood.
+    assert!(!pinned_answering(&f, &lab.srv_if), "XDP answering with the sysctls restored under it");
+    assert_eq!(lab.server.read_sysctl("net.ipv4.tcp_timestamps").unwrap(), ts0);
+    assert_eq!(lab.server.read_sysctl("net.ipv4.tcp_syncookies").unwrap(), sc0);
+    assert!(xdp_attached(&lab), "still attached");
+    let gap = common::connect_n(&lab, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 20);
+    assert_eq!(gap, 20, "legit clients while no daemon runs");
+
+    // The next daemon adopts and answers again.
+    let d = Daemon::start(&lab, &f);
+    assert_eq!(status(&f).unwrap()["interfaces"][0]["adopted"], true);
+    answering(&f);
+    assert_eq!(lab.server.read_sysctl("net.ipv4.tcp_timestamps").unwrap(), "2");
+
+    // A stop with stay-attached: the same, and it stays so.
+    daemon_key(&f, "stay-attached = true");
+    d.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(300));
+    let log = d.stop();
+    assert!(log.contains("staying attached"), "{log}");
+    assert!(!pinned_answering(&f, &lab.srv_if));
+    assert_eq!(lab.server.read_sysctl("net.ipv4.tcp_timestamps").unwrap(), ts0);
+    assert!(xdp_attached(&lab));
+    std::thread::sleep(Duration::from_secs(1));
+    let d = Daemon::start(&lab, &f);
+    answering(&f);
+    stop.store(true, Ordering::Relaxed);
+    let rep = flood.join().unwrap();
+    let p = probes.stop();
+    let ok = report(&format!("two handovers under a flood of {:.0} SYN/s", rep.pps()), &p);
+    assert!(ok >= 0.99, "legit {ok}");
+    drop(d);
+    drop(server);
+}
