@@ -149,6 +149,10 @@ counters! {
     /// Attack-mode SYN with IP options, IPv6 extension headers or other
     /// layouts the responder does not rewrite: the kernel answers.
     CookieOddHeaders => "cookie_odd_headers": Event,
+    /// Attack-mode SYN to a listener that this interface does not answer
+    /// from XDP now (its replies would not leave, or the sysctls the cookies
+    /// need are not in effect): the kernel answers.
+    CookieHeld => "cookie_held": Event,
     /// Allow-listed source in attack mode: never answered from XDP.
     CookieSkipAllowed => "cookie_skip_allowed": Event,
     /// Monitor mode: a SYN the responder would have answered.

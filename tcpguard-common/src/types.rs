@@ -51,9 +51,11 @@ pub const FLAG_MONITOR: u32 = 1;
 pub const FLAG_PORT_FILTER: u32 = 2;
 /// Settings flag: the block-lists hold entries (skip the lookups otherwise).
 pub const FLAG_HAS_BLOCKS: u32 = 4;
-/// Settings flag: in attack mode, answer SYNs to listeners with SYN cookies
-/// from XDP (`datapath.syn-cookies = "xdp"`). Without it attack mode still
-/// keeps no per-SYN state, and the kernel answers.
+/// Settings flag: the XDP responder is enabled (`datapath.syn-cookies =
+/// "xdp"` with a policy that answers floods with cookies): in attack mode a
+/// SYN's socket is looked up (a SYN to no listener is told apart), and it is
+/// answered from XDP when [`FLAG_ANSWER`] is set too. Without it attack mode
+/// still keeps no per-SYN state, and the kernel answers.
 pub const FLAG_XDP_COOKIES: u32 = 8;
 /// Settings flag: the allow-lists hold entries.
 pub const FLAG_HAS_ALLOWS: u32 = 16;
@@ -66,6 +68,10 @@ pub const FLAG_EGRESS: u32 = 32;
 /// `xdp:xdp_bulk_tx` tracepoint (veth in native mode), which the transmit
 /// watch then counts as this interface's.
 pub const FLAG_TX_BULK: u32 = 64;
+/// Settings flag: the daemon lets this interface answer from XDP now: its
+/// replies can leave, and the sysctls the cookies need (`tcp_syncookies=2`,
+/// `tcp_timestamps=2`) are in effect. Cleared before they are restored.
+pub const FLAG_ANSWER: u32 = 128;
 
 /// Entries of the local-address map (`LOCAL_ADDRS`).
 pub const LOCAL_ADDR_ENTRIES: u32 = 4096;

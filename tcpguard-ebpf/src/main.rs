@@ -42,7 +42,7 @@ use tcpguard_common::{
     AggEvent, AggStats, AllowEntry, AttackState, BlockEntry, Counter, Counters, FlowKey, HalfOpen, HeavyEvent,
     HoBucket, ModeEvent, RateWindow, Settings, SrcKey, SrcStats, ATTACK_REASON_SYN_RATE, DEFAULT_AGG_ENTRIES,
     DEFAULT_HALF_OPEN_ENTRIES, DEFAULT_SRC_ENTRIES, FLAG_EGRESS, FLAG_HAS_ALLOWS, FLAG_HAS_BLOCKS, FLAG_MONITOR,
-    FLAG_PORT_FILTER, FLAG_TX_BULK, FLAG_XDP_COOKIES, LIST_ENTRIES, LOCAL_ADDR_ENTRIES, PORT_ENTRIES,
+    FLAG_ANSWER, FLAG_PORT_FILTER, FLAG_TX_BULK, FLAG_XDP_COOKIES, LIST_ENTRIES, LOCAL_ADDR_ENTRIES, PORT_ENTRIES,
 };
 
 #[map]
@@ -783,6 +783,12 @@ fn answer(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket) -> Op
     if unsafe { (*sk).state } != TCP_LISTEN {
         unsafe { bpf_sk_release(sk as *mut _) };
         bump(c, Counter::CookieOtherSocket);
+        return None;
+    }
+    if s.flags & FLAG_ANSWER == 0 {
+        // SAFETY: the socket from the lookup, released once.
+        unsafe { bpf_sk_release(sk as *mut _) };
+        bump(c, Counter::CookieHeld);
         return None;
     }
     let cookie = gen_cookie(ctx, p, sk, ip_len, th_len, &mut r.th);

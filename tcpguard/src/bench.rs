@@ -50,12 +50,12 @@ fn spoofed_syns(base: u32, n: u32, dport: u16) -> Vec<Vec<u8>> {
 
 /// Attack-mode rows (run inside a namespace with a listener on :80).
 fn attack_rows(singles: u32, repeat: u32, rounds: usize, tracking_new_ns: f64) -> anyhow::Result<Vec<Row>> {
-    use tcpguard_common::{AttackState, Settings, ATTACK_REASON_DAEMON, FLAG_XDP_COOKIES};
+    use tcpguard_common::{AttackState, Settings, ATTACK_REASON_DAEMON, FLAG_ANSWER, FLAG_XDP_COOKIES};
     let _l = std::net::TcpListener::bind("0.0.0.0:80")?;
     let mut rows = Vec::new();
     let mut dp = Datapath::load(&LoadOptions::default())?;
     let settings = Settings {
-        flags: FLAG_XDP_COOKIES,
+        flags: FLAG_XDP_COOKIES | FLAG_ANSWER,
         synack_wscale: 7,
         heavy_syns_per_sec: 200,
         hash_seed: 0x5eed,

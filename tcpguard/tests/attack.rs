@@ -29,8 +29,12 @@ use tcpguard_common::{
     synack::decode_tsecr,
     AttackState, Counter,
     Counter::*,
-    Settings, ATTACK_REASON_DAEMON, ATTACK_REASON_SYN_RATE, FLAG_MONITOR, FLAG_XDP_COOKIES,
+    Settings, ATTACK_REASON_DAEMON, ATTACK_REASON_SYN_RATE, FLAG_ANSWER, FLAG_MONITOR, FLAG_XDP_COOKIES,
 };
+
+/// The responder enabled, and allowed to answer now (the daemon's view:
+/// replies leave, the sysctls are set).
+const RESPOND: u32 = FLAG_XDP_COOKIES | FLAG_ANSWER;
 
 const XDP_TX: u32 = 3;
 const CLIENT: [u8; 4] = [192, 0, 2, 10];
@@ -229,7 +233,7 @@ fn final_ack4(sport: u16, isn: u32, sa: &SynAck) -> Vec<u8> {
 fn syn_v4_is_answered_with_a_cookie_the_kernel_accepts() {
     let _g = serial();
     let mut dp = load();
-    setup(&mut dp, FLAG_XDP_COOKIES);
+    setup(&mut dp, RESPOND);
     let ns = Ns::new("2");
     ns.with_listeners(|| {
         let syn = syn4(40_000, 1000).build();
@@ -280,7 +284,7 @@ fn syn_v4_is_answered_with_a_cookie_the_kernel_accepts() {
 fn syn_v6_behind_two_vlan_tags_is_answered_and_keeps_the_tags() {
     let _g = serial();
     let mut dp = load();
-    setup(&mut dp, FLAG_XDP_COOKIES);
+    setup(&mut dp, RESPOND);
     let ns = Ns::new("2");
     ns.with_listeners(|| {
         let syn = Craft::v6(v6(10), v6(1), 5555, 443)
@@ -308,7 +312,7 @@ fn syn_v6_behind_two_vlan_tags_is_answered_and_keeps_the_tags() {
 fn syn_without_options_gets_an_mss_only_reply() {
     let _g = serial();
     let mut dp = load();
-    setup(&mut dp, FLAG_XDP_COOKIES);
+    setup(&mut dp, RESPOND);
     let ns = Ns::new("2");
     ns.with_listeners(|| {
         // hping3-style: no options at all; the frame must grow by 4 bytes.
@@ -330,7 +334,7 @@ fn syn_without_options_gets_an_mss_only_reply() {
 fn the_kernel_answers_what_the_responder_must_not() {
     let _g = serial();
     let mut dp = load();
-    setup(&mut dp, FLAG_XDP_COOKIES);
+    setup(&mut dp, RESPOND);
     let ns = Ns::new("2");
     ns.with_listeners(|| {
         // A closed port: no listener, the kernel answers (with a RST).
@@ -365,7 +369,7 @@ fn the_kernel_answers_what_the_responder_must_not() {
 fn only_frames_for_the_host_itself_are_answered_or_dropped() {
     let _g = serial();
     let mut dp = load();
-    setup(&mut dp, FLAG_XDP_COOKIES);
+    setup(&mut dp, RESPOND);
     let ns = Ns::new("2");
     let other: [u8; 4] = [192, 0, 2, 99];
     ns.with_listeners(|| {
@@ -405,10 +409,32 @@ fn only_frames_for_the_host_itself_are_answered_or_dropped() {
 }
 
 #[test]
+fn a_responder_held_back_still_tells_listeners_from_closed_ports() {
+    let _g = serial();
+    let mut dp = load();
+    // Enabled by the policy, not allowed to answer (the interface's replies
+    // would not leave, or the sysctls are not set yet): the kernel answers,
+    // and a SYN to no listener is still told apart (a scan is not a flood).
+    setup(&mut dp, FLAG_XDP_COOKIES);
+    let ns = Ns::new("2");
+    ns.with_listeners(|| {
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &syn4(3000, 1).build()), XDP_PASS));
+        assert_eq!(d, want(&[(Syn, 1), (AttackSyn, 1), (CookieHeld, 1), (PassTcp, 1)]));
+        let closed = Craft::v4(CLIENT, SERVER, 3001, 81).flags(TCP_SYN).seq(1).syn_options().build();
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &closed), XDP_PASS));
+        assert_eq!(d, want(&[(Syn, 1), (AttackSyn, 1), (CookieNoListener, 1), (PassTcp, 1)]));
+    });
+    let mut m = Maps::new(&mut dp.ebpf);
+    let s = m.settings().unwrap();
+    m.set_settings(&Settings { flags: s.flags | FLAG_ANSWER, ..s }).unwrap();
+    ns.with_listeners(|| assert_eq!(run(&dp, &syn4(3002, 1).build()), XDP_TX));
+}
+
+#[test]
 fn allow_listed_sources_and_monitor_mode_are_never_answered() {
     let _g = serial();
     let mut dp = load();
-    setup(&mut dp, FLAG_XDP_COOKIES);
+    setup(&mut dp, RESPOND);
     Maps::new(&mut dp.ebpf).allow(&Prefix::host(IpAddr::from(CLIENT)), 0).unwrap();
     let ns = Ns::new("2");
     ns.with_listeners(|| {
@@ -433,7 +459,7 @@ fn allow_listed_sources_and_monitor_mode_are_never_answered() {
 fn a_forged_ack_is_dropped_and_established_traffic_passes() {
     let _g = serial();
     let mut dp = load();
-    setup(&mut dp, FLAG_XDP_COOKIES);
+    setup(&mut dp, RESPOND);
     let ns = Ns::new("2");
     ns.with_listeners(|| {
         // Make the listener send a cookie first (as under a flood).
@@ -465,7 +491,7 @@ fn a_forged_ack_is_dropped_and_established_traffic_passes() {
 fn with_kernel_cookies_off_the_syn_goes_to_the_kernel() {
     let _g = serial();
     let mut dp = load();
-    setup(&mut dp, FLAG_XDP_COOKIES);
+    setup(&mut dp, RESPOND);
     // tcp_syncookies=1: the kernel makes no cookie for a listener whose queue is not full.
     let ns = Ns::new("1");
     ns.with_listeners(|| {

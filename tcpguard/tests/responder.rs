@@ -430,7 +430,7 @@ fn pinned_answering(f: &Files, iface: &str) -> bool {
     let md = aya::maps::MapData::from_pin(f.pin_root.join(iface).join(tcpguard_common::map_names::SETTINGS)).unwrap();
     let arr: aya::maps::Array<_, tcpguard_common::Settings> =
         aya::maps::Array::try_from(aya::maps::Map::Array(md)).unwrap();
-    arr.get(&0, 0).unwrap().flags & tcpguard_common::FLAG_XDP_COOKIES != 0
+    arr.get(&0, 0).unwrap().flags & tcpguard_common::FLAG_ANSWER != 0
 }
 
 #[test]

@@ -24,7 +24,7 @@ use std::{
 
 use tcpguard::{
     flood::{self, FloodSpec, Sources},
-    lab::Netns,
+    lab::{probe_stats, Netns, Prober},
 };
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -465,7 +465,7 @@ fn package_under_real_systemd() {
         seed: 7,
     };
     let flooding = {
-        let stop = stop.clone();
+        let (stop, spec) = (stop.clone(), spec.clone());
         atk.spawn(move || flood::run(&spec, &stop)).unwrap()
     };
     c.wait_for("net.ipv4.tcp_syncookies=2 under the flood", 20, |c| {
@@ -498,6 +498,28 @@ fn package_under_real_systemd() {
     c.ok("systemctl enable --now tcpguard");
     let pid_c = c.unit_prop("MainPID");
     c.ok("tcpguard block 198.51.100.0/24");
+    // The container's veth is what a container has: no XDP program on its
+    // peer. The responder says so and lets the kernel answer.
+    let v: serde_json::Value = serde_json::from_str(&c.ok("tcpguard status --json 2>/dev/null")).unwrap();
+    let i = &v["interfaces"][0];
+    assert_eq!(i["responder"], "kernel cookies", "{i:#}");
+    assert_eq!(i["responder_reason"], "XDP_TX undeliverable: veth peer has no XDP program", "{i:#}");
+    assert_eq!(i["tx_watch"], true, "the hardened unit must allow the transmit watch: {i:#}");
+    // The upgrade happens under a flood, with legit clients connecting to a
+    // listener in the container throughout.
+    let lstop = Arc::new(AtomicBool::new(false));
+    let listener = container_listener(c.pid1, "10.77.0.1:8080", lstop.clone());
+    let to: std::net::SocketAddr = "10.77.0.1:8080".parse().unwrap();
+    let probes = Prober::start(&atk, to, Duration::from_millis(25), Duration::from_secs(3)).unwrap();
+    let fstop = Arc::new(AtomicBool::new(false));
+    let spec = FloodSpec { rate: 50_000, duration: Duration::from_secs(60), seed: 9, dport: 8080, ..spec };
+    let flooding = {
+        let stop = fstop.clone();
+        atk.spawn(move || flood::run(&spec, &stop)).unwrap()
+    };
+    c.wait_for("attack mode under the flood", 10, |c| {
+        c.ok("tcpguard status --json 2>/dev/null").contains("\"mode\":\"attack\"")
+    });
     c.ok("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall /root/tcpguard.deb");
     // Between the old daemon's exit and the new one's start, XDP stays attached.
     assert!(c.xdp_attached(), "the upgrade left the interface unprotected");
@@ -511,6 +533,20 @@ fn package_under_real_systemd() {
     assert!(v["blocked"].to_string().contains("198.51.100.0/24"), "block-list lost across the upgrade: {v}");
     c.ok("grep -qxF 'interfaces = [\"tg0\"]' /etc/tcpguard/tcpguard.toml");
     assert!(c.journal().contains("SIGUSR2: handing over"), "the upgrade did not hand over");
+    std::thread::sleep(Duration::from_secs(2));
+    fstop.store(true, Ordering::Relaxed);
+    let rate = flooding.join().unwrap().unwrap().pps();
+    let p = probes.stop();
+    lstop.store(true, Ordering::Relaxed);
+    let served = listener.join().unwrap();
+    let legit = probe_stats(&p);
+    eprintln!(
+        "upgrade under a {rate:.0} SYN/s flood: legit {:.1}% of {} (p99 {:.1} ms), listener served {served}",
+        legit.success * 100.0,
+        legit.attempts,
+        legit.p99_ms
+    );
+    assert!(legit.success >= 0.99, "legit clients across the upgrade: {legit:?}");
 
     // 10. Removal stops and disables the service and detaches; purge removes
     //     the config and the saved state; the group stays.
@@ -529,4 +565,37 @@ fn package_under_real_systemd() {
         "systemd test: start→READY {start_secs:.2} s, watchdog restart {watchdog_secs:.1} s, whole test {:.0} s",
         t0.elapsed().as_secs_f64()
     );
+}
+
+/// A listener inside the container's network namespace that answers "ok"
+/// to each connection, until `stop`. How many it served.
+fn container_listener(pid1: u32, addr: &str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
+    use std::io::{Read as _, Write as _};
+    let ns = std::fs::File::open(format!("/proc/{pid1}/ns/net")).unwrap();
+    let addr = addr.to_string();
+    std::thread::spawn(move || {
+        // SAFETY: setns on an fd we own, for this thread only.
+        assert_eq!(unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) }, 0);
+        let l = std::net::TcpListener::bind(&addr).unwrap();
+        l.set_nonblocking(true).unwrap();
+        let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        while !stop.load(Ordering::Relaxed) {
+            match l.accept() {
+                Ok((mut s, _)) => {
+                    let served = served.clone();
+                    // One thread each: a stalled client never holds up the next.
+                    std::thread::spawn(move || {
+                        s.set_nonblocking(false).unwrap();
+                        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+                        let mut b = [0u8; 2];
+                        if s.read_exact(&mut b).is_ok() && s.write_all(b"ok").is_ok() {
+                            served.fetch_add(1, Ordering::Relaxed);
+                        }
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+        served.load(Ordering::Relaxed)
+    })
 }

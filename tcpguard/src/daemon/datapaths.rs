@@ -10,7 +10,7 @@ use tcpguard_common::{
     map_names,
     sketch::{self, Hll},
     AttackState, BlockEntry, Counter, Counters, HoBucket, Settings, SrcStats, ATTACK_REASON_DAEMON,
-    ATTACK_REASON_SYN_RATE, FLAG_TX_BULK, FLAG_XDP_COOKIES,
+    ATTACK_REASON_SYN_RATE, FLAG_ANSWER, FLAG_TX_BULK,
 };
 
 use super::{
@@ -36,8 +36,8 @@ pub struct Iface {
     pub link: Link,
     /// Who answers this interface's SYNs in attack mode.
     pub responder: Responder,
-    /// The datapath is allowed to answer from XDP now (`FLAG_XDP_COOKIES`
-    /// as last written).
+    /// The datapath is allowed to answer from XDP now (`FLAG_ANSWER` as
+    /// last written).
     pub answering: bool,
     /// The kernel's failed-transmit tracepoints are attached for it.
     pub tx_watch: bool,
@@ -274,7 +274,7 @@ impl Datapaths {
             }
             let mut m = Maps::new(&mut i.dp.ebpf);
             let r = m.settings().and_then(|cur| {
-                let flags = if want { cur.flags | FLAG_XDP_COOKIES } else { cur.flags & !FLAG_XDP_COOKIES };
+                let flags = if want { cur.flags | FLAG_ANSWER } else { cur.flags & !FLAG_ANSWER };
                 m.set_settings(&Settings { flags, ..cur })
             });
             match r {
@@ -472,11 +472,11 @@ impl Datapaths {
         let p = &cfg.datapath;
         for i in &mut self.ifaces {
             let mut m = Maps::new(&mut i.dp.ebpf);
-            let answering = if i.answering { FLAG_XDP_COOKIES } else { 0 };
+            let answering = if i.answering { FLAG_ANSWER } else { 0 };
             let r: Result<(), MapsError> = (|| {
                 let cur = m.settings()?;
                 let keep = cur.flags & (tcpguard_common::FLAG_HAS_BLOCKS | tcpguard_common::FLAG_HAS_ALLOWS);
-                let s = Settings { flags: (settings.flags & !FLAG_XDP_COOKIES) | keep | answering, ..*settings };
+                let s = Settings { flags: (settings.flags & !FLAG_ANSWER) | keep | answering, ..*settings };
                 m.set_settings(&with_link(s, &i.link, self.dev_ifindex_off))?;
                 m.set_ports(&p.ports)?;
                 // On start (no `old`), entries a previous run left pinned that

@@ -441,6 +441,9 @@ impl Daemon {
         if !p.ports.is_empty() {
             flags |= FLAG_PORT_FILTER;
         }
+        if self.responder_enabled() {
+            flags |= tcpguard_common::FLAG_XDP_COOKIES;
+        }
         if self.dps.egress() {
             flags |= tcpguard_common::FLAG_EGRESS;
         }
