@@ -33,8 +33,24 @@ pub mod map_names {
     pub const EVENTS: &str = "EVENTS";
     /// Every map the program owns, in pinning order.
     pub const ALL: [&str; 18] = [
-        SETTINGS, COUNTERS, HALF_OPEN, HO_BUCKETS, SRC_STATS, AGG_STATS, ALLOW_V4, ALLOW_V6, BLOCK_V4, BLOCK_V6, PORTS,
-        SYN_SEEN, ATTACK, RATE_WIN, SKETCH, HLL, LOCAL_ADDRS, TX_MARK,
+        SETTINGS,
+        COUNTERS,
+        HALF_OPEN,
+        HO_BUCKETS,
+        SRC_STATS,
+        AGG_STATS,
+        ALLOW_V4,
+        ALLOW_V6,
+        BLOCK_V4,
+        BLOCK_V6,
+        PORTS,
+        SYN_SEEN,
+        ATTACK,
+        RATE_WIN,
+        SKETCH,
+        HLL,
+        LOCAL_ADDRS,
+        TX_MARK,
     ];
 }
 

@@ -114,6 +114,9 @@ fn render_interfaces(v: &StatusView, s: &mut String) {
         }
         if i.xdp_tx_failed > 0 {
             let _ = write!(line, ", {} failed transmits ({:.0}/s)", i.xdp_tx_failed, i.xdp_tx_failed_per_sec);
+            if let Some(d) = i.driver_xdp_tx_errors {
+                let _ = write!(line, " (driver's count: {d})");
+            }
         }
         if i.fallbacks > 0 {
             let _ = write!(line, ", fell back {} times", i.fallbacks);

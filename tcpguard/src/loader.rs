@@ -32,6 +32,9 @@ pub fn link_attached_to(link_pin: &Path, iface: &str) -> std::io::Result<bool> {
         bpf_fd: u32,
         file_flags: u32,
         path_fd: i32,
+        // Explicit: the kernel refuses (EINVAL) an attr whose bytes past the
+        // fields it knows are not zero, and padding is not guaranteed zero.
+        _pad: u32,
     }
     #[repr(C)]
     struct InfoByFd {
@@ -40,7 +43,7 @@ pub fn link_attached_to(link_pin: &Path, iface: &str) -> std::io::Result<bool> {
         info: u64,
     }
     let path = std::ffi::CString::new(link_pin.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    let get = ObjGet { pathname: path.as_ptr() as u64, bpf_fd: 0, file_flags: 0, path_fd: 0 };
+    let get = ObjGet { pathname: path.as_ptr() as u64, bpf_fd: 0, file_flags: 0, path_fd: 0, _pad: 0 };
     // SAFETY: bpf(2) reads `get` (size given) and the NUL-terminated path it points to.
     let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &raw const get, size_of::<ObjGet>()) };
     if fd < 0 {

@@ -116,6 +116,10 @@ pub struct InterfaceView {
     pub xdp_tx_failed: u64,
     #[serde(default)]
     pub xdp_tx_failed_per_sec: f64,
+    /// The driver's own count of failed XDP_TX (ethtool, e.g. veth's
+    /// `rx_queue_N_xdp_tx_errors`): a second witness, where it has one.
+    #[serde(default)]
+    pub driver_xdp_tx_errors: Option<u64>,
     /// The failed-transmit tracepoints are attached for it.
     #[serde(default)]
     pub tx_watch: bool,

@@ -40,7 +40,6 @@ fn egress_programs(lab: &Lab) -> usize {
         .unwrap()
 }
 
-
 #[test]
 fn spoofed_flood_forces_cookies_then_restores() {
     let _serial = serial();

@@ -103,10 +103,7 @@ fn a_peer_without_xdp_gets_the_kernels_cookies_and_legit_clients_connect() {
     assert!(v["kernel"]["syncookies_sent"].as_u64().unwrap() > 1_000, "{:#}", v["kernel"]);
     let text = ctl(&f, &["status"]);
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(
-        text.contains("responder: kernel cookies (XDP_TX undeliverable: veth peer has no XDP program)"),
-        "{text}"
-    );
+    assert!(text.contains("responder: kernel cookies (XDP_TX undeliverable: veth peer has no XDP program)"), "{text}");
     drop(d);
     drop(server);
 }
@@ -133,9 +130,8 @@ fn a_peer_program_removed_mid_flood_falls_back_within_a_tick_and_xdp_returns() {
     // The peer's program goes: XDP_TX frames are dropped by veth.
     lab.set_peer_xdp(false).unwrap();
     let t = Instant::now();
-    let (v, took) = wait_status(&f, Duration::from_secs(2), "fallback", |v| {
-        iface(v, &lab.srv_if)["responder"] == "kernel cookies"
-    });
+    let (v, took) =
+        wait_status(&f, Duration::from_secs(2), "fallback", |v| iface(v, &lab.srv_if)["responder"] == "kernel cookies");
     eprintln!("peer program removed: fell back after {:.0} ms", took.as_secs_f64() * 1e3);
     assert!(took <= Duration::from_secs(1), "fallback took {took:?}");
     let i = iface(&v, &lab.srv_if);
@@ -149,6 +145,12 @@ fn a_peer_program_removed_mid_flood_falls_back_within_a_tick_and_xdp_returns() {
     std::thread::sleep(Duration::from_secs(1));
     let after = failed(&f);
     assert_eq!(before, after, "failed transmits still growing after the fallback");
+    // The driver's own counter (ethtool, veth's rx_queue_N_xdp_tx_errors)
+    // says the same: every frame it failed to send, the watch counted.
+    let v = status(&f).unwrap();
+    let driver = iface(&v, &lab.srv_if)["driver_xdp_tx_errors"].as_u64().expect("veth has the statistic");
+    eprintln!("failed transmits: tracepoints {after}, driver {driver}");
+    assert_eq!(driver, after, "the two witnesses disagree");
     let metrics = scrape(&lab);
     let series = |n: &str| format!("{n}{{interface=\"{}\"}}", lab.srv_if);
     assert_eq!(metric(&metrics, &series("tcpguard_interface_responder_xdp")), 0.0);
@@ -178,7 +180,6 @@ fn a_peer_program_removed_mid_flood_falls_back_within_a_tick_and_xdp_returns() {
     assert!(log.contains("XDP replies leave again"), "{log}");
     drop(server);
 }
-
 
 /// Add `line` to the config's `[daemon]` table.
 fn daemon_key(f: &Files, line: &str) {
@@ -290,8 +291,21 @@ fn a_forwarding_host_answers_only_its_own_connections_in_attack_mode() {
     let backend = Netns::new("b").unwrap();
     let n = std::process::id();
     let (sb, bs) = (format!("tgF{n}"), format!("tgf{n}"));
-    lab::ip(&["link", "add", &sb, "netns", &lab.server.name, "type", "veth", "peer", "name", &bs, "netns", &backend.name])
-        .unwrap();
+    lab::ip(&[
+        "link",
+        "add",
+        &sb,
+        "netns",
+        &lab.server.name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &bs,
+        "netns",
+        &backend.name,
+    ])
+    .unwrap();
     lab.server.ip(&["addr", "add", "198.51.100.1/24", "dev", &sb]).unwrap();
     backend.ip(&["addr", "add", "198.51.100.2/24", "dev", &bs]).unwrap();
     lab.server.ip(&["link", "set", &sb, "up"]).unwrap();

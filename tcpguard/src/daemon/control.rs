@@ -130,6 +130,7 @@ impl Daemon {
             xdp_synacks_per_sec: per_sec(Counter::CookieSent),
             xdp_tx_failed: i.counters.get(Counter::XdpTxFailed),
             xdp_tx_failed_per_sec: per_sec(Counter::XdpTxFailed),
+            driver_xdp_tx_errors: i.driver_tx_errors,
             tx_watch: i.tx_watch,
             fallbacks: i.responder.fallbacks,
             attack_entries: i.attack.entries,
@@ -268,12 +269,7 @@ impl Daemon {
             Counter::ALL.iter().map(|c| (c.name().to_string(), self.counters.get(*c))).collect();
         Ok(StatusView {
             version: env!("CARGO_PKG_VERSION").into(),
-            interfaces: self
-                .dps
-                .ifaces()
-                .iter()
-                .map(|i| self.interface_view(i))
-                .collect(),
+            interfaces: self.dps.ifaces().iter().map(|i| self.interface_view(i)).collect(),
             policy: self.policy.mode().as_str().into(),
             datapath_mode: match self.cfg.datapath.mode {
                 DatapathMode::Enforce => "enforce".into(),

@@ -46,6 +46,8 @@ pub struct Iface {
     pub prev: Counters,
     /// Its attack-mode state as last read.
     pub attack: AttackState,
+    /// The driver's own failed XDP_TX count (ethtool), where it has one.
+    pub driver_tx_errors: Option<u64>,
 }
 
 impl Iface {
@@ -182,6 +184,7 @@ impl Datapaths {
                 counters: Counters::default(),
                 prev: Counters::default(),
                 attack: AttackState::default(),
+                driver_tx_errors: None,
             });
         }
         let dev_ifindex_off = host::net_device_ifindex_offset().unwrap_or_else(|e| {
@@ -196,6 +199,7 @@ impl Datapaths {
     /// (the only ones answered for). Changes are written at once and logged.
     pub fn follow_host(&mut self) {
         for i in &mut self.ifaces {
+            i.driver_tx_errors = host::driver_xdp_tx_errors(&i.name).ok().flatten();
             let Ok(now) = host::link_by_name(&i.name) else { continue };
             if now.mtu != i.link.mtu || now.mac != i.link.mac || now.ifindex != i.link.ifindex {
                 log::info!(
@@ -231,7 +235,12 @@ impl Datapaths {
                 });
                 match r {
                     Ok(_) => {
-                        log::info!("local addresses: {} added, {} gone ({} in all)", added.len(), gone.len(), addrs.len());
+                        log::info!(
+                            "local addresses: {} added, {} gone ({} in all)",
+                            added.len(),
+                            gone.len(),
+                            addrs.len()
+                        );
                         self.local = addrs;
                     }
                     Err(e) => log::error!("writing the local addresses: {e:#}"),
@@ -256,7 +265,9 @@ impl Datapaths {
                      kernel's SYN cookies answer on this interface; XDP is tried again in {retry_in:.0} s",
                     i.name
                 ),
-                Some(Change::Retrying) => log::info!("{}: trying the XDP responder again ({})", i.name, i.responder.reason),
+                Some(Change::Retrying) => {
+                    log::info!("{}: trying the XDP responder again ({})", i.name, i.responder.reason)
+                }
                 Some(Change::Kept) => log::info!("{}: XDP replies leave again; the XDP responder answers", i.name),
                 Some(Change::StillUndeliverable) | None => {}
             }
@@ -290,30 +301,26 @@ impl Datapaths {
 
     /// Ask the kernel whether each interface's XDP link is still attached to
     /// it (the interface may have been deleted or re-created, or the link
-    /// detached by hand); log each change once. Returns (interface, attached).
-    pub fn check_attached(&mut self) -> Vec<(String, bool)> {
-        self.ifaces
-            .iter_mut()
-            .map(|i| {
-                let now = crate::loader::link_attached_to(&i.att.link_pin, &i.name).unwrap_or_else(|e| {
-                    log::debug!("{}: reading the XDP link {}: {e}", i.name, i.att.link_pin.display());
-                    false
-                });
-                if now != i.attached {
-                    if now {
-                        log::info!("{}: XDP attached again", i.name);
-                    } else {
-                        log::error!(
-                            "{}: XDP is no longer attached (interface deleted or re-created, or the link detached): \
+    /// detached by hand); log each change once. `Iface::attached` holds it.
+    pub fn check_attached(&mut self) {
+        for i in &mut self.ifaces {
+            let now = crate::loader::link_attached_to(&i.att.link_pin, &i.name).unwrap_or_else(|e| {
+                log::debug!("{}: reading the XDP link {}: {e}", i.name, i.att.link_pin.display());
+                false
+            });
+            if now != i.attached {
+                if now {
+                    log::info!("{}: XDP attached again", i.name);
+                } else {
+                    log::error!(
+                        "{}: XDP is no longer attached (interface deleted or re-created, or the link detached): \
                              this interface is unprotected until tcpguard restarts",
-                            i.name
-                        );
-                    }
-                    i.attached = now;
+                        i.name
+                    );
                 }
-                (i.name.clone(), now)
-            })
-            .collect()
+                i.attached = now;
+            }
+        }
     }
 
     /// Every interface sees the server's side (TC egress).

@@ -218,7 +218,8 @@ pub fn judge_delivery(link: &Link) -> Result<String, String> {
         return Ok("generic (skb) XDP: replies go out through the stack".into());
     }
     if link.kind != "veth" {
-        let what = if link.kind.is_empty() { "the NIC's driver".to_string() } else { format!("a {} device", link.kind) };
+        let what =
+            if link.kind.is_empty() { "the NIC's driver".to_string() } else { format!("a {} device", link.kind) };
         return Ok(format!("native XDP on {what}; failed transmits watched (xdp:xdp_exception)"));
     }
     match link.peer {
@@ -229,6 +230,77 @@ pub fn judge_delivery(link: &Link) -> Result<String, String> {
             Err(e) => Ok(format!("native XDP on veth, peer not readable ({e}); failed transmits watched")),
         },
     }
+}
+
+/// The driver's own count of failed XDP_TX transmits (ethtool statistics
+/// whose name has `xdp_tx_err`: veth's `rx_queue_N_xdp_tx_errors`, summed
+/// over queues), the second witness beside the tracepoints; `None` when the
+/// driver has no such statistic.
+pub fn driver_xdp_tx_errors(name: &str) -> io::Result<Option<u64>> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_GSSET_INFO: u32 = 0x37;
+    const ETHTOOL_GSTRINGS: u32 = 0x1b;
+    const ETHTOOL_GSTATS: u32 = 0x1d;
+    const ETH_SS_STATS: u32 = 1;
+    const GSTRING_LEN: usize = 32;
+    // SAFETY: plain socket call.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is ours; closed on drop.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // One SIOCETHTOOL call with `buf` (a command struct, as u64 words for alignment).
+    let call = |buf: &mut [u64]| -> io::Result<()> {
+        // SAFETY: a zeroed ifreq is valid.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        if name.len() >= req.ifr_name.len() {
+            return Err(io::Error::other(format!("interface name {name:?} too long")));
+        }
+        for (d, c) in req.ifr_name.iter_mut().zip(name.bytes()) {
+            *d = c as libc::c_char;
+        }
+        req.ifr_ifru.ifru_data = buf.as_mut_ptr().cast();
+        // SAFETY: SIOCETHTOOL reads and writes the command struct in `buf`, sized by its caller.
+        let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&fd), SIOCETHTOOL as _, &mut req) };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    // struct ethtool_sset_info: cmd, reserved, sset_mask (u64), data[1] (u32).
+    let mut info = [0u64; 3];
+    info[0] = u64::from(ETHTOOL_GSSET_INFO);
+    info[1] = 1 << ETH_SS_STATS;
+    if let Err(e) = call(&mut info) {
+        return if e.raw_os_error() == Some(libc::EOPNOTSUPP) { Ok(None) } else { Err(e) };
+    }
+    let n = (info[2] & 0xffff_ffff) as usize;
+    if n == 0 || n > 65_536 {
+        return Ok(None);
+    }
+    // struct ethtool_gstrings: cmd, string_set, len (u32 each), then n names.
+    let mut strings = vec![0u64; (12 + n * GSTRING_LEN).div_ceil(8)];
+    strings[0] = u64::from(ETHTOOL_GSTRINGS) | (u64::from(ETH_SS_STATS) << 32);
+    strings[1] = n as u64;
+    call(&mut strings)?;
+    // SAFETY: plain bytes of the buffer the kernel filled.
+    let bytes: &[u8] = unsafe { std::slice::from_raw_parts(strings.as_ptr().cast(), strings.len() * 8) };
+    let wanted: Vec<usize> = (0..n)
+        .filter(|i| {
+            let s = &bytes[12 + i * GSTRING_LEN..12 + (i + 1) * GSTRING_LEN];
+            s.windows(10).any(|w| w == b"xdp_tx_err")
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Ok(None);
+    }
+    // struct ethtool_stats: cmd, n_stats (u32 each), then n u64 values.
+    let mut stats = vec![0u64; 1 + n];
+    stats[0] = u64::from(ETHTOOL_GSTATS) | ((n as u64) << 32);
+    call(&mut stats)?;
+    Ok(Some(wanted.iter().map(|i| stats[1 + i]).sum()))
 }
 
 /// Offset of `ifindex` in the running kernel's `struct net_device`, read

@@ -55,7 +55,13 @@ impl Responder {
 
     /// One tick: `sent` replies from XDP and `failed` transmits since the
     /// last; `judge` re-reads the static judgement when a retry is due.
-    pub fn step(&mut self, t: f64, sent: u64, failed: u64, judge: impl FnOnce() -> Result<String, String>) -> Option<Change> {
+    pub fn step(
+        &mut self,
+        t: f64,
+        sent: u64,
+        failed: u64,
+        judge: impl FnOnce() -> Result<String, String>,
+    ) -> Option<Change> {
         if self.xdp {
             if let Some(n) = &mut self.probe_sent {
                 if failed > 0 {

@@ -202,7 +202,6 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("metric {name} not found"))
 }
 
-
 /// An XDP program is attached to the lab server's interface.
 pub fn xdp_attached(lab: &Lab) -> bool {
     lab.server.ip(&["link", "show", "dev", &lab.srv_if]).unwrap().contains("xdp")
