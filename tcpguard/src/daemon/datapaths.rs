@@ -252,10 +252,9 @@ impl Datapaths {
     }
 
     /// One tick of every interface's responder: fall back to the kernel when
-    /// XDP replies fail to leave, try XDP again after the back-off. Then
-    /// the datapath may answer from XDP where `armed` (the sysctls the
-    /// responder needs are in effect) and the interface's responder is XDP.
-    pub fn step_responders(&mut self, t: f64, armed: bool) {
+    /// XDP replies fail to leave, try XDP again after the back-off
+    /// (`set_answering` then applies it).
+    pub fn step_responders(&mut self, t: f64) {
         for i in &mut self.ifaces {
             let (sent, failed) = (i.delta(Counter::CookieSent), i.delta(Counter::XdpTxFailed));
             let link = &i.link;
@@ -272,7 +271,6 @@ impl Datapaths {
                 Some(Change::StillUndeliverable) | None => {}
             }
         }
-        self.set_answering(armed);
     }
 
     /// Let the datapaths answer from XDP (where their responder is XDP) or

@@ -106,7 +106,7 @@ impl Mitigator {
     }
 
     /// Both sysctls the XDP responder needs are 2 now.
-    pub fn responder_sysctls_in_effect(&self) -> bool {
+    fn responder_sysctls_in_effect(&self) -> bool {
         matches!(kernel::read_syncookies(), Ok(2)) && matches!(kernel::read_timestamps(), Ok(2))
     }
 

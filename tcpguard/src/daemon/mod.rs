@@ -31,7 +31,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use tcpguard_common::{Counter, Counters, Settings, FLAG_MONITOR, FLAG_PORT_FILTER};
+use tcpguard_common::{Counter, Counters, Settings, FLAG_MONITOR, FLAG_PORT_FILTER, FLAG_XDP_COOKIES};
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::mpsc,
@@ -291,9 +291,8 @@ impl Daemon {
         let hold = self.cfg.detection.hold_down_secs;
         self.mitigator.steer_attack_mode(&mut self.dps, &a, now, hold, self.policy.cookies_forced);
         self.dps.follow_host();
+        self.dps.step_responders(t);
         self.sync_sysctls();
-        let ready = self.mitigator.responder_sysctls_in_effect();
-        self.dps.step_responders(t, self.responder_armed() && ready);
         let v4 = blocked.iter().filter(|p| p.addr.is_ipv4()).count();
         self.publish(&reading, &a, t, [v4, blocked.len() - v4]);
         self.metrics.lock().expect("metrics lock").tick.observe(started.elapsed().as_secs_f64());
@@ -442,7 +441,7 @@ impl Daemon {
             flags |= FLAG_PORT_FILTER;
         }
         if self.responder_enabled() {
-            flags |= tcpguard_common::FLAG_XDP_COOKIES;
+            flags |= FLAG_XDP_COOKIES;
         }
         if self.dps.egress() {
             flags |= tcpguard_common::FLAG_EGRESS;
