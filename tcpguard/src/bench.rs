@@ -102,6 +102,26 @@ fn attack_rows(singles: u32, repeat: u32, rounds: usize, tracking_new_ns: f64) -
         base_ns: base,
         ..Row::default()
     });
+    // What the host check costs: SYNs to an address the host does not own
+    // stop at it (MAC compare + one local-address lookup), before the socket
+    // lookup; against the responder-off row it is the check alone.
+    let foreign: Vec<Vec<u8>> = (0..singles)
+        .map(|i| {
+            Craft::v4(src(5_000_000 + i), [192, 0, 2, 77], 1024 + (i % 60000) as u16, 80)
+                .flags(TCP_SYN)
+                .seq(i)
+                .syn_options()
+                .build()
+        })
+        .collect();
+    let ns_foreign = single_ns(dp.program(), &foreign)?;
+    rows.push(Row {
+        name: "attack mode: SYN not for this host (host check, then the kernel)",
+        regime: "single-shot",
+        ns: ns_foreign,
+        base_ns: base,
+        ..Row::default()
+    });
     std::fs::write("/proc/sys/net/ipv4/tcp_syncookies", "1")?;
     let refused = spoofed_syns(4_000_000, singles, 80);
     let ns_refused = single_ns(dp.program(), &refused)?;

@@ -286,8 +286,7 @@ fn two_interfaces_each_show_their_own_mode_and_responder_under_a_full_rate_flood
     // fallback's, so its responder stays XDP.
     eprintln!(
         "attacker's interface: {} failed transmits of {} XDP SYN-ACKs",
-        a["xdp_tx_failed"],
-        v["counters"]["cookie_sent"]
+        a["xdp_tx_failed"], v["counters"]["cookie_sent"]
     );
     assert_eq!(a["fallbacks"], 0, "{a:#}");
     drop(d);
@@ -487,30 +486,36 @@ fn a_handover_under_a_flood_never_leaves_xdp_answering_without_its_sysctls() {
     d.signal(libc::SIGUSR2);
     let st = d.child.wait().unwrap();
     assert_eq!(st.code(), Some(75), "{}", d.log_text());
-    // No daemon: the datapath no longer answers from XDP, the sysctls are
-    // the operator's again, and the kernel answers the flood.
-    assert!(!pinned_answering(&f, &lab.srv_if), "XDP answering with the sysctls restored under it");
-    assert_eq!(lab.server.read_sysctl("net.ipv4.tcp_timestamps").unwrap(), ts0);
-    assert_eq!(lab.server.read_sysctl("net.ipv4.tcp_syncookies").unwrap(), sc0);
+    // No daemon for a moment: everything stays as it was for the next one,
+    // the responder and the sysctls it needs together (nothing flips under
+    // connections whose cookies were made with them).
+    assert!(pinned_answering(&f, &lab.srv_if), "the responder stopped for a handover");
+    assert_eq!(lab.server.read_sysctl("net.ipv4.tcp_timestamps").unwrap(), "2");
+    assert_eq!(lab.server.read_sysctl("net.ipv4.tcp_syncookies").unwrap(), "2");
     assert!(xdp_attached(&lab), "still attached");
     let gap = common::connect_n(&lab, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 20);
     assert_eq!(gap, 20, "legit clients while no daemon runs");
 
-    // The next daemon adopts and answers again.
+    // The next daemon adopts attack mode and the sysctls, and answers.
     let d = Daemon::start(&lab, &f);
     assert_eq!(status(&f).unwrap()["interfaces"][0]["adopted"], true);
     answering(&f);
+    assert!(d.log_text().contains("attack mode from a previous run: adopted"), "{}", d.log_text());
     assert_eq!(lab.server.read_sysctl("net.ipv4.tcp_timestamps").unwrap(), "2");
 
-    // A stop with stay-attached: the same, and it stays so.
+    // A stop with stay-attached (no daemon to follow): the datapath stops
+    // answering from XDP first, then the operator's sysctls come back.
     daemon_key(&f, "stay-attached = true");
     d.signal(libc::SIGHUP);
     std::thread::sleep(Duration::from_millis(300));
     let log = d.stop();
     assert!(log.contains("staying attached"), "{log}");
-    assert!(!pinned_answering(&f, &lab.srv_if));
+    assert!(!pinned_answering(&f, &lab.srv_if), "XDP answering with the sysctls restored under it");
     assert_eq!(lab.server.read_sysctl("net.ipv4.tcp_timestamps").unwrap(), ts0);
+    assert_eq!(lab.server.read_sysctl("net.ipv4.tcp_syncookies").unwrap(), sc0);
     assert!(xdp_attached(&lab));
+    let gap = common::connect_n(&lab, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 20);
+    assert_eq!(gap, 20, "legit clients with no daemon, the kernel answering");
     std::thread::sleep(Duration::from_secs(1));
     let d = Daemon::start(&lab, &f);
     answering(&f);

@@ -518,7 +518,8 @@ fn package_under_real_systemd() {
         atk.spawn(move || flood::run(&spec, &stop)).unwrap()
     };
     c.wait_for("attack mode under the flood", 10, |c| {
-        c.ok("tcpguard status --json 2>/dev/null").contains("\"mode\":\"attack\"")
+        let v: serde_json::Value = serde_json::from_str(&c.ok("tcpguard status --json 2>/dev/null")).unwrap();
+        v["interfaces"][0]["mode"] == "attack"
     });
     c.ok("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall /root/tcpguard.deb");
     // Between the old daemon's exit and the new one's start, XDP stays attached.

@@ -346,6 +346,13 @@ listener found once per port (a sockhash the daemon fills, which needs the liste
 reduced to SYNs whose 4-tuple was recently closed, or the `bpf_sk_assign_tcp_reqsk` kfunc at TC ingress (kernel ≥
 6.9; aya 0.14 cannot call kfuncs, later aya needs a newer rustc than this machine has).
 
+The answered path also checks that the SYN is the host's own before the socket lookup: the destination MAC
+against the interface's (a compare of six bytes in the settings already read) and the destination address in the
+local-address hash (one lookup); the closed-port and refused rows pay it too, and the *not for this host* row
+stops right after it, so that row less the *responder off* row is what the check costs. The transmit watch costs nothing per
+packet: its raw tracepoint programs run once per veth flush of XDP_TX frames (up to 16 frames) and per driver
+exception, not per SYN.
+
 The blocked heavy source's SYN is dropped before any accounting; what it pays is the fixed part of every packet
 (per-CPU counters, the parse, the settings) plus one LPM-trie walk of the block-list, and the LPM walk alone is
 about one empty program's time. What would bring it under 2×: an exact-match hash of blocked /32 and /128 hosts

@@ -410,6 +410,23 @@ impl Datapaths {
         }
     }
 
+    /// Mark every interface's attack mode (on) as entered by the datapath at
+    /// `now`: what a new daemon adopts from a previous one.
+    pub fn adopt_attack(&mut self, now: u64) {
+        for i in &mut self.ifaces {
+            let mut m = Maps::new(&mut i.dp.ebpf);
+            let r = m.attack().and_then(|cur| {
+                if cur.active == 0 {
+                    return Ok(());
+                }
+                m.set_attack(&AttackState { reason: ATTACK_REASON_SYN_RATE, entered_ns: now, ..cur })
+            });
+            if let Err(e) = r {
+                log::error!("{}: adopting the datapath's attack mode: {e}", i.name);
+            }
+        }
+    }
+
     pub fn block(&mut self, p: &Prefix, expires_ns: u64) -> Result<()> {
         self.each(|_, m| m.block(p, expires_ns)).map(drop)
     }

@@ -205,7 +205,15 @@ impl Mitigator {
         }
     }
 
-    /// Leave attack mode (start-up after a crash, shutdown): with no daemon
+    /// Take over attack mode a previous run left on (a handover or a
+    /// crash): entered anew by the datapath as of `now`, so it lasts the
+    /// hold-down unless the detector confirms the attack.
+    pub fn adopt_attack_mode(&mut self, dps: &mut Datapaths, now: u64) {
+        dps.adopt_attack(now);
+        self.dp_attack = DpAttack { active: true, by_datapath: true, entered_ns: now, ..DpAttack::default() };
+    }
+
+    /// Leave attack mode (shutdown): with no daemon
     /// to end it, it must not outlive one.
     pub fn leave_attack_mode(&mut self, dps: &mut Datapaths, now: u64) {
         dps.set_attack(false, now);

@@ -169,18 +169,23 @@ pub async fn run(opts: RunOptions) -> Result<Stopped> {
         status_tx: tokio::sync::watch::channel(Arc::new(crate::proto::StatusView::default())).0,
     };
     d.dps.follow_host();
+    // Written with the responder held back: this daemon lets it answer once
+    // it knows the sysctls are in effect.
     d.apply_settings(None)?;
-    // Sysctls a killed run left changed: put back now that no datapath
-    // answers from XDP (a pinned one could until the settings above).
-    d.mitigator.restore_saved()?;
-    // A pinned datapath may still be in attack mode from a previous run: start
-    // from calm (the datapath re-enters within one window if the flood goes on).
     if d.dps.attack()?.active {
+        // A handover (SIGUSR2) or a crash in attack mode: adopt it as it is,
+        // sysctls included (state.json has the operator's values), so that
+        // connections whose cookies were made under them still complete. It
+        // is held for the hold-down unless the detector confirms the attack.
         log::warn!(
-            "the datapath is still in attack mode from a previous run; back to tracking (it re-enters by \
-            itself if the flood goes on)"
+            "the datapath is in attack mode from a previous run: adopted, with the sysctls it needs (restored when \
+             it ends)"
         );
-        d.mitigator.leave_attack_mode(&mut d.dps, monotonic_ns());
+        d.mitigator.adopt_attack_mode(&mut d.dps, monotonic_ns());
+    } else {
+        // Sysctls a killed run left changed: put back now that no datapath
+        // answers from XDP (a pinned one could until the settings above).
+        d.mitigator.restore_saved()?;
     }
     d.mitigator.dp_attack = d.dps.attack()?;
     d.sync_sysctls();
@@ -538,14 +543,25 @@ impl Daemon {
         notify::notify("READY=1");
     }
 
-    /// `handover`: stay attached whatever daemon.stay-attached says.
+    /// `handover`: stay attached whatever daemon.stay-attached says, and
+    /// leave attack mode and the sysctls to the next daemon.
     fn shutdown(&mut self, handover: bool) {
-        // Leave attack mode: with no daemon to end it, it must not outlive us.
-        if self.mitigator.dp_attack.active {
-            self.mitigator.leave_attack_mode(&mut self.dps, monotonic_ns());
+        if handover {
+            // The next daemon adopts attack mode, the responder and the
+            // sysctls as they are (state.json records the operator's values):
+            // nothing flips under connections in flight.
+            if self.mitigator.dp_attack.active {
+                log::info!("handing over in attack mode: the responder and its sysctls stay for the next daemon");
+            }
+        } else {
+            // Leave attack mode: with no daemon to end it, it must not outlive
+            // us; the responder stops before the sysctls are restored.
+            if self.mitigator.dp_attack.active {
+                self.mitigator.leave_attack_mode(&mut self.dps, monotonic_ns());
+            }
+            self.policy.cookies_forced = false;
+            self.sync_sysctls();
         }
-        self.policy.cookies_forced = false;
-        self.sync_sysctls();
         self.dps.release(self.cfg.daemon.stay_attached || handover);
         api::remove(&self.cfg.control.socket);
     }
