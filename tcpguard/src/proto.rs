@@ -87,6 +87,7 @@ pub struct StatusView {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[allow(clippy::struct_excessive_bools)] // a wire format: independent yes/no facts
 pub struct InterfaceView {
     pub name: String,
     pub xdp_mode: String,

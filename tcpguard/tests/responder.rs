@@ -4,6 +4,7 @@
 //! put back mid-flood, generic mode, a host that forwards, an MTU that
 //! changes, a daemon handed over under a flood, two interfaces.
 
+#![allow(clippy::float_cmp)] // exact values read back from metrics
 #![allow(clippy::too_many_lines)] // end-to-end scenarios read top to bottom
 
 mod common;

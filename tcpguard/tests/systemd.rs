@@ -512,7 +512,7 @@ fn package_under_real_systemd() {
     let to: std::net::SocketAddr = "10.77.0.1:8080".parse().unwrap();
     let probes = Prober::start(&atk, to, Duration::from_millis(25), Duration::from_secs(3)).unwrap();
     let fstop = Arc::new(AtomicBool::new(false));
-    let spec = FloodSpec { rate: 50_000, duration: Duration::from_secs(60), seed: 9, dport: 8080, ..spec };
+    let spec = FloodSpec { rate: 50_000, duration: Duration::from_mins(1), seed: 9, dport: 8080, ..spec };
     let flooding = {
         let stop = fstop.clone();
         atk.spawn(move || flood::run(&spec, &stop)).unwrap()

@@ -24,6 +24,7 @@ use crate::{
     net::Prefix,
 };
 
+#[allow(clippy::struct_excessive_bools)] // independent facts about one interface, not a state machine
 pub struct Iface {
     pub name: String,
     pub dp: Datapath,
@@ -79,7 +80,7 @@ pub struct Datapaths {
     local: Vec<IpAddr>,
 }
 
-fn mac_str(m: &[u8; 6]) -> String {
+fn mac_str(m: [u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
@@ -209,8 +210,8 @@ impl Datapaths {
                     now.mtu,
                     i.link.ifindex,
                     now.ifindex,
-                    mac_str(&i.link.mac),
-                    mac_str(&now.mac)
+                    mac_str(i.link.mac),
+                    mac_str(now.mac)
                 );
                 i.link = now;
                 let mut m = Maps::new(&mut i.dp.ebpf);
@@ -265,7 +266,7 @@ impl Datapaths {
                     i.name
                 ),
                 Some(Change::Retrying) => {
-                    log::info!("{}: trying the XDP responder again ({})", i.name, i.responder.reason)
+                    log::info!("{}: trying the XDP responder again ({})", i.name, i.responder.reason);
                 }
                 Some(Change::Kept) => log::info!("{}: XDP replies leave again; the XDP responder answers", i.name),
                 Some(Change::StillUndeliverable) | None => {}

@@ -189,13 +189,13 @@ pub fn local_addrs() -> io::Result<Vec<IpAddr>> {
             // SAFETY: ifa_addr points to a sockaddr of the family it names.
             match i32::from(unsafe { (*ifa.ifa_addr).sa_family }) {
                 libc::AF_INET => {
-                    // SAFETY: an AF_INET sockaddr is a sockaddr_in.
-                    let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
+                    // SAFETY: an AF_INET sockaddr is a sockaddr_in (read unaligned).
+                    let sin = unsafe { std::ptr::read_unaligned(ifa.ifa_addr.cast::<libc::sockaddr_in>()) };
                     out.push(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()));
                 }
                 libc::AF_INET6 => {
-                    // SAFETY: an AF_INET6 sockaddr is a sockaddr_in6.
-                    let sin6 = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in6>() };
+                    // SAFETY: an AF_INET6 sockaddr is a sockaddr_in6 (read unaligned).
+                    let sin6 = unsafe { std::ptr::read_unaligned(ifa.ifa_addr.cast::<libc::sockaddr_in6>()) };
                     out.push(IpAddr::from(sin6.sin6_addr.s6_addr));
                 }
                 _ => {}

@@ -34,12 +34,7 @@ pub struct Metrics {
     syncookies_forced: IntGauge,
     /// 1 while the datapath is in attack mode.
     datapath_attack: IntGauge,
-    datapath_attached: prometheus::IntGaugeVec,
-    iface_attack: prometheus::IntGaugeVec,
-    iface_responder_xdp: prometheus::IntGaugeVec,
-    iface_cookies: IntCounterVec,
-    xdp_tx_errors: IntCounterVec,
-    fallbacks: IntCounterVec,
+    ifaces: IfaceMetrics,
     not_for_host: IntCounter,
     block_failures: IntCounter,
     attack_entries: IntCounter,
@@ -112,40 +107,7 @@ impl Metrics {
                 "block_failures_total",
                 "Blocks the datapath refused (a full block-list); such a source is not blocked.",
             ),
-            datapath_attached: gauge_vec(
-                "datapath_attached",
-                "1 while the XDP program is attached to the interface; 0: it is unprotected (deleted or \
-                re-created interface, link detached) until tcpguard restarts.",
-                "interface",
-            ),
-            iface_attack: gauge_vec(
-                "interface_attack_mode",
-                "1 while this interface's datapath is in attack mode.",
-                "interface",
-            ),
-            iface_responder_xdp: gauge_vec(
-                "interface_responder_xdp",
-                "1 while this interface's SYNs are answered from XDP in attack mode; 0: the kernel's SYN cookies \
-                 answer (XDP replies would not leave, or the policy does not answer from XDP).",
-                "interface",
-            ),
-            iface_cookies: vec(
-                "interface_xdp_syncookies_sent_total",
-                "SYN-ACKs sent from XDP (XDP_TX) on this interface.",
-                "interface",
-            ),
-            xdp_tx_errors: vec(
-                "xdp_tx_errors_total",
-                "XDP_TX replies the interface's driver failed to transmit (the kernel's xdp:xdp_bulk_tx drops and \
-                 xdp:xdp_exception): SYN-ACKs that never left.",
-                "interface",
-            ),
-            fallbacks: vec(
-                "responder_fallbacks_total",
-                "Times the interface fell back from the XDP responder to the kernel's cookies because its XDP \
-                 replies failed to leave.",
-                "interface",
-            ),
+            ifaces: IfaceMetrics::new(&r),
             not_for_host: counter(
                 "not_for_host_packets_total",
                 "Attack-mode SYNs and ACKs not addressed to this host (another MAC or a non-local address: \
@@ -207,14 +169,7 @@ impl Metrics {
             ifaces,
         } = *t;
         for i in ifaces {
-            let l = [i.name.as_str()];
-            self.datapath_attached.with_label_values(&l).set(i64::from(i.attached));
-            self.iface_attack.with_label_values(&l).set(i64::from(i.attack_mode));
-            self.iface_responder_xdp.with_label_values(&l).set(i64::from(i.responder_xdp));
-            self.iface_cookies.with_label_values(&l).inc_by(i.cookies_delta);
-            self.xdp_tx_errors.with_label_values(&l).inc_by(i.tx_failed_delta);
-            let f = self.fallbacks.with_label_values(&l);
-            f.inc_by(i.fallbacks.saturating_sub(f.get()));
+            self.ifaces.update(i);
         }
         self.listeners_pressured.set(listeners_pressured as i64);
         self.block_failures.inc_by(block_failures.saturating_sub(self.block_failures.get()));
@@ -289,6 +244,64 @@ pub struct TickFigures<'a> {
     pub ifaces: &'a [IfaceFigures],
     /// Listeners under pressure.
     pub listeners_pressured: usize,
+}
+
+/// The per-interface series (label `interface`).
+struct IfaceMetrics {
+    attached: prometheus::IntGaugeVec,
+    attack: prometheus::IntGaugeVec,
+    responder_xdp: prometheus::IntGaugeVec,
+    cookies: IntCounterVec,
+    tx_errors: IntCounterVec,
+    fallbacks: IntCounterVec,
+}
+
+impl IfaceMetrics {
+    fn new(r: &Registry) -> Self {
+        let gauge = |n: &str, h: &str| {
+            reg(r, prometheus::IntGaugeVec::new(Opts::new(n, h), &["interface"]).expect("valid metric"))
+        };
+        let counter =
+            |n: &str, h: &str| reg(r, IntCounterVec::new(Opts::new(n, h), &["interface"]).expect("valid metric"));
+        IfaceMetrics {
+            attached: gauge(
+                "datapath_attached",
+                "1 while the XDP program is attached to the interface; 0: it is unprotected (deleted or \
+                re-created interface, link detached) until tcpguard restarts.",
+            ),
+            attack: gauge("interface_attack_mode", "1 while this interface's datapath is in attack mode."),
+            responder_xdp: gauge(
+                "interface_responder_xdp",
+                "1 while this interface's SYNs are answered from XDP in attack mode; 0: the kernel's SYN cookies \
+                 answer (XDP replies would not leave, or the policy does not answer from XDP).",
+            ),
+            cookies: counter(
+                "interface_xdp_syncookies_sent_total",
+                "SYN-ACKs sent from XDP (XDP_TX) on this interface.",
+            ),
+            tx_errors: counter(
+                "xdp_tx_errors_total",
+                "XDP_TX replies the interface's driver failed to transmit (the kernel's xdp:xdp_bulk_tx drops and \
+                 xdp:xdp_exception): SYN-ACKs that never left.",
+            ),
+            fallbacks: counter(
+                "responder_fallbacks_total",
+                "Times the interface fell back from the XDP responder to the kernel's cookies because its XDP \
+                 replies failed to leave.",
+            ),
+        }
+    }
+
+    fn update(&self, i: &IfaceFigures) {
+        let l = [i.name.as_str()];
+        self.attached.with_label_values(&l).set(i64::from(i.attached));
+        self.attack.with_label_values(&l).set(i64::from(i.attack_mode));
+        self.responder_xdp.with_label_values(&l).set(i64::from(i.responder_xdp));
+        self.cookies.with_label_values(&l).inc_by(i.cookies_delta);
+        self.tx_errors.with_label_values(&l).inc_by(i.tx_failed_delta);
+        let f = self.fallbacks.with_label_values(&l);
+        f.inc_by(i.fallbacks.saturating_sub(f.get()));
+    }
 }
 
 /// One interface's figures for a tick.

@@ -106,7 +106,7 @@ impl Mitigator {
     }
 
     /// Both sysctls the XDP responder needs are 2 now.
-    fn responder_sysctls_in_effect(&self) -> bool {
+    fn responder_sysctls_in_effect() -> bool {
         matches!(kernel::read_syncookies(), Ok(2)) && matches!(kernel::read_timestamps(), Ok(2))
     }
 
@@ -232,7 +232,7 @@ impl Mitigator {
         if let Err(e) = r {
             log::error!("{e:#}");
         }
-        self.responder_sysctls_in_effect()
+        Self::responder_sysctls_in_effect()
     }
 
     fn set(&mut self, which: Sysctl, on: bool) -> Result<()> {
