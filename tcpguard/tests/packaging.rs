@@ -135,3 +135,36 @@ fn dashboard_queries_are_valid_promql_over_exported_series() {
     let _ = std::fs::remove_file(&path);
     assert!(!o.status.success(), "promtool accepted a broken query");
 }
+
+/// The package the test command built passes Debian's own checker: no
+/// error, no warning (the one override it ships says why in a comment).
+#[test]
+fn the_package_is_lintian_clean() {
+    let dir = std::path::PathBuf::from(format!("{ROOT}/target/debian"));
+    let deb = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}; `cargo xtask test` builds the package first", dir.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .expect("no .deb in target/debian: `cargo xtask test` builds it");
+    let o = Command::new("lintian")
+        .arg(&deb)
+        .output()
+        .expect("lintian not found: `cargo xtask prereqs` installs it (Debian package lintian)");
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let tags: Vec<&str> = out.lines().filter(|l| l.starts_with("E: ") || l.starts_with("W: ")).collect();
+    assert!(tags.is_empty(), "lintian on {}:\n{}", deb.display(), tags.join("\n"));
+    assert!(o.status.success(), "lintian failed on {}:\n{out}", deb.display());
+    // Every override carries its reason.
+    let overrides = std::fs::read_to_string(format!("{ROOT}/tcpguard/debian/lintian/tcpguard")).unwrap();
+    let mut reason = false;
+    for line in overrides.lines() {
+        if line.starts_with('#') {
+            reason = true;
+        } else if !line.trim().is_empty() {
+            assert!(reason, "lintian override without a comment saying why: {line}");
+            reason = false;
+        }
+    }
+}

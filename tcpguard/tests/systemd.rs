@@ -358,10 +358,10 @@ fn package_under_real_systemd() {
     let conffiles = c.ok("cat /var/lib/dpkg/info/tcpguard.conffiles");
     assert!(conffiles.contains("/etc/tcpguard/tcpguard.toml"), "config is not a conffile: {conffiles}");
     c.ok("grep -q '^group = \"tcpguard\"' /etc/tcpguard/tcpguard.toml");
-    c.ok("test -f /lib/systemd/system/tcpguard.service && test -f /usr/share/man/man1/tcpguard-status.1");
+    c.ok("test -f /lib/systemd/system/tcpguard.service && test -f /usr/share/man/man1/tcpguard-status.1.gz");
     c.ok("test -f /usr/share/bash-completion/completions/tcpguard");
     c.ok("test -f /usr/share/zsh/vendor-completions/_tcpguard");
-    c.ok("test -f /usr/share/fish/vendor_completions.d/tcpguard.fish && test -f /usr/share/man/man1/tcpguard.1");
+    c.ok("test -f /usr/share/fish/vendor_completions.d/tcpguard.fish && test -f /usr/share/man/man1/tcpguard.1.gz");
     c.ok("tcpguard config check /etc/tcpguard/tcpguard.toml");
     assert_eq!(c.unit_prop("UnitFileState"), "disabled", "the package must not enable the service by itself");
     c.ok("useradd -M -G tcpguard alice && useradd -M bob");
@@ -553,13 +553,17 @@ fn package_under_real_systemd() {
     //     the config and the saved state; the group stays.
     c.ok("DEBIAN_FRONTEND=noninteractive apt-get remove -y -q tcpguard");
     assert!(!c.xdp_attached(), "XDP still attached after the package was removed");
-    // Disabled (the enablement symlink gone) and the unit file removed.
-    c.ok("test ! -e /etc/systemd/system/multi-user.target.wants/tcpguard.service");
+    // Stopped, the unit file removed and masked (deb-systemd-helper, as
+    // dh_installsystemd does: the enablement is forgotten on purge).
     c.ok("test ! -e /lib/systemd/system/tcpguard.service");
+    c.ok("test \"$(readlink /etc/systemd/system/tcpguard.service)\" = /dev/null");
+    assert_eq!(c.unit_prop("ActiveState"), "inactive");
     c.ok("test -f /etc/tcpguard/tcpguard.toml && test ! -e /usr/bin/tcpguard");
     c.ok("test -e /sys/fs/bpf/tcpguard/tg0"); // remove keeps the pinned block-list
     c.ok("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q tcpguard");
     c.ok("test ! -e /etc/tcpguard/tcpguard.toml && test ! -e /var/lib/tcpguard && getent group tcpguard");
+    c.ok("test ! -e /etc/systemd/system/multi-user.target.wants/tcpguard.service");
+    c.ok("test ! -L /etc/systemd/system/tcpguard.service");
     c.ok("test ! -e /sys/fs/bpf/tcpguard");
 
     eprintln!(

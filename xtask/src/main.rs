@@ -129,6 +129,7 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
     ("systemd-nspawn", "systemd-container"),
     ("debootstrap", "debootstrap"),
+    ("lintian", "lintian"),
 ];
 
 /// What the demo needs (the lab's `ip`).
@@ -242,9 +243,23 @@ fn deb() -> Result<()> {
     if !o.status.success() {
         bail!("tcpguard generate failed: {}", String::from_utf8_lossy(&o.stderr));
     }
+    // Man pages gzipped, as Debian ships them (-n: no name or time inside).
+    for entry in std::fs::read_dir(assets.join("man")).context("reading the generated man pages")? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "1") {
+            run(Command::new("gzip").args(["-9nf"]).arg(&path))?;
+        }
+    }
+    let maintainer = std::env::var("TCPGUARD_DEB_MAINTAINER").ok().filter(|m| !m.trim().is_empty());
+    write_changelog(&assets.join("changelog"), maintainer.as_deref())?;
     say("packaging (cargo deb --no-build)");
-    let o = Command::new("cargo")
-        .args(["deb", "-p", "tcpguard", "--no-build"])
+    let mut cmd = Command::new("cargo");
+    cmd.args(["deb", "-p", "tcpguard", "--no-build"]);
+    if let Some(m) = &maintainer {
+        say(&format!("maintainer: {m} (TCPGUARD_DEB_MAINTAINER)"));
+        cmd.args(["--maintainer", m]);
+    }
+    let o = cmd
         .stderr(std::process::Stdio::inherit())
         .output()
         .context("running cargo deb")?;
@@ -256,6 +271,35 @@ fn deb() -> Result<()> {
         bail!("cargo deb did not name the package it wrote (stdout: {})", String::from_utf8_lossy(&o.stdout));
     }
     say(&format!("wrote {}", path.display()));
+    Ok(())
+}
+
+/// The Debian changelog of this build: one entry for the workspace version,
+/// dated by the last commit (reproducible), signed by the package's
+/// maintainer (`maintainer`, else the one in tcpguard/Cargo.toml).
+fn write_changelog(path: &Path, maintainer: Option<&str>) -> Result<()> {
+    let manifest = std::fs::read_to_string(workspace_root().join("Cargo.toml"))?;
+    let version = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \"").and_then(|v| v.strip_suffix('"')))
+        .context("no version in the workspace Cargo.toml")?
+        .to_string();
+    let crate_manifest = std::fs::read_to_string(workspace_root().join("tcpguard/Cargo.toml"))?;
+    let default_maintainer = crate_manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("maintainer = \"").and_then(|v| v.strip_suffix('"')))
+        .context("no maintainer in tcpguard/Cargo.toml")?
+        .to_string();
+    let date = output(Command::new("git").args(["log", "-1", "--format=%cD"]))
+        .map(|d| d.trim().to_string())
+        .filter(|d| !d.is_empty())
+        .or_else(|| output(Command::new("date").arg("-R")).map(|d| d.trim().to_string()))
+        .context("no date for the changelog")?;
+    let text = format!(
+        "tcpguard ({version}-1) unstable; urgency=medium\n\n  * tcpguard {version}: see /usr/share/doc/tcpguard/README.md.\n\n -- {}  {date}\n",
+        maintainer.unwrap_or(&default_maintainer)
+    );
+    std::fs::write(path, text)?;
     Ok(())
 }
 
