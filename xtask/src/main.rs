@@ -259,10 +259,7 @@ fn deb() -> Result<()> {
         say(&format!("maintainer: {m} (TCPGUARD_DEB_MAINTAINER)"));
         cmd.args(["--maintainer", m]);
     }
-    let o = cmd
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .context("running cargo deb")?;
+    let o = cmd.stderr(std::process::Stdio::inherit()).output().context("running cargo deb")?;
     if !o.status.success() {
         bail!("cargo deb failed");
     }
