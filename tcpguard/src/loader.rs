@@ -449,26 +449,13 @@ impl Datapath {
         &mut self,
         iface: &str,
     ) -> Result<(&'static str, aya::programs::xdp::XdpLinkId), LoaderError> {
-        let name = BASELINE_PROGRAM;
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(LoaderError::MissingProgram { name })?
-            .try_into()
-            .map_err(|source| LoaderError::Verify { name, source })?;
-        attach_mode(prog, iface, AttachMode::Auto)
+        attach_mode(xdp_mut(&mut self.ebpf, BASELINE_PROGRAM)?, iface, AttachMode::Auto)
     }
 
     /// Detach a pass-everything program attached by `attach_baseline_link`.
     pub fn detach_baseline(&mut self, id: aya::programs::xdp::XdpLinkId) -> Result<(), LoaderError> {
         let name = BASELINE_PROGRAM;
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(LoaderError::MissingProgram { name })?
-            .try_into()
-            .map_err(|source| LoaderError::Verify { name, source })?;
-        prog.detach(id).map_err(|source| LoaderError::Verify { name, source })
+        xdp_mut(&mut self.ebpf, name)?.detach(id).map_err(|source| LoaderError::Verify { name, source })
     }
 }
 
@@ -478,12 +465,15 @@ fn attach_program(
     iface: &str,
     mode: AttachMode,
 ) -> Result<&'static str, LoaderError> {
-    let prog: &mut Xdp = ebpf
-        .program_mut(name)
+    attach_mode(xdp_mut(ebpf, name)?, iface, mode).map(|(label, _)| label)
+}
+
+/// The XDP program `name` of the object.
+fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, LoaderError> {
+    ebpf.program_mut(name)
         .ok_or(LoaderError::MissingProgram { name })?
         .try_into()
-        .map_err(|source| LoaderError::Verify { name, source })?;
-    attach_mode(prog, iface, mode).map(|(label, _)| label)
+        .map_err(|source| LoaderError::Verify { name, source })
 }
 
 fn attach_mode(

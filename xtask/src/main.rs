@@ -271,22 +271,22 @@ fn deb() -> Result<()> {
     Ok(())
 }
 
+/// The first `key = "value"` line of a manifest (relative to the workspace).
+fn manifest_string(manifest: &str, key: &str) -> Result<String> {
+    let text = std::fs::read_to_string(workspace_root().join(manifest))?;
+    let prefix = format!("{key} = \"");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix).and_then(|v| v.strip_suffix('"')))
+        .map(str::to_string)
+        .with_context(|| format!("no {key} in {manifest}"))
+}
+
 /// The Debian changelog of this build: one entry for the workspace version,
 /// dated by the last commit (reproducible), signed by the package's
 /// maintainer (`maintainer`, else the one in tcpguard/Cargo.toml).
 fn write_changelog(path: &Path, maintainer: Option<&str>) -> Result<()> {
-    let manifest = std::fs::read_to_string(workspace_root().join("Cargo.toml"))?;
-    let version = manifest
-        .lines()
-        .find_map(|l| l.strip_prefix("version = \"").and_then(|v| v.strip_suffix('"')))
-        .context("no version in the workspace Cargo.toml")?
-        .to_string();
-    let crate_manifest = std::fs::read_to_string(workspace_root().join("tcpguard/Cargo.toml"))?;
-    let default_maintainer = crate_manifest
-        .lines()
-        .find_map(|l| l.strip_prefix("maintainer = \"").and_then(|v| v.strip_suffix('"')))
-        .context("no maintainer in tcpguard/Cargo.toml")?
-        .to_string();
+    let version = manifest_string("Cargo.toml", "version")?;
+    let default_maintainer = manifest_string("tcpguard/Cargo.toml", "maintainer")?;
     let date = output(Command::new("git").args(["log", "-1", "--format=%cD"]))
         .map(|d| d.trim().to_string())
         .filter(|d| !d.is_empty())
