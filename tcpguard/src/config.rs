@@ -306,9 +306,13 @@ impl Config {
         if !(50..=5000).contains(&d.tick_ms) {
             return Err(("daemon.tick-ms", format!("{} is outside 50..=5000", d.tick_ms)));
         }
-        for i in &d.interfaces {
+        for (n, i) in d.interfaces.iter().enumerate() {
             if i.is_empty() || i.len() > 15 || i.contains('/') || i.contains(char::is_whitespace) {
                 return Err(("daemon.interfaces", format!("{i:?} is not a valid interface name")));
+            }
+            // Twice would attach twice to one device and count it double.
+            if d.interfaces[..n].contains(i) {
+                return Err(("daemon.interfaces", format!("{i:?} is listed more than once")));
             }
         }
         let p = &self.datapath;
@@ -458,6 +462,8 @@ mod tests {
             ("[datapath]\nattack-syn-rate = 10\n", "datapath.attack-syn-rate", "below 1000"),
             ("[datapath]\nattack-sample = 0\n", "datapath.attack-sample", "outside"),
             ("[policy]\nwidest-block-v4 = 33\n", "policy.widest-block-v4", "prefix length"),
+            ("[daemon]\ninterfaces = [\"srv0\", \"srv0\"]\n", "daemon.interfaces", "listed more than once"),
+            ("[datapath]\nblock = [\"::ffff:10.0.0.1/128\"]\n", "block", "IPv4-mapped"),
             ("[policy]\nblock-ttl-max-secs = 99999999999\n", "policy.block-ttl-max-secs", "365 days"),
             ("[datapath]\nblock-list-entries = 10\n", "datapath.block-list-entries", "outside 64..="),
             ("[datapath]\nblock-list-entries = 1024\n", "policy.max-blocked", "half of datapath.block-list-entries"),

@@ -76,6 +76,18 @@ impl FromStr for Prefix {
                 .filter(|l| *l <= max)
                 .ok_or_else(|| format!("{s:?}: prefix length must be 0..={max}"))?,
         };
+        // An IPv4-mapped IPv6 prefix (::ffff:a.b.c.d) never matches: the
+        // datapath keys IPv4 packets by their IPv4 address. Refused for the
+        // CLI, control requests and the config alike (they all parse here).
+        if let IpAddr::V6(v6) = addr {
+            if len >= 96 && v6.segments()[..6] == [0, 0, 0, 0, 0, 0xffff] {
+                let v4 = std::net::Ipv4Addr::from(u32::from_be_bytes(v6.octets()[12..].try_into().expect("4 bytes")));
+                return Err(format!(
+                    "{s:?} is an IPv4-mapped IPv6 prefix, which no packet matches: write the IPv4 prefix {v4}/{}",
+                    len - 96
+                ));
+            }
+        }
         Ok(Prefix::new(addr, len))
     }
 }
@@ -96,6 +108,21 @@ impl<'de> serde::Deserialize<'de> for Prefix {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv4_mapped_prefixes_are_refused_with_the_ipv4_form() {
+        let e = "::ffff:10.77.0.2/128".parse::<Prefix>().unwrap_err();
+        assert!(e.contains("IPv4-mapped") && e.contains("10.77.0.2/32"), "{e}");
+        let e = "::ffff:10.77.0.0/120".parse::<Prefix>().unwrap_err();
+        assert!(e.contains("10.77.0.0/24"), "{e}");
+        assert!("::ffff:10.0.0.1".parse::<Prefix>().is_err());
+        // IPv6 prefixes around the mapped range stay valid.
+        assert!("::/0".parse::<Prefix>().is_ok());
+        assert!("::fffe:10.0.0.1/128".parse::<Prefix>().is_ok());
+        assert!("2001:db8::/32".parse::<Prefix>().is_ok());
+        // The control protocol and the config parse through the same path.
+        assert!(serde_json::from_str::<Prefix>("\"::ffff:1.2.3.4/128\"").is_err());
+    }
 
     #[test]
     fn parse_and_normalise() {

@@ -100,6 +100,10 @@ fn effective_config(opts: &RunOptions) -> Result<Config> {
     };
     if !opts.interfaces.is_empty() {
         cfg.daemon.interfaces.clone_from(&opts.interfaces);
+        // The command line's interfaces meet the config's checks too.
+        if let Err((key, reason)) = cfg.check() {
+            return Err(crate::config::ConfigError::Invalid { origin: "--iface".into(), key, reason }.into());
+        }
     }
     if let Some(s) = &opts.socket {
         cfg.control.socket.clone_from(s);
