@@ -49,6 +49,14 @@ fn iface<'a>(v: &'a Value, name: &str) -> &'a Value {
     v["interfaces"].as_array().unwrap().iter().find(|i| i["name"] == name).unwrap_or_else(|| panic!("{name} in {v:#}"))
 }
 
+/// Wait until `name` answers SYNs from XDP (over 1,000 SYN-ACKs/s); the status then.
+fn wait_answering(f: &Files, name: &str, limit: Duration) -> (Value, Duration) {
+    wait_status(f, limit, "XDP answering", |v| {
+        let i = iface(v, name);
+        i["answering"] == true && i["xdp_synacks_per_sec"].as_f64().unwrap_or(0.0) > 1000.0
+    })
+}
+
 fn legit(lab: &Lab) -> Prober {
     Prober::start(&lab.client, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), Duration::from_millis(25), LEGIT_TIMEOUT)
         .unwrap()
@@ -121,10 +129,7 @@ fn a_peer_program_removed_mid_flood_falls_back_within_a_tick_and_xdp_returns() {
     let probes = legit(&lab);
     let stop = Arc::new(AtomicBool::new(false));
     let flood = shared_flood(&lab, 14, &stop);
-    let (v, _) = wait_status(&f, Duration::from_secs(3), "XDP answering", |v| {
-        let i = iface(v, &lab.srv_if);
-        i["answering"] == true && i["xdp_synacks_per_sec"].as_f64().unwrap_or(0.0) > 1000.0
-    });
+    let (v, _) = wait_answering(&f, &lab.srv_if, Duration::from_secs(3));
     assert_eq!(iface(&v, &lab.srv_if)["responder"], "xdp");
     std::thread::sleep(Duration::from_secs(1));
 
@@ -337,10 +342,7 @@ fn a_forwarding_host_answers_only_its_own_connections_in_attack_mode() {
     let d = Daemon::start(&lab, &f);
     let stop = Arc::new(AtomicBool::new(false));
     let flood = shared_flood(&lab, 8, &stop);
-    wait_status(&f, Duration::from_secs(3), "XDP answering", |v| {
-        let i = iface(v, &lab.srv_if);
-        i["answering"] == true && i["xdp_synacks_per_sec"].as_f64().unwrap_or(0.0) > 1000.0
-    });
+    wait_answering(&f, &lab.srv_if, Duration::from_secs(3));
     let fwd = common::connect_n(&lab, to_backend, 50);
     let own = common::connect_n(&lab, to_server, 50);
     eprintln!("attack mode: forwarded connections {fwd}/50, local {own}/50");
@@ -423,10 +425,7 @@ fn the_synack_mss_follows_an_mtu_lowered_in_attack_mode() {
     let d = Daemon::start(&lab, &f);
     let stop = Arc::new(AtomicBool::new(false));
     let flood = shared_flood(&lab, 12, &stop);
-    wait_status(&f, Duration::from_secs(3), "XDP answering", |v| {
-        let i = iface(v, &lab.srv_if);
-        i["answering"] == true && i["xdp_synacks_per_sec"].as_f64().unwrap_or(0.0) > 1000.0
-    });
+    wait_answering(&f, &lab.srv_if, Duration::from_secs(3));
     let to = SocketAddr::new(IpAddr::V4(SERVER_IP), 8082);
     let acks0 = counter(&f, "cookie_ack_valid");
     assert!(big_request(&lab, to).is_some_and(|m| m <= 1460), "a large request at MTU 1500");
@@ -473,12 +472,7 @@ fn a_handover_under_a_flood_never_leaves_xdp_answering_without_its_sysctls() {
     let probes = legit(&lab);
     let stop = Arc::new(AtomicBool::new(false));
     let flood = shared_flood(&lab, 30, &stop);
-    let answering = |f: &Files| {
-        wait_status(f, Duration::from_secs(4), "XDP answering", |v| {
-            let i = iface(v, &lab.srv_if);
-            i["answering"] == true && i["xdp_synacks_per_sec"].as_f64().unwrap_or(0.0) > 1000.0
-        })
-    };
+    let answering = |f: &Files| wait_answering(f, &lab.srv_if, Duration::from_secs(4));
     answering(&f);
     assert!(pinned_answering(&f, &lab.srv_if));
 
