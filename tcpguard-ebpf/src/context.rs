@@ -1,0 +1,106 @@
+//! The packet and the clock: bounds-checked reads for the shared parser
+//! (XDP and TC contexts), the per-CPU counters, the flow key. Touches no map.
+
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    programs::{TcContext, XdpContext},
+};
+use tcpguard_common::{
+    parse::{self, PacketBuf, TcpPacket},
+    Counter, Counters, FlowKey,
+};
+
+/// The packet bounds of a program context (XDP ingress, TC egress).
+pub(crate) trait PacketCtx {
+    fn data(&self) -> usize;
+    fn data_end(&self) -> usize;
+}
+
+impl PacketCtx for XdpContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        XdpContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        XdpContext::data_end(self)
+    }
+}
+
+impl PacketCtx for TcContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        TcContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        TcContext::data_end(self)
+    }
+}
+
+/// Bounds-checked reads of a context's packet, for the shared parser.
+pub(crate) struct Frame<'a, C>(pub(crate) &'a C);
+
+impl<C: PacketCtx> PacketBuf for Frame<'_, C> {
+    #[inline(always)]
+    fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        let start = self.0.data();
+        let end = self.0.data_end();
+        if start + off + N > end {
+            return None;
+        }
+        // SAFETY: the range [start+off, start+off+N) was checked against data_end.
+        Some(unsafe { core::ptr::read_unaligned((start + off) as *const [u8; N]) })
+    }
+}
+
+#[inline(always)]
+pub(crate) fn bump(c: &mut Counters, which: Counter) {
+    c.v[which as usize] += 1;
+}
+
+/// `bump` for a counter chosen at run time (the parse error): the index
+/// is bounds-checked where the verifier can see it.
+#[inline(always)]
+pub(crate) fn bump_dyn(c: &mut Counters, which: Counter) {
+    let w = which as u32;
+    // SAFETY: a volatile read of a local, so the check below stays.
+    let i = unsafe { core::ptr::read_volatile(&w) } as usize;
+    if i < tcpguard_common::COUNTER_COUNT {
+        c.v[i] += 1;
+    }
+}
+
+#[inline(always)]
+pub(crate) fn now_ns() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+pub(crate) fn coarse_ns() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+#[inline(always)]
+pub(crate) fn v4(p: &TcpPacket) -> [u8; 4] {
+    [p.saddr[12], p.saddr[13], p.saddr[14], p.saddr[15]]
+}
+
+#[inline(always)]
+pub(crate) fn flow_key(p: &TcpPacket) -> FlowKey {
+    FlowKey { saddr: p.saddr, daddr: p.daddr, sport: p.sport, dport: p.dport, _pad: 0 }
+}
+
+/// The parse as a BPF subprogram of its own: its temporaries (headers
+/// copied out of the packet) get a frame that is gone before the SYN and
+/// ACK paths run.
+/// (The volatile read keeps LLVM from passing `data`/`data_end` in as
+/// plain integers, which the verifier refuses.)
+#[inline(never)]
+pub(crate) fn parse_frame(ctx: &XdpContext) -> Result<TcpPacket, parse::ParseError> {
+    // SAFETY: reads the context pointer field of a valid XdpContext.
+    let raw = unsafe { core::ptr::read_volatile(&ctx.ctx) };
+    parse::parse(&Frame(&XdpContext::new(raw)))
+}

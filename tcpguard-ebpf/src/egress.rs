@@ -1,0 +1,99 @@
+//! The server's side of the handshake on the interface's egress (TC): its
+//! SYN-ACK makes a tracked SYN half-open, its RST marks it refused or
+//! closed. Never changes or drops a packet.
+
+use aya_ebpf::programs::TcContext;
+use tcpguard_common::{
+    handshake::{self, SynAckAction},
+    parse::{self, TcpPacket, TCP_ACK, TCP_RST, TCP_SYN},
+    Counter, Counters, FlowKey, Settings, SrcKey, FLAG_EGRESS, FLAG_PORT_FILTER,
+};
+
+use crate::{
+    context::{bump, now_ns, Frame},
+    maps::{COUNTERS, HALF_OPEN, PORTS, SETTINGS, SRC_STATS},
+    tracking::{close_half_open, count_half_open},
+};
+
+/// `TC_ACT_OK`: let the packet go on.
+pub(crate) const TC_ACT_OK: i32 = 0;
+
+/// The egress parse as a subprogram (see `parse_frame`).
+#[inline(never)]
+pub(crate) fn parse_skb(ctx: &TcContext) -> Result<TcpPacket, parse::ParseError> {
+    // SAFETY: reads the context pointer field of a valid TcContext.
+    let raw = unsafe { core::ptr::read_volatile(&ctx.skb.skb) };
+    parse::parse(&Frame(&TcContext::new(raw)))
+}
+
+#[inline(always)]
+pub(crate) fn egress(ctx: &TcContext) -> Option<()> {
+    let p = parse_skb(ctx).ok()?;
+    let fl = p.flags & (TCP_SYN | TCP_ACK | TCP_RST);
+    if fl != TCP_SYN | TCP_ACK && p.flags & TCP_RST == 0 {
+        return None;
+    }
+    let s = SETTINGS.get(0)?;
+    // The protected port is this host's, the source port on egress.
+    // SAFETY: read-only presence check.
+    if s.flags & FLAG_PORT_FILTER != 0 && unsafe { PORTS.get(p.sport) }.is_none() {
+        return None;
+    }
+    let c = COUNTERS.get_ptr_mut(0)?;
+    // SAFETY: per-CPU value, only this CPU writes it while we run.
+    let c = unsafe { &mut *c };
+    // The client's 4-tuple, as the SYN was keyed.
+    let key = FlowKey { saddr: p.daddr, daddr: p.saddr, sport: p.dport, dport: p.sport, _pad: 0 };
+    if fl == TCP_SYN | TCP_ACK {
+        bump(c, Counter::SynAckOut);
+        on_synack_out(c, s, &p, &key);
+    } else {
+        on_rst_out(c, s, &p, &key);
+    }
+    Some(())
+}
+
+#[inline(never)]
+pub(crate) fn on_synack_out(c: &mut Counters, s: &Settings, p: &TcpPacket, key: &FlowKey) {
+    let Some(e) = HALF_OPEN.get_ptr_mut(key) else { return };
+    // SAFETY: map value pointer; the entry is updated in place.
+    let e = unsafe { &mut *e };
+    match handshake::on_synack(e, p.seq, p.ack) {
+        SynAckAction::Mismatch => {}
+        SynAckAction::Retransmit => bump(c, Counter::SynAckRetransmit),
+        SynAckAction::Open => {
+            // Without FLAG_EGRESS the SYN was counted half-open already.
+            if s.flags & FLAG_EGRESS == 0 || e.answered() {
+                e.server_isn = p.seq;
+                return;
+            }
+            let now = now_ns();
+            e.server_isn = p.seq;
+            e.synack_ns = now;
+            // SAFETY: map value pointer; concurrent updates may lose an increment.
+            let st = SRC_STATS.get_ptr_mut(&SrcKey { addr: p.daddr }).map(|st| unsafe { &mut *st });
+            count_half_open(c, st, now, s.timeout_ns());
+        }
+    }
+}
+
+/// The server resets a tracked handshake: before answering it, the SYN was
+/// refused (a closed port: a scan, not a flood); after, it is closed like a
+/// client RST would close it.
+#[inline(never)]
+pub(crate) fn on_rst_out(c: &mut Counters, s: &Settings, p: &TcpPacket, key: &FlowKey) {
+    // SAFETY: copied out before removal.
+    let Some(e) = (unsafe { HALF_OPEN.get(key) }).copied() else { return };
+    if p.has(TCP_ACK) && p.ack != e.isn.wrapping_add(1) {
+        return;
+    }
+    if HALF_OPEN.remove(key).is_err() {
+        return;
+    }
+    if e.answered() {
+        bump(c, Counter::RstHalfOpen);
+        close_half_open(&e, &SrcKey { addr: p.daddr }, s.timeout_ns(), now_ns());
+    } else {
+        bump(c, Counter::SynRefused);
+    }
+}

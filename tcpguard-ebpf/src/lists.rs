@@ -1,0 +1,49 @@
+//! The allow- and block-lists (LPM tries) and the verdict of a rule that
+//! wants a packet dropped.
+
+use aya_ebpf::maps::lpm_trie::Key;
+use tcpguard_common::{
+    parse::TcpPacket,
+    verdict::{self, Rule},
+    Counters, Settings, FLAG_HAS_ALLOWS,
+};
+
+use crate::{
+    context::{bump, coarse_ns, v4},
+    maps::{ALLOW_V4, ALLOW_V6, BLOCK_V4, BLOCK_V6},
+};
+
+#[inline(always)]
+pub(crate) fn allowed(p: &TcpPacket) -> bool {
+    if p.is_v6 {
+        ALLOW_V6.get(Key::new(128, p.saddr)).is_some()
+    } else {
+        ALLOW_V4.get(Key::new(32, v4(p))).is_some()
+    }
+}
+
+/// Allow-listed, when the allow-lists hold anything at all.
+#[inline(always)]
+pub(crate) fn allowed_if_any(s: &Settings, p: &TcpPacket) -> bool {
+    s.flags & FLAG_HAS_ALLOWS != 0 && allowed(p)
+}
+
+/// `Some(true)` blocked, `Some(false)` matched an expired entry, `None` no match.
+#[inline(always)]
+pub(crate) fn blocked(p: &TcpPacket) -> Option<bool> {
+    let e = if p.is_v6 { BLOCK_V6.get(Key::new(128, p.saddr)) } else { BLOCK_V4.get(Key::new(32, v4(p))) }?;
+    let exp = e.expires_ns;
+    // The coarse clock (one jiffy behind at most) is enough for TTLs in
+    // seconds, and cheaper on the drop path.
+    Some(exp == 0 || coarse_ns() < exp)
+}
+
+/// A rule wants the packet dropped: the verdict (allow-list, monitor mode,
+/// the counter by reason and kind) is `verdict::decide`'s; its counter is
+/// recorded here.
+#[inline(always)]
+pub(crate) fn judge(c: &mut Counters, s: &Settings, p: &TcpPacket, rule: Rule, syn: bool) -> verdict::Verdict {
+    let v = verdict::decide(s.flags, rule, allowed_if_any(s, p), syn);
+    bump(c, v.counter);
+    v
+}

@@ -1,0 +1,292 @@
+//! Attack mode's answer: a SYN to a listener on this host gets a SYN-ACK
+//! carrying the kernel's own SYN cookie, written over the SYN and sent back
+//! with XDP_TX. Anything it cannot answer goes on to the kernel.
+
+use aya_ebpf::{
+    bindings::{tcphdr, xdp_action},
+    helpers::{
+        bpf_loop, bpf_sk_release, bpf_skc_lookup_tcp, bpf_tcp_gen_syncookie, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
+    },
+    programs::XdpContext,
+};
+use tcpguard_common::{
+    parse::{PacketBuf, TcpPacket},
+    synack, Counter, Counters, Settings, SrcKey, FLAG_ANSWER,
+};
+
+use crate::{
+    context::{bump, now_ns, v4, Frame},
+    maps::{ATTACK, LOCAL_ADDRS, REPLY},
+};
+
+/// `sk_state` of a listening socket.
+pub(crate) const TCP_LISTEN: u32 = 10;
+/// `BPF_F_CURRENT_NETNS`: look sockets up in the device's namespace.
+pub(crate) const CURRENT_NETNS: u64 = u64::MAX;
+
+/// Addressed to this host: to the interface's own MAC and a local address.
+/// Anything else (forwarded traffic, a neighbour's address, a stale MAC) is
+/// the kernel's to route or discard: never answered or dropped here.
+#[inline(always)]
+pub(crate) fn for_host(ctx: &XdpContext, s: &Settings, p: &TcpPacket) -> bool {
+    match Frame(ctx).bytes::<6>(0) {
+        Some(dst) if s.own_mac(&dst) => {}
+        _ => return false,
+    }
+    // SAFETY: read-only presence check.
+    unsafe { LOCAL_ADDRS.get(&SrcKey { addr: p.daddr }) }.is_some()
+}
+
+/// `N` bytes at `off` of the packet, bounds-checked for the verifier.
+#[inline(always)]
+pub(crate) fn pkt_ptr<const N: usize>(ctx: &XdpContext, off: usize) -> Option<*mut u8> {
+    let start = ctx.data();
+    if start + off + N > ctx.data_end() {
+        return None;
+    }
+    Some((start + off) as *mut u8)
+}
+
+#[inline(always)]
+pub(crate) fn store<const N: usize>(ctx: &XdpContext, off: usize, b: &[u8; N]) -> Option<()> {
+    let ptr = pkt_ptr::<N>(ctx, off)?;
+    // SAFETY: [ptr, ptr + N) lies inside the packet (checked above).
+    unsafe { core::ptr::write_unaligned(ptr as *mut [u8; N], *b) };
+    Some(())
+}
+
+/// The socket for the packet's 4-tuple (established, TIME_WAIT, request or
+/// listener), or null. The caller releases it.
+#[inline(always)]
+pub(crate) fn lookup_socket(ctx: &XdpContext, p: &TcpPacket) -> *mut aya_ebpf::bindings::bpf_sock {
+    let Some(r) = REPLY.get_ptr_mut(0) else { return core::ptr::null_mut() };
+    // SAFETY: per-CPU scratch; writing plain-data union members.
+    let t = unsafe { &mut (*r).tuple };
+    let size = if p.is_v6 {
+        // SAFETY: as above.
+        unsafe {
+            let v6 = &mut t.__bindgen_anon_1.ipv6;
+            v6.saddr = words(&p.saddr);
+            v6.daddr = words(&p.daddr);
+            v6.sport = p.sport.to_be();
+            v6.dport = p.dport.to_be();
+        }
+        36
+    } else {
+        // SAFETY: as above.
+        unsafe {
+            let v4t = &mut t.__bindgen_anon_1.ipv4;
+            v4t.saddr = u32::from_ne_bytes(v4(p));
+            v4t.daddr = u32::from_ne_bytes([p.daddr[12], p.daddr[13], p.daddr[14], p.daddr[15]]);
+            v4t.sport = p.sport.to_be();
+            v4t.dport = p.dport.to_be();
+        }
+        12
+    };
+    // SAFETY: helper call with the tuple in scratch of the stated size.
+    unsafe { bpf_skc_lookup_tcp(ctx.ctx as *mut _, t, size, CURRENT_NETNS, 0) }
+}
+
+#[inline(always)]
+pub(crate) fn words(a: &[u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
+        u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
+        u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
+        u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
+    ]
+}
+
+/// The IP header length the responder rewrites in place: 20 (IPv4 without
+/// options) or 40 (IPv6 without extension headers); 0 for anything else.
+#[inline(always)]
+pub(crate) fn plain_ip_len(p: &TcpPacket) -> usize {
+    let want = if p.is_v6 { 40 } else { 20 };
+    if p.l4_off as usize == p.l3_off as usize + want {
+        want
+    } else {
+        0
+    }
+}
+
+/// `answer_syn`'s "not answered here": the SYN goes on to the kernel.
+pub(crate) const KERNEL_ANSWERS: u32 = u32::MAX;
+
+/// Answer a SYN to a listener with a cookie SYN-ACK (XDP_TX), or
+/// [`KERNEL_ANSWERS`]. A BPF subprogram of its own (at most five
+/// arguments, no stack arguments): its buffers get their own stack frame.
+#[inline(never)]
+pub(crate) fn answer_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket) -> u32 {
+    answer(ctx, c, s, p).unwrap_or(KERNEL_ANSWERS)
+}
+
+#[inline(always)]
+pub(crate) fn answer(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket) -> Option<u32> {
+    if !for_host(ctx, s, p) {
+        bump(c, Counter::NotForHost);
+        return None;
+    }
+    let ip_len = plain_ip_len(p);
+    if ip_len == 0 {
+        bump(c, Counter::CookieOddHeaders);
+        return None;
+    }
+    let th_len = (p.doff as u32 & 0xf) * 4;
+    if th_len < 20 {
+        bump(c, Counter::CookieOddHeaders);
+        return None;
+    }
+    let r = REPLY.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch, only this CPU uses it during this run.
+    let r = unsafe { &mut *r };
+    let sk = lookup_socket(ctx, p);
+    if sk.is_null() {
+        bump(c, Counter::CookieNoListener);
+        return None;
+    }
+    // SAFETY: non-null socket from the lookup; released on every path below.
+    if unsafe { (*sk).state } != TCP_LISTEN {
+        unsafe { bpf_sk_release(sk as *mut _) };
+        bump(c, Counter::CookieOtherSocket);
+        return None;
+    }
+    if s.flags & FLAG_ANSWER == 0 {
+        // SAFETY: the socket from the lookup, released once.
+        unsafe { bpf_sk_release(sk as *mut _) };
+        bump(c, Counter::CookieHeld);
+        return None;
+    }
+    let cookie = gen_cookie(ctx, p, sk, ip_len, th_len, &mut r.th);
+    // SAFETY: the socket from the lookup, released once.
+    unsafe { bpf_sk_release(sk as *mut _) };
+    let Some(cookie) = cookie else {
+        bump(c, Counter::CookieRefused);
+        return None;
+    };
+    let mut walk = synack::OptionWalk::new(th_len as usize);
+    // Linux clients' layout is read in place; anything else is walked.
+    match synack::linux_layout(&r.th, th_len as usize) {
+        Some(o) => walk.found = o,
+        // SAFETY: the callback gets a pointer to `walk`, alive for the call.
+        None => unsafe {
+            bpf_loop(
+                synack::MAX_OPTIONS as u32,
+                option_cb as *mut core::ffi::c_void,
+                &mut walk as *mut synack::OptionWalk as *mut core::ffi::c_void,
+                0,
+            );
+        },
+    }
+    let mss = match (p.is_v6, s.synack_mss4, s.synack_mss6) {
+        (false, 0, _) => 1460,
+        (false, m, _) => m as u16,
+        (true, _, 0) => 1440,
+        (true, _, m) => m as u16,
+    };
+    let now_ms = (now_ns() / 1_000_000) as u32;
+    let reply = synack::Reply {
+        sport: p.sport,
+        dport: p.dport,
+        client_isn: p.seq,
+        cookie,
+        our_mss: mss,
+        our_wscale: s.synack_wscale as u8,
+        now_ms,
+    };
+    let len = synack::write_synack(&mut r.tcp, &reply, &walk.found);
+    let l3 = p.l3_off as usize & 0x3f;
+    let l4 = p.l4_off as usize & 0x7f;
+    // Resize the frame to exactly the reply: headers, no payload.
+    let cur = (ctx.data_end() - ctx.data()) as i32;
+    let delta = (l4 + len) as i32 - cur;
+    if delta != 0 {
+        // SAFETY: helper on our own context; packet pointers are re-derived after.
+        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
+            bump(c, Counter::CookieOddHeaders);
+            return None;
+        }
+    }
+    let sum = if p.is_v6 {
+        synack::tcp_checksum_v6(&p.daddr, &p.saddr, &r.tcp, len)
+    } else {
+        let (src, dst) = ([p.daddr[12], p.daddr[13], p.daddr[14], p.daddr[15]], v4(p));
+        r.ip4 = synack::ipv4_header(&src, &dst, len);
+        store(ctx, l3, &r.ip4)?;
+        synack::tcp_checksum_v4(&src, &dst, &r.tcp, len)
+    };
+    let sum = sum.to_be_bytes();
+    r.tcp[16] = sum[0];
+    r.tcp[17] = sum[1];
+    if p.is_v6 {
+        store(ctx, l3, &synack::ipv6_fixed(len))?;
+        store(ctx, l3 + 8, &p.daddr)?;
+        store(ctx, l3 + 24, &p.saddr)?;
+    }
+    if len == 40 {
+        store(ctx, l4, &r.tcp)?;
+    } else {
+        // SAFETY: the first 24 bytes of the 40-byte buffer.
+        store(ctx, l4, unsafe { &*(r.tcp.as_ptr() as *const [u8; 24]) })?;
+    }
+    let macs = Frame(ctx).bytes::<12>(0)?;
+    store(
+        ctx,
+        0,
+        &[macs[6], macs[7], macs[8], macs[9], macs[10], macs[11], macs[0], macs[1], macs[2], macs[3], macs[4], macs[5]],
+    )?;
+    bump(c, Counter::CookieSent);
+    if let Some(atk) = ATTACK.get_ptr_mut(0) {
+        // SAFETY: shared map value; a racing first write stores a time as early.
+        unsafe {
+            if (*atk).first_cookie_ns == 0 {
+                (*atk).first_cookie_ns = now_ns();
+            }
+        }
+    }
+    Some(xdp_action::XDP_TX)
+}
+
+/// One step of the SYN option walk, called by `bpf_loop`: 0 goes on, 1 stops.
+pub(crate) extern "C" fn option_cb(_index: u32, ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(r) = REPLY.get_ptr(0) else { return 1 };
+    // SAFETY: ctx is the walk `answer` passed; r the per-CPU copy of the header.
+    let (w, r) = unsafe { (&mut *(ctx as *mut synack::OptionWalk), &*r) };
+    if synack::option_step(&r.th, w) {
+        0
+    } else {
+        1
+    }
+}
+
+/// The kernel's cookie for this SYN from its listener; the SYN's TCP
+/// header is copied to `th` for the helper and the option walk.
+#[inline(always)]
+pub(crate) fn gen_cookie(
+    ctx: &XdpContext,
+    p: &TcpPacket,
+    sk: *mut aya_ebpf::bindings::bpf_sock,
+    ip_len: usize,
+    th_len: u32,
+    th: &mut [u8; 64],
+) -> Option<u32> {
+    let th_len = if th_len > 60 { 60 } else { th_len };
+    let th = th.as_mut_ptr();
+    // SAFETY: copies th_len (20..=60) bytes into a 64-byte buffer.
+    if unsafe { bpf_xdp_load_bytes(ctx.ctx, p.l4_off as u32, th as *mut _, th_len) } != 0 {
+        return None;
+    }
+    let l3 = p.l3_off as usize & 0x3f;
+    let r = if ip_len == 40 {
+        let iph = pkt_ptr::<40>(ctx, l3)?;
+        // SAFETY: sk is a listener; iph spans 40 packet bytes; th th_len bytes.
+        unsafe { bpf_tcp_gen_syncookie(sk as *mut _, iph as *mut _, 40, th as *mut tcphdr, th_len) }
+    } else {
+        let iph = pkt_ptr::<20>(ctx, l3)?;
+        // SAFETY: as above, 20 bytes of IPv4 header.
+        unsafe { bpf_tcp_gen_syncookie(sk as *mut _, iph as *mut _, 20, th as *mut tcphdr, th_len) }
+    };
+    if r < 0 {
+        return None;
+    }
+    Some(r as u32)
+}

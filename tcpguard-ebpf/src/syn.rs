@@ -1,0 +1,111 @@
+//! A client SYN: the per-CPU rate window that enters attack mode, and in
+//! attack mode the fixed-memory accounting (count-min sketch, HyperLogLog)
+//! that decides which SYNs reach the tracking path and which the responder.
+
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use tcpguard_common::{
+    parse::TcpPacket, sketch, Counter, Counters, ModeEvent, Settings, ATTACK_REASON_SYN_RATE, FLAG_MONITOR,
+    FLAG_XDP_COOKIES,
+};
+
+use crate::{
+    context::{bump, now_ns},
+    lists::allowed_if_any,
+    maps::{ATTACK, EVENTS, HLL, RATE_WIN, SKETCH},
+    tracking::{count_aggregate, track_syn, SynArgs},
+};
+
+#[inline(always)]
+pub(crate) fn attack_active() -> bool {
+    matches!(ATTACK.get(0), Some(a) if a.active != 0)
+}
+
+/// A client SYN. A BPF subprogram: the packet's dispatch in the main
+/// program stays small, and the combined stack of a call chain (at most
+/// 512 bytes) has room for the responder below it.
+#[inline(never)]
+pub(crate) fn on_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket) -> u32 {
+    bump(c, Counter::Syn);
+    let now = now_ns();
+    let Some(w) = RATE_WIN.get_ptr_mut(0) else { return xdp_action::XDP_PASS };
+    // SAFETY: per-CPU value, only this CPU writes it.
+    let w = unsafe { &mut *w };
+    let over = tcpguard_common::rate_step(w, now, s.attack_window_syns());
+    let Some(atk) = ATTACK.get_ptr_mut(0) else { return xdp_action::XDP_PASS };
+    // SAFETY: shared map value; the fields are plain words, a racing CPU
+    // entering at the same instant writes the same kind of values.
+    let atk = unsafe { &mut *atk };
+    if atk.active == 0 && over {
+        atk.active = 1;
+        atk.reason = ATTACK_REASON_SYN_RATE;
+        atk.entered_ns = now;
+        atk.trigger_window_ns = w.win_start_ns;
+        atk.first_cookie_ns = 0;
+        atk.entries += 1;
+        bump(c, Counter::AttackEntered);
+        if let Some(mut ev) = EVENTS.reserve::<ModeEvent>(0) {
+            ev.write(ModeEvent { entered_ns: now, trigger_window_ns: w.win_start_ns });
+            ev.submit(0);
+        }
+    }
+    if atk.active == 0 {
+        // Tracking mode: the source's aggregate (/24, /64) too.
+        if s.heavy_prefix_syns_per_sec != 0 {
+            count_aggregate(c, s, p, now);
+        }
+        return track_syn(ctx, c, s, p, &SynArgs { now, promoted: 0 });
+    }
+
+    // Attack mode: fixed-memory accounting; heavy (or rate-limited)
+    // sources are followed in the source table, one SYN in `attack_sample`
+    // is tracked in full; the flood's one-SYN sources never reach a table.
+    bump(c, Counter::AttackSyn);
+    let h = sketch::src_hash(&p.saddr, s.hash_seed);
+    if let Some(r) = HLL.get_ptr_mut(0) {
+        // SAFETY: per-CPU value.
+        sketch::hll_add(unsafe { &mut *r }, h);
+    }
+    let sk = SKETCH.get_ptr_mut(0);
+    let est = match sk {
+        // SAFETY: per-CPU value.
+        Some(sk) => sketch::cms_add(unsafe { &mut *sk }, h, w.epoch),
+        None => 0,
+    };
+    let promote = tcpguard_common::promote_threshold(s);
+    let heavy = promote != 0 && sketch::promote_estimate(est, w.epoch_syns) >= promote;
+    // Aggregates (/24, /64) through the same sketch under their own hash:
+    // only one the sketch finds heavy reaches its table.
+    if s.heavy_prefix_syns_per_sec != 0 {
+        let ah = sketch::src_hash(&tcpguard_common::aggregate_key(&p.saddr), !s.hash_seed);
+        let aest = match sk {
+            // SAFETY: per-CPU value (the pointer looked up above).
+            Some(sk) => sketch::cms_add(unsafe { &mut *sk }, ah, w.epoch),
+            None => 0,
+        };
+        if sketch::promote_estimate(aest, w.epoch_syns) >= u64::from(s.heavy_prefix_syns_per_sec) {
+            count_aggregate(c, s, p, now);
+        }
+    }
+    let sampled = c.get(Counter::AttackSyn) % s.sample_every() == 0;
+    if heavy || sampled {
+        if sampled {
+            bump(c, Counter::AttackSampled);
+        }
+        let v = track_syn(ctx, c, s, p, &SynArgs { now, promoted: if heavy { est as u64 } else { 0 } });
+        if v == xdp_action::XDP_DROP {
+            return v;
+        }
+    }
+    if allowed_if_any(s, p) {
+        bump(c, Counter::CookieSkipAllowed);
+    } else if s.flags & FLAG_MONITOR != 0 {
+        bump(c, Counter::MonitorCookie);
+    } else if s.flags & FLAG_XDP_COOKIES != 0 {
+        // The caller calls the responder: a call chain one frame shorter.
+        return RESPOND;
+    }
+    xdp_action::XDP_PASS
+}
+
+/// `on_syn`'s "answer this SYN from XDP" (then `answer_syn` decides).
+pub(crate) const RESPOND: u32 = u32::MAX - 1;
