@@ -2,24 +2,17 @@
 //!
 //! `loader` owns the eBPF object and its attachment; `maps` turns BPF maps
 //! into plain Rust snapshots and writes settings and lists back; `model` is
-//! the vocabulary the daemon and the CLI share. The lab tools (`lab`,
-//! `flood`, `demo`, `bench`, `bench_flood`) exist only with the `lab`
-//! feature, in the `tcpguard-lab` binary, never in the shipped `tcpguard`.
+//! the vocabulary the daemon and the CLI share. The lab tools (`lab/`:
+//! namespaces, the flood generator, the demo, benchmarks and their command
+//! line) exist only with the `lab` feature, in the `tcpguard-lab` binary,
+//! never in the shipped `tcpguard`.
 
 pub mod assets;
-#[cfg(feature = "lab")]
-pub mod bench;
-#[cfg(feature = "lab")]
-pub mod bench_flood;
 pub mod cli;
 pub mod config;
 pub mod ctl;
 pub mod daemon;
 pub mod daemon_check;
-#[cfg(feature = "lab")]
-pub mod demo;
-#[cfg(feature = "lab")]
-pub mod flood;
 #[cfg(feature = "lab")]
 pub mod lab;
 pub mod loader;

@@ -83,11 +83,8 @@ pub const EGRESS_LINK: &str = "egress-link";
 pub const PIN_ROOT: &str = "/sys/fs/bpf/tcpguard";
 
 pub const PROGRAM: &str = "tcpguard";
-pub const BASELINE_PROGRAM: &str = "xdp_pass";
 /// The TC egress program: the server's SYN-ACKs and RSTs.
 pub const EGRESS_PROGRAM: &str = "tcpguard_egress";
-/// A TC program that passes everything (the egress benchmark's baseline).
-pub const EGRESS_BASELINE: &str = "tc_pass";
 /// The transmit watch's raw tracepoint programs.
 pub const TX_BULK_PROGRAM: &str = "tcpguard_tx_bulk";
 pub const TX_EXCEPTION_PROGRAM: &str = "tcpguard_tx_exception";
@@ -245,22 +242,17 @@ impl Datapath {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(OBJECT).map_err(LoaderError::Load)?;
-        for name in [PROGRAM, BASELINE_PROGRAM] {
-            let prog: &mut Xdp = ebpf
-                .program_mut(name)
-                .ok_or(LoaderError::MissingProgram { name })?
-                .try_into()
-                .map_err(|source| LoaderError::Verify { name, source })?;
-            prog.load().map_err(|source| LoaderError::Verify { name, source })?;
-        }
-        for name in [EGRESS_PROGRAM, EGRESS_BASELINE] {
-            let prog: &mut SchedClassifier = ebpf
-                .program_mut(name)
-                .ok_or(LoaderError::MissingProgram { name })?
-                .try_into()
-                .map_err(|source| LoaderError::Verify { name, source })?;
-            prog.load().map_err(|source| LoaderError::Verify { name, source })?;
-        }
+        // The product's programs only (the object's pass-everything
+        // baselines are the lab's: `lab::baselines`).
+        let name = PROGRAM;
+        xdp_mut(&mut ebpf, name)?.load().map_err(|source| LoaderError::Verify { name, source })?;
+        let name = EGRESS_PROGRAM;
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .ok_or(LoaderError::MissingProgram { name })?
+            .try_into()
+            .map_err(|source| LoaderError::Verify { name, source })?;
+        prog.load().map_err(|source| LoaderError::Verify { name, source })?;
         Ok(Datapath { ebpf, link: None, egress_link: None })
     }
 
@@ -273,13 +265,8 @@ impl Datapath {
         self.classifier(EGRESS_PROGRAM)
     }
 
-    /// The pass-everything TC program.
-    pub fn egress_baseline(&self) -> &SchedClassifier {
-        self.classifier(EGRESS_BASELINE)
-    }
-
     fn classifier(&self, name: &str) -> &SchedClassifier {
-        // Both TC programs were checked and loaded in `load`.
+        // Checked and loaded in `load`.
         self.ebpf.program(name).and_then(|p| p.try_into().ok()).expect("program loaded")
     }
 
@@ -339,10 +326,6 @@ impl Datapath {
         let fd = FdLink::try_from(link).map_err(|e| pin_err(Box::new(e)))?;
         self.egress_link = Some(fd.pin(link_pin).map_err(|e| pin_err(Box::new(e)))?);
         Ok(false)
-    }
-
-    pub fn baseline(&self) -> &Xdp {
-        self.xdp(BASELINE_PROGRAM)
     }
 
     fn xdp(&self, name: &str) -> &Xdp {
@@ -438,25 +421,6 @@ impl Datapath {
         }
         Ok(())
     }
-
-    /// Attach the pass-everything program (for a veth peer, or a baseline).
-    pub fn attach_baseline(&mut self, iface: &str) -> Result<&'static str, LoaderError> {
-        self.attach_baseline_link(iface).map(|(label, _)| label)
-    }
-
-    /// [`Datapath::attach_baseline`], keeping the link to detach it later.
-    pub fn attach_baseline_link(
-        &mut self,
-        iface: &str,
-    ) -> Result<(&'static str, aya::programs::xdp::XdpLinkId), LoaderError> {
-        attach_mode(xdp_mut(&mut self.ebpf, BASELINE_PROGRAM)?, iface, AttachMode::Auto)
-    }
-
-    /// Detach a pass-everything program attached by `attach_baseline_link`.
-    pub fn detach_baseline(&mut self, id: aya::programs::xdp::XdpLinkId) -> Result<(), LoaderError> {
-        let name = BASELINE_PROGRAM;
-        xdp_mut(&mut self.ebpf, name)?.detach(id).map_err(|source| LoaderError::Verify { name, source })
-    }
 }
 
 fn attach_program(
@@ -476,7 +440,12 @@ fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, Lo
         .map_err(|source| LoaderError::Verify { name, source })
 }
 
-fn attach_mode(
+/// Attach `prog` to `iface` in `mode` (auto: driver mode, else generic).
+/// Returns the mode used and the link.
+///
+/// # Errors
+/// The kernel refused every mode tried.
+pub fn attach_mode(
     prog: &mut Xdp,
     iface: &str,
     mode: AttachMode,

@@ -23,7 +23,7 @@ use std::{
 use common::{connect_n, require_root, serial};
 use serde_json::Value;
 use tcpguard::{
-    flood::{self, FloodSpec, Sources},
+    lab::flood::{self, FloodSpec, Sources},
     lab::{Lab, Server, SERVER_IP},
 };
 

@@ -14,7 +14,7 @@ use std::{
 
 use common::*;
 use tcpguard::{
-    flood::{self, FloodSpec, Sources},
+    lab::flood::{self, FloodSpec, Sources},
     lab::{Lab, Server, CLIENT_IP, SERVER_IP, SERVER_IP6},
     loader::AttachMode,
     maps::Maps,

@@ -22,7 +22,7 @@ use std::{
 use common::{e2e::*, require_root, serial};
 use serde_json::Value;
 use tcpguard::{
-    flood::{self, FloodSpec, Sources},
+    lab::flood::{self, FloodSpec, Sources},
     lab::{self, probe_stats, Lab, Netns, Prober, Server, SERVER_IP},
 };
 

@@ -23,7 +23,7 @@ use std::{
 };
 
 use tcpguard::{
-    flood::{self, FloodSpec, Sources},
+    lab::flood::{self, FloodSpec, Sources},
     lab::{probe_stats, Netns, Prober},
 };
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::Parser as _;
-use tcpguard::cli::{BenchWhat, LabCli, LabCommand};
+use tcpguard::lab::cli::{BenchWhat, LabCli, LabCommand};
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -21,10 +21,10 @@ fn dispatch(cmd: LabCommand) -> Result<()> {
     match cmd {
         LabCommand::Demo { scale } => {
             tcpguard::daemon_check::require_capabilities()?;
-            tcpguard::demo::run(scale)
+            tcpguard::lab::demo::run(scale)
         }
         LabCommand::Flood { iface, dst, dst_mac, dport, sources, rate, count, duration, no_options } => {
-            use tcpguard::flood;
+            use tcpguard::lab::flood;
             if flood::in_host_netns() {
                 anyhow::bail!(
                     "refusing to flood from the host's own network namespace: run it inside a lab \
@@ -57,13 +57,13 @@ fn dispatch(cmd: LabCommand) -> Result<()> {
         }
         LabCommand::Bench { what: BenchWhat::Flood { quick } } => {
             tcpguard::daemon_check::require_capabilities()?;
-            let r = tcpguard::bench_flood::run(quick)?;
+            let r = tcpguard::lab::bench_flood::run(quick)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
             Ok(())
         }
         LabCommand::Bench { what: BenchWhat::Packets { quick } } => {
             tcpguard::daemon_check::require_capabilities()?;
-            print!("{}", tcpguard::bench::packets(quick)?);
+            print!("{}", tcpguard::lab::bench::packets(quick)?);
             Ok(())
         }
     }

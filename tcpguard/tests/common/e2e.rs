@@ -12,7 +12,7 @@ use std::{
 
 use serde_json::Value;
 use tcpguard::{
-    flood::{self, FloodReport, FloodSpec, Sources},
+    lab::flood::{self, FloodReport, FloodSpec, Sources},
     lab::{Lab, Server, SERVER_IP},
 };
 

@@ -23,7 +23,7 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use crate::{
-    flood::{self, FloodSpec, Sources},
+    lab::flood::{self, FloodSpec, Sources},
     lab::{probe_stats, Attacker, DaemonProcess, Lab, Netns, ProbeStats, Prober, Server, SERVER_IP},
 };
 

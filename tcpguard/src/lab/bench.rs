@@ -19,6 +19,7 @@ use tcpguard_common::{
 };
 
 use crate::{
+    lab::baselines::Baselines,
     loader::{Datapath, LoadOptions},
     maps::Maps,
 };
@@ -54,6 +55,7 @@ fn attack_rows(singles: u32, repeat: u32, rounds: usize, tracking_new_ns: f64) -
     let _l = std::net::TcpListener::bind("0.0.0.0:80")?;
     let mut rows = Vec::new();
     let mut dp = Datapath::load(&LoadOptions::default())?;
+    let pass = Baselines::load()?;
     let settings = Settings {
         flags: FLAG_XDP_COOKIES | FLAG_ANSWER,
         synack_wscale: 7,
@@ -70,7 +72,7 @@ fn attack_rows(singles: u32, repeat: u32, rounds: usize, tracking_new_ns: f64) -
     m.set_attack(&AttackState { active: 1, reason: ATTACK_REASON_DAEMON, ..AttackState::default() })?;
     // A spoofed flood: every SYN from a new random source, Linux options.
     let flood = spoofed_syns(2_000_000, singles, 80);
-    let base = single_ns(dp.baseline(), &flood)?;
+    let base = single_ns(pass.xdp(), &flood)?;
     let ns = single_ns(dp.program(), &flood)?;
     let sent = Maps::new(&mut dp.ebpf).counters()?.get(tcpguard_common::Counter::CookieSent);
     anyhow::ensure!(sent >= u64::from(singles) * 9 / 10, "the responder answered only {sent} of {singles} SYNs");
@@ -150,7 +152,7 @@ fn attack_rows(singles: u32, repeat: u32, rounds: usize, tracking_new_ns: f64) -
     m.set_settings(&settings)?;
     m.block(&"10.250.0.66/32".parse().map_err(anyhow::Error::msg)?, 0)?;
     let heavy = Craft::v4([10, 250, 0, 66], DST, 40000, 80).flags(TCP_SYN).seq(1).syn_options().build();
-    let (ns, b) = paired_repeat(&dp, &heavy, repeat, rounds)?;
+    let (ns, b) = paired_repeat(&dp, &pass, &heavy, repeat, rounds)?;
     rows.push(Row {
         name: "attack mode: SYN from a heavy source, blocked (drop)",
         regime: "repeat",
@@ -173,10 +175,16 @@ where
 
 /// Median over `rounds` of the mean ns/packet, alternating path and baseline
 /// so both see the same machine state.
-fn paired_repeat(dp: &Datapath, frame: &[u8], repeat: u32, rounds: usize) -> anyhow::Result<(f64, f64)> {
+fn paired_repeat(
+    dp: &Datapath,
+    pass: &Baselines,
+    frame: &[u8],
+    repeat: u32,
+    rounds: usize,
+) -> anyhow::Result<(f64, f64)> {
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        b.push(repeat_ns(dp.baseline(), frame, repeat)?);
+        b.push(repeat_ns(pass.xdp(), frame, repeat)?);
         a.push(repeat_ns(dp.program(), frame, repeat)?);
     }
     Ok((median(&mut a), median(&mut b)))
@@ -187,12 +195,13 @@ fn repeat_rows(repeat: u32, rounds: usize) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     // Repeat regime.
     let mut dp = Datapath::load(&LoadOptions::default())?;
+    let pass = Baselines::load()?;
     let udp = Craft::v4(src(1), DST, 5353, 53).l4_proto(17).build();
-    let (ns, base) = paired_repeat(&dp, &udp, repeat, rounds)?;
+    let (ns, base) = paired_repeat(&dp, &pass, &udp, repeat, rounds)?;
     rows.push(Row { name: "non-TCP (UDP)", regime: "repeat", ns, base_ns: base, target: Some(1.2), ..Row::default() });
 
     let data = Craft::v4(src(2), DST, 40000, 80).flags(TCP_ACK).seq(5).ack(9).payload(&[0u8; 64]).build();
-    let (ns, base) = paired_repeat(&dp, &data, repeat, rounds)?;
+    let (ns, base) = paired_repeat(&dp, &pass, &data, repeat, rounds)?;
     rows.push(Row {
         name: "TCP data, established flow",
         regime: "repeat",
@@ -204,7 +213,7 @@ fn repeat_rows(repeat: u32, rounds: usize) -> anyhow::Result<Vec<Row>> {
 
     Maps::new(&mut dp.ebpf).block(&"10.200.0.0/16".parse().map_err(anyhow::Error::msg)?, 0)?;
     let blocked = Craft::v4([10, 200, 1, 1], DST, 40000, 80).flags(TCP_SYN).seq(1).syn_options().build();
-    let (ns, base) = paired_repeat(&dp, &blocked, repeat, rounds)?;
+    let (ns, base) = paired_repeat(&dp, &pass, &blocked, repeat, rounds)?;
     rows.push(Row {
         name: "SYN from a blocked source (drop)",
         regime: "repeat",
@@ -216,7 +225,7 @@ fn repeat_rows(repeat: u32, rounds: usize) -> anyhow::Result<Vec<Row>> {
 
     // The same established-data packet with a non-empty block-list: the
     // price of the block-list lookup on every TCP packet.
-    let (ns, base) = paired_repeat(&dp, &data, repeat, rounds)?;
+    let (ns, base) = paired_repeat(&dp, &pass, &data, repeat, rounds)?;
     rows.push(Row { name: "TCP data, block-list non-empty", regime: "repeat", ns, base_ns: base, ..Row::default() });
     drop(dp);
     Ok(rows)
@@ -228,13 +237,14 @@ fn repeat_rows(repeat: u32, rounds: usize) -> anyhow::Result<Vec<Row>> {
 /// answers a different tracked SYN).
 fn egress_rows(singles: u32, repeat: u32, rounds: usize) -> anyhow::Result<Vec<Row>> {
     let mut dp = Datapath::load(&LoadOptions::default())?;
+    let pass = Baselines::load()?;
     let mut m = Maps::new(&mut dp.ebpf);
     let s = m.settings()?;
     m.set_settings(&tcpguard_common::Settings { flags: s.flags | tcpguard_common::FLAG_EGRESS, ..s })?;
     let out = Craft::v4(DST, src(2), 80, 40000).flags(TCP_ACK).seq(9).ack(5).payload(&[0u8; 64]).build();
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        b.push(repeat_ns(dp.egress_baseline(), &out, repeat)?);
+        b.push(repeat_ns(pass.tc(), &out, repeat)?);
         a.push(repeat_ns(dp.egress(), &out, repeat)?);
     }
     let mut rows = vec![Row {
@@ -260,7 +270,7 @@ fn egress_rows(singles: u32, repeat: u32, rounds: usize) -> anyhow::Result<Vec<R
     let mut total = 0.0;
     let mut base = 0.0;
     for f in &synacks {
-        base += repeat_ns(dp.egress_baseline(), f, 1)?;
+        base += repeat_ns(pass.tc(), f, 1)?;
         total += repeat_ns(dp.egress(), f, 1)?;
     }
     rows.push(Row {
@@ -304,6 +314,7 @@ pub fn packets(quick: bool) -> anyhow::Result<String> {
 
     // Single-shot regime: fresh maps, distinct packets.
     let dp = Datapath::load(&LoadOptions::default())?;
+    let pass = Baselines::load()?;
     let new_src: Vec<Vec<u8>> = (0..singles)
         .map(|i| Craft::v4(src(1000 + i), DST, 40000, 80).flags(TCP_SYN).seq(i).syn_options().build())
         .collect();
@@ -316,10 +327,10 @@ pub fn packets(quick: bool) -> anyhow::Result<String> {
                 .build()
         })
         .collect();
-    let base_single = single_ns(dp.baseline(), &new_src)?;
+    let base_single = single_ns(pass.xdp(), &new_src)?;
     let ns_new = single_ns(dp.program(), &new_src)?;
     let ns_known = single_ns(dp.program(), &known)?;
-    let base_single2 = single_ns(dp.baseline(), &known)?;
+    let base_single2 = single_ns(pass.xdp(), &known)?;
     let base = f64::midpoint(base_single, base_single2);
     rows.push(Row {
         name: "SYN from a new source",

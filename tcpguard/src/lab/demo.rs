@@ -21,7 +21,7 @@ use anyhow::{Context as _, Result};
 
 use crate::{
     daemon::detect::Kind,
-    flood::{self, FloodReport, FloodSpec, Sources},
+    lab::flood::{self, FloodReport, FloodSpec, Sources},
     lab::{probe_stats, DaemonProcess, Lab, Probe, Prober, Server, SERVER_IP},
     proto::StatusView,
 };
