@@ -4,18 +4,16 @@ use anyhow::{anyhow, Context as _};
 use aya_build::{Package, Toolchain};
 
 fn main() -> anyhow::Result<()> {
-    let meta = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["metadata", "--format-version", "1", "--no-deps"])
-        .output()
-        .context("cargo metadata")?;
-    let text = String::from_utf8(meta.stdout).context("cargo metadata output is not UTF-8")?;
-    // Find tcpguard-ebpf's manifest directory without pulling in a JSON parser.
-    let needle = "/tcpguard-ebpf/Cargo.toml";
-    let end = text.find(needle).ok_or_else(|| anyhow!("tcpguard-ebpf not in workspace metadata"))?;
-    let start = text[..end].rfind('"').ok_or_else(|| anyhow!("bad cargo metadata"))? + 1;
-    let root_dir = format!("{}/tcpguard-ebpf", &text[start..end]);
+    // The workspace as cargo describes it: tcpguard-ebpf's manifest directory.
+    let meta = cargo_metadata::MetadataCommand::new().no_deps().exec().context("cargo metadata")?;
+    let ebpf = meta
+        .packages
+        .iter()
+        .find(|p| p.name.as_str() == "tcpguard-ebpf")
+        .ok_or_else(|| anyhow!("tcpguard-ebpf is not a member of the workspace"))?;
+    let root_dir = ebpf.manifest_path.parent().ok_or_else(|| anyhow!("{} has no directory", ebpf.manifest_path))?;
     aya_build::build_ebpf(
-        [Package { name: "tcpguard-ebpf", root_dir: &root_dir, ..Default::default() }],
+        [Package { name: "tcpguard-ebpf", root_dir: root_dir.as_str(), ..Default::default() }],
         Toolchain::default(),
     )
 }

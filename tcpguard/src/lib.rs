@@ -21,3 +21,4 @@ pub mod model;
 pub mod net;
 pub mod proto;
 pub mod summary;
+pub mod sys;

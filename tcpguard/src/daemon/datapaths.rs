@@ -303,7 +303,7 @@ impl Datapaths {
     /// detached by hand); log each change once. `Iface::attached` holds it.
     pub fn check_attached(&mut self) {
         for i in &mut self.ifaces {
-            let now = crate::loader::link_attached_to(&i.att.link_pin, &i.name).unwrap_or_else(|e| {
+            let now = crate::sys::link_attached_to(&i.att.link_pin, &i.name).unwrap_or_else(|e| {
                 log::debug!("{}: reading the XDP link {}: {e}", i.name, i.att.link_pin.display());
                 false
             });
