@@ -20,5 +20,6 @@ pub mod maps;
 pub mod model;
 pub mod net;
 pub mod proto;
+pub mod settings;
 pub mod summary;
 pub mod sys;

@@ -135,14 +135,19 @@ async fn watch(
     let mut dp = Datapath::load(&opts).context("loading the XDP program")?;
     let used = dp.attach(iface, mode).with_context(|| format!("attaching to {iface}"))?;
     // The server's side too: half-open from its SYN-ACKs, refused SYNs apart.
-    match dp.attach_egress(iface) {
-        Ok(()) => {
-            let mut m = Maps::new(&mut dp.ebpf);
-            let s = m.settings()?;
-            m.set_settings(&tcpguard_common::Settings { flags: s.flags | tcpguard_common::FLAG_EGRESS, ..s })?;
+    let egress = match dp.attach_egress(iface) {
+        Ok(()) => true,
+        Err(e) => {
+            log::warn!("{e}: half-open is counted from the client's SYN");
+            false
         }
-        Err(e) => log::warn!("{e}: half-open is counted from the client's SYN"),
-    }
+    };
+    // No config: it counts and enforces nothing (lists from earlier pins
+    // are looked at, as their flags say).
+    let mut m = Maps::new(&mut dp.ebpf);
+    let (has_blocks, has_allows) = m.lists_nonempty()?;
+    let facts = tcpguard::settings::Facts { egress, has_blocks, has_allows, ..Default::default() };
+    m.set_settings(&tcpguard::settings::build(None, &facts))?;
     log::info!(
         "attached to {iface} in {used} mode{}",
         match &pin_dir {

@@ -125,19 +125,25 @@ impl<'a> Maps<'a> {
         Ok(())
     }
 
-    /// Block a prefix until `expires_ns` (CLOCK_MONOTONIC; 0 = forever).
-    /// Also raises the settings flag that makes the datapath look at the
-    /// block-lists at all.
+    /// Block a prefix until `expires_ns` (CLOCK_MONOTONIC; 0 = forever),
+    /// and raise the settings flag that makes the datapath look at the
+    /// block-lists at all: for tools that run a datapath without a daemon
+    /// (tests, benchmarks). The daemon writes the list alone
+    /// ([`Maps::insert_block`]) and its settings through `settings::build`.
     pub fn block(&mut self, p: &Prefix, expires_ns: u64) -> Result<(), MapsError> {
         self.insert_block(p, expires_ns)?;
         self.sync_block_flag()
     }
 
+    /// Whether the block-lists and the allow-lists hold anything.
+    pub fn lists_nonempty(&self) -> Result<(bool, bool), MapsError> {
+        Ok((!self.blocks()?.is_empty(), self.any_allow()?))
+    }
+
     /// Keep `FLAG_HAS_BLOCKS` and `FLAG_HAS_ALLOWS` equal to "the lists are
-    /// not empty".
+    /// not empty" (tools without a daemon; see [`Maps::block`]).
     pub fn sync_block_flag(&mut self) -> Result<(), MapsError> {
-        let blocks = !self.blocks()?.is_empty();
-        let allows = self.any_allow()?;
+        let (blocks, allows) = self.lists_nonempty()?;
         let mut s = self.settings()?;
         let mut flags = if blocks { s.flags | FLAG_HAS_BLOCKS } else { s.flags & !FLAG_HAS_BLOCKS };
         flags = if allows { flags | FLAG_HAS_ALLOWS } else { flags & !FLAG_HAS_ALLOWS };
@@ -148,13 +154,20 @@ impl<'a> Maps<'a> {
         Ok(())
     }
 
-    fn insert_block(&mut self, p: &Prefix, expires_ns: u64) -> Result<(), MapsError> {
+    /// Add a block-list entry (the list only).
+    pub fn insert_block(&mut self, p: &Prefix, expires_ns: u64) -> Result<(), MapsError> {
         self.trie_insert((map_names::BLOCK_V4, map_names::BLOCK_V6), p, BlockEntry { expires_ns })
     }
 
-    /// Remove a block entry; `Ok(false)` if there was none.
+    /// Remove a block-list entry (the list only); `Ok(false)` if there was none.
+    pub fn remove_block(&mut self, p: &Prefix) -> Result<bool, MapsError> {
+        self.trie_remove::<BlockEntry>((map_names::BLOCK_V4, map_names::BLOCK_V6), p)
+    }
+
+    /// Remove a block entry and sync the list flags; `Ok(false)` if there
+    /// was none (tools; see [`Maps::block`]).
     pub fn unblock(&mut self, p: &Prefix) -> Result<bool, MapsError> {
-        let removed = self.trie_remove::<BlockEntry>((map_names::BLOCK_V4, map_names::BLOCK_V6), p)?;
+        let removed = self.remove_block(p)?;
         self.sync_block_flag()?;
         Ok(removed)
     }
@@ -228,13 +241,25 @@ impl<'a> Maps<'a> {
         }
     }
 
+    /// Add an allow-list entry (the list only).
+    pub fn insert_allow(&mut self, p: &Prefix, now_ns: u64) -> Result<(), MapsError> {
+        self.trie_insert((map_names::ALLOW_V4, map_names::ALLOW_V6), p, AllowEntry { added_ns: now_ns })
+    }
+
+    /// Remove an allow-list entry (the list only); `Ok(false)` if there was none.
+    pub fn remove_allow(&mut self, p: &Prefix) -> Result<bool, MapsError> {
+        self.trie_remove::<AllowEntry>((map_names::ALLOW_V4, map_names::ALLOW_V6), p)
+    }
+
+    /// Allow a prefix and sync the list flags (tools; see [`Maps::block`]).
     pub fn allow(&mut self, p: &Prefix, now_ns: u64) -> Result<(), MapsError> {
-        self.trie_insert((map_names::ALLOW_V4, map_names::ALLOW_V6), p, AllowEntry { added_ns: now_ns })?;
+        self.insert_allow(p, now_ns)?;
         self.sync_block_flag()
     }
 
+    /// Remove an allow entry and sync the list flags (tools; see [`Maps::block`]).
     pub fn disallow(&mut self, p: &Prefix) -> Result<bool, MapsError> {
-        let removed = self.trie_remove::<AllowEntry>((map_names::ALLOW_V4, map_names::ALLOW_V6), p)?;
+        let removed = self.remove_allow(p)?;
         self.sync_block_flag()?;
         Ok(removed)
     }

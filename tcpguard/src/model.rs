@@ -36,6 +36,13 @@ pub enum Phase {
     CoolingDown,
 }
 
+impl Phase {
+    /// An attack is on: active, or cooling down.
+    pub fn is_attack(self) -> bool {
+        matches!(self, Phase::Active | Phase::CoolingDown)
+    }
+}
+
 /// A detection rule, as named in the config's `[detection]` section.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

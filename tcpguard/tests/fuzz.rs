@@ -18,7 +18,7 @@ use tcpguard::{
     config::{ControlConfig, SocketMode},
     daemon::api::{self, ApiCall, TopTables},
     net::Prefix,
-    proto::{read_frame, write_frame, ProtoError, Request, Response, StatusView, MAX_FRAME},
+    proto::{read_frame, write_frame, ProtoError, Request, Response, MAX_FRAME},
 };
 use tcpguard_common::fuzzing::fuzz_for;
 use tokio::{io::AsyncWriteExt as _, net::UnixStream, sync::mpsc};
@@ -171,7 +171,8 @@ fn fuzz_control_server() {
     rt.block_on(async {
         let l = api::bind(&cfg).unwrap();
         let (tx, mut rx) = mpsc::channel::<ApiCall>(16);
-        let snap = StatusView { version: "fuzz".into(), ..StatusView::default() };
+        // A published observation the status answers must come from.
+        let snap = tcpguard::daemon::observe::Observation { half_open: 7467, ..Default::default() };
         let (keep, srx) = tokio::sync::watch::channel(Arc::new(snap));
         // The snapshot stays published for the whole run.
         std::mem::forget(keep);
@@ -198,7 +199,7 @@ fn fuzz_control_server() {
         let resp = ask(&s).map_err(TestCaseError::fail)?;
         if let Expect::Json(Ok(req)) = expect(&s) {
             match (&req, resp) {
-                (Request::Status, Response::Status(v)) => prop_assert_eq!(v.version.as_str(), "fuzz"),
+                (Request::Status, Response::Status(v)) => prop_assert_eq!(v.half_open, 7467),
                 (Request::Top { .. }, Response::Top { .. }) => {}
                 (_, Response::Done { message }) => {
                     // The daemon saw the request exactly as sent.
@@ -217,7 +218,7 @@ fn fuzz_control_server() {
     });
     // Still serving after every input.
     let after = ask(&frame(&Request::Status)).unwrap();
-    assert!(matches!(after, Response::Status(v) if v.version == "fuzz"));
+    assert!(matches!(after, Response::Status(v) if v.half_open == 7467));
     api::remove(&cfg.socket);
     let _ = std::fs::remove_dir_all(&dir);
     assert!(n > 0);

@@ -1,5 +1,6 @@
-//! Control-socket server. `status` is answered here from the snapshot the
-//! daemon publishes once per tick; requests that change something are
+//! Control-socket server. `status` is answered here, rendered from the
+//! observation the daemon publishes once per tick (and after an operator's
+//! change); requests that change something are
 //! forwarded to the daemon loop, which owns the maps, and answered there.
 
 use std::{
@@ -15,11 +16,13 @@ use tokio::{
 
 use crate::{
     config::ControlConfig,
-    proto::{read_frame, write_frame, Request, Response, StatusView},
+    daemon::{observe::Observation, status},
+    maps::monotonic_ns,
+    proto::{read_frame, write_frame, Request, Response},
 };
 
-/// The latest status snapshot, published by the daemon once per tick.
-pub type Snapshot = watch::Receiver<std::sync::Arc<StatusView>>;
+/// The latest observation, published by the daemon once per tick.
+pub type Snapshot = watch::Receiver<std::sync::Arc<Observation>>;
 
 /// Concurrent control connections at most; more wait in the backlog.
 const MAX_CONNS: usize = 32;
@@ -101,11 +104,15 @@ pub async fn serve(listener: UnixListener, tx: mpsc::Sender<ApiCall>, snapshot: 
 
 async fn handle(mut sock: UnixStream, tx: mpsc::Sender<ApiCall>, snapshot: Snapshot, top: TopTables) {
     let resp = match read_frame::<_, Request>(&mut sock).await {
-        Ok(Request::Status) => Response::Status(Box::new((**snapshot.borrow()).clone())),
+        Ok(Request::Status) => {
+            let obs = snapshot.borrow().clone();
+            Response::Status(Box::new(status::render(&obs, monotonic_ns())))
+        }
         Ok(Request::Top { limit }) => {
             // The scan costs O(table size): on a blocking thread, off the
             // daemon's loop, so it never delays the tick or the watchdog.
-            let heavy: Vec<_> = snapshot.borrow().top_sources.clone();
+            let obs = snapshot.borrow().clone();
+            let heavy: Vec<_> = status::render(&obs, monotonic_ns()).top_sources;
             let scan = tokio::task::spawn_blocking(move || scan_top(&top, &heavy, limit)).await;
             match scan {
                 Ok(Ok(sources)) => Response::Top { sources },
@@ -215,7 +222,7 @@ mod tests {
         let l = bind(&cfg).unwrap();
         let (tx, mut rx) = mpsc::channel::<ApiCall>(4);
         let (_stx, srx) =
-            watch::channel(std::sync::Arc::new(StatusView { version: "snap".into(), ..StatusView::default() }));
+            watch::channel(std::sync::Arc::new(Observation { half_open: 4242, ..Observation::default() }));
         tokio::spawn(serve(l, tx, srx, TopTables::default()));
         tokio::spawn(async move {
             while let Some((req, reply)) = rx.recv().await {
@@ -236,7 +243,7 @@ mod tests {
         let mut c = UnixStream::connect(&cfg.socket).await.unwrap();
         write_frame(&mut c, &Request::Status).await.unwrap();
         let r: Response = read_frame(&mut c).await.unwrap();
-        assert!(matches!(r, Response::Status(v) if v.version == "snap"));
+        assert!(matches!(r, Response::Status(v) if v.half_open == 4242));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

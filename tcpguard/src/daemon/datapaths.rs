@@ -1,6 +1,9 @@
 //! The protected interfaces, one loaded and attached datapath each, and the
-//! fan-out the daemon needs over them: counters summed, lists and settings
-//! written to every one, attack mode read and set on all.
+//! fan-out the daemon needs over them: counters summed, lists written to
+//! every one, attack mode read and set on all, and each interface's
+//! settings written whole in one place ([`Datapaths::write_settings`], from
+//! `settings::build`). Following the host (MTU, MAC, addresses, whether
+//! replies leave) is in `follow.rs`.
 
 use std::net::IpAddr;
 
@@ -9,19 +12,19 @@ use aya::maps::{MapData, RingBuf};
 use tcpguard_common::{
     map_names,
     sketch::{self, Hll},
-    AttackState, BlockEntry, Counter, Counters, HoBucket, Settings, SrcStats, ATTACK_REASON_DAEMON,
-    ATTACK_REASON_SYN_RATE, FLAG_ANSWER, FLAG_TX_BULK,
+    AttackState, BlockEntry, Counter, Counters, HoBucket, SrcStats, ATTACK_REASON_DAEMON, ATTACK_REASON_SYN_RATE,
 };
 
 use super::{
     host::{self, Link},
-    responder::{Change, Responder},
+    responder::Responder,
 };
 use crate::{
     config::Config,
     loader::{source_chain, Attachment, Datapath, LoadOptions},
     maps::{Maps, MapsError},
     net::Prefix,
+    settings::{self, Facts},
 };
 
 #[allow(clippy::struct_excessive_bools)] // independent facts about one interface, not a state machine
@@ -49,6 +52,9 @@ pub struct Iface {
     pub attack: AttackState,
     /// The driver's own failed XDP_TX count (ethtool), where it has one.
     pub driver_tx_errors: Option<u64>,
+    /// Its block-lists and allow-lists hold anything (as last written).
+    pub has_blocks: bool,
+    pub has_allows: bool,
 }
 
 impl Iface {
@@ -73,32 +79,40 @@ pub struct DpAttack {
 
 /// Every protected interface's datapath.
 pub struct Datapaths {
-    ifaces: Vec<Iface>,
-    /// `struct net_device`'s ifindex offset (kernel BTF; 0 = unknown).
-    dev_ifindex_off: u32,
+    pub(super) ifaces: Vec<Iface>,
+    /// What the settings are made from besides each interface.
+    pub(super) host: HostFacts,
+    /// The config the settings were last built from (`None` until `apply`).
+    pub(super) cfg: Option<Config>,
     /// The host's addresses as last written to the datapaths.
-    local: Vec<IpAddr>,
+    pub(super) local: Vec<IpAddr>,
 }
 
-fn mac_str(m: [u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+/// The host's side of every interface's settings.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct HostFacts {
+    /// `struct net_device`'s ifindex offset (kernel BTF; 0 = unknown).
+    pub dev_ifindex_off: u32,
+    /// Seed of the datapath's per-source sketch hash (random per start).
+    pub hash_seed: u64,
+    /// The window scale the kernel gives this host's listeners.
+    pub wscale: u8,
 }
 
-/// `s` with what comes from the interface: the MSS from its MTU, its MAC and
-/// index, and whether veth's bulk-transmit tracepoint reports its replies.
-fn with_link(s: Settings, l: &Link, dev_ifindex_off: u32) -> Settings {
-    let mtu = if l.mtu == 0 { 1500 } else { l.mtu.clamp(576, 65_535) };
-    let mut mac = [0u8; 8];
-    mac[..6].copy_from_slice(&l.mac);
-    let bulk = if l.kind == "veth" { FLAG_TX_BULK } else { 0 };
-    Settings {
-        flags: (s.flags & !FLAG_TX_BULK) | bulk,
-        synack_mss4: mtu - 40,
-        synack_mss6: mtu - 60,
-        mac,
-        ifindex: l.ifindex,
-        dev_ifindex_off,
-        ..s
+/// The facts `settings::build` needs about one interface.
+fn facts(host: &HostFacts, i: &Iface) -> Facts {
+    Facts {
+        mtu: i.link.mtu,
+        mac: i.link.mac,
+        ifindex: i.link.ifindex,
+        veth: i.link.kind == "veth",
+        dev_ifindex_off: host.dev_ifindex_off,
+        egress: i.egress,
+        has_blocks: i.has_blocks,
+        has_allows: i.has_allows,
+        answering: i.answering,
+        hash_seed: host.hash_seed,
+        wscale: host.wscale,
     }
 }
 
@@ -186,140 +200,35 @@ impl Datapaths {
                 prev: Counters::default(),
                 attack: AttackState::default(),
                 driver_tx_errors: None,
+                has_blocks: false,
+                has_allows: false,
             });
         }
         let dev_ifindex_off = host::net_device_ifindex_offset().unwrap_or_else(|e| {
             log::warn!("no ifindex offset from the kernel's BTF ({e}): xdp:xdp_exception failures are not counted");
             0
         });
-        Ok((Datapaths { ifaces, dev_ifindex_off, local: Vec::new() }, readers))
+        let host = HostFacts { dev_ifindex_off, hash_seed: super::kernel::random_u64(), wscale: 0 };
+        Ok((Datapaths { ifaces, host, cfg: None, local: Vec::new() }, readers))
     }
 
-    /// Keep each datapath in step with the host: the interface's MTU (the
-    /// MSS of XDP SYN-ACKs), MAC and index, and the host's own addresses
-    /// (the only ones answered for). Changes are written at once and logged.
-    pub fn follow_host(&mut self) {
-        for i in &mut self.ifaces {
-            i.driver_tx_errors = host::driver_xdp_tx_errors(&i.name).ok().flatten();
-            let Ok(now) = host::link_by_name(&i.name) else { continue };
-            if now.mtu != i.link.mtu || now.mac != i.link.mac || now.ifindex != i.link.ifindex {
-                log::info!(
-                    "{}: interface changed (mtu {} -> {}, ifindex {} -> {}, mac {} -> {}); XDP SYN-ACKs follow",
-                    i.name,
-                    i.link.mtu,
-                    now.mtu,
-                    i.link.ifindex,
-                    now.ifindex,
-                    mac_str(i.link.mac),
-                    mac_str(now.mac)
-                );
-                i.link = now;
-                let mut m = Maps::new(&mut i.dp.ebpf);
-                let r = m.settings().and_then(|cur| m.set_settings(&with_link(cur, &i.link, self.dev_ifindex_off)));
-                if let Err(e) = r {
-                    log::error!("{}: writing the interface's settings: {e}", i.name);
-                }
-            }
-        }
-        match host::local_addrs() {
-            Ok(addrs) if addrs != self.local => {
-                let added: Vec<IpAddr> = addrs.iter().filter(|a| !self.local.contains(a)).copied().collect();
-                let gone: Vec<IpAddr> = self.local.iter().filter(|a| !addrs.contains(a)).copied().collect();
-                let r = self.each(|_, m| {
-                    for a in &added {
-                        m.add_local(*a)?;
-                    }
-                    for a in &gone {
-                        m.remove_local(*a)?;
-                    }
-                    Ok(())
-                });
-                match r {
-                    Ok(_) => {
-                        log::info!(
-                            "local addresses: {} added, {} gone ({} in all)",
-                            added.len(),
-                            gone.len(),
-                            addrs.len()
-                        );
-                        self.local = addrs;
-                    }
-                    Err(e) => log::error!("writing the local addresses: {e:#}"),
-                }
-            }
-            Ok(_) => {}
-            Err(e) => log::error!("reading the host's addresses: {e}"),
-        }
+    /// The one place an interface's settings are written: built whole from
+    /// the config and the interface's facts. Nothing is written before the
+    /// config is (`apply`).
+    pub(super) fn write_settings(cfg: Option<&Config>, host: &HostFacts, i: &mut Iface) -> Result<(), MapsError> {
+        let Some(cfg) = cfg else { return Ok(()) };
+        let s = settings::build(Some(cfg), &facts(host, i));
+        Maps::new(&mut i.dp.ebpf).set_settings(&s)
     }
 
-    /// One tick of every interface's responder: fall back to the kernel when
-    /// XDP replies fail to leave, try XDP again after the back-off
-    /// (`set_answering` then applies it).
-    pub fn step_responders(&mut self, t: f64) {
-        for i in &mut self.ifaces {
-            let (sent, failed) = (i.delta(Counter::CookieSent), i.delta(Counter::XdpTxFailed));
-            let link = &i.link;
-            match i.responder.step(t, sent, failed, || host::judge_delivery(link)) {
-                Some(Change::FellBack { failed, sent, retry_in }) => log::error!(
-                    "{}: XDP replies are not leaving ({failed} of {sent} transmits failed in one tick): the \
-                     kernel's SYN cookies answer on this interface; XDP is tried again in {retry_in:.0} s",
-                    i.name
-                ),
-                Some(Change::Retrying) => {
-                    log::info!("{}: trying the XDP responder again ({})", i.name, i.responder.reason);
-                }
-                Some(Change::Kept) => log::info!("{}: XDP replies leave again; the XDP responder answers", i.name),
-                Some(Change::StillUndeliverable) | None => {}
-            }
-        }
-    }
-
-    /// Let the datapaths answer from XDP (where their responder is XDP) or
-    /// stop them. Written only where it changes; errors are logged.
-    pub fn set_answering(&mut self, armed: bool) {
-        for i in &mut self.ifaces {
-            let want = armed && i.responder.xdp;
-            if want == i.answering {
-                continue;
-            }
-            let mut m = Maps::new(&mut i.dp.ebpf);
-            let r = m.settings().and_then(|cur| {
-                let flags = if want { cur.flags | FLAG_ANSWER } else { cur.flags & !FLAG_ANSWER };
-                m.set_settings(&Settings { flags, ..cur })
-            });
-            match r {
-                Ok(()) => i.answering = want,
-                Err(e) => log::error!("{}: switching the XDP responder: {e}", i.name),
-            }
-        }
+    /// Re-read an interface's lists (are they empty?) and write its settings.
+    fn lists_changed(cfg: Option<&Config>, host: &HostFacts, i: &mut Iface) -> Result<(), MapsError> {
+        (i.has_blocks, i.has_allows) = Maps::new(&mut i.dp.ebpf).lists_nonempty()?;
+        Self::write_settings(cfg, host, i)
     }
 
     pub fn ifaces(&self) -> &[Iface] {
         &self.ifaces
-    }
-
-    /// Ask the kernel whether each interface's XDP link is still attached to
-    /// it (the interface may have been deleted or re-created, or the link
-    /// detached by hand); log each change once. `Iface::attached` holds it.
-    pub fn check_attached(&mut self) {
-        for i in &mut self.ifaces {
-            let now = crate::sys::link_attached_to(&i.att.link_pin, &i.name).unwrap_or_else(|e| {
-                log::debug!("{}: reading the XDP link {}: {e}", i.name, i.att.link_pin.display());
-                false
-            });
-            if now != i.attached {
-                if now {
-                    log::info!("{}: XDP attached again", i.name);
-                } else {
-                    log::error!(
-                        "{}: XDP is no longer attached (interface deleted or re-created, or the link detached): \
-                             this interface is unprotected until tcpguard restarts",
-                        i.name
-                    );
-                }
-                i.attached = now;
-            }
-        }
     }
 
     /// Every interface sees the server's side (TC egress).
@@ -428,21 +337,33 @@ impl Datapaths {
         }
     }
 
+    /// Change every interface's lists with `f`, then its settings (the
+    /// list flags); the first error stops it. Whether any `f` said true.
+    fn change_lists(&mut self, mut f: impl FnMut(&mut Maps<'_>) -> Result<bool, MapsError>) -> Result<bool> {
+        let mut any = false;
+        for i in &mut self.ifaces {
+            let r = f(&mut Maps::new(&mut i.dp.ebpf))
+                .and_then(|x| Self::lists_changed(self.cfg.as_ref(), &self.host, i).map(|()| x));
+            any |= r.with_context(|| format!("datapath on {}", i.name))?;
+        }
+        Ok(any)
+    }
+
     pub fn block(&mut self, p: &Prefix, expires_ns: u64) -> Result<()> {
-        self.each(|_, m| m.block(p, expires_ns)).map(drop)
+        self.change_lists(|m| m.insert_block(p, expires_ns).map(|()| true)).map(drop)
     }
 
     /// Whether any interface had the block.
     pub fn unblock(&mut self, p: &Prefix) -> Result<bool> {
-        Ok(self.each(|_, m| m.unblock(p))?.into_iter().any(|x| x))
+        self.change_lists(|m| m.remove_block(p))
     }
 
     pub fn allow(&mut self, p: &Prefix, now_ns: u64) -> Result<()> {
-        self.each(|_, m| m.allow(p, now_ns)).map(drop)
+        self.change_lists(|m| m.insert_allow(p, now_ns).map(|()| true)).map(drop)
     }
 
     pub fn disallow(&mut self, p: &Prefix) -> Result<()> {
-        self.each(|_, m| m.disallow(p)).map(drop)
+        self.change_lists(|m| m.remove_allow(p)).map(drop)
     }
 
     /// The block-list (the same on every interface; read from the first).
@@ -481,52 +402,43 @@ impl Datapaths {
         Ok((!found.is_empty()).then(|| found.iter().map(|a| a.syns).sum()))
     }
 
-    /// Write the settings and lists of `cfg` to every interface; entries of
-    /// `old` that are gone are removed. `settings` is completed per
-    /// interface (MSS from its MTU, the list flags as the lists say).
-    pub fn apply(
-        &mut self,
-        settings: &Settings,
-        cfg: &Config,
-        old: Option<&Config>,
-        runtime_allows: &[Prefix],
-        now: u64,
-    ) -> Result<()> {
+    /// Write the lists and settings of `cfg` to every interface; entries
+    /// of `old` that are gone are removed. The settings are built per
+    /// interface by `settings::build`.
+    pub fn apply(&mut self, cfg: &Config, old: Option<&Config>, runtime_allows: &[Prefix], now: u64) -> Result<()> {
         let p = &cfg.datapath;
+        self.cfg = Some(cfg.clone());
+        self.host.wscale = super::kernel::listener_wscale();
         for i in &mut self.ifaces {
             let mut m = Maps::new(&mut i.dp.ebpf);
-            let answering = if i.answering { FLAG_ANSWER } else { 0 };
             let r: Result<(), MapsError> = (|| {
-                let cur = m.settings()?;
-                let keep = cur.flags & (tcpguard_common::FLAG_HAS_BLOCKS | tcpguard_common::FLAG_HAS_ALLOWS);
-                let s = Settings { flags: (settings.flags & !FLAG_ANSWER) | keep | answering, ..*settings };
-                m.set_settings(&with_link(s, &i.link, self.dev_ifindex_off))?;
                 m.set_ports(&p.ports)?;
                 // On start (no `old`), entries a previous run left pinned that
                 // the config no longer has go too: `tcpguard allow` lasts
                 // until the daemon restarts, as it says.
                 if old.is_none() {
                     for a in m.allows()?.iter().filter(|a| !p.allow.contains(a) && !runtime_allows.contains(a)) {
-                        m.disallow(a)?;
+                        m.remove_allow(a)?;
                     }
                 }
                 if let Some(old) = old {
                     for a in old.datapath.allow.iter().filter(|a| !p.allow.contains(a) && !runtime_allows.contains(a)) {
-                        m.disallow(a)?;
+                        m.remove_allow(a)?;
                     }
                     for b in old.datapath.block.iter().filter(|b| !p.block.contains(b)) {
-                        m.unblock(b)?;
+                        m.remove_block(b)?;
                     }
                 }
                 for a in p.allow.iter().chain(runtime_allows) {
-                    m.allow(a, now)?;
+                    m.insert_allow(a, now)?;
                 }
                 for b in &p.block {
-                    m.block(b, 0)?;
+                    m.insert_block(b, 0)?;
                 }
-                m.sync_block_flag()
+                Ok(())
             })();
-            r.with_context(|| format!("datapath on {}", i.name))?;
+            r.and_then(|()| Self::lists_changed(self.cfg.as_ref(), &self.host, i))
+                .with_context(|| format!("datapath on {}", i.name))?;
         }
         Ok(())
     }

@@ -1,6 +1,8 @@
-//! Prometheus metrics: a struct that owns its registry, updated once per
-//! tick from the BPF counters (summed over CPUs), served on /metrics. No
-//! per-address labels: top sources belong in `tcpguard status`.
+//! Where a metric comes from: a struct that owns its registry and renders
+//! the tick's `Observation` into it at scrape time ([`Metrics::render`]),
+//! served on /metrics. Counters are the observation's totals since this
+//! daemon started. No per-address labels: top sources belong in
+//! `tcpguard status`.
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -8,10 +10,21 @@ use prometheus::{
     core::Collector, Encoder as _, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
-use tcpguard_common::{Counter, Counters};
+use tcpguard_common::Counter;
 use tokio::net::TcpListener;
 
-use crate::model::{KernelView, Kind};
+use crate::{
+    daemon::observe::{kind_index, IfaceObs, Observation},
+    model::Kind,
+};
+
+/// The daemon's latest observation, as the metrics server reads it.
+pub type Latest = tokio::sync::watch::Receiver<Arc<Observation>>;
+
+/// Advance a counter to `total` (it never goes back).
+fn advance(c: &IntCounter, total: u64) {
+    c.inc_by(total.saturating_sub(c.get()));
+}
 
 pub struct Metrics {
     pub registry: Registry,
@@ -151,63 +164,53 @@ impl Metrics {
         m
     }
 
-    /// One tick: counters advance by what the datapath counted since the
-    /// previous tick (`prev`: the daemon's last reading; the maps may
-    /// predate this process); `k`: the kernel's view now (gauges only: its
-    /// TcpExt counters are node_exporter's).
-    pub fn update(&mut self, (prev, c): (&Counters, &Counters), k: &KernelView, t: &TickFigures) {
-        let TickFigures {
-            half_open,
-            failed_delta,
-            blocked,
-            block_capacity,
-            block_failures,
-            attack,
-            forced,
-            datapath_attack,
-            listeners_pressured,
-            ifaces,
-        } = *t;
-        for i in ifaces {
-            self.ifaces.update(i);
+    /// Render an observation: gauges as observed, counters advanced to the
+    /// observation's totals since this daemon started (the maps may predate
+    /// it). The kernel's TcpExt counters are node_exporter's, not ours.
+    pub fn render(&self, o: &Observation) {
+        for i in &o.ifaces {
+            self.ifaces.render(i, o.config.responder_enabled);
         }
-        self.listeners_pressured.set(listeners_pressured as i64);
-        self.block_failures.inc_by(block_failures.saturating_sub(self.block_failures.get()));
-        self.datapath_attack.set(i64::from(datapath_attack));
-        let d = |x: Counter| c.get(x).wrapping_sub(prev.get(x));
-        self.packets.inc_by(d(Counter::Packets));
-        self.syn.inc_by(d(Counter::Syn));
-        self.completed.inc_by(d(Counter::HandshakeCompleted) + d(Counter::CookieAckValid));
-        self.attack_entries.inc_by(d(Counter::AttackEntered));
-        self.attack_syns.inc_by(d(Counter::AttackSyn));
-        self.xdp_cookies.inc_by(d(Counter::CookieSent));
-        self.xdp_cookie_acks.inc_by(d(Counter::CookieAckValid));
-        self.new_sources.inc_by(d(Counter::NewSource));
-        self.not_for_host.inc_by(d(Counter::NotForHost));
-        self.insert_failed.inc_by(d(Counter::SourceInsertFailed));
-        self.failed.inc_by(failed_delta);
-        self.dropped.with_label_values(&["blocked"]).inc_by(d(Counter::DropBlocked));
-        self.dropped.with_label_values(&["blocked_other"]).inc_by(d(Counter::DropBlockedOther));
-        self.dropped.with_label_values(&["rate_limited"]).inc_by(d(Counter::DropRateLimited));
-        self.dropped.with_label_values(&["invalid_ack"]).inc_by(d(Counter::DropAckInvalid));
-        self.would_drop.with_label_values(&["invalid_ack"]).inc_by(d(Counter::MonitorAckInvalid));
-        self.would_drop.with_label_values(&["blocked"]).inc_by(d(Counter::MonitorBlocked));
-        self.would_drop.with_label_values(&["rate_limited"]).inc_by(d(Counter::MonitorRateLimited));
+        let a = o.assessment.as_ref();
+        self.listeners_pressured.set(a.map_or(0, |a| a.listeners.iter().filter(|l| l.pressured).count()) as i64);
+        let m = &o.mitigation;
+        advance(&self.block_failures, m.block_failures);
+        self.datapath_attack.set(i64::from(m.dp_attack.active));
+        let t = |x: Counter| o.total(x);
+        advance(&self.packets, t(Counter::Packets));
+        advance(&self.syn, t(Counter::Syn));
+        advance(&self.completed, t(Counter::HandshakeCompleted) + t(Counter::CookieAckValid));
+        advance(&self.attack_entries, t(Counter::AttackEntered));
+        advance(&self.attack_syns, t(Counter::AttackSyn));
+        advance(&self.xdp_cookies, t(Counter::CookieSent));
+        advance(&self.xdp_cookie_acks, t(Counter::CookieAckValid));
+        advance(&self.new_sources, t(Counter::NewSource));
+        advance(&self.not_for_host, t(Counter::NotForHost));
+        advance(&self.insert_failed, t(Counter::SourceInsertFailed));
+        advance(&self.failed, o.failed_total);
+        let vec = |v: &IntCounterVec, label: &str, c: Counter| advance(&v.with_label_values(&[label]), t(c));
+        vec(&self.dropped, "blocked", Counter::DropBlocked);
+        vec(&self.dropped, "blocked_other", Counter::DropBlockedOther);
+        vec(&self.dropped, "rate_limited", Counter::DropRateLimited);
+        vec(&self.dropped, "invalid_ack", Counter::DropAckInvalid);
+        vec(&self.would_drop, "invalid_ack", Counter::MonitorAckInvalid);
+        vec(&self.would_drop, "blocked", Counter::MonitorBlocked);
+        vec(&self.would_drop, "rate_limited", Counter::MonitorRateLimited);
         for x in Counter::ALL.iter().filter(|x| x.category() == tcpguard_common::Category::Pass) {
-            self.passed.with_label_values(&[&x.name()["pass_".len()..]]).inc_by(d(*x));
+            vec(&self.passed, &x.name()["pass_".len()..], *x);
         }
-        self.half_open.set(half_open as i64);
-        self.attack_active.set(i64::from(attack));
-        self.blocked.set((blocked[0] + blocked[1]) as i64);
-        self.block_list_entries.with_label_values(&["ipv4"]).set(blocked[0] as i64);
-        self.block_list_entries.with_label_values(&["ipv6"]).set(blocked[1] as i64);
-        self.block_list_capacity.set(i64::from(block_capacity));
-        self.syncookies_forced.set(i64::from(forced));
-        self.k_syn_recv.set(k.syn_recv as i64);
-    }
-
-    pub fn attack_started(&self, k: Kind) {
-        self.attacks.with_label_values(&[k.as_str()]).inc();
+        for k in Kind::ALL {
+            advance(&self.attacks.with_label_values(&[k.as_str()]), o.attacks.get(kind_index(k)).copied().unwrap_or(0));
+        }
+        self.half_open.set(o.half_open as i64);
+        self.attack_active.set(i64::from(o.attack_active()));
+        let v4 = m.blocks.iter().filter(|b| b.prefix.addr.is_ipv4()).count();
+        self.blocked.set(m.blocks.len() as i64);
+        self.block_list_entries.with_label_values(&["ipv4"]).set(v4 as i64);
+        self.block_list_entries.with_label_values(&["ipv6"]).set((m.blocks.len() - v4) as i64);
+        self.block_list_capacity.set(i64::from(m.block_capacity));
+        self.syncookies_forced.set(i64::from(m.syncookies_original.is_some()));
+        self.k_syn_recv.set(o.kernel.syn_recv as i64);
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -221,29 +224,6 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// What the daemon knows besides the counters, once per tick.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TickFigures<'a> {
-    pub half_open: u64,
-    /// Handshakes that aged out as failed since the last tick.
-    pub failed_delta: u64,
-    /// Entries in the IPv4 and IPv6 block-lists.
-    pub blocked: [usize; 2],
-    /// Entries each block-list holds.
-    pub block_capacity: u32,
-    /// Blocks the datapath refused so far (cumulative).
-    pub block_failures: u64,
-    /// An attack is active or cooling down.
-    pub attack: bool,
-    /// tcpguard has set tcp_syncookies=2.
-    pub forced: bool,
-    pub datapath_attack: bool,
-    /// Each interface's own figures.
-    pub ifaces: &'a [IfaceFigures],
-    /// Listeners under pressure.
-    pub listeners_pressured: usize,
 }
 
 /// The per-interface series (label `interface`).
@@ -292,32 +272,16 @@ impl IfaceMetrics {
         }
     }
 
-    fn update(&self, i: &IfaceFigures) {
+    /// `responder`: the policy answers from XDP at all.
+    fn render(&self, i: &IfaceObs, responder: bool) {
         let l = [i.name.as_str()];
         self.attached.with_label_values(&l).set(i64::from(i.attached));
         self.attack.with_label_values(&l).set(i64::from(i.attack_mode));
-        self.responder_xdp.with_label_values(&l).set(i64::from(i.responder_xdp));
-        self.cookies.with_label_values(&l).inc_by(i.cookies_delta);
-        self.tx_errors.with_label_values(&l).inc_by(i.tx_failed_delta);
-        let f = self.fallbacks.with_label_values(&l);
-        f.inc_by(i.fallbacks.saturating_sub(f.get()));
+        self.responder_xdp.with_label_values(&l).set(i64::from(responder && i.responder_xdp));
+        advance(&self.cookies.with_label_values(&l), i.total(Counter::CookieSent));
+        advance(&self.tx_errors.with_label_values(&l), i.total(Counter::XdpTxFailed));
+        advance(&self.fallbacks.with_label_values(&l), i.fallbacks);
     }
-}
-
-/// One interface's figures for a tick.
-#[derive(Clone, Debug, Default)]
-pub struct IfaceFigures {
-    pub name: String,
-    /// Its XDP link is attached to it (the kernel's view).
-    pub attached: bool,
-    pub attack_mode: bool,
-    /// Its SYNs are answered from XDP in attack mode.
-    pub responder_xdp: bool,
-    /// XDP SYN-ACKs and failed transmits since the last tick.
-    pub cookies_delta: u64,
-    pub tx_failed_delta: u64,
-    /// Run-time fallbacks so far (cumulative).
-    pub fallbacks: u64,
 }
 
 /// Concurrent metrics connections at most; more wait in the kernel's backlog.
@@ -327,7 +291,7 @@ const MAX_CONNS: usize = 64;
 /// header timeouts). Anything else: 404. At most [`MAX_CONNS`] connections
 /// at once, each for at most 60 s; an accept error (EMFILE, ENFILE, ENOMEM)
 /// backs off instead of spinning, so the daemon's tick never starves.
-pub async fn serve(listener: TcpListener, metrics: Arc<std::sync::Mutex<Metrics>>) {
+pub async fn serve(listener: TcpListener, metrics: Arc<std::sync::Mutex<Metrics>>, latest: Latest) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNS));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else { return };
@@ -340,11 +304,13 @@ pub async fn serve(listener: TcpListener, metrics: Arc<std::sync::Mutex<Metrics>
             }
         };
         let metrics = metrics.clone();
+        let latest = latest.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let metrics = metrics.clone();
-                async move { Ok::<_, std::convert::Infallible>(respond(&metrics, &req)) }
+                let obs = latest.borrow().clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(&metrics, &obs, &req)) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -357,10 +323,17 @@ pub async fn serve(listener: TcpListener, metrics: Arc<std::sync::Mutex<Metrics>
 
 fn respond<B>(
     metrics: &std::sync::Mutex<Metrics>,
+    obs: &Observation,
     req: &hyper::Request<B>,
 ) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
     let (status, ctype, body) = if req.method() == hyper::Method::GET && req.uri().path() == "/metrics" {
-        let body = metrics.lock().map(|m| m.encode()).unwrap_or_default();
+        let body = metrics
+            .lock()
+            .map(|m| {
+                m.render(obs);
+                m.encode()
+            })
+            .unwrap_or_default();
         (hyper::StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body)
     } else {
         (hyper::StatusCode::NOT_FOUND, "text/plain", b"tcpguard: try GET /metrics\n".to_vec())
@@ -380,48 +353,90 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 
 #[cfg(test)]
 mod tests {
+    use tcpguard_common::Counters;
+
     use super::*;
+
+    fn iface(name: &str, attached: bool, attack: bool, xdp: bool, cookies: u64, failed: u64, fb: u64) -> IfaceObs {
+        let mut counters = Counters::default();
+        counters.v[Counter::CookieSent as usize] = cookies;
+        counters.v[Counter::XdpTxFailed as usize] = failed;
+        IfaceObs {
+            name: name.into(),
+            how: crate::model::Attach::Native,
+            attached,
+            attack_mode: attack,
+            attack_entries: 0,
+            responder: String::new(),
+            responder_reason: String::new(),
+            responder_xdp: xdp,
+            fallbacks: fb,
+            answering: false,
+            tx_watch: true,
+            driver_tx_errors: None,
+            mtu: 1500,
+            counters,
+            prev: Counters::default(),
+            base: Counters::default(),
+        }
+    }
 
     #[test]
     fn names_and_no_address_labels() {
-        let mut m = Metrics::new();
+        use crate::{
+            daemon::{
+                datapaths::DpAttack,
+                detect::{Assessment, Rates},
+                observe::{BlockObs, ConfigObs, MitigationObs},
+            },
+            model::{BlockOrigin, ListenerPressure, Phase},
+        };
+        let m = Metrics::new();
         let mut c = Counters::default();
         c.v[Counter::Syn as usize] = 10;
         c.v[Counter::DropBlocked as usize] = 3;
-        let t = TickFigures {
-            half_open: 7,
-            failed_delta: 2,
-            blocked: [1, 0],
-            block_capacity: 64,
-            block_failures: 2,
-            attack: true,
-            forced: true,
-            datapath_attack: true,
-            listeners_pressured: 1,
-            ifaces: &[
-                IfaceFigures {
-                    name: "eth1".into(),
-                    attached: true,
-                    attack_mode: true,
-                    responder_xdp: true,
-                    cookies_delta: 40,
-                    tx_failed_delta: 0,
-                    fallbacks: 0,
-                },
-                IfaceFigures {
-                    name: "eth2".into(),
-                    attached: false,
-                    attack_mode: false,
-                    responder_xdp: false,
-                    cookies_delta: 0,
-                    tx_failed_delta: 9,
-                    fallbacks: 1,
-                },
-            ],
+        let pressed = ListenerPressure {
+            addr: "0.0.0.0:80".into(),
+            syn_queue: 16,
+            accept_queue: 0,
+            backlog: 16,
+            share: 1.0,
+            drops_per_sec: 0.0,
+            pressured: true,
         };
-        let k = KernelView::default();
-        m.update((&Counters::default(), &c), &k, &t);
-        m.attack_started(Kind::SpoofedRandom);
+        let mut o = Observation {
+            counters: c,
+            half_open: 7,
+            failed_total: 2,
+            attacks: vec![0, 1, 0],
+            assessment: Some(Assessment {
+                over: true,
+                phase: Phase::Active,
+                kind: Some(Kind::SpoofedRandom),
+                evidence: Vec::new(),
+                event: None,
+                rates: Rates::default(),
+                heavy: Vec::new(),
+                listeners: vec![pressed],
+                since: None,
+            }),
+            mitigation: MitigationObs {
+                dp_attack: DpAttack { active: true, ..DpAttack::default() },
+                syncookies_original: Some(1),
+                blocks: vec![BlockObs {
+                    prefix: "198.51.100.0/24".parse().unwrap(),
+                    expires_ns: 0,
+                    origin: BlockOrigin::Config,
+                }],
+                block_capacity: 64,
+                block_failures: 2,
+                ..MitigationObs::default()
+            },
+            config: ConfigObs { responder_enabled: true, ..ConfigObs::default() },
+            ifaces: vec![iface("eth1", true, true, true, 40, 0, 0), iface("eth2", false, false, false, 0, 9, 1)],
+            ..Observation::default()
+        };
+        m.render(&o);
         let text = String::from_utf8(m.encode()).unwrap();
         for want in [
             "tcpguard_syn_packets_total 10",
@@ -455,9 +470,8 @@ mod tests {
         // The kernel's TcpExt counters are node_exporter's to export.
         assert!(!text.contains("tcpext"), "{text}");
         // Counters advance by deltas.
-        let before = c;
-        c.v[Counter::Syn as usize] = 15;
-        m.update((&before, &c), &k, &TickFigures::default());
+        o.counters.v[Counter::Syn as usize] = 15;
+        m.render(&o);
         assert!(String::from_utf8(m.encode()).unwrap().contains("tcpguard_syn_packets_total 15"));
     }
 }

@@ -1,6 +1,8 @@
-//! Applies what the policy decided: blocks with a TTL and an origin, the
-//! datapath's attack mode, and the sysctls the mitigations need (saved to
-//! disk before they change, restored after, and after a crash).
+//! Applies what the policy decided, every action: blocks with a TTL and an
+//! origin, SYN cookies forced or restored, the datapath's attack mode, and
+//! the sysctls the mitigations need (saved to disk before they change,
+//! restored after, and after a crash). The saved sysctl state is the record
+//! of what was applied.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -9,11 +11,14 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
+use tcpguard_common::BlockEntry;
+
 use crate::{
     daemon::{
         datapaths::{Datapaths, DpAttack},
         detect::{Assessment, Event, Phase},
         kernel::{self, SavedState},
+        observe::{BlockObs, MitigationObs},
         policy::Action,
     },
     model::BlockOrigin,
@@ -53,21 +58,27 @@ impl Sysctl {
     }
 }
 
+/// The block-lists as sampled this tick, kept up to date as blocks expire
+/// and are added: one read per tick.
+pub type BlockList = Vec<(Prefix, BlockEntry)>;
+
 pub struct Mitigator {
     /// Why each prefix is blocked (what this run added or found in the config).
-    pub blocks: HashMap<Prefix, BlockOrigin>,
+    blocks: HashMap<Prefix, BlockOrigin>,
     /// Allow-list entries added at run time (`tcpguard allow`).
-    pub runtime_allows: HashSet<Prefix>,
+    runtime_allows: HashSet<Prefix>,
     /// The sysctl values to restore, mirrored in `state_dir/state.json`.
-    pub state: SavedState,
+    state: SavedState,
     state_dir: PathBuf,
+    /// The policy forces SYN cookies (`Action::ForceCookies` applied).
+    cookies_forced: bool,
     /// The datapath's attack mode as last read or set.
-    pub dp_attack: DpAttack,
+    dp_attack: DpAttack,
     /// Blocks the datapath refused (a full block-list): never counted as done.
-    pub block_failures: u64,
-    pub last_block_error: Option<String>,
+    block_failures: u64,
+    last_block_error: Option<String>,
     /// Entries each block-list holds (read from the kernel's map).
-    pub block_capacity: u32,
+    block_capacity: u32,
     last_block_error_logged: Option<std::time::Instant>,
 }
 
@@ -80,6 +91,7 @@ impl Mitigator {
             runtime_allows: HashSet::new(),
             state,
             state_dir,
+            cookies_forced: false,
             dp_attack: DpAttack::default(),
             block_failures: 0,
             block_capacity: tcpguard_common::LIST_ENTRIES,
@@ -115,23 +127,71 @@ impl Mitigator {
         self.blocks.values().filter(|o| matches!(o, BlockOrigin::HeavySource { .. })).count()
     }
 
-    /// Remove timed blocks that ran out (the datapath already ignores them);
-    /// what is blocked now.
-    pub fn expire_blocks(&mut self, dps: &mut Datapaths, now: u64) -> Result<HashSet<Prefix>> {
+    /// The datapath's attack mode as last read or set.
+    pub fn dp_attack(&self) -> &DpAttack {
+        &self.dp_attack
+    }
+
+    /// The datapaths' attack mode as this tick sampled it.
+    pub fn sampled_attack(&mut self, d: DpAttack) {
+        self.dp_attack = d;
+    }
+
+    /// A datapath entered attack mode by itself (its ring-buffer record).
+    pub fn datapath_entered(&mut self) {
+        self.dp_attack.active = true;
+    }
+
+    /// Entries each block-list holds.
+    pub fn set_block_capacity(&mut self, cap: u32) {
+        self.block_capacity = cap;
+    }
+
+    /// Why `prefix` is blocked: recorded when a block is made.
+    pub fn record_block(&mut self, prefix: Prefix, origin: BlockOrigin) {
+        self.blocks.insert(prefix, origin);
+    }
+
+    pub fn forget_block(&mut self, prefix: &Prefix) {
+        self.blocks.remove(prefix);
+    }
+
+    /// Allow-list entries added with `tcpguard allow` (until restart).
+    pub fn runtime_allows(&self) -> impl Iterator<Item = &Prefix> {
+        self.runtime_allows.iter()
+    }
+
+    pub fn add_runtime_allow(&mut self, p: Prefix) {
+        self.runtime_allows.insert(p);
+    }
+
+    /// Whether it was there.
+    pub fn remove_runtime_allow(&mut self, p: &Prefix) -> bool {
+        self.runtime_allows.remove(p)
+    }
+
+    /// Remove timed blocks that ran out (the datapath already ignores them)
+    /// from the datapaths and from `list` (this tick's block-lists); what is
+    /// blocked now.
+    pub fn expire_blocks(&mut self, dps: &mut Datapaths, list: &mut BlockList, now: u64) -> Result<HashSet<Prefix>> {
         let mut blocked = HashSet::new();
-        for (p, e) in dps.blocks()? {
+        let mut kept = Vec::with_capacity(list.len());
+        for (p, e) in list.drain(..) {
             if e.expires_ns != 0 && e.expires_ns <= now {
                 dps.unblock(&p)?;
                 self.blocks.remove(&p);
                 log::info!("block on {p} expired");
             } else {
                 blocked.insert(p);
+                kept.push((p, e));
             }
         }
+        *list = kept;
         Ok(blocked)
     }
 
-    pub fn apply(&mut self, dps: &mut Datapaths, acts: Vec<Action>, now: u64, blocked: &mut HashSet<Prefix>) {
+    /// Carry out the policy's actions. A block made is added to `list`.
+    pub fn apply(&mut self, dps: &mut Datapaths, acts: Vec<Action>, now: u64, list: &mut BlockList) {
         for act in acts {
             match act {
                 Action::Block { prefix, ttl_secs, origin } => {
@@ -140,7 +200,7 @@ impl Mitigator {
                         Ok(()) => {
                             log::warn!("blocked {prefix} for {ttl_secs} s: {origin}");
                             self.blocks.insert(prefix, origin);
-                            blocked.insert(prefix);
+                            list.push((prefix, BlockEntry { expires_ns: exp }));
                         }
                         Err(e) => {
                             // Not done is not reported as done: no block entry,
@@ -160,8 +220,9 @@ impl Mitigator {
                         }
                     }
                 }
-                // Applied with the responder's needs in `sync_sysctls`.
-                Action::ForceCookies | Action::RestoreCookies => {}
+                // The sysctl follows in `sync_sysctls`, with the responder's needs.
+                Action::ForceCookies => self.cookies_forced = true,
+                Action::RestoreCookies => self.cookies_forced = false,
             }
         }
     }
@@ -172,14 +233,8 @@ impl Mitigator {
     /// daemon itself puts the datapath in attack mode for an attack the
     /// policy answers with cookies (`cookies`) that stays under the
     /// datapath's own threshold, and ends it with the attack.
-    pub fn steer_attack_mode(
-        &mut self,
-        dps: &mut Datapaths,
-        a: &Assessment,
-        now: u64,
-        hold_down_secs: f64,
-        cookies: bool,
-    ) {
+    pub fn steer_attack_mode(&mut self, dps: &mut Datapaths, a: &Assessment, now: u64, hold_down_secs: f64) {
+        let cookies = self.cookies_forced;
         let attack = matches!(a.phase, Phase::Active | Phase::CoolingDown);
         let d = &self.dp_attack;
         let want = if d.active && d.by_datapath {
@@ -220,14 +275,52 @@ impl Mitigator {
         self.dp_attack.active = false;
     }
 
-    /// Put the sysctls where the mitigations need them: tcp_syncookies=2
-    /// while `cookies` (the policy forces them, or the XDP responder
-    /// answers: the kernel makes cookies for it only then), tcp_timestamps=2
-    /// while `timestamps` (the responder's option encoding needs it).
-    /// Timestamps go first: the cookie helper works as soon as
-    /// tcp_syncookies is 2, and its TS-encoded options need the other.
-    /// Returns whether the responder's sysctls are both in effect.
-    pub fn sync_sysctls(&mut self, cookies: bool, timestamps: bool) -> bool {
+    /// tcp_syncookies=2 while the policy forces cookies or the responder
+    /// answers; tcp_timestamps=2 while the responder answers (`responder`:
+    /// the config lets it answer from XDP at all). The datapaths answer
+    /// from XDP only while both are in effect: they stop before the sysctls
+    /// are restored, and start after they are set, so their TS-encoded
+    /// cookies always meet a kernel that decodes them.
+    pub fn sync_sysctls(&mut self, dps: &mut Datapaths, responder: bool) {
+        let armed = self.dp_attack.active && responder;
+        if !armed {
+            dps.set_answering(false);
+        }
+        let ready = self.set_sysctls(self.cookies_forced || armed, armed);
+        if armed {
+            dps.set_answering(ready);
+        }
+    }
+
+    /// The mitigations as applied, with this tick's block-lists.
+    pub fn observe(&self, list: &BlockList, allowed: Vec<Prefix>) -> MitigationObs {
+        MitigationObs {
+            dp_attack: self.dp_attack.clone(),
+            syncookies_original: self.state.syncookies_original,
+            timestamps_original: self.state.timestamps_original,
+            blocks: list
+                .iter()
+                .map(|(p, e)| BlockObs {
+                    prefix: *p,
+                    expires_ns: e.expires_ns,
+                    origin: self.blocks.get(p).cloned().unwrap_or(BlockOrigin::Pinned),
+                })
+                .collect(),
+            allowed,
+            block_capacity: self.block_capacity,
+            block_failures: self.block_failures,
+            last_block_error: self.last_block_error.clone(),
+            daemon_blocks: self.daemon_blocks(),
+        }
+    }
+
+    /// tcp_syncookies=2 while `cookies` (the kernel makes cookies for the
+    /// XDP responder only then), tcp_timestamps=2 while `timestamps` (the
+    /// responder's option encoding needs it). Timestamps go first: the
+    /// cookie helper works as soon as tcp_syncookies is 2, and its
+    /// TS-encoded options need the other. Returns whether the responder's
+    /// sysctls are both in effect.
+    fn set_sysctls(&mut self, cookies: bool, timestamps: bool) -> bool {
         let r = self.set(Sysctl::Timestamps, timestamps).and_then(|()| self.set(Sysctl::Syncookies, cookies));
         if let Err(e) = r {
             log::error!("{e:#}");

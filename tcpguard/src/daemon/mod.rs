@@ -1,28 +1,35 @@
-//! `tcpguard run`: the daemon's lifecycle. Load and attach (or adopt) a
-//! datapath per interface, then one select loop: the tick (sample → detect
-//! → decide → apply → publish), control requests, datapath events, signals
-//! (SIGHUP reloads, SIGTERM/SIGINT stop), and a clean shutdown.
+//! `tcpguard run`: the daemon's lifecycle, and where the tick's five steps
+//! are ([`Daemon::tick`]): sample → detect → decide → apply → observe.
+//! Load and attach (or adopt) a datapath per interface, then one select
+//! loop: the tick, control requests, datapath events, signals (SIGHUP
+//! reloads, SIGTERM/SIGINT stop, SIGUSR2 hands over), and a clean shutdown.
 //!
-//! One job per module: `datapaths` (the per-interface fan-out), `events`
-//! (ring buffer and log readers), `sample` (maps → detect::Sample),
-//! `detect` (pure), `policy` (pure), `mitigate` (blocks, attack mode,
-//! sysctls), `control` (requests → responses), `metrics`, `kernel`,
-//! `notify`, `api` (the control socket).
+//! One job per module: `datapaths` (the per-interface fan-out and the one
+//! settings write), `follow` (interfaces kept in step with the host),
+//! `sample` (every reading of a tick), `detect` (pure), `policy` (pure),
+//! `mitigate` (carries out every action: blocks, cookies, attack mode,
+//! sysctls), `observe` (the tick's one observation), `status` and `metrics`
+//! (its two renderings), `control` (the operator's commands), `reload`,
+//! `events`, `kernel`, `host`, `responder`, `listeners`, `notify`, `api`.
 
 pub mod api;
 mod control;
 pub mod datapaths;
 pub mod detect;
 mod events;
+mod follow;
 pub mod host;
 pub mod kernel;
 pub mod listeners;
 pub mod metrics;
 mod mitigate;
 pub mod notify;
+pub mod observe;
 pub mod policy;
+mod reload;
 pub mod responder;
 mod sample;
+pub mod status;
 
 use std::{
     path::PathBuf,
@@ -31,28 +38,29 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use tcpguard_common::{Counter, Counters, Settings, FLAG_MONITOR, FLAG_PORT_FILTER, FLAG_XDP_COOKIES};
+use tcpguard_common::Counters;
 use tokio::{
     signal::unix::{signal, SignalKind},
-    sync::mpsc,
+    sync::{mpsc, watch},
 };
 
 use crate::{
-    config::{Config, DatapathMode, PolicyMode, SynCookies},
+    config::Config,
     daemon::{
         api::ApiCall,
         datapaths::Datapaths,
-        detect::{Assessment, Detector, Event, Phase},
+        detect::{Assessment, Detector, Event},
         events::DpEvent,
-        kernel::KernelView,
         metrics::Metrics,
-        mitigate::Mitigator,
-        policy::Policy,
-        sample::Sampler,
+        mitigate::{BlockList, Mitigator},
+        observe::{kind_index, ConfigObs, IfaceObs, Observation},
+        policy::{Action, Policy},
+        sample::{Reading, Sampler},
     },
     maps::monotonic_ns,
-    model::BlockOrigin,
+    model::{BlockOrigin, KernelView, Kind},
     net::Prefix,
+    settings::responder_enabled,
 };
 
 pub struct RunOptions {
@@ -70,23 +78,17 @@ pub(crate) struct Daemon {
     sampler: Sampler,
     mitigator: Mitigator,
     metrics: Arc<Mutex<Metrics>>,
-    /// The last tick's assessment and readings.
-    last: Option<Assessment>,
-    counters: Counters,
-    /// Counters one tick before `counters`, and the time between them.
-    rate_base: Counters,
-    rate_dt: f64,
-    prev_t: f64,
-    dropped_per_sec: f64,
-    kernel: KernelView,
     started: Instant,
     watchdog: bool,
-    /// Seed of the datapath's per-source sketch hash (random per start).
-    hash_seed: u64,
-    /// Attacks declared since start.
-    attacks_total: u64,
-    /// The status snapshot, published once per tick.
-    status_tx: tokio::sync::watch::Sender<Arc<crate::proto::StatusView>>,
+    /// Counters at this daemon's start, summed and per interface (the
+    /// metrics count from here).
+    base: Counters,
+    iface_base: Vec<Counters>,
+    /// Attacks declared since start, by kind.
+    attacks: Vec<u64>,
+    /// The last observation, and its channel to `status` and `/metrics`.
+    observation: Observation,
+    published: watch::Sender<Arc<Observation>>,
 }
 
 /// The configuration to run: the file (or the embedded default) with the
@@ -137,10 +139,9 @@ pub async fn run(opts: RunOptions) -> Result<Stopped> {
         .with_context(|| format!("locking {} (daemon.state-dir)", cfg.daemon.state_dir.display()))?;
     // What a previous run left changed (restored below, once the datapath
     // no longer answers from XDP).
-    let mitigator = Mitigator::start(cfg.daemon.state_dir.clone());
+    let mut mitigator = Mitigator::start(cfg.daemon.state_dir.clone());
     let (mut dps, readers) = Datapaths::open(&cfg, events::start_logger)?;
-    let mut mitigator = mitigator;
-    mitigator.block_capacity = block_list_capacity(&mut dps, &cfg)?;
+    mitigator.set_block_capacity(block_list_capacity(&mut dps, &cfg)?);
     if kernel::private_bpffs(&cfg.daemon.pin_root) {
         log::warn!(
             "the bpf filesystem under {} is private to this process's mount namespace (e.g. under `ip netns exec`): \
@@ -159,24 +160,20 @@ pub async fn run(opts: RunOptions) -> Result<Stopped> {
         sampler: Sampler::default(),
         mitigator,
         metrics: metrics.clone(),
-        last: None,
-        counters: Counters::default(),
-        rate_base: Counters::default(),
-        rate_dt: 1.0,
-        prev_t: 0.0,
-        dropped_per_sec: 0.0,
-        kernel: KernelView::default(),
         started: Instant::now(),
         watchdog: notify::watchdog_enabled(),
-        hash_seed: kernel::random_u64(),
-        attacks_total: 0,
-        status_tx: tokio::sync::watch::channel(Arc::new(crate::proto::StatusView::default())).0,
+        base: Counters::default(),
+        iface_base: Vec::new(),
+        attacks: vec![0; Kind::ALL.len()],
+        observation: Observation::default(),
+        published: watch::channel(Arc::new(Observation::default())).0,
     };
     d.dps.follow_host();
     // Written with the responder held back: this daemon lets it answer once
     // it knows the sysctls are in effect.
     d.apply_settings(None)?;
-    if d.dps.attack()?.active {
+    let attack = d.dps.attack()?;
+    if attack.active {
         // A handover (SIGUSR2) or a crash in attack mode: adopt it as it is,
         // sysctls included (state.json has the operator's values), so that
         // connections whose cookies were made under them still complete. It
@@ -190,29 +187,31 @@ pub async fn run(opts: RunOptions) -> Result<Stopped> {
         // Sysctls a killed run left changed: put back now that no datapath
         // answers from XDP (a pinned one could until the settings above).
         d.mitigator.restore_saved()?;
+        d.mitigator.sampled_attack(attack);
     }
-    d.mitigator.dp_attack = d.dps.attack()?;
-    d.sync_sysctls();
-    d.counters = d.dps.counters()?;
-    d.rate_base = d.counters;
-    d.kernel = kernel::read_view(listeners::read().map_or(0, |(_, n)| n));
+    d.mitigator.sync_sysctls(&mut d.dps, responder_enabled(&d.cfg));
+    d.base = d.dps.counters()?;
+    d.iface_base = d.dps.ifaces().iter().map(|i| i.counters).collect();
+    let blocks = d.dps.blocks()?;
+    let kernel = kernel::read_view(listeners::read().map_or(0, |(_, n)| n));
+    let base = d.base;
+    d.observe(None, &base, &blocks, kernel, monotonic_ns() as f64 / 1e9);
 
     if d.cfg.metrics.enabled {
         let l = metrics::bind(d.cfg.metrics.listen).await?;
         log::info!("metrics on http://{}/metrics", d.cfg.metrics.listen);
-        tokio::spawn(metrics::serve(l, metrics.clone()));
+        tokio::spawn(metrics::serve(l, metrics.clone(), d.published.subscribe()));
     }
     let listener = api::bind(&d.cfg.control)?;
     log::info!("control socket {}", d.cfg.control.socket.display());
     let (tx, mut rx) = mpsc::channel::<ApiCall>(64);
-    d.publish_snapshot();
     let top_tables: Vec<PathBuf> = d
         .dps
         .ifaces()
         .iter()
         .map(|i| d.cfg.daemon.pin_root.join(&i.name).join(tcpguard_common::map_names::SRC_STATS))
         .collect();
-    tokio::spawn(api::serve(listener, tx, d.status_tx.subscribe(), Arc::new(top_tables)));
+    tokio::spawn(api::serve(listener, tx, d.published.subscribe(), Arc::new(top_tables)));
     let (ev_tx, mut ev_rx) = mpsc::channel::<DpEvent>(1024);
     for (name, rb) in readers {
         events::spawn_reader(name, rb, ev_tx.clone())?;
@@ -269,7 +268,7 @@ impl Daemon {
                 Some((req, reply)) = rx.recv() => {
                     let _ = reply.send(self.handle(&req));
                     // What the operator changed shows in `status` at once.
-                    self.publish_snapshot();
+                    self.refresh_observation();
                 }
                 Some(ev) = ev_rx.recv() => self.on_event(ev),
                 _ = hup.recv() => self.reload(),
@@ -280,110 +279,102 @@ impl Daemon {
         }
     }
 
-    /// One tick: sample → detect → decide → apply → publish.
+    /// One tick: sample → detect → decide → apply → observe.
     fn tick(&mut self) -> Result<()> {
         let started = Instant::now();
         let now = monotonic_ns();
         let t = now as f64 / 1e9;
-        self.mitigator.dp_attack = self.dps.attack()?;
+        // Sample: every reading of the tick.
         let mut reading = self.sampler.read(
             &mut self.dps,
             (t, now),
             self.cfg.datapath.half_open_timeout_secs,
             &self.cfg.datapath.ports,
         )?;
+        self.mitigator.sampled_attack(reading.attack.clone());
+        // Detect.
         let a = self.detector.step(std::mem::take(&mut reading.sample));
-        self.log_event(&a);
-        let mut blocked = self.mitigator.expire_blocks(&mut self.dps, now)?;
+        // Decide.
+        let blocked = self.mitigator.expire_blocks(&mut self.dps, &mut reading.blocks, now)?;
         let acts = self.policy.decide(&a, &self.allow_list(), &blocked, self.mitigator.daemon_blocks());
-        self.mitigator.apply(&mut self.dps, acts, now, &mut blocked);
-        let hold = self.cfg.detection.hold_down_secs;
-        self.mitigator.steer_attack_mode(&mut self.dps, &a, now, hold, self.policy.cookies_forced);
+        // Apply: every action, then attack mode, the host, the responders
+        // and the sysctls they need.
+        self.mitigator.apply(&mut self.dps, acts, now, &mut reading.blocks);
+        self.mitigator.steer_attack_mode(&mut self.dps, &a, now, self.cfg.detection.hold_down_secs);
         self.dps.follow_host();
         self.dps.step_responders(t);
-        self.sync_sysctls();
-        let v4 = blocked.iter().filter(|p| p.addr.is_ipv4()).count();
-        self.publish(&reading, &a, t, [v4, blocked.len() - v4]);
+        self.mitigator.sync_sysctls(&mut self.dps, responder_enabled(&self.cfg));
+        // Observe.
+        let Reading { counters, blocks, kernel, .. } = reading;
+        self.observe(Some(a), &counters, &blocks, kernel, t);
         self.metrics.lock().expect("metrics lock").tick.observe(started.elapsed().as_secs_f64());
-        self.last = Some(a);
-        self.publish_snapshot();
         if self.watchdog {
             notify::notify("WATCHDOG=1");
         }
         Ok(())
     }
 
-    fn log_event(&mut self, a: &Assessment) {
-        match a.event {
-            Some(Event::Started(k)) => {
-                self.attacks_total += 1;
-                self.metrics.lock().expect("metrics lock").attack_started(k);
-                let ev: Vec<String> = a.evidence.iter().map(ToString::to_string).collect();
-                log::warn!("attack started: {} — {}", k.as_str(), ev.join(", "));
-            }
-            Some(Event::Ended(k)) => {
-                log::warn!("attack over: {} (quiet for {} s)", k.as_str(), self.cfg.detection.hold_down_secs);
-            }
-            None => {}
+    /// The tick's observation: made once, its events logged, published to
+    /// `status` and `/metrics`.
+    fn observe(&mut self, a: Option<Assessment>, counters: &Counters, blocks: &BlockList, kernel: KernelView, t: f64) {
+        if let Some(Event::Started(k)) = a.as_ref().and_then(|a| a.event) {
+            self.attacks[kind_index(k)] += 1;
         }
-    }
-
-    /// The tick's readings for `status` and `/metrics`.
-    fn publish(&mut self, r: &sample::Reading, a: &Assessment, t: f64, blocked: [usize; 2]) {
-        let (c, failed_delta) = (&r.counters, r.failed_delta);
-        self.kernel = kernel::read_view(r.syn_recv);
-        let dt = (t - self.prev_t).max(1e-3);
-        let drops = |c: &Counters| {
-            c.get(Counter::DropBlocked)
-                + c.get(Counter::DropBlockedOther)
-                + c.get(Counter::DropRateLimited)
-                + c.get(Counter::DropAckInvalid)
-        };
-        self.dropped_per_sec = drops(c).saturating_sub(drops(&self.counters)) as f64 / dt;
-        self.rate_base = self.counters;
-        self.rate_dt = dt;
-        self.counters = *c;
-        self.prev_t = t;
-        self.dps.check_attached();
-        let xdp_policy = self.responder_enabled();
-        let ifaces: Vec<metrics::IfaceFigures> = self
-            .dps
-            .ifaces()
-            .iter()
-            .map(|i| metrics::IfaceFigures {
-                name: i.name.clone(),
-                attached: i.attached,
-                attack_mode: i.attack.active != 0,
-                responder_xdp: xdp_policy && i.responder.xdp,
-                cookies_delta: i.delta(Counter::CookieSent),
-                tx_failed_delta: i.delta(Counter::XdpTxFailed),
-                fallbacks: i.responder.fallbacks,
-            })
-            .collect();
-        let mut m = self.metrics.lock().expect("metrics lock");
-        let active = matches!(a.phase, Phase::Active | Phase::CoolingDown);
-        let forced = self.mitigator.state.syncookies_original.is_some();
-        let figures = metrics::TickFigures {
+        let prev = &self.observation;
+        let dt = if prev.now_ns == 0 { 1.0 } else { (t - prev.now_ns as f64 / 1e9).max(1e-3) };
+        let o = Observation {
+            now_ns: (t * 1e9) as u64,
+            dt,
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            prev: if prev.now_ns == 0 { self.base } else { prev.counters },
+            counters: *counters,
+            base: self.base,
+            ifaces: self
+                .dps
+                .ifaces()
+                .iter()
+                .zip(self.iface_base.iter().chain(std::iter::repeat(&Counters::default())))
+                .map(|(i, base)| IfaceObs::from_iface(i, *base))
+                .collect(),
+            egress: self.dps.egress(),
+            assessment: a,
+            attacks: self.attacks.clone(),
             half_open: self.sampler.half_open,
-            failed_delta,
-            blocked,
-            block_capacity: self.mitigator.block_capacity,
-            block_failures: self.mitigator.block_failures,
-            attack: active,
-            forced,
-            datapath_attack: self.mitigator.dp_attack.active,
-            listeners_pressured: a.listeners.iter().filter(|l| l.pressured).count(),
-            ifaces: &ifaces,
+            failed_total: self.sampler.failed_total(),
+            distinct_per_sec: self.sampler.distinct_per_sec,
+            kernel,
+            mitigation: self.mitigator.observe(blocks, self.allow_list()),
+            config: self.config_obs(),
         };
-        m.update((&self.rate_base, c), &self.kernel, &figures);
+        o.log_events();
+        self.observation = o;
+        self.published.send_replace(Arc::new(self.observation.clone()));
     }
 
-    fn publish_snapshot(&mut self) {
-        match self.snapshot() {
-            Ok(v) => {
-                self.status_tx.send_replace(Arc::new(v));
+    /// After an operator's change: the block-lists read again, the
+    /// mitigations and config taken anew, the rest as the tick observed it.
+    fn refresh_observation(&mut self) {
+        let blocks = match self.dps.blocks() {
+            Ok(b) => b,
+            Err(e) => {
+                log::error!("reading the block-lists: {e:#}");
+                return;
             }
-            Err(e) => log::error!("building the status snapshot: {e:#}"),
+        };
+        self.observation.mitigation = self.mitigator.observe(&blocks, self.allow_list());
+        self.observation.config = self.config_obs();
+        self.published.send_replace(Arc::new(self.observation.clone()));
+    }
+
+    fn config_obs(&self) -> ConfigObs {
+        ConfigObs {
+            policy: self.policy.mode(),
+            datapath_mode: self.cfg.datapath.mode,
+            syn_cookies: self.cfg.datapath.syn_cookies,
+            responder_enabled: responder_enabled(&self.cfg),
+            attack_sample: self.cfg.datapath.attack_sample,
+            max_blocked: self.cfg.policy.max_blocked,
+            hold_down_secs: self.cfg.detection.hold_down_secs,
         }
     }
 
@@ -399,152 +390,25 @@ impl Daemon {
                     noticed {age_ms:.1} ms later"
                 );
                 // Arm the responder now, not at the next tick.
-                self.mitigator.dp_attack.active = true;
-                self.sync_sysctls();
+                self.mitigator.datapath_entered();
+                self.mitigator.sync_sysctls(&mut self.dps, responder_enabled(&self.cfg));
             }
         }
     }
 
-    /// Whether the XDP responder answers in attack mode: only for policies
-    /// that answer floods with cookies, in enforce mode.
-    fn responder_enabled(&self) -> bool {
-        self.cfg.datapath.syn_cookies == SynCookies::Xdp
-            && self.cfg.datapath.mode == DatapathMode::Enforce
-            && matches!(self.cfg.policy.mode, PolicyMode::Auto | PolicyMode::SynCookie)
-    }
-
-    /// Whether the XDP responder is answering now.
-    fn responder_armed(&self) -> bool {
-        self.mitigator.dp_attack.active && self.responder_enabled()
-    }
-
-    /// tcp_syncookies=2 while the policy forces cookies or the responder
-    /// answers; tcp_timestamps=2 while the responder answers. The datapath
-    /// answers from XDP only while both are in effect: it stops before they
-    /// are restored, and starts after they are set, so its TS-encoded
-    /// cookies always meet a kernel that decodes them.
-    fn sync_sysctls(&mut self) {
-        let armed = self.responder_armed();
-        if !armed {
-            self.dps.set_answering(false);
-        }
-        let ready = self.mitigator.sync_sysctls(self.policy.cookies_forced || armed, armed);
-        if armed {
-            self.dps.set_answering(ready);
-        }
-    }
-
     fn allow_list(&self) -> Vec<Prefix> {
-        self.cfg.datapath.allow.iter().copied().chain(self.mitigator.runtime_allows.iter().copied()).collect()
+        self.cfg.datapath.allow.iter().copied().chain(self.mitigator.runtime_allows().copied()).collect()
     }
 
     /// Push the config into every interface's maps. `old` is the config
     /// being replaced (its allow/block entries that are gone are removed).
     fn apply_settings(&mut self, old: Option<&Config>) -> Result<()> {
-        let p = &self.cfg.datapath;
-        let mut flags = 0;
-        if p.mode == DatapathMode::Monitor {
-            flags |= FLAG_MONITOR;
-        }
-        if !p.ports.is_empty() {
-            flags |= FLAG_PORT_FILTER;
-        }
-        if self.responder_enabled() {
-            flags |= FLAG_XDP_COOKIES;
-        }
-        if self.dps.egress() {
-            flags |= tcpguard_common::FLAG_EGRESS;
-        }
-        let settings = Settings {
-            flags,
-            heavy_prefix_syns_per_sec: self.cfg.detection.heavy_prefix_syn_rate as u32,
-            syn_rate: p.syn_rate_per_source,
-            syn_burst: p.syn_burst,
-            half_open_timeout_ns: p.half_open_timeout_secs * 1_000_000_000,
-            heavy_syns_per_sec: self.cfg.detection.heavy_source_syn_rate,
-            attack_syn_rate: p.attack_syn_rate,
-            hash_seed: self.hash_seed,
-            attack_sample: p.attack_sample,
-            synack_wscale: u32::from(kernel::listener_wscale()),
-            ..Settings::default()
-        };
-        let runtime: Vec<Prefix> = self.mitigator.runtime_allows.iter().copied().collect();
-        self.dps.apply(&settings, &self.cfg, old, &runtime, monotonic_ns())?;
+        let runtime: Vec<Prefix> = self.mitigator.runtime_allows().copied().collect();
+        self.dps.apply(&self.cfg, old, &runtime, monotonic_ns())?;
         for b in &self.cfg.datapath.block {
-            self.mitigator.blocks.insert(*b, BlockOrigin::Config);
+            self.mitigator.record_block(*b, BlockOrigin::Config);
         }
         Ok(())
-    }
-
-    fn reload(&mut self) {
-        notify::reloading();
-        let Some(path) = self.config_path.clone() else {
-            log::warn!("SIGHUP: running on the embedded default config; nothing to reload (start with --config PATH)");
-            notify::notify("READY=1");
-            return;
-        };
-        let mut new = match Config::load(&path) {
-            Ok(c) => c,
-            Err(e) => {
-                log::error!("reload refused, keeping the running config: {e}");
-                notify::notify("READY=1");
-                return;
-            }
-        };
-        // Keys that only take effect on restart.
-        let cur = &self.cfg;
-        let restart_only = [
-            ("daemon.interfaces", new.daemon.interfaces != cur.daemon.interfaces && !new.daemon.interfaces.is_empty()),
-            ("daemon.pin-root", new.daemon.pin_root != cur.daemon.pin_root),
-            ("daemon.tick-ms", new.daemon.tick_ms != cur.daemon.tick_ms),
-            ("daemon.state-dir", new.daemon.state_dir != cur.daemon.state_dir),
-            ("datapath.half-open-entries", new.datapath.half_open_entries != cur.datapath.half_open_entries),
-            ("datapath.source-entries", new.datapath.source_entries != cur.datapath.source_entries),
-            ("datapath.block-list-entries", new.datapath.block_list_entries != cur.datapath.block_list_entries),
-            ("metrics", new.metrics != cur.metrics),
-            ("control", new.control != cur.control),
-        ];
-        for (key, changed) in restart_only {
-            if changed {
-                log::warn!("reload: {key} changed; it takes effect after a restart (the running value is kept)");
-            }
-        }
-        // Restart-only keys keep their running values until a restart: a
-        // changed socket path or state directory applied half-way would
-        // leave the old socket behind, unlink someone else's, or move the
-        // crash-recovery file mid-run.
-        new.daemon.interfaces.clone_from(&cur.daemon.interfaces);
-        new.daemon.tick_ms = cur.daemon.tick_ms;
-        new.daemon.pin_root.clone_from(&cur.daemon.pin_root);
-        new.daemon.state_dir.clone_from(&cur.daemon.state_dir);
-        new.datapath.half_open_entries = cur.datapath.half_open_entries;
-        new.datapath.source_entries = cur.datapath.source_entries;
-        new.datapath.block_list_entries = cur.datapath.block_list_entries;
-        new.metrics = cur.metrics.clone();
-        new.control = cur.control.clone();
-        // Checked again with the running values: a cap that fits only the
-        // new list size does not fit the list the datapath has.
-        if let Err((key, why)) = new.check() {
-            log::error!(
-                "reload refused, keeping the running config: {key}: {why} (with the running restart-only keys)"
-            );
-            notify::notify("READY=1");
-            return;
-        }
-        let old = std::mem::replace(&mut self.cfg, new);
-        self.detector.reconfigure(self.cfg.detection.clone());
-        self.policy.cfg = self.cfg.policy.clone();
-        match self.apply_settings(Some(&old)) {
-            Ok(()) => log::info!("reloaded {} (policy {})", path.display(), self.cfg.policy.mode.as_str()),
-            Err(e) => {
-                log::error!("reload: applying the new config to the maps failed ({e:#}); restoring the old one");
-                self.cfg = old;
-                self.detector.reconfigure(self.cfg.detection.clone());
-                self.policy.cfg = self.cfg.policy.clone();
-                let _ = self.apply_settings(None);
-            }
-        }
-        notify::notify("READY=1");
     }
 
     /// `handover`: stay attached whatever daemon.stay-attached says, and
@@ -554,17 +418,18 @@ impl Daemon {
             // The next daemon adopts attack mode, the responder and the
             // sysctls as they are (state.json records the operator's values):
             // nothing flips under connections in flight.
-            if self.mitigator.dp_attack.active {
+            if self.mitigator.dp_attack().active {
                 log::info!("handing over in attack mode: the responder and its sysctls stay for the next daemon");
             }
         } else {
             // Leave attack mode: with no daemon to end it, it must not outlive
             // us; the responder stops before the sysctls are restored.
-            if self.mitigator.dp_attack.active {
+            if self.mitigator.dp_attack().active {
                 self.mitigator.leave_attack_mode(&mut self.dps, monotonic_ns());
             }
-            self.policy.cookies_forced = false;
-            self.sync_sysctls();
+            let mut unchanged = BlockList::new();
+            self.mitigator.apply(&mut self.dps, vec![Action::RestoreCookies], monotonic_ns(), &mut unchanged);
+            self.mitigator.sync_sysctls(&mut self.dps, responder_enabled(&self.cfg));
         }
         self.dps.release(self.cfg.daemon.stay_attached || handover);
         api::remove(&self.cfg.control.socket);

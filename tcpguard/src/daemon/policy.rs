@@ -22,12 +22,13 @@ pub enum Action {
 
 #[derive(Clone, Debug)]
 pub struct Policy {
-    pub cfg: PolicyConfig,
+    cfg: PolicyConfig,
     offences: HashMap<IpAddr, u32>,
     /// Aggregates already reported as not blocked (they cover an
     /// allow-listed address): said once, not every tick.
     warned: std::collections::HashSet<Prefix>,
-    pub cookies_forced: bool,
+    /// ForceCookies was said and RestoreCookies not yet (each said once).
+    cookies_forced: bool,
 }
 
 impl Policy {
@@ -37,6 +38,11 @@ impl Policy {
 
     pub fn mode(&self) -> PolicyMode {
         self.cfg.mode
+    }
+
+    /// A reloaded `[policy]`; what it remembers (offences, forced cookies) stays.
+    pub fn reconfigure(&mut self, cfg: PolicyConfig) {
+        self.cfg = cfg;
     }
 
     /// Actions for this tick. `allow` is the allow-list, `blocked` what is

@@ -1,7 +1,9 @@
-//! Maps → `detect::Sample`: the counters, the half-open ring, attack
-//! mode's distinct-source estimate and the heavy sources the datapath
-//! reported, read once per tick with a cost that does not grow with the
-//! number of sources.
+//! The tick's first step, every reading in one place: maps →
+//! `detect::Sample` (the counters, the half-open ring, attack mode's
+//! distinct-source estimate, the heavy sources the datapath reported), and
+//! beside it the datapaths' attack mode, the block-lists, whether each XDP
+//! link is still attached, and the kernel's view. Read once per tick, with a
+//! cost that does not grow with the number of sources.
 
 use std::collections::HashMap;
 
@@ -10,10 +12,13 @@ use tcpguard_common::{halfopen::Tally, Counter, Counters};
 
 use crate::{
     daemon::{
-        datapaths::Datapaths,
+        datapaths::{Datapaths, DpAttack},
         detect::{Sample, SourceSample},
+        kernel,
         listeners::{self, ListenerSample},
+        mitigate::BlockList,
     },
+    model::KernelView,
     net::Prefix,
 };
 
@@ -31,11 +36,13 @@ struct Followed {
 /// What one tick read.
 pub struct Reading {
     pub sample: Sample,
+    /// All interfaces' counters summed (each interface's are in `Datapaths`).
     pub counters: Counters,
-    /// Handshakes that aged out as failed since the last tick.
-    pub failed_delta: u64,
-    /// The kernel's request sockets (SYN_RECV) in all.
-    pub syn_recv: u64,
+    /// The datapaths' attack mode.
+    pub attack: DpAttack,
+    /// The block-lists (the same on every interface).
+    pub blocks: BlockList,
+    pub kernel: KernelView,
 }
 
 #[derive(Default)]
@@ -69,8 +76,10 @@ impl Sampler {
         ports: &[u16],
     ) -> Result<Reading> {
         let c = dps.counters()?;
+        let attack = dps.attack()?;
+        let blocks = dps.blocks()?;
+        dps.check_attached();
         let slots = dps.half_open_slots()?;
-        let failed_before = self.tally.failed_total;
         self.half_open = self.tally.update(&slots, now / 1_000_000_000, half_open_timeout_secs);
         // Distinct sources since the last tick (attack mode's estimate).
         let distinct = dps.take_distinct()?;
@@ -101,7 +110,7 @@ impl Sampler {
             (Vec::new(), 0)
         });
         let sample = Sample { listeners: exposed(all, ports), ..sample };
-        Ok(Reading { sample, counters: c, failed_delta: self.tally.failed_total - failed_before, syn_recv })
+        Ok(Reading { sample, counters: c, attack, blocks, kernel: kernel::read_view(syn_recv) })
     }
 
     /// Point lookups of the followed sources only: cost grows with the

@@ -1,0 +1,136 @@
+//! Each interface's datapath kept in step with the host: the interface's
+//! MTU, MAC and index (the MSS and addressing of XDP SYN-ACKs), the host's
+//! own addresses (the only ones answered for), whether XDP replies leave
+//! (the responder falls back to the kernel's cookies when they do not), and
+//! whether the XDP link is still attached.
+
+use std::net::IpAddr;
+
+use tcpguard_common::Counter;
+
+use super::{datapaths::Datapaths, host, responder::Change};
+
+fn mac_str(m: [u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+impl Datapaths {
+    /// Keep each datapath in step with the host: the interface's MTU (the
+    /// MSS of XDP SYN-ACKs), MAC and index, and the host's own addresses
+    /// (the only ones answered for). Changes are written at once and logged.
+    pub fn follow_host(&mut self) {
+        let cfg = self.cfg.as_ref();
+        for i in &mut self.ifaces {
+            i.driver_tx_errors = host::driver_xdp_tx_errors(&i.name).ok().flatten();
+            let Ok(now) = host::link_by_name(&i.name) else { continue };
+            if now.mtu != i.link.mtu || now.mac != i.link.mac || now.ifindex != i.link.ifindex {
+                log::info!(
+                    "{}: interface changed (mtu {} -> {}, ifindex {} -> {}, mac {} -> {}); XDP SYN-ACKs follow",
+                    i.name,
+                    i.link.mtu,
+                    now.mtu,
+                    i.link.ifindex,
+                    now.ifindex,
+                    mac_str(i.link.mac),
+                    mac_str(now.mac)
+                );
+                i.link = now;
+                if let Err(e) = Datapaths::write_settings(cfg, &self.host, i) {
+                    log::error!("{}: writing the interface's settings: {e}", i.name);
+                }
+            }
+        }
+        match host::local_addrs() {
+            Ok(addrs) if addrs != self.local => {
+                let added: Vec<IpAddr> = addrs.iter().filter(|a| !self.local.contains(a)).copied().collect();
+                let gone: Vec<IpAddr> = self.local.iter().filter(|a| !addrs.contains(a)).copied().collect();
+                let r = self.each(|_, m| {
+                    for a in &added {
+                        m.add_local(*a)?;
+                    }
+                    for a in &gone {
+                        m.remove_local(*a)?;
+                    }
+                    Ok(())
+                });
+                match r {
+                    Ok(_) => {
+                        log::info!(
+                            "local addresses: {} added, {} gone ({} in all)",
+                            added.len(),
+                            gone.len(),
+                            addrs.len()
+                        );
+                        self.local = addrs;
+                    }
+                    Err(e) => log::error!("writing the local addresses: {e:#}"),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => log::error!("reading the host's addresses: {e}"),
+        }
+    }
+
+    /// One tick of every interface's responder: fall back to the kernel when
+    /// XDP replies fail to leave, try XDP again after the back-off
+    /// (`set_answering` then applies it).
+    pub fn step_responders(&mut self, t: f64) {
+        for i in &mut self.ifaces {
+            let (sent, failed) = (i.delta(Counter::CookieSent), i.delta(Counter::XdpTxFailed));
+            let link = &i.link;
+            match i.responder.step(t, sent, failed, || host::judge_delivery(link)) {
+                Some(Change::FellBack { failed, sent, retry_in }) => log::error!(
+                    "{}: XDP replies are not leaving ({failed} of {sent} transmits failed in one tick): the \
+                     kernel's SYN cookies answer on this interface; XDP is tried again in {retry_in:.0} s",
+                    i.name
+                ),
+                Some(Change::Retrying) => {
+                    log::info!("{}: trying the XDP responder again ({})", i.name, i.responder.reason);
+                }
+                Some(Change::Kept) => log::info!("{}: XDP replies leave again; the XDP responder answers", i.name),
+                Some(Change::StillUndeliverable) | None => {}
+            }
+        }
+    }
+
+    /// Let the datapaths answer from XDP (where their responder is XDP) or
+    /// stop them. Written only where it changes; errors are logged.
+    pub fn set_answering(&mut self, armed: bool) {
+        let cfg = self.cfg.as_ref();
+        for i in &mut self.ifaces {
+            let want = armed && i.responder.xdp;
+            if want == i.answering {
+                continue;
+            }
+            i.answering = want;
+            if let Err(e) = Datapaths::write_settings(cfg, &self.host, i) {
+                i.answering = !want;
+                log::error!("{}: switching the XDP responder: {e}", i.name);
+            }
+        }
+    }
+
+    /// Ask the kernel whether each interface's XDP link is still attached to
+    /// it (the interface may have been deleted or re-created, or the link
+    /// detached by hand); log each change once. `Iface::attached` holds it.
+    pub fn check_attached(&mut self) {
+        for i in &mut self.ifaces {
+            let now = crate::sys::link_attached_to(&i.att.link_pin, &i.name).unwrap_or_else(|e| {
+                log::debug!("{}: reading the XDP link {}: {e}", i.name, i.att.link_pin.display());
+                false
+            });
+            if now != i.attached {
+                if now {
+                    log::info!("{}: XDP attached again", i.name);
+                } else {
+                    log::error!(
+                        "{}: XDP is no longer attached (interface deleted or re-created, or the link detached): \
+                             this interface is unprotected until tcpguard restarts",
+                        i.name
+                    );
+                }
+                i.attached = now;
+            }
+        }
+    }
+}
