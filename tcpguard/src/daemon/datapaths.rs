@@ -12,7 +12,7 @@ use aya::maps::{MapData, RingBuf};
 use tcpguard_common::{
     map_names,
     sketch::{self, Hll},
-    AttackState, BlockEntry, Counter, Counters, HoBucket, SrcStats, ATTACK_REASON_DAEMON, ATTACK_REASON_SYN_RATE,
+    AttackState, BlockEntry, Counter, Counters, HoBucket, ATTACK_REASON_DAEMON, ATTACK_REASON_SYN_RATE,
 };
 
 use super::{
@@ -381,25 +381,6 @@ impl Datapaths {
             Some(i) => Ok(Maps::new(&mut i.dp.ebpf).block_list_capacity()?),
             None => Ok(0),
         }
-    }
-
-    /// One source's statistics summed over interfaces; `None` if none tracks it.
-    pub fn source(&mut self, addr: IpAddr) -> Result<Option<SrcStats>> {
-        let mut total: Option<SrcStats> = None;
-        for s in self.each(|_, m| m.source(addr))?.into_iter().flatten() {
-            let t = total.get_or_insert_with(SrcStats::default);
-            t.syns += s.syns;
-            t.completed += s.completed;
-            t.half_open += s.half_open;
-            t.dropped += s.dropped;
-        }
-        Ok(total)
-    }
-
-    /// An aggregate's SYNs summed over interfaces; `None` if none counts it.
-    pub fn aggregate(&mut self, net: IpAddr) -> Result<Option<u64>> {
-        let found: Vec<_> = self.each(|_, m| m.aggregate(net))?.into_iter().flatten().collect();
-        Ok((!found.is_empty()).then(|| found.iter().map(|a| a.syns).sum()))
     }
 
     /// Write the lists and settings of `cfg` to every interface; entries

@@ -5,10 +5,10 @@
 //! link is still attached, and the kernel's view. Read once per tick, with a
 //! cost that does not grow with the number of sources.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, net::IpAddr};
 
 use anyhow::Result;
-use tcpguard_common::{halfopen::Tally, Counter, Counters};
+use tcpguard_common::{halfopen::Tally, Counter, Counters, SrcStats};
 
 use crate::{
     daemon::{
@@ -121,9 +121,9 @@ impl Sampler {
         for key in keys {
             let host = key.is_host();
             let found = if host {
-                dps.source(key.addr)?.map(|s| (s.syns, s.completed, s.half_open))
+                source(dps, key.addr)?.map(|s| (s.syns, s.completed, s.half_open))
             } else {
-                dps.aggregate(key.addr)?.map(|syns| (syns, 0, 0))
+                aggregate(dps, key.addr)?.map(|syns| (syns, 0, 0))
             };
             let f = self.followed.get_mut(&key).expect("key from the map");
             let Some((syns, completed, half_open)) = found else {
@@ -153,6 +153,25 @@ impl Sampler {
         }
         Ok(sources)
     }
+}
+
+/// One source's statistics summed over interfaces; `None` if none tracks it.
+fn source(dps: &mut Datapaths, addr: IpAddr) -> Result<Option<SrcStats>> {
+    let mut total: Option<SrcStats> = None;
+    for s in dps.each(|_, m| m.source(addr))?.into_iter().flatten() {
+        let t = total.get_or_insert_with(SrcStats::default);
+        t.syns += s.syns;
+        t.completed += s.completed;
+        t.half_open += s.half_open;
+        t.dropped += s.dropped;
+    }
+    Ok(total)
+}
+
+/// An aggregate's SYNs summed over interfaces; `None` if none counts it.
+fn aggregate(dps: &mut Datapaths, net: IpAddr) -> Result<Option<u64>> {
+    let found: Vec<_> = dps.each(|_, m| m.aggregate(net))?.into_iter().flatten().collect();
+    Ok((!found.is_empty()).then(|| found.iter().map(|a| a.syns).sum()))
 }
 
 /// The listeners a flood from the network can reach: not bound to a
