@@ -187,8 +187,61 @@ pub struct SavedState {
     pub timestamps_original: Option<u8>,
 }
 
-pub fn load_state(dir: &Path) -> SavedState {
-    std::fs::read_to_string(dir.join("state.json")).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default()
+/// The kernel's default of both sysctls tcpguard saves: what is restored
+/// when the saved original cannot be trusted.
+pub const SYSCTL_DEFAULT: u8 = 1;
+
+/// The state file as read: each field kept or refused on its own.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadedState {
+    pub state: SavedState,
+    /// What was wrong, each with what is done instead (for the log).
+    pub problems: Vec<String>,
+    /// The file exists but is no JSON object: which sysctls it recorded is
+    /// unknown (the caller restores any left at 2 to the kernel default).
+    pub unreadable: bool,
+}
+
+/// Read `dir/state.json`. A field that is absent or null records nothing;
+/// a value the sysctl takes (0, 1, 2) is kept; anything else (a string,
+/// 300, -1: a malformed or hostile file) is refused, named, and replaced by
+/// the kernel default, since a record means tcpguard changed the sysctl.
+pub fn load_state(dir: &Path) -> LoadedState {
+    let path = dir.join("state.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return LoadedState::default(),
+        Err(e) => {
+            let problems = vec![format!("cannot read {}: {e}", path.display())];
+            return LoadedState { problems, unreadable: true, ..LoadedState::default() };
+        }
+    };
+    let Ok(v @ serde_json::Value::Object(_)) = serde_json::from_str::<serde_json::Value>(&text) else {
+        let problems = vec![format!("{} is not a JSON object of saved sysctl values", path.display())];
+        return LoadedState { problems, unreadable: true, ..LoadedState::default() };
+    };
+    let mut problems = Vec::new();
+    let mut field = |key: &str, sysctl: &str| -> Option<u8> {
+        match v.get(key) {
+            None | Some(serde_json::Value::Null) => None,
+            Some(x) => {
+                if let Some(n @ 0..=2) = x.as_u64() {
+                    return Some(n as u8);
+                }
+                problems.push(format!(
+                    "{}: {key} = {x} is not a value {sysctl} takes (0, 1 or 2): the kernel default \
+                     {SYSCTL_DEFAULT} is restored instead",
+                    path.display()
+                ));
+                Some(SYSCTL_DEFAULT)
+            }
+        }
+    };
+    let state = SavedState {
+        syncookies_original: field("syncookies_original", "net.ipv4.tcp_syncookies"),
+        timestamps_original: field("timestamps_original", "net.ipv4.tcp_timestamps"),
+    };
+    LoadedState { state, problems, unreadable: false }
 }
 
 pub fn save_state(dir: &Path, st: &SavedState) -> io::Result<()> {
@@ -216,11 +269,40 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tcpguard-state-{}", std::process::id()));
         let st = SavedState { syncookies_original: Some(1), timestamps_original: Some(1) };
         save_state(&dir, &st).unwrap();
-        assert_eq!(load_state(&dir), st);
+        assert_eq!(load_state(&dir).state, st);
         // A state file from before timestamps were saved still loads.
         std::fs::write(dir.join("state.json"), r#"{"syncookies_original": 0}"#).unwrap();
-        assert_eq!(load_state(&dir), SavedState { syncookies_original: Some(0), timestamps_original: None });
+        assert_eq!(load_state(&dir).state, SavedState { syncookies_original: Some(0), timestamps_original: None });
         std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(load_state(&dir), SavedState::default());
+        assert_eq!(load_state(&dir), LoadedState::default());
+    }
+
+    #[test]
+    fn saved_values_are_validated_field_by_field() {
+        let dir = std::env::temp_dir().join(format!("tcpguard-state-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let load = |text: &str| {
+            std::fs::write(dir.join("state.json"), text).unwrap();
+            load_state(&dir)
+        };
+        // Hostile: a value the sysctl does not take is never written back;
+        // the kernel default is restored instead, and said.
+        let l = load(r#"{"syncookies_original": 7, "timestamps_original": 7}"#);
+        assert_eq!(l.state, SavedState { syncookies_original: Some(1), timestamps_original: Some(1) });
+        assert_eq!(l.problems.len(), 2, "{:?}", l.problems);
+        assert!(l.problems[0].contains("syncookies_original = 7") && l.problems[0].contains("default 1"));
+        // Malformed fields, each on its own: a valid one beside is kept.
+        for bad in [r#""abc""#, "300", "-1", "1.5", "true"] {
+            let l = load(&format!(r#"{{"syncookies_original": {bad}, "timestamps_original": 0}}"#));
+            assert_eq!(l.state, SavedState { syncookies_original: Some(1), timestamps_original: Some(0) }, "{bad}");
+            assert_eq!(l.problems.len(), 1, "{bad}: {:?}", l.problems);
+            assert!(!l.unreadable);
+        }
+        // Not JSON at all, or not an object: unknown, said.
+        for junk in ["abc", "300", "[1, 2]", ""] {
+            let l = load(junk);
+            assert!(l.unreadable && l.state == SavedState::default() && l.problems.len() == 1, "{junk}: {l:?}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

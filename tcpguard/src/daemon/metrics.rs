@@ -50,6 +50,7 @@ pub struct Metrics {
     ifaces: IfaceMetrics,
     not_for_host: IntCounter,
     block_failures: IntCounter,
+    state_failures: IntCounter,
     attack_entries: IntCounter,
     attack_syns: IntCounter,
     xdp_cookies: IntCounter,
@@ -64,6 +65,7 @@ fn reg<T: Collector + Clone + 'static>(r: &Registry, c: T) -> T {
 }
 
 impl Metrics {
+    #[allow(clippy::too_many_lines)] // one declaration per series, with its help text
     pub fn new() -> Self {
         let r = Registry::new_custom(Some("tcpguard".into()), None).expect("valid prefix");
         let counter = |n: &str, h: &str| reg(&r, IntCounter::new(n, h).expect("valid metric"));
@@ -119,6 +121,11 @@ impl Metrics {
             block_failures: counter(
                 "block_failures_total",
                 "Blocks the datapath refused (a full block-list); such a source is not blocked.",
+            ),
+            state_failures: counter(
+                "state_write_failures_total",
+                "Sysctl changes held back because the sysctl or its saved record (daemon.state-dir/state.json) \
+                 could not be written; each is tried again the next tick.",
             ),
             ifaces: IfaceMetrics::new(&r),
             not_for_host: counter(
@@ -209,7 +216,8 @@ impl Metrics {
         self.block_list_entries.with_label_values(&["ipv4"]).set(v4 as i64);
         self.block_list_entries.with_label_values(&["ipv6"]).set((m.blocks.len() - v4) as i64);
         self.block_list_capacity.set(i64::from(m.block_capacity));
-        self.syncookies_forced.set(i64::from(m.syncookies_original.is_some()));
+        self.syncookies_forced.set(i64::from(m.cookies_forced()));
+        advance(&self.state_failures, m.state_failures);
         self.k_syn_recv.set(o.kernel.syn_recv as i64);
     }
 

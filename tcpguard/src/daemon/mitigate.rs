@@ -80,12 +80,37 @@ pub struct Mitigator {
     /// Entries each block-list holds (read from the kernel's map).
     block_capacity: u32,
     last_block_error_logged: Option<std::time::Instant>,
+    /// Failed changes of a sysctl and its record (the file could not be
+    /// written, or the sysctl), and the last one while it lasts.
+    state_failures: u64,
+    state_error: Option<String>,
+    /// tcp_syncookies and tcp_timestamps as read back after each change.
+    sysctls_now: (Option<u8>, Option<u8>),
 }
 
 impl Mitigator {
     /// Load the saved state (`restore_saved` puts back what it records).
+    /// What the file gets wrong is logged with what is done instead; a file
+    /// that cannot be read at all leaves a sysctl found at 2 to be restored
+    /// to the kernel default (a crashed run's, or the operator's: said so).
     pub fn start(state_dir: PathBuf) -> Self {
-        let state = kernel::load_state(&state_dir);
+        let loaded = kernel::load_state(&state_dir);
+        for p in &loaded.problems {
+            log::error!("{p}");
+        }
+        let mut state = loaded.state;
+        if loaded.unreadable {
+            for which in [Sysctl::Syncookies, Sysctl::Timestamps] {
+                if matches!(which.read(), Ok(2)) {
+                    log::warn!(
+                        "{} is 2 and the record of its original value is unreadable: restoring the kernel default {}",
+                        which.name(),
+                        kernel::SYSCTL_DEFAULT
+                    );
+                    *which.saved(&mut state) = Some(kernel::SYSCTL_DEFAULT);
+                }
+            }
+        }
         Mitigator {
             blocks: HashMap::new(),
             runtime_allows: HashSet::new(),
@@ -97,6 +122,9 @@ impl Mitigator {
             block_capacity: tcpguard_common::LIST_ENTRIES,
             last_block_error: None,
             last_block_error_logged: None,
+            state_failures: 0,
+            state_error: None,
+            sysctls_now: (None, None),
         }
     }
 
@@ -112,14 +140,17 @@ impl Mitigator {
             }
         }
         if restored {
-            self.save().context("daemon.state-dir")?;
+            // Not fatal: a stale record only restores the same value again.
+            if let Err(e) = self.save(&self.state) {
+                log::error!("{e:#}");
+            }
         }
         Ok(())
     }
 
-    /// Both sysctls the XDP responder needs are 2 now.
-    fn responder_sysctls_in_effect() -> bool {
-        matches!(kernel::read_syncookies(), Ok(2)) && matches!(kernel::read_timestamps(), Ok(2))
+    /// Read both sysctls back: what is in effect, not what was meant.
+    fn read_back(&mut self) {
+        self.sysctls_now = (kernel::read_syncookies().ok(), kernel::read_timestamps().ok());
     }
 
     /// Blocks this daemon added for heavy sources (counted against the cap).
@@ -286,9 +317,10 @@ impl Mitigator {
         if !armed {
             dps.set_answering(false);
         }
-        let ready = self.set_sysctls(self.cookies_forced || armed, armed);
+        self.set_sysctls(self.cookies_forced || armed, armed);
+        self.read_back();
         if armed {
-            dps.set_answering(ready);
+            dps.set_answering(self.sysctls_now == (Some(2), Some(2)));
         }
     }
 
@@ -311,6 +343,10 @@ impl Mitigator {
             block_failures: self.block_failures,
             last_block_error: self.last_block_error.clone(),
             daemon_blocks: self.daemon_blocks(),
+            state_failures: self.state_failures,
+            state_error: self.state_error.clone(),
+            syncookies_now: self.sysctls_now.0,
+            timestamps_now: self.sysctls_now.1,
         }
     }
 
@@ -319,16 +355,32 @@ impl Mitigator {
     /// responder's option encoding needs it). Timestamps go first: the
     /// cookie helper works as soon as tcp_syncookies is 2, and its
     /// TS-encoded options need the other. Returns whether the responder's
-    /// sysctls are both in effect.
-    fn set_sysctls(&mut self, cookies: bool, timestamps: bool) -> bool {
-        let r = self.set(Sysctl::Timestamps, timestamps).and_then(|()| self.set(Sysctl::Syncookies, cookies));
-        if let Err(e) = r {
-            log::error!("{e:#}");
-        }
-        Self::responder_sysctls_in_effect()
+    /// sysctls are both in effect. Failures are logged by `set`.
+    fn set_sysctls(&mut self, cookies: bool, timestamps: bool) {
+        let _ = self.set(Sysctl::Timestamps, timestamps).and_then(|()| self.set(Sysctl::Syncookies, cookies));
     }
 
+    /// Change one sysctl and its record. The record in memory changes only
+    /// once the sysctl and the file are both written: a failure leaves it
+    /// as it was, is counted and shown (`status`, `/metrics`), and the next
+    /// tick tries again.
     fn set(&mut self, which: Sysctl, on: bool) -> Result<()> {
+        let r = self.try_set(which, on);
+        match &r {
+            Ok(()) => self.state_error = None,
+            Err(e) => {
+                let msg = format!("{e:#}");
+                if self.state_error.as_deref() != Some(msg.as_str()) {
+                    log::error!("{msg}; tried again every tick");
+                }
+                self.state_failures += 1;
+                self.state_error = Some(msg);
+            }
+        }
+        r
+    }
+
+    fn try_set(&mut self, which: Sysctl, on: bool) -> Result<()> {
         let name = which.name();
         match (on, *which.saved(&mut self.state)) {
             (true, None) => {
@@ -337,24 +389,33 @@ impl Mitigator {
                     return Ok(());
                 }
                 // Remember the operator's value on disk before changing it.
-                *which.saved(&mut self.state) = Some(cur);
-                self.save()?;
-                which.write(2).with_context(|| format!("setting {name}=2"))?;
+                let mut next = self.state.clone();
+                *which.saved(&mut next) = Some(cur);
+                self.save(&next).with_context(|| format!("not setting {name}=2"))?;
+                if let Err(e) = which.write(2) {
+                    // Put the file back as it was: nothing was changed.
+                    let _ = self.save(&self.state);
+                    return Err(anyhow::Error::new(e).context(format!("setting {name}=2")));
+                }
+                self.state = next;
                 log::warn!("{name}=2 (was {cur})");
             }
             (false, Some(orig)) => {
                 which.write(orig).with_context(|| format!("restoring {name}={orig}"))?;
+                let mut next = self.state.clone();
+                *which.saved(&mut next) = None;
+                self.save(&next).with_context(|| format!("{name} is back at {orig}, but its record stays"))?;
+                self.state = next;
                 log::warn!("{name} restored to {orig}");
-                *which.saved(&mut self.state) = None;
-                self.save()?;
             }
             _ => {}
         }
         Ok(())
     }
 
-    fn save(&self) -> Result<()> {
-        kernel::save_state(&self.state_dir, &self.state)
-            .with_context(|| format!("saving state in {}", self.state_dir.display()))
+    fn save(&self, st: &SavedState) -> Result<()> {
+        kernel::save_state(&self.state_dir, st).with_context(|| {
+            format!("saving the sysctl record {} (daemon.state-dir)", self.state_dir.join("state.json").display())
+        })
     }
 }

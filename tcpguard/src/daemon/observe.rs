@@ -101,6 +101,20 @@ pub struct MitigationObs {
     pub last_block_error: Option<String>,
     /// Blocks the daemon added for heavy sources.
     pub daemon_blocks: usize,
+    /// Failed changes of a sysctl and its saved record so far, and the
+    /// last one while it lasts.
+    pub state_failures: u64,
+    pub state_error: Option<String>,
+    /// tcp_syncookies and tcp_timestamps as read back (what is in effect).
+    pub syncookies_now: Option<u8>,
+    pub timestamps_now: Option<u8>,
+}
+
+impl MitigationObs {
+    /// tcpguard has tcp_syncookies at 2, and it is 2.
+    pub fn cookies_forced(&self) -> bool {
+        self.syncookies_original.is_some() && self.syncookies_now == Some(2)
+    }
 }
 
 /// The configuration as the views need it.

@@ -82,7 +82,7 @@ pub fn render(o: &Observation, now_ns: u64) -> StatusView {
         listeners: o.assessment.as_ref().map(|a| a.listeners.iter().take(10).cloned().collect()).unwrap_or_default(),
         kernel: KernelStatus {
             view: o.kernel.clone(),
-            syncookies_forced: m.syncookies_original.is_some(),
+            syncookies_forced: m.cookies_forced(),
             syncookies_original: m.syncookies_original,
             timestamps_original: m.timestamps_original,
         },
@@ -169,8 +169,19 @@ fn attack_view(o: &Observation) -> AttackView {
         mitigation
             .push("SYNs to listeners answered from XDP with the kernel's SYN cookies; invalid ACKs dropped".into());
     }
-    if let Some(orig) = m.syncookies_original {
-        mitigation.push(format!("SYN cookies forced (tcp_syncookies=2, restores to {orig})"));
+    match (m.syncookies_original, m.syncookies_now) {
+        (Some(orig), Some(2)) => mitigation.push(format!("SYN cookies forced (tcp_syncookies=2, restores to {orig})")),
+        (Some(orig), now) => mitigation.push(format!(
+            "tcp_syncookies is {} (being restored to {orig})",
+            now.map_or("unreadable".to_string(), |n| n.to_string())
+        )),
+        (None, _) => {}
+    }
+    if let Some(e) = &m.state_error {
+        mitigation.push(format!(
+            "FAILING: a sysctl change is held back ({e}); {} failures, tried again every tick",
+            m.state_failures
+        ));
     }
     if active
         && a.kind == Some(Kind::FewHeavySources)
