@@ -76,6 +76,9 @@ pub enum Command {
     /// Allow-list a prefix until the daemon restarts: always passes, never blocked or rate limited.
     Allow {
         prefix: Prefix,
+        /// Allow a prefix wider than policy.widest-block-v4/-v6 (e.g. 0.0.0.0/0).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         client: Client,
     },

@@ -107,6 +107,9 @@ pub struct DatapathConfig {
     pub syn_burst: u64,
     pub allow: Vec<Prefix>,
     pub block: Vec<Prefix>,
+    /// Accept `block` entries wider than policy.widest-block-v4/-v6 (the
+    /// config's `--force`).
+    pub wide_entries: bool,
     pub syn_cookies: SynCookies,
     pub attack_syn_rate: u64,
     pub attack_sample: u32,
@@ -125,6 +128,7 @@ impl Default for DatapathConfig {
             syn_burst: 0,
             allow: vec!["127.0.0.0/8".parse().expect("valid"), "::1/128".parse().expect("valid")],
             block: Vec::new(),
+            wide_entries: false,
             syn_cookies: SynCookies::Xdp,
             attack_syn_rate: 20_000,
             attack_sample: 64,
@@ -258,12 +262,11 @@ pub struct SocketMode(pub u32);
 impl TryFrom<String> for SocketMode {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        match u32::from_str_radix(&s, 8) {
-            Ok(m) if m <= 0o777 && m & 0o600 == 0o600 => Ok(SocketMode(m)),
-            _ => Err(format!(
-                "control.mode: {s:?} must be an octal mode like \"0660\" that lets the owner read and write"
-            )),
-        }
+        let m = u32::from_str_radix(&s, 8).map_err(|_| {
+            format!("control.mode: {s:?} must be an octal mode like \"0660\" that lets the owner read and write")
+        })?;
+        crate::validate::socket_mode(m).map_err(|e| format!("control.mode: {e}"))?;
+        Ok(SocketMode(m))
     }
 }
 
@@ -351,6 +354,12 @@ impl Config {
         }
         if let Some(b) = p.block.iter().find(|b| p.allow.iter().any(|a| a == *b)) {
             return Err(("datapath.block", format!("{b} is also in datapath.allow")));
+        }
+        let widest = crate::validate::Widest { v4: self.policy.widest_block_v4, v6: self.policy.widest_block_v6 };
+        for b in &p.block {
+            if let Err(e) = crate::validate::block(b, widest, p.wide_entries) {
+                return Err(("datapath.block", format!("{e} (in the config: datapath.wide-entries = true)")));
+            }
         }
         self.check_detection()?;
         let y = &self.policy;

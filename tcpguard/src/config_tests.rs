@@ -33,7 +33,14 @@ fn bad_values_name_the_key_and_reason() {
         ("[policy]\nblock-ttl-max-secs = 99999999999\n", "policy.block-ttl-max-secs", "365 days"),
         ("[datapath]\nblock-list-entries = 10\n", "datapath.block-list-entries", "outside 64..="),
         ("[datapath]\nblock-list-entries = 1024\n", "policy.max-blocked", "half of datapath.block-list-entries"),
+        ("[datapath]\nblock = [\"0.0.0.0/0\"]\n", "datapath.block", "datapath.wide-entries = true"),
+        ("[datapath]\nblock = [\"2001:db8::/32\"]\n", "datapath.block", "wider than /48"),
+        ("[control]\nmode = \"0777\"\n", "control.mode", "every local user"),
+        ("[control]\nmode = \"0662\"\n", "control.mode", "every local user"),
     ];
+    // The config's opt-in takes a wide block as the CLI's --force does.
+    let c = Config::parse("[datapath]\nblock = [\"10.0.0.0/8\"]\nwide-entries = true\n", "t.toml").unwrap();
+    assert_eq!(c.datapath.block.len(), 1);
     for (text, key, reason) in cases {
         let e = Config::parse(text, "t.toml").unwrap_err().to_string();
         assert!(e.contains(key) && e.contains(reason), "{text:?} gave {e:?}");

@@ -284,9 +284,7 @@ pub fn render_top(v: &[SourceView]) -> String {
 }
 
 /// "30", "30s", "5m", "2h", "1d" -> seconds.
-/// The longest block a TTL may ask for (365 days): longer is an operator's
-/// typo, not a plan; a permanent block has no TTL at all.
-pub const MAX_TTL_SECS: u64 = 365 * 86_400;
+pub use crate::validate::MAX_TTL_SECS;
 
 pub fn parse_duration(s: &str) -> Result<u64, String> {
     let s = s.trim();

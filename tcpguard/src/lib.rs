@@ -23,3 +23,4 @@ pub mod proto;
 pub mod settings;
 pub mod summary;
 pub mod sys;
+pub mod validate;

@@ -89,10 +89,11 @@ async fn dispatch(cli: Cli) -> Result<()> {
         },
         Command::Block { prefix, ttl, force, client } => {
             let ttl_secs = ttl.map(|t| ctl::parse_duration(&t)).transpose().map_err(anyhow::Error::msg)?;
+            tcpguard::validate::ttl(ttl_secs).map_err(anyhow::Error::msg)?;
             done(ask(&client, Request::Block { prefix, ttl_secs, force }).await?)
         }
         Command::Unblock { prefix, client } => done(ask(&client, Request::Unblock { prefix }).await?),
-        Command::Allow { prefix, client } => done(ask(&client, Request::Allow { prefix }).await?),
+        Command::Allow { prefix, force, client } => done(ask(&client, Request::Allow { prefix, force }).await?),
         Command::Unallow { prefix, client } => done(ask(&client, Request::Unallow { prefix }).await?),
         Command::Config { what: ConfigCmd::Check { path } } => {
             let cfg = Config::load(&path)?;

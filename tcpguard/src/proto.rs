@@ -33,6 +33,9 @@ pub enum Request {
     },
     Allow {
         prefix: Prefix,
+        /// Allow even a prefix wider than the configured limit.
+        #[serde(default)]
+        force: bool,
     },
     /// Remove an allow-list entry added at run time.
     Unallow {

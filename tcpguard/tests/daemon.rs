@@ -229,6 +229,26 @@ fn single_source_flood_is_blocked_and_survives_kill_9() {
     let o = ctl(&f, &["block", "10.0.0.0/8", "--force", "--ttl", "1m"]);
     assert!(o.status.success(), "{o:?}");
     assert!(ctl(&f, &["unblock", "10.0.0.0/8"]).status.success());
+    // An allow-list entry of everything is refused unless forced, as a block is.
+    for wide in ["0.0.0.0/0", "::/0"] {
+        let o = ctl(&f, &["allow", wide]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains("--force") && err.contains("unjudged"), "{wide}: {o:?}");
+    }
+    let v = status(&f).unwrap();
+    assert!(!v["allowed"].as_array().unwrap().iter().any(|a| a == "0.0.0.0/0"), "{:#}", v["allowed"]);
+    // A TTL of 0 would expire at once: refused by the CLI, and by the daemon
+    // for a raw request.
+    let o = ctl(&f, &["block", "203.0.113.9", "--ttl", "0"]);
+    assert!(!o.status.success(), "{o:?}");
+    let raw =
+        tcpguard::proto::Request::Block { prefix: "203.0.113.9/32".parse().unwrap(), ttl_secs: Some(0), force: false };
+    let r = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(tcpguard::ctl::request(&f.socket(), &raw));
+    assert!(matches!(&r, Err(e) if e.to_string().contains("expire at once")), "refused by the daemon: {r:?}");
     // A TTL past the cap is refused at parse time instead of wrapping.
     let o = ctl(&f, &["block", "203.0.113.9", "--ttl", "18446744074s"]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("longest block TTL"), "{o:?}");

@@ -759,3 +759,65 @@ fn a_syn_the_server_resets_is_refused_not_half_open() {
     expect_egress(&mut dp, &abort, &[(RstHalfOpen, 1)]);
     assert_eq!(source(&mut dp, IpAddr::from(CLIENT)).half_open, 0);
 }
+
+/// Every prefix the command line, the control protocol and the config
+/// accept is one the datapath can match: blocked, it drops a SYN from an
+/// address inside it. (Written in every form the three parsers meet:
+/// IPv4, IPv6, IPv4-mapped and -compatible IPv6, host bits set, no length.)
+#[test]
+fn every_accepted_prefix_matches_a_packet_from_inside_it() {
+    use proptest::prelude::*;
+    let dp = std::cell::RefCell::new(load());
+    let form = prop_oneof![
+        (any::<[u8; 4]>(), 0u8..=32).prop_map(|(a, l)| format!("{}/{l}", std::net::Ipv4Addr::from(a))),
+        (any::<[u8; 16]>(), 0u8..=128).prop_map(|(a, l)| format!("{}/{l}", std::net::Ipv6Addr::from(a))),
+        (any::<[u8; 4]>(), 96u8..=128)
+            .prop_map(|(a, l)| format!("{}/{l}", std::net::Ipv4Addr::from(a).to_ipv6_mapped())),
+        (any::<[u8; 4]>(), 96u8..=128).prop_map(|(a, l)| {
+            let v = u32::from_be_bytes(a);
+            format!("{}/{l}", std::net::Ipv6Addr::from(u128::from(v)))
+        }),
+        any::<[u8; 4]>().prop_map(|a| std::net::Ipv4Addr::from(a).to_string()),
+    ];
+    let cfg = ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() };
+    proptest!(cfg, |(text in form, host in any::<u128>())| {
+        // The three ways in.
+        let cli: Result<Prefix, _> = text.parse();
+        let control: Result<tcpguard::proto::Request, _> =
+            serde_json::from_str(&format!(r#"{{"cmd":"block","prefix":"{text}","ttl_secs":null,"force":true}}"#));
+        let config = tcpguard::config::Config::parse(
+            &format!("[datapath]\nblock = [\"{text}\"]\nwide-entries = true\n"),
+            "prop.toml",
+        );
+        // They agree on what they accept.
+        prop_assert_eq!(cli.is_ok(), control.is_ok(), "{} cli {:?} control {:?}", text, cli, control);
+        prop_assert_eq!(cli.is_ok(), config.is_ok(), "{} cli {:?} config {:?}", text, cli, config.err());
+        let Ok(p) = cli else { return Ok(()) };
+        // A source inside the prefix: its bits, then any host bits.
+        let src = match p.addr {
+            IpAddr::V4(a) => {
+                let keep = if p.len == 0 { 0 } else { u32::MAX << (32 - u32::from(p.len)) };
+                let v = (u32::from(a) & keep) | (host as u32 & !keep);
+                IpAddr::V4(v.into())
+            }
+            IpAddr::V6(a) => {
+                let keep = if p.len == 0 { 0 } else { u128::MAX << (128 - u32::from(p.len)) };
+                IpAddr::V6(((u128::from(a) & keep) | (host & !keep)).into())
+            }
+        };
+        // An IPv4-mapped address denotes an IPv4 host: its packets are IPv4.
+        let src = match src {
+            IpAddr::V6(a) => a.to_ipv4_mapped().map_or(src, IpAddr::V4),
+            v4 @ IpAddr::V4(_) => v4,
+        };
+        let frame = match src {
+            IpAddr::V4(a) => syn4(a.octets(), 1000, 1).build(),
+            IpAddr::V6(a) => Craft::v6(a.octets(), v6(1), 1000, 443).flags(TCP_SYN).seq(5).build(),
+        };
+        let mut dp = dp.borrow_mut();
+        maps(&mut dp).block(&p, 0).unwrap();
+        let v = run(&dp, &frame);
+        prop_assert!(maps(&mut dp).unblock(&p).unwrap());
+        prop_assert_eq!(v, XDP_DROP, "{} (as {}) did not match a SYN from {}", text, p, src);
+    });
+}

@@ -37,7 +37,7 @@ fn request() -> impl Strategy<Value = Request> {
         (prefix(), proptest::option::of(any::<u64>()), any::<bool>())
             .prop_map(|(prefix, ttl_secs, force)| Request::Block { prefix, ttl_secs, force }),
         prefix().prop_map(|prefix| Request::Unblock { prefix }),
-        prefix().prop_map(|prefix| Request::Allow { prefix }),
+        (prefix(), any::<bool>()).prop_map(|(prefix, force)| Request::Allow { prefix, force }),
         prefix().prop_map(|prefix| Request::Unallow { prefix }),
     ]
 }
@@ -86,7 +86,7 @@ fn well_formed(r: &Request) -> Result<(), TestCaseError> {
     let p = match r {
         Request::Block { prefix, .. }
         | Request::Unblock { prefix }
-        | Request::Allow { prefix }
+        | Request::Allow { prefix, .. }
         | Request::Unallow { prefix } => prefix,
         Request::Status | Request::Top { .. } => return Ok(()),
     };

@@ -52,7 +52,7 @@ fn a_sysctl_change_whose_record_cannot_be_saved_is_held_back_and_reported() {
     assert_eq!(lab.server.read_sysctl("net.ipv4.tcp_timestamps").unwrap(), "1", "changed without a record");
     let m = scrape(&lab);
     assert!(metric(&m, "tcpguard_state_write_failures_total") > 0.0, "counted");
-    assert_eq!(metric(&m, "tcpguard_syncookies_forced"), 0.0);
+    assert!(metric(&m, "tcpguard_syncookies_forced") < 0.5, "not claimed forced");
 
     // The directory goes: a later tick saves the record and makes the change.
     std::fs::remove_dir_all(&blocker).unwrap();

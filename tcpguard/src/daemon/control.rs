@@ -11,6 +11,7 @@ use crate::{
     model::BlockOrigin,
     net::Prefix,
     proto::{Request, Response},
+    validate,
 };
 
 impl Daemon {
@@ -26,30 +27,15 @@ impl Daemon {
             }
             Request::Block { prefix, ttl_secs, force } => self.operator_block(prefix, ttl_secs, force),
             Request::Unblock { prefix } => self.operator_unblock(prefix),
-            Request::Allow { prefix } => self.operator_allow(prefix),
+            Request::Allow { prefix, force } => self.operator_allow(prefix, force),
             Request::Unallow { prefix } => self.operator_unallow(prefix),
         };
         r.unwrap_or_else(|e| Response::Error { message: format!("{e:#}") })
     }
 
     fn operator_block(&mut self, prefix: Prefix, ttl: Option<u64>, force: bool) -> Result<Response> {
-        let (widest, key) = if prefix.addr.is_ipv4() {
-            (self.cfg.policy.widest_block_v4, "policy.widest-block-v4")
-        } else {
-            (self.cfg.policy.widest_block_v6, "policy.widest-block-v6")
-        };
-        if prefix.len < widest && !force {
-            return Ok(Response::Error {
-                message: format!(
-                    "refusing to block {prefix}: wider than /{widest} ({key}), it would cut off every client in it \
-                     that is not allow-listed (SSH included); pass --force if you mean it"
-                ),
-            });
-        }
-        if ttl.is_some_and(|t| t > crate::ctl::MAX_TTL_SECS) {
-            return Ok(Response::Error {
-                message: format!("a block TTL is at most {} s (365d)", crate::ctl::MAX_TTL_SECS),
-            });
+        if let Err(message) = validate::block(&prefix, self.widest(), force).and_then(|()| validate::ttl(ttl)) {
+            return Ok(Response::Error { message });
         }
         if let Some(a) = self.allow_list().iter().find(|a| a.contains(prefix.addr)) {
             return Ok(Response::Error {
@@ -77,7 +63,15 @@ impl Daemon {
         })
     }
 
-    fn operator_allow(&mut self, prefix: Prefix) -> Result<Response> {
+    /// The limits on blocks and allow-list entries (`[policy]`).
+    fn widest(&self) -> validate::Widest {
+        validate::Widest { v4: self.cfg.policy.widest_block_v4, v6: self.cfg.policy.widest_block_v6 }
+    }
+
+    fn operator_allow(&mut self, prefix: Prefix, force: bool) -> Result<Response> {
+        if let Err(message) = validate::allow(&prefix, self.widest(), force) {
+            return Ok(Response::Error { message });
+        }
         self.dps.allow(&prefix, monotonic_ns())?;
         self.mitigator.add_runtime_allow(prefix);
         log::info!("operator allowed {prefix}");
