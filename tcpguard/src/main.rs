@@ -77,12 +77,24 @@ async fn dispatch(cli: Cli) -> Result<()> {
             other => anyhow::bail!("unexpected answer: {other:?}"),
         },
         Command::Top { limit, json, client } => match ask(&client, Request::Top { limit }).await? {
-            Response::Top { sources } if json => {
+            Response::Top { sources, left_out } if json => {
                 println!("{}", serde_json::to_string_pretty(&sources)?);
+                if left_out > 0 {
+                    eprintln!(
+                        "{left_out} more sources not shown (at most {} per answer)",
+                        tcpguard::daemon::api::TOP_MAX
+                    );
+                }
                 Ok(())
             }
-            Response::Top { sources } => {
+            Response::Top { sources, left_out } => {
                 print!("{}", ctl::render_top(&sources));
+                if left_out > 0 {
+                    println!(
+                        "... {left_out} more sources not shown (at most {} per answer)",
+                        tcpguard::daemon::api::TOP_MAX
+                    );
+                }
                 Ok(())
             }
             other => anyhow::bail!("unexpected answer: {other:?}"),

@@ -47,9 +47,18 @@ pub enum Request {
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum Response {
     Status(Box<StatusView>),
-    Top { sources: Vec<SourceView> },
-    Done { message: String },
-    Error { message: String },
+    Top {
+        sources: Vec<SourceView>,
+        /// Sources past the limit or the most one answer carries.
+        #[serde(default)]
+        left_out: usize,
+    },
+    Done {
+        message: String,
+    },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -24,8 +24,23 @@ use crate::{
 /// The latest observation, published by the daemon once per tick.
 pub type Snapshot = watch::Receiver<std::sync::Arc<Observation>>;
 
-/// Concurrent control connections at most; more wait in the backlog.
-const MAX_CONNS: usize = 32;
+/// Connections served with the full request deadline at once.
+const MAX_CONNS: usize = 256;
+/// Connections held at all; beyond, a client is closed at once. Between
+/// `MAX_CONNS` and this, a client has [`OVERFLOW_DEADLINE`] to send its
+/// request: idle clients cannot starve `status`.
+const HARD_CAP: usize = 4096;
+/// Requests that reach the daemon loop or scan the source tables at once;
+/// beyond, the client is told the daemon is busy.
+const MAX_WORK: usize = 32;
+/// How long a client has to send its request (a request is one small frame).
+const READ_DEADLINE: Duration = Duration::from_secs(2);
+const OVERFLOW_DEADLINE: Duration = Duration::from_millis(250);
+/// How long an answer may take to be computed and written (a large `top`).
+const ANSWER_DEADLINE: Duration = Duration::from_secs(30);
+/// The most sources one `top` answer carries (well within `MAX_FRAME`);
+/// the answer says how many more there were.
+pub const TOP_MAX: usize = 10_000;
 
 pub type ApiCall = (Request, oneshot::Sender<Response>);
 
@@ -79,13 +94,17 @@ fn group_id(name: &str) -> Option<u32> {
     (!g.is_null()).then(|| unsafe { (*g).gr_gid })
 }
 
-/// Accept connections; each gets one request. At most [`MAX_CONNS`] at
-/// once; an accept error (EMFILE, ENFILE, ENOMEM) backs off instead of
-/// spinning, so the daemon's tick never starves.
+/// Accept connections; each gets one request. Idle or slow clients are cut
+/// at the request deadline; `status` is answered on every connection the
+/// daemon holds, while `top` and the commands that change something take
+/// one of [`MAX_WORK`] slots or are told the daemon is busy. An accept
+/// error (EMFILE, ENFILE, ENOMEM) backs off instead of spinning, so the
+/// daemon's tick never starves.
 pub async fn serve(listener: UnixListener, tx: mpsc::Sender<ApiCall>, snapshot: Snapshot, top: TopTables) {
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNS));
+    let conns = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNS));
+    let all = std::sync::Arc::new(tokio::sync::Semaphore::new(HARD_CAP));
+    let work = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_WORK));
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
         let sock = match listener.accept().await {
             Ok((sock, _)) => sock,
             Err(e) => {
@@ -94,43 +113,87 @@ pub async fn serve(listener: UnixListener, tx: mpsc::Sender<ApiCall>, snapshot: 
                 continue;
             }
         };
-        let (tx, snapshot, top) = (tx.clone(), snapshot.clone(), top.clone());
+        let Ok(held) = all.clone().try_acquire_owned() else {
+            drop(sock); // past the hard cap: closed at once
+            continue;
+        };
+        let slot = conns.clone().try_acquire_owned().ok();
+        let deadline = if slot.is_some() { READ_DEADLINE } else { OVERFLOW_DEADLINE };
+        let (tx, snapshot, top, work) = (tx.clone(), snapshot.clone(), top.clone(), work.clone());
         tokio::spawn(async move {
-            let _permit = permit;
-            let _ = tokio::time::timeout(Duration::from_secs(30), handle(sock, tx, snapshot, top)).await;
+            let _held = (held, slot);
+            handle(sock, deadline, Ctx { tx, snapshot, top, work }).await;
         });
     }
 }
 
-async fn handle(mut sock: UnixStream, tx: mpsc::Sender<ApiCall>, snapshot: Snapshot, top: TopTables) {
-    let resp = match read_frame::<_, Request>(&mut sock).await {
-        Ok(Request::Status) => {
-            let obs = snapshot.borrow().clone();
-            Response::Status(Box::new(status::render(&obs, monotonic_ns())))
-        }
-        Ok(Request::Top { limit }) => {
-            // The scan costs O(table size): on a blocking thread, off the
-            // daemon's loop, so it never delays the tick or the watchdog.
-            let obs = snapshot.borrow().clone();
-            let heavy: Vec<_> = status::render(&obs, monotonic_ns()).top_sources;
-            let scan = tokio::task::spawn_blocking(move || scan_top(&top, &heavy, limit)).await;
-            match scan {
-                Ok(Ok(sources)) => Response::Top { sources },
-                Ok(Err(e)) => Response::Error { message: format!("reading the source tables: {e}") },
-                Err(e) => Response::Error { message: format!("reading the source tables: {e}") },
-            }
-        }
-        Ok(req) => {
-            let (rtx, rrx) = oneshot::channel();
-            if tx.send((req, rtx)).await.is_err() {
-                Response::Error { message: "the daemon is shutting down".into() }
-            } else {
-                rrx.await.unwrap_or(Response::Error { message: "the daemon dropped the request".into() })
-            }
-        }
-        Err(e) => Response::Error { message: format!("bad request: {e}") },
+/// What a connection's handler needs from the server.
+struct Ctx {
+    tx: mpsc::Sender<ApiCall>,
+    snapshot: Snapshot,
+    top: TopTables,
+    work: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+fn busy() -> Response {
+    Response::Error { message: format!("the daemon is busy ({MAX_WORK} requests in progress); try again in a moment") }
+}
+
+async fn handle(mut sock: UnixStream, deadline: Duration, cx: Ctx) {
+    let Ok(req) = tokio::time::timeout(deadline, read_frame::<_, Request>(&mut sock)).await else {
+        let message = format!("no request within {} ms; closing", deadline.as_millis());
+        let _ = tokio::time::timeout(deadline, write_frame(&mut sock, &Response::Error { message })).await;
+        return;
     };
-    let _ = write_frame(&mut sock, &resp).await;
+    let answer = async {
+        match req {
+            Ok(Request::Status) => {
+                let obs = cx.snapshot.borrow().clone();
+                Response::Status(Box::new(status::render(&obs, monotonic_ns())))
+            }
+            Ok(Request::Top { limit }) => {
+                let Ok(_work) = cx.work.try_acquire() else { return busy() };
+                // The scan costs O(table size): on a blocking thread, off the
+                // daemon's loop, so it never delays the tick or the watchdog.
+                let obs = cx.snapshot.borrow().clone();
+                let heavy: Vec<_> = status::render(&obs, monotonic_ns()).top_sources;
+                let top = cx.top.clone();
+                match tokio::task::spawn_blocking(move || scan_top(&top, &heavy, limit)).await {
+                    Ok(Ok(answer)) => answer,
+                    Ok(Err(e)) => Response::Error { message: format!("reading the source tables: {e}") },
+                    Err(e) => Response::Error { message: format!("reading the source tables: {e}") },
+                }
+            }
+            Ok(req) => {
+                let Ok(_work) = cx.work.try_acquire() else { return busy() };
+                let (rtx, rrx) = oneshot::channel();
+                if cx.tx.send((req, rtx)).await.is_err() {
+                    Response::Error { message: "the daemon is shutting down".into() }
+                } else {
+                    rrx.await.unwrap_or(Response::Error { message: "the daemon dropped the request".into() })
+                }
+            }
+            Err(e) => Response::Error { message: format!("bad request: {e}") },
+        }
+    };
+    let _ = tokio::time::timeout(ANSWER_DEADLINE, async {
+        let resp = answer.await;
+        let _ = write_frame(&mut sock, &resp).await;
+        if matches!(&resp, Response::Top { sources, .. } if sources.len() > 1000) {
+            drop(resp);
+            give_back_memory();
+        }
+    })
+    .await;
+}
+
+/// Return freed heap to the kernel after a large answer: glibc keeps it
+/// otherwise, and the daemon's RSS would stay at its peak.
+fn give_back_memory() {
+    // SAFETY: malloc_trim only releases free memory of the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// The pinned source tables `top` reads (one per interface).
@@ -142,7 +205,7 @@ fn scan_top(
     tables: &[PathBuf],
     heavy: &[crate::proto::SourceView],
     limit: usize,
-) -> Result<Vec<crate::proto::SourceView>, aya::maps::MapError> {
+) -> Result<Response, aya::maps::MapError> {
     use aya::maps::{HashMap as BpfHashMap, Map, MapData, MapError};
     use tcpguard_common::{SrcKey, SrcStats};
     let mut by: std::collections::HashMap<std::net::IpAddr, crate::proto::SourceView> =
@@ -179,8 +242,11 @@ fn scan_top(
     }
     let mut v: Vec<_> = by.into_values().collect();
     v.sort_by(|a, b| b.syn_per_sec.total_cmp(&a.syn_per_sec).then(b.syns.cmp(&a.syns)));
-    v.truncate(limit);
-    Ok(v)
+    let keep = limit.min(TOP_MAX);
+    let left_out = v.len().saturating_sub(keep);
+    v.truncate(keep);
+    v.shrink_to_fit();
+    Ok(Response::Top { sources: v, left_out })
 }
 
 /// Remove the socket file if it is (still) a socket.
