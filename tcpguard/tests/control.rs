@@ -109,7 +109,7 @@ fn top_over_a_full_source_table_says_what_it_left_out_and_memory_returns() {
     std::thread::sleep(Duration::from_millis(200));
     let rss_after = rss_kib(&d);
     assert!(
-        rss_after < rss_before + 16 * 1024,
+        rss_after < rss_before + 8 * 1024,
         "RSS {rss_before} KiB before, {rss_after} KiB after three large `top` answers"
     );
     eprintln!("RSS {rss_before} KiB before, {rss_after} KiB after three `top --limit 60000` ({shown} + {more})");
