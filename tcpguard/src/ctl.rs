@@ -104,7 +104,13 @@ fn render_interfaces(v: &StatusView, s: &mut String) {
         let mut line = format!(
             "  {}: {}{}, responder: {} ({})",
             i.name,
-            if i.attached { "" } else { "DETACHED, " },
+            if !i.present {
+                "GONE (interface deleted or moved away; attached again when it returns), "
+            } else if i.attached {
+                ""
+            } else {
+                "DETACHED, "
+            },
             if i.mode == "attack" { "ATTACK MODE" } else { "tracking" },
             i.responder,
             i.responder_reason
@@ -136,7 +142,16 @@ pub fn render_status(v: &StatusView) -> String {
         .interfaces
         .iter()
         .map(|i| {
-            format!("{} ({})", i.name, if i.adopted { "adopted from a previous run" } else { i.xdp_mode.as_str() })
+            let how = if !i.present {
+                "GONE"
+            } else if !i.attached {
+                "DETACHED"
+            } else if i.adopted {
+                "adopted from a previous run"
+            } else {
+                i.xdp_mode.as_str()
+            };
+            format!("{} ({how})", i.name)
         })
         .collect();
     let _ = writeln!(

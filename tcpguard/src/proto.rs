@@ -98,6 +98,11 @@ pub struct StatusView {
     pub counters: std::collections::BTreeMap<String, u64>,
 }
 
+/// `true`, for fields an older daemon's answer lacks.
+fn yes() -> bool {
+    true
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[allow(clippy::struct_excessive_bools)] // a wire format: independent yes/no facts
 pub struct InterfaceView {
@@ -108,6 +113,10 @@ pub struct InterfaceView {
     /// The XDP link is attached to the interface (the kernel's view).
     #[serde(default)]
     pub attached: bool,
+    /// An interface of this name exists (false: deleted or moved to another
+    /// namespace; tcpguard attaches again when it returns).
+    #[serde(default = "yes")]
+    pub present: bool,
     /// This interface's datapath: "tracking" or "attack".
     #[serde(default)]
     pub mode: String,

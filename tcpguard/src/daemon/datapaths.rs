@@ -36,6 +36,9 @@ pub struct Iface {
     pub egress: bool,
     /// The XDP link was attached to the interface at the last check.
     pub attached: bool,
+    /// An interface of this name exists in the daemon's namespace (false
+    /// once it is deleted or moved away; attached again when it returns).
+    pub present: bool,
     /// The interface as the kernel last described it (index, MAC, MTU, kind).
     pub link: Link,
     /// Who answers this interface's SYNs in attack mode.
@@ -126,6 +129,14 @@ impl Datapaths {
         let mut ifaces = Vec::new();
         let mut readers = Vec::new();
         for name in &cfg.daemon.interfaces {
+            // Refused at start, with the reason: tcpguard protects interfaces
+            // that exist; one deleted later is attached again when it returns.
+            if let Err(e) = host::link_by_name(name) {
+                anyhow::bail!(
+                    "interface {name} (daemon.interfaces or --iface): {e}; tcpguard attaches to interfaces that \
+                     exist when it starts (one deleted later is attached again by itself when it returns)"
+                );
+            }
             let pin_dir = cfg.daemon.pin_root.join(name);
             let load = LoadOptions {
                 half_open_entries: cfg.datapath.half_open_entries,
@@ -192,6 +203,7 @@ impl Datapaths {
                 att,
                 egress,
                 attached: true,
+                present: true,
                 link,
                 responder,
                 answering: false,

@@ -1,14 +1,66 @@
 //! Each interface's datapath kept in step with the host: the interface's
 //! MTU, MAC and index (the MSS and addressing of XDP SYN-ACKs), the host's
 //! own addresses (the only ones answered for), whether XDP replies leave
-//! (the responder falls back to the kernel's cookies when they do not), and
-//! whether the XDP link is still attached.
+//! (the responder falls back to the kernel's cookies when they do not),
+//! whether the XDP link is still attached, and interfaces that go away and
+//! come back (deleted, re-created, moved to another namespace and back):
+//! reported gone at once, attached again by themselves when they return.
 
 use std::net::IpAddr;
 
 use tcpguard_common::Counter;
 
-use super::{datapaths::Datapaths, host, responder::Change};
+use super::{
+    datapaths::{Datapaths, HostFacts, Iface},
+    host::{self, Link},
+    responder::{Change, Responder},
+};
+use crate::{config::Config, loader::source_chain};
+
+/// Attach an interface's datapath to a new device of its name: the link
+/// and egress pins of the old one are stale. Its maps (lists, tables) are
+/// kept. Logged; a failure is logged and tried again next tick.
+fn reattach(cfg: &Config, host: &HostFacts, i: &mut Iface, link: Link) {
+    let egress_pin = i.att.link_pin.with_file_name(crate::loader::EGRESS_LINK);
+    for pin in [&i.att.link_pin, &egress_pin] {
+        if let Err(e) = std::fs::remove_file(pin) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                log::warn!("{}: removing the stale pin {}: {e}", i.name, pin.display());
+            }
+        }
+    }
+    match i.dp.attach_pinned(&i.name, cfg.daemon.xdp_mode, &i.att.link_pin) {
+        Ok(att) => i.att = att,
+        Err(e) => {
+            if i.present {
+                log::error!("{}: attaching to the new interface failed: {e}: {}", i.name, source_chain(&e));
+            }
+            i.present = true;
+            i.attached = false;
+            return;
+        }
+    }
+    i.egress = i.dp.attach_egress_pinned(&i.name, &egress_pin).is_ok();
+    i.responder = Responder::new(host::judge_delivery(&link), crate::maps::monotonic_ns() as f64 / 1e9);
+    log::warn!(
+        "{}: the interface is back (ifindex {} -> {}): XDP attached again in {} mode, egress {}; protection resumes \
+         (responder {}: {})",
+        i.name,
+        i.link.ifindex,
+        link.ifindex,
+        i.att.how.as_str(),
+        if i.egress { "attached" } else { "not attached" },
+        i.responder.name(),
+        i.responder.reason
+    );
+    i.link = link;
+    i.present = true;
+    i.attached = true;
+    i.answering = false; // the responder starts held, as at start
+    if let Err(e) = Datapaths::write_settings(Some(cfg), host, i) {
+        log::error!("{}: writing the interface's settings: {e}", i.name);
+    }
+}
 
 fn mac_str(m: [u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
@@ -22,15 +74,35 @@ impl Datapaths {
         let cfg = self.cfg.as_ref();
         for i in &mut self.ifaces {
             i.driver_tx_errors = host::driver_xdp_tx_errors(&i.name).ok().flatten();
-            let Ok(now) = host::link_by_name(&i.name) else { continue };
-            if now.mtu != i.link.mtu || now.mac != i.link.mac || now.ifindex != i.link.ifindex {
+            let now = match host::link_by_name(&i.name) {
+                Ok(now) => now,
+                Err(e) => {
+                    if i.present {
+                        log::error!(
+                            "{}: the interface is gone ({e}): unprotected until it returns; tcpguard attaches \
+                             again by itself when an interface of this name appears",
+                            i.name
+                        );
+                    }
+                    i.present = false;
+                    i.attached = false;
+                    continue;
+                }
+            };
+            if !i.present || now.ifindex != i.link.ifindex {
+                // Back, or deleted and re-created between two ticks: a new
+                // device, attached anew (stale pins replaced).
+                if let Some(cfg) = cfg {
+                    reattach(cfg, &self.host, i, now);
+                }
+                continue;
+            }
+            if now.mtu != i.link.mtu || now.mac != i.link.mac {
                 log::info!(
-                    "{}: interface changed (mtu {} -> {}, ifindex {} -> {}, mac {} -> {}); XDP SYN-ACKs follow",
+                    "{}: interface changed (mtu {} -> {}, mac {} -> {}); XDP SYN-ACKs follow",
                     i.name,
                     i.link.mtu,
                     now.mtu,
-                    i.link.ifindex,
-                    now.ifindex,
                     mac_str(i.link.mac),
                     mac_str(now.mac)
                 );
@@ -124,8 +196,8 @@ impl Datapaths {
                     log::info!("{}: XDP attached again", i.name);
                 } else {
                     log::error!(
-                        "{}: XDP is no longer attached (interface deleted or re-created, or the link detached): \
-                             this interface is unprotected until tcpguard restarts",
+                        "{}: XDP is no longer attached: the interface was deleted or re-created (attached again \
+                         when one of its name is there), or the link was detached by hand (restart tcpguard)",
                         i.name
                     );
                 }

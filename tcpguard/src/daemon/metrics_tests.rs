@@ -11,6 +11,7 @@ fn iface(name: &str, attached: bool, attack: bool, xdp: bool, cookies: u64, fail
         name: name.into(),
         how: crate::model::Attach::Native,
         attached,
+        present: attached,
         attack_mode: attack,
         attack_entries: 0,
         responder: String::new(),

@@ -24,6 +24,8 @@ pub struct IfaceObs {
     pub how: Attach,
     /// Its XDP link is attached to it (the kernel's view).
     pub attached: bool,
+    /// An interface of its name exists (false: deleted or moved away).
+    pub present: bool,
     pub attack_mode: bool,
     /// Times its datapath entered attack mode by itself.
     pub attack_entries: u64,
@@ -50,6 +52,7 @@ impl IfaceObs {
             name: i.name.clone(),
             how: i.att.how,
             attached: i.attached,
+            present: i.present,
             attack_mode: i.attack.active != 0,
             attack_entries: i.attack.entries,
             responder: i.responder.name().to_string(),

@@ -103,6 +103,7 @@ fn interface_view(o: &Observation, i: &IfaceObs) -> InterfaceView {
         xdp_mode: i.how.as_str().into(),
         adopted: i.how == Attach::Adopted,
         attached: i.attached,
+        present: i.present,
         mode: if i.attack_mode { "attack" } else { "tracking" }.into(),
         responder,
         responder_reason: reason,

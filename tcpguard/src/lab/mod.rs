@@ -85,36 +85,7 @@ impl Lab {
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let srv_if = format!("tgs{}x{n}", std::process::id());
         let cli_if = format!("tgc{}x{n}", std::process::id());
-        // Create the pair directly inside the namespaces: it never exists in
-        // the host namespace.
-        ip(&[
-            "link",
-            "add",
-            &srv_if,
-            "netns",
-            &server.name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &cli_if,
-            "netns",
-            &client.name,
-        ])?;
-        for (ns, dev, v4, v6) in [
-            (&server, &srv_if, "198.18.0.1/16", "fd00:7467::1/64"),
-            (&client, &cli_if, "198.18.0.2/16", "fd00:7467::2/64"),
-        ] {
-            ns.ip(&["addr", "add", v4, "dev", dev])?;
-            ns.ip(&["-6", "addr", "add", v6, "dev", dev, "nodad"])?;
-            ns.ip(&["link", "set", dev, "up"])?;
-        }
-        server.ip(&["route", "add", "default", "via", "198.18.0.2"])?;
-        server.ip(&["-6", "route", "add", "default", "via", CLIENT_IP6])?;
-        // The client answers ARP/ND for nothing spoofed; static neighbours
-        // keep the lab independent of timing.
-        let srv_mac = mac(&server, &srv_if)?;
-        let cli_mac = mac(&client, &cli_if)?;
+        let (srv_mac, cli_mac) = make_pair(&server, &client, &srv_if, &cli_if)?;
         let peer = Baselines::load()
             .map_err(|source| LabError::PeerXdp { iface: cli_if.clone(), source: Box::new(source) })?;
         let peer_xdp = std::sync::Mutex::new(PeerXdp { progs: peer, links: std::collections::HashMap::new() });
@@ -123,7 +94,39 @@ impl Lab {
     }
 }
 
+/// The server-client veth pair, made directly inside the namespaces (it
+/// never exists in the host namespace), addressed and routed; the MACs.
+fn make_pair(server: &Netns, client: &Netns, srv_if: &str, cli_if: &str) -> Result<([u8; 6], [u8; 6]), LabError> {
+    ip(&["link", "add", srv_if, "netns", &server.name, "type", "veth", "peer", "name", cli_if, "netns", &client.name])?;
+    for (ns, dev, v4, v6) in
+        [(server, srv_if, "198.18.0.1/16", "fd00:7467::1/64"), (client, cli_if, "198.18.0.2/16", "fd00:7467::2/64")]
+    {
+        ns.ip(&["addr", "add", v4, "dev", dev])?;
+        ns.ip(&["-6", "addr", "add", v6, "dev", dev, "nodad"])?;
+        ns.ip(&["link", "set", dev, "up"])?;
+    }
+    server.ip(&["route", "add", "default", "via", "198.18.0.2"])?;
+    server.ip(&["-6", "route", "add", "default", "via", CLIENT_IP6])?;
+    Ok((mac(server, srv_if)?, mac(client, cli_if)?))
+}
+
 impl Lab {
+    /// Delete the server-client veth pair (a container stopped, a namespace
+    /// torn down): the server's interface is gone.
+    pub fn delete_link(&self) -> Result<(), LabError> {
+        self.server.ip(&["link", "del", &self.srv_if])?;
+        let mut p = self.peer_xdp.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        p.links.remove(&self.cli_if);
+        Ok(())
+    }
+
+    /// Make the pair again under the same names and addresses (new
+    /// interfaces: new indexes and MACs), the peer program on the client's end.
+    pub fn recreate_link(&mut self) -> Result<(), LabError> {
+        (self.srv_mac, self.cli_mac) = make_pair(&self.server, &self.client, &self.srv_if, &self.cli_if)?;
+        attach_peer(&self.peer_xdp, &self.client, &self.cli_if)
+    }
+
     /// Put the pass-everything program on the client's end of the server's
     /// veth, or take it off: without it (a container's veth), XDP_TX frames
     /// from the server never reach the client.
