@@ -85,6 +85,31 @@ fn an_interface_deleted_and_recreated_under_a_flood_is_reported_gone_and_attache
 }
 
 #[test]
+fn an_interface_moved_to_another_namespace_and_back_is_followed() {
+    require_root();
+    let _g = serial();
+    let lab = Lab::new().unwrap();
+    let f = Files::new("ifmove");
+    f.write_config("auto", "");
+    let srv_if = lab.srv_if.clone();
+    let d = Daemon::start(&lab, &f);
+    let away = tcpguard::lab::Netns::new("m").unwrap();
+    lab.server.ip(&["link", "set", &srv_if, "netns", &away.name]).unwrap();
+    wait_status(&f, Duration::from_millis(3 * TICK_MS), "gone from the daemon's namespace", |v| {
+        iface(v, &srv_if)["present"] == false
+    });
+    away.ip(&["link", "set", &srv_if, "netns", &lab.server.name]).unwrap();
+    lab.server.ip(&["link", "set", &srv_if, "up"]).unwrap();
+    wait_status(&f, Duration::from_secs(2), "attached again on its return", |v| {
+        let i = iface(v, &srv_if);
+        i["present"] == true && i["attached"] == true
+    });
+    assert!(xdp_attached(&lab), "XDP on the returned interface");
+    let log = d.stop();
+    assert!(log.contains("the interface is gone") && log.contains("the interface is back"), "{log}");
+}
+
+#[test]
 fn an_interface_that_does_not_exist_at_start_is_refused_with_the_reason() {
     require_root();
     let _g = serial();

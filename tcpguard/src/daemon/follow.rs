@@ -90,9 +90,17 @@ impl Datapaths {
                 }
             };
             if !i.present || now.ifindex != i.link.ifindex {
-                // Back, or deleted and re-created between two ticks: a new
-                // device, attached anew (stale pins replaced).
-                if let Some(cfg) = cfg {
+                if crate::sys::link_attached_to(&i.att.link_pin, &i.name).unwrap_or(false) {
+                    // Moved to another namespace and back: the device, and
+                    // its XDP link, stayed the same.
+                    log::warn!("{}: the interface is back, its XDP link still attached; protection resumes", i.name);
+                    (i.present, i.attached, i.link) = (true, true, now);
+                    if let Err(e) = Datapaths::write_settings(cfg, &self.host, i) {
+                        log::error!("{}: writing the interface's settings: {e}", i.name);
+                    }
+                } else if let Some(cfg) = cfg {
+                    // A new device of the name (deleted and re-created, maybe
+                    // between two ticks): attached anew, stale pins replaced.
                     reattach(cfg, &self.host, i, now);
                 }
                 continue;
