@@ -463,6 +463,7 @@ fn package_under_real_systemd() {
         duration: Duration::from_secs(30),
         options: true,
         seed: 7,
+        kind: tcpguard::lab::flood::FloodKind::Syn,
     };
     let flooding = {
         let (stop, spec) = (stop.clone(), spec.clone());

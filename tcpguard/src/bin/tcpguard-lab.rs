@@ -23,7 +23,7 @@ fn dispatch(cmd: LabCommand) -> Result<()> {
             tcpguard::daemon_check::require_capabilities()?;
             tcpguard::lab::demo::run(scale)
         }
-        LabCommand::Flood { iface, dst, dst_mac, dport, sources, rate, count, duration, no_options } => {
+        LabCommand::Flood { iface, dst, dst_mac, dport, sources, rate, count, duration, no_options, ack } => {
             use tcpguard::lab::flood;
             if flood::in_host_netns() {
                 anyhow::bail!(
@@ -42,17 +42,23 @@ fn dispatch(cmd: LabCommand) -> Result<()> {
                 count,
                 duration: Duration::from_secs_f64(duration),
                 options: !no_options,
+                kind: if ack { flood::FloodKind::Ack } else { flood::FloodKind::Syn },
                 seed: std::process::id().into(),
             };
             let stop = std::sync::atomic::AtomicBool::new(false);
             let rep = flood::run(&spec, &stop)?;
             println!(
-                "sent {} SYNs in {:.2} s ({:.0}/s), {} send errors",
+                "sent {} packets in {:.2} s ({:.0}/s), {} send errors",
                 rep.sent,
                 rep.elapsed.as_secs_f64(),
                 rep.pps(),
                 rep.errors
             );
+            Ok(())
+        }
+        LabCommand::Bench { what: BenchWhat::Ack { secs } } => {
+            tcpguard::daemon_check::require_capabilities()?;
+            print!("{}", tcpguard::lab::bench_flood::ack_side_by_side(secs)?);
             Ok(())
         }
         LabCommand::Bench { what: BenchWhat::Flood { quick } } => {

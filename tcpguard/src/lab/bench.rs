@@ -161,6 +161,49 @@ fn attack_rows(singles: u32, repeat: u32, rounds: usize, tracking_new_ns: f64) -
         target: Some(2.0),
         ..Row::default()
     });
+    rows.extend(ack_rows(&mut dp, &pass, singles)?);
+    Ok(rows)
+}
+
+/// ACK-flood rows (the datapath in attack mode, a listener on :80): what
+/// an unmatched ACK costs in attack mode (dropped) and in tracking mode
+/// (passed to the kernel).
+fn ack_rows(dp: &mut Datapath, pass: &Baselines, singles: u32) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    // An ACK flood: spoofed bare ACKs of no connection to the listener. In
+    // attack mode each is looked up, fails the cookie check, and is dropped;
+    // in tracking mode it passes to the kernel, which looks it up again and
+    // answers with a RST.
+    let acks: Vec<Vec<u8>> = (0..singles)
+        .map(|i| {
+            Craft::v4(src(6_000_000 + i), DST, 1024 + (i % 60000) as u16, 80)
+                .flags(TCP_ACK)
+                .seq(i.wrapping_mul(2_654_435_761))
+                .ack(i ^ 0x5bd1_e995)
+                .build()
+        })
+        .collect();
+    let dropped_before = Maps::new(&mut dp.ebpf).counters()?.get(tcpguard_common::Counter::DropAckInvalid);
+    let ns_ack = single_ns(dp.program(), &acks)?;
+    let dropped = Maps::new(&mut dp.ebpf).counters()?.get(tcpguard_common::Counter::DropAckInvalid) - dropped_before;
+    anyhow::ensure!(dropped >= u64::from(singles) * 9 / 10, "attack mode dropped only {dropped} of {singles} ACKs");
+    let base_ack = single_ns(pass.xdp(), &acks)?;
+    rows.push(Row {
+        name: "attack mode: spoofed ACK to a listener (lookup + cookie check, drop)",
+        regime: "single-shot",
+        ns: ns_ack,
+        base_ns: base_ack,
+        ..Row::default()
+    });
+    Maps::new(&mut dp.ebpf).set_attack(&tcpguard_common::AttackState::default())?;
+    let ns_ack_calm = single_ns(dp.program(), &acks)?;
+    rows.push(Row {
+        name: "tracking mode: spoofed ACK to a listener (passed; the kernel answers RST)",
+        regime: "single-shot",
+        ns: ns_ack_calm,
+        base_ns: base_ack,
+        ..Row::default()
+    });
     Ok(rows)
 }
 

@@ -23,7 +23,7 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use crate::{
-    lab::flood::{self, FloodSpec, Sources},
+    lab::flood::{self, FloodKind, FloodSpec, Sources},
     lab::{probe_stats, Attacker, DaemonProcess, Lab, Netns, ProbeStats, Prober, Server, SERVER_IP},
 };
 
@@ -198,6 +198,11 @@ fn xdp_stats() -> (u64, u64) {
 /// One point: a fresh lab, the setup, a flood at `pps` (0 = full rate) for
 /// `secs`, a legit client probing throughout.
 fn point(setup: Setup, pps: u64, secs: f64) -> Result<Point> {
+    point_of(setup, pps, secs, FloodKind::Syn)
+}
+
+/// One setup under one flood of `kind` (SYNs or bare ACKs).
+fn point_of(setup: Setup, pps: u64, secs: f64, kind: FloodKind) -> Result<Point> {
     let (lab, att) = lab()?;
     let (cookies, backlog) = match setup {
         Setup::NoProtection => ("0", 16),
@@ -214,7 +219,7 @@ fn point(setup: Setup, pps: u64, secs: f64) -> Result<Point> {
         _ => None,
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let fspec = spec(&att, spoofed(), pps, secs, 0xbe4c + pps);
+    let fspec = FloodSpec { kind, ..spec(&att, spoofed(), pps, secs, 0xbe4c + pps) };
     let st = stop.clone();
     let rx0 = rx_packets(&lab.server, &att.srv_if)?;
     let (soft0, tot0) = cpu_times();
@@ -400,6 +405,36 @@ fn scrape_tick(ns: &Netns) -> Result<f64> {
     })??;
     let get = |n: &str| text.lines().find_map(|l| l.strip_prefix(n)?.trim().parse::<f64>().ok()).unwrap_or(0.0);
     Ok(get("tcpguard_tick_duration_seconds_sum ") / get("tcpguard_tick_duration_seconds_count ").max(1.0))
+}
+
+/// A spoofed ACK flood at the generator's full rate, the kernel alone (b)
+/// against tcpguard's default (e), side by side: the starting point of
+/// issue 21 (ACK floods). A markdown table.
+pub fn ack_side_by_side(secs: f64) -> Result<String> {
+    use std::fmt::Write as _;
+    crate::lab::sweep_stale();
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF run-time stats")?;
+    let mut out = String::from(
+        "| flood | setup | sent pkt/s | rx pkt/s | legit success | p50 ms | p99 ms | softirq | softirq ns / rx pkt \
+         | XDP ns |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for s in [Setup::KernelCookies, Setup::TcpguardAttackMode] {
+        let p = point_of(s, 0, secs, FloodKind::Ack)?;
+        let _ = writeln!(
+            out,
+            "| ACK, full rate | {} | {:.0} | {:.0} | {:.1}% | {:.2} | {:.2} | {:.1}% | {:.0} | {} |",
+            s.label(),
+            p.sent_pps,
+            p.received_pps,
+            p.legit.success * 100.0,
+            p.legit.p50_ms,
+            p.legit.p99_ms,
+            p.softirq_pct,
+            p.softirq_ns_per_rx,
+            p.xdp_ns_per_packet.map_or("—".to_string(), |n| format!("{n:.0}"))
+        );
+    }
+    Ok(out)
 }
 
 pub fn run(quick: bool) -> Result<FloodBench> {

@@ -53,6 +53,9 @@ pub enum LabCommand {
         /// SYNs without TCP options.
         #[arg(long)]
         no_options: bool,
+        /// An ACK flood: bare ACKs of no connection instead of SYNs.
+        #[arg(long)]
+        ack: bool,
     },
     /// Benchmarks (run through `cargo xtask bench`).
     Bench {
@@ -72,5 +75,11 @@ pub enum BenchWhat {
     Flood {
         #[arg(long)]
         quick: bool,
+    },
+    /// A spoofed ACK flood at full rate: the kernel alone against tcpguard (a markdown table).
+    Ack {
+        /// Seconds per setup.
+        #[arg(long, default_value_t = 6.0)]
+        secs: f64,
     },
 }

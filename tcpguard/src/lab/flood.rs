@@ -12,7 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tcpguard_common::{craft::Craft, parse::TCP_SYN};
+use tcpguard_common::{
+    craft::Craft,
+    parse::{TCP_ACK, TCP_SYN},
+};
 
 use crate::net::Prefix;
 
@@ -43,6 +46,19 @@ pub struct FloodSpec {
     /// Linux-like SYN options (MSS, SACK, timestamps, wscale) or none.
     pub options: bool,
     pub seed: u64,
+    /// What each packet is: a SYN, or a bare ACK (an ACK flood).
+    pub kind: FloodKind,
+}
+
+/// The packets of a flood.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FloodKind {
+    /// Client SYNs (`options` decides their TCP options).
+    #[default]
+    Syn,
+    /// ACKs of no connection (random seq and ack, no options): what the
+    /// kernel looks up, fails to match, and answers with a RST.
+    Ack,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -150,7 +166,7 @@ impl Drop for PacketSocket {
     }
 }
 
-/// Build one SYN frame from `src`.
+/// Build one frame of the flood (a SYN, or an ACK) from `src`.
 pub fn syn_frame(spec: &FloodSpec, src: IpAddr, sport: u16, seq: u32) -> Vec<u8> {
     let c = match (src, spec.dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => Craft::v4(s.octets(), d.octets(), sport, spec.dport),
@@ -160,8 +176,15 @@ pub fn syn_frame(spec: &FloodSpec, src: IpAddr, sport: u16, seq: u32) -> Vec<u8>
             Craft::v4(s.to_ipv4_mapped().map_or([0; 4], |a| a.octets()), d.octets(), sport, spec.dport)
         }
     };
-    let c = c.flags(TCP_SYN).seq(seq).macs(spec.src_mac, spec.dst_mac);
-    if spec.options { c.syn_options() } else { c }.build()
+    match spec.kind {
+        FloodKind::Syn => {
+            let c = c.flags(TCP_SYN).seq(seq).macs(spec.src_mac, spec.dst_mac);
+            if spec.options { c.syn_options() } else { c }.build()
+        }
+        FloodKind::Ack => {
+            c.flags(TCP_ACK).seq(seq).ack(seq.rotate_left(13) ^ 0x5bd1_e995).macs(spec.src_mac, spec.dst_mac).build()
+        }
+    }
 }
 
 /// Send the flood from the calling thread (which must be in the namespace
@@ -315,9 +338,15 @@ mod tests {
             duration: Duration::from_secs(1),
             options: false,
             seed: 1,
+            kind: FloodKind::Syn,
         };
         let f = syn_frame(&spec, "fd00:7467::99".parse().unwrap(), 1234, 77);
         let p = tcpguard_common::parse::parse(&f[..]).unwrap();
         assert!(p.is_v6 && p.dport == 443 && p.seq == 77 && p.has(TCP_SYN));
+        // An ACK flood's packet: a bare ACK, no SYN, no options.
+        let ack = FloodSpec { kind: FloodKind::Ack, ..spec };
+        let f = syn_frame(&ack, "fd00:7467::99".parse().unwrap(), 1234, 77);
+        let p = tcpguard_common::parse::parse(&f[..]).unwrap();
+        assert!(p.has(TCP_ACK) && !p.has(TCP_SYN) && p.seq == 77 && p.ack != 0 && p.doff == 5, "{p:?}");
     }
 }

@@ -210,6 +210,7 @@ fn flood_from(
         duration: std::time::Duration::from_secs(10),
         options: true,
         seed: 0x7467,
+        kind: flood::FloodKind::Syn,
     }
 }
 
