@@ -48,8 +48,9 @@ fn dispatch(cmd: LabCommand) -> Result<()> {
             let stop = std::sync::atomic::AtomicBool::new(false);
             let rep = flood::run(&spec, &stop)?;
             println!(
-                "sent {} packets in {:.2} s ({:.0}/s), {} send errors",
+                "sent {} {} in {:.2} s ({:.0}/s), {} send errors",
                 rep.sent,
+                if ack { "ACKs" } else { "SYNs" },
                 rep.elapsed.as_secs_f64(),
                 rep.pps(),
                 rep.errors
