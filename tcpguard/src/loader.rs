@@ -189,14 +189,11 @@ impl Datapath {
         // The product's programs only (the object's pass-everything
         // baselines are the lab's: `lab::baselines`).
         let name = PROGRAM;
-        xdp_mut(&mut ebpf, name)?.load().map_err(|source| LoaderError::Verify { name, source })?;
+        program_mut::<Xdp>(&mut ebpf, name)?.load().map_err(|source| LoaderError::Verify { name, source })?;
         let name = EGRESS_PROGRAM;
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(name)
-            .ok_or(LoaderError::MissingProgram { name })?
-            .try_into()
+        program_mut::<SchedClassifier>(&mut ebpf, name)?
+            .load()
             .map_err(|source| LoaderError::Verify { name, source })?;
-        prog.load().map_err(|source| LoaderError::Verify { name, source })?;
         Ok(Datapath { ebpf, link: None, egress_link: None })
     }
 
@@ -215,12 +212,7 @@ impl Datapath {
     }
 
     fn egress_mut(&mut self) -> Result<&mut SchedClassifier, LoaderError> {
-        let name = EGRESS_PROGRAM;
-        self.ebpf
-            .program_mut(name)
-            .ok_or(LoaderError::MissingProgram { name })?
-            .try_into()
-            .map_err(|source| LoaderError::Verify { name, source })
+        program_mut(&mut self.ebpf, EGRESS_PROGRAM)
     }
 
     /// Attach the egress program to `iface` for as long as this `Datapath`
@@ -299,12 +291,7 @@ impl Datapath {
                 }
             }
         }
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(PROGRAM)
-            .ok_or(LoaderError::MissingProgram { name: PROGRAM })?
-            .try_into()
-            .map_err(|source| LoaderError::Verify { name: PROGRAM, source })?;
+        let prog: &mut Xdp = program_mut(&mut self.ebpf, PROGRAM)?;
         let used = attach_mode(prog, iface, mode)?;
         let pin_err = |source: Box<dyn std::error::Error + Send + Sync>| LoaderError::PinLink {
             path: link_pin.to_path_buf(),
@@ -354,12 +341,7 @@ impl Datapath {
     /// daemon attaches its own); no tracefs and no perf events needed.
     pub fn attach_tx_watch(&mut self) -> Result<(), LoaderError> {
         for (name, tp) in [(TX_BULK_PROGRAM, "xdp_bulk_tx"), (TX_EXCEPTION_PROGRAM, "xdp_exception")] {
-            let prog: &mut RawTracePoint = self
-                .ebpf
-                .program_mut(name)
-                .ok_or(LoaderError::MissingProgram { name })?
-                .try_into()
-                .map_err(|source| LoaderError::Verify { name, source })?;
+            let prog: &mut RawTracePoint = program_mut(&mut self.ebpf, name)?;
             prog.load().map_err(|source| LoaderError::Verify { name, source })?;
             prog.attach(tp).map_err(|source| LoaderError::AttachTracepoint { tracepoint: tp, source })?;
         }
@@ -373,11 +355,15 @@ fn attach_program(
     iface: &str,
     mode: AttachMode,
 ) -> Result<&'static str, LoaderError> {
-    attach_mode(xdp_mut(ebpf, name)?, iface, mode).map(|(label, _)| label)
+    attach_mode(program_mut::<Xdp>(ebpf, name)?, iface, mode).map(|(label, _)| label)
 }
 
-/// The XDP program `name` of the object.
-fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, LoaderError> {
+/// The program `name` of the object, as its type (`Xdp`, `SchedClassifier`,
+/// `RawTracePoint`): missing, or of another type, is an error naming it.
+pub fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoaderError>
+where
+    &'a mut aya::programs::Program: TryInto<&'a mut T, Error = aya::programs::ProgramError>,
+{
     ebpf.program_mut(name)
         .ok_or(LoaderError::MissingProgram { name })?
         .try_into()

@@ -9,7 +9,7 @@ use aya::{
 };
 use tcpguard_common::map_names;
 
-use crate::loader::{attach_mode, AttachMode, LoaderError, OBJECT};
+use crate::loader::{attach_mode, program_mut, AttachMode, LoaderError, OBJECT};
 
 /// The XDP baseline's name in the object.
 pub const XDP_PASS: &str = "xdp_pass";
@@ -28,19 +28,11 @@ impl Baselines {
         loader.map_max_entries(map_names::HALF_OPEN, 1024).map_max_entries(map_names::SRC_STATS, 1024);
         let mut ebpf = loader.load(OBJECT).map_err(LoaderError::Load)?;
         let name = XDP_PASS;
-        let xdp: &mut Xdp = ebpf
-            .program_mut(name)
-            .ok_or(LoaderError::MissingProgram { name })?
-            .try_into()
-            .map_err(|source| LoaderError::Verify { name, source })?;
-        xdp.load().map_err(|source| LoaderError::Verify { name, source })?;
+        program_mut::<Xdp>(&mut ebpf, name)?.load().map_err(|source| LoaderError::Verify { name, source })?;
         let name = TC_PASS;
-        let tc: &mut SchedClassifier = ebpf
-            .program_mut(name)
-            .ok_or(LoaderError::MissingProgram { name })?
-            .try_into()
+        program_mut::<SchedClassifier>(&mut ebpf, name)?
+            .load()
             .map_err(|source| LoaderError::Verify { name, source })?;
-        tc.load().map_err(|source| LoaderError::Verify { name, source })?;
         Ok(Baselines { ebpf })
     }
 
@@ -55,12 +47,7 @@ impl Baselines {
     }
 
     fn xdp_mut(&mut self) -> Result<&mut Xdp, LoaderError> {
-        let name = XDP_PASS;
-        self.ebpf
-            .program_mut(name)
-            .ok_or(LoaderError::MissingProgram { name })?
-            .try_into()
-            .map_err(|source| LoaderError::Verify { name, source })
+        program_mut(&mut self.ebpf, XDP_PASS)
     }
 
     /// Attach the XDP baseline to `iface` (driver mode, else generic),
