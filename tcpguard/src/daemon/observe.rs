@@ -161,11 +161,6 @@ pub struct Observation {
 }
 
 impl Observation {
-    /// A counter's advance over the last tick.
-    pub fn delta(&self, c: Counter) -> u64 {
-        self.counters.get(c).wrapping_sub(self.prev.get(c))
-    }
-
     /// A counter's rate over the last tick.
     pub fn rate(&self, c: Counter) -> f64 {
         self.counters.get(c).saturating_sub(self.prev.get(c)) as f64 / self.dt.max(1e-3)
