@@ -163,6 +163,14 @@ counters! {
     DropAckInvalid => "drop_ack_invalid": Drop,
     /// Monitor mode: an invalid ACK that would have been dropped.
     MonitorAckInvalid => "monitor_ack_invalid": Monitor,
+    /// ACKs to a protected port that matched no socket, as the server's
+    /// answer shows (TC egress: a RST without ACK from a protected port, the
+    /// kernel's reply to such an ACK). In ACK-checking mode they are dropped
+    /// in XDP instead (`drop_ack_invalid`) and no longer answered.
+    AckUnmatched => "ack_unmatched": Event,
+    /// Times this CPU put the datapath in ACK-checking mode (its rate of
+    /// unmatched ACKs crossed the threshold).
+    AckModeEntered => "ack_mode_entered": Event,
     /// Attack mode, a SYN or ACK not addressed to this host (another
     /// destination MAC, or an address that is not local: forwarded traffic):
     /// neither answered nor dropped, the kernel gets it.

@@ -29,10 +29,15 @@ pub mod map_names {
     pub const LOCAL_ADDRS: &str = "LOCAL_ADDRS";
     /// Per-CPU mark of the XDP_TX replies the transmit watch has accounted.
     pub const TX_MARK: &str = "TX_MARK";
+    /// ACK-checking mode (one entry, an `AttackState`), written by the
+    /// datapath (egress) and the daemon.
+    pub const ACK_ATTACK: &str = "ACK_ATTACK";
+    /// Per-CPU windows of unmatched ACKs that trip ACK-checking mode.
+    pub const ACK_WIN: &str = "ACK_WIN";
     /// Ring buffer of heavy-source events (not pinned: per daemon run).
     pub const EVENTS: &str = "EVENTS";
     /// Every map the program owns, in pinning order.
-    pub const ALL: [&str; 18] = [
+    pub const ALL: [&str; 20] = [
         SETTINGS,
         COUNTERS,
         HALF_OPEN,
@@ -51,6 +56,8 @@ pub mod map_names {
         HLL,
         LOCAL_ADDRS,
         TX_MARK,
+        ACK_ATTACK,
+        ACK_WIN,
     ];
 }
 
@@ -96,6 +103,9 @@ pub const LOCAL_ADDR_ENTRIES: u32 = 4096;
 pub const ATTACK_REASON_SYN_RATE: u32 = 1;
 /// `AttackState::reason`: the daemon put the datapath in attack mode.
 pub const ATTACK_REASON_DAEMON: u32 = 2;
+/// `AttackState::reason` (of `ACK_ATTACK`): the datapath's own rate of
+/// unmatched ACKs crossed `Settings::attack_ack_rate`.
+pub const ATTACK_REASON_ACK_RATE: u32 = 3;
 
 /// Length of the per-CPU window in which the SYN rate is compared with
 /// `Settings::attack_syn_rate` (attack mode is entered within one window).
@@ -153,6 +163,11 @@ pub struct Settings {
     /// Offset of `ifindex` in the kernel's `struct net_device` (from its
     /// BTF), for the transmit watch; 0 = unknown (exceptions not counted).
     pub dev_ifindex_off: u32,
+    /// Unmatched ACKs per second on one CPU (ACKs to a protected port that
+    /// match no socket: the kernel answers each with a RST, which the egress
+    /// program sees) that put the datapath in ACK-checking mode by itself
+    /// (over [`ATTACK_WINDOW_NS`] windows). 0 = only the daemon enters it.
+    pub attack_ack_rate: u64,
 }
 
 impl Settings {
@@ -171,16 +186,14 @@ impl Settings {
     /// 0 = never by the datapath itself.
     #[inline(always)]
     pub fn attack_window_syns(&self) -> u64 {
-        if self.attack_syn_rate == 0 {
-            0
-        } else {
-            let n = self.attack_syn_rate / (1_000_000_000 / ATTACK_WINDOW_NS);
-            if n == 0 {
-                1
-            } else {
-                n
-            }
-        }
+        per_window(self.attack_syn_rate)
+    }
+
+    /// Unmatched ACKs within one [`ATTACK_WINDOW_NS`] window that enter
+    /// ACK-checking mode; 0 = never by the datapath itself.
+    #[inline(always)]
+    pub fn attack_window_acks(&self) -> u64 {
+        per_window(self.attack_ack_rate)
     }
 
     #[inline(always)]
@@ -200,6 +213,22 @@ impl Settings {
             MAX_HALF_OPEN_TIMEOUT_NS
         } else {
             self.half_open_timeout_ns
+        }
+    }
+}
+
+/// A per-second rate as a count per [`ATTACK_WINDOW_NS`] window, at least 1;
+/// 0 stays 0 (off).
+#[inline(always)]
+const fn per_window(rate: u64) -> u64 {
+    if rate == 0 {
+        0
+    } else {
+        let n = rate / (1_000_000_000 / ATTACK_WINDOW_NS);
+        if n == 0 {
+            1
+        } else {
+            n
         }
     }
 }
@@ -460,7 +489,7 @@ mod tests {
 
     #[test]
     fn sizes_have_no_hidden_padding() {
-        assert_eq!(size_of::<Settings>(), 88);
+        assert_eq!(size_of::<Settings>(), 96);
         assert_eq!(size_of::<AttackState>(), 48);
         assert_eq!(size_of::<RateWindow>(), 32);
         assert_ne!(size_of::<ModeEvent>(), size_of::<HeavyEvent>(), "told apart by size");

@@ -1,17 +1,20 @@
 //! The server's side of the handshake on the interface's egress (TC): its
 //! SYN-ACK makes a tracked SYN half-open, its RST marks it refused or
-//! closed. Never changes or drops a packet.
+//! closed; its RST without ACK answers an ACK that matched no socket, which
+//! is what an ACK flood is made of: counted, and at `attack_ack_rate` on one
+//! CPU the datapath enters ACK-checking mode. Never changes or drops a
+//! packet.
 
 use aya_ebpf::programs::TcContext;
 use tcpguard_common::{
     handshake::{self, SynAckAction},
     parse::{self, TcpPacket, TCP_ACK, TCP_RST, TCP_SYN},
-    Counter, Counters, FlowKey, Settings, SrcKey, FLAG_EGRESS, FLAG_PORT_FILTER,
+    Counter, Counters, FlowKey, Settings, SrcKey, ATTACK_REASON_ACK_RATE, FLAG_EGRESS, FLAG_PORT_FILTER,
 };
 
 use crate::{
     context::{bump, now_ns, Frame},
-    maps::{COUNTERS, HALF_OPEN, PORTS, SETTINGS, SRC_STATS},
+    maps::{ACK_ATTACK, ACK_WIN, COUNTERS, HALF_OPEN, PORTS, SETTINGS, SRC_STATS},
     tracking::{close_half_open, count_half_open},
 };
 
@@ -48,9 +51,39 @@ pub(crate) fn egress(ctx: &TcContext) -> Option<()> {
         bump(c, Counter::SynAckOut);
         on_synack_out(c, s, &p, &key);
     } else {
+        if !p.has(TCP_ACK) {
+            // The kernel's answer to an ACK that matched no socket (a RST
+            // to a segment without ACK carries ACK itself).
+            on_unmatched_ack(c, s);
+        }
         on_rst_out(c, s, &p, &key);
     }
     Some(())
+}
+
+/// The server answered an ACK that matched no socket: count it in this
+/// CPU's window, and enter ACK-checking mode when the window is full.
+#[inline(never)]
+pub(crate) fn on_unmatched_ack(c: &mut Counters, s: &Settings) {
+    bump(c, Counter::AckUnmatched);
+    let Some(w) = ACK_WIN.get_ptr_mut(0) else { return };
+    let now = now_ns();
+    // SAFETY: per-CPU value, only this CPU writes it.
+    if !tcpguard_common::rate_step(unsafe { &mut *w }, now, s.attack_window_acks()) {
+        return;
+    }
+    let Some(a) = ACK_ATTACK.get_ptr_mut(0) else { return };
+    // SAFETY: shared map value of plain words; a racing CPU writes the same.
+    let a = unsafe { &mut *a };
+    if a.active == 0 {
+        a.active = 1;
+        a.reason = ATTACK_REASON_ACK_RATE;
+        a.entered_ns = now;
+        // SAFETY: as above, read after the window update.
+        a.trigger_window_ns = unsafe { (*w).win_start_ns };
+        a.entries += 1;
+        bump(c, Counter::AckModeEntered);
+    }
 }
 
 #[inline(never)]

@@ -25,6 +25,11 @@
 //! cookie (`bpf_tcp_gen_syncookie`), so the kernel keeps no state and, on a
 //! NIC in driver mode, builds no skb for it. An ACK that reaches a listener
 //! (no connection) with no valid cookie is dropped.
+//!
+//! *ACK-checking* (an ACK flood is on; entered by the egress program when
+//! one CPU's rate of unmatched ACKs, seen as the kernel's RSTs to them,
+//! crosses `Settings::attack_ack_rate`, or by the daemon): that last check
+//! alone, SYNs handled as in tracking mode.
 #![no_std]
 #![no_main]
 
@@ -56,7 +61,7 @@ use crate::{
     lists::{blocked, judge},
     maps::{COUNTERS, PORTS, SETTINGS, SRC_STATS},
     responder::{answer_syn, KERNEL_ANSWERS},
-    syn::{attack_active, on_syn, RESPOND},
+    syn::{acks_checked, on_syn, RESPOND},
 };
 
 /// The tcpguard datapath.
@@ -122,7 +127,7 @@ fn on_tcp(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket) -> u3
         let v = answer_syn(ctx, c, s, p);
         return if v == KERNEL_ANSWERS { xdp_action::XDP_PASS } else { v };
     }
-    if p.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_ACK && attack_active() {
+    if p.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_ACK && acks_checked() {
         match attack_ack(ctx, c, s, p) {
             AckCheck::Drop => return xdp_action::XDP_DROP,
             AckCheck::Cookie => {

@@ -57,6 +57,13 @@ pub(crate) static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(PORT_ENTRI
 pub(crate) static ATTACK: Array<AttackState> = Array::with_max_entries(1, 0);
 #[map]
 pub(crate) static RATE_WIN: PerCpuArray<RateWindow> = PerCpuArray::with_max_entries(1, 0);
+/// ACK-checking mode, shared by all CPUs and the daemon: an ACK reaching a
+/// listener must carry a valid cookie (as in attack mode, without it).
+#[map]
+pub(crate) static ACK_ATTACK: Array<AttackState> = Array::with_max_entries(1, 0);
+/// Per-CPU windows of unmatched ACKs (the server's RSTs to them).
+#[map]
+pub(crate) static ACK_WIN: PerCpuArray<RateWindow> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub(crate) static SKETCH: PerCpuArray<Sketch> = PerCpuArray::with_max_entries(1, 0);
 #[map]

@@ -11,13 +11,21 @@ use tcpguard_common::{
 use crate::{
     context::{bump, now_ns},
     lists::allowed_if_any,
-    maps::{ATTACK, EVENTS, HLL, RATE_WIN, SKETCH},
+    maps::{ACK_ATTACK, ATTACK, EVENTS, HLL, RATE_WIN, SKETCH},
     tracking::{count_aggregate, track_syn, SynArgs},
 };
 
 #[inline(always)]
 pub(crate) fn attack_active() -> bool {
     matches!(ATTACK.get(0), Some(a) if a.active != 0)
+}
+
+/// ACKs to a listener are checked for a cookie: in attack mode, or in
+/// ACK-checking mode (an ACK flood, entered by the egress program or the
+/// daemon).
+#[inline(always)]
+pub(crate) fn acks_checked() -> bool {
+    attack_active() || matches!(ACK_ATTACK.get(0), Some(a) if a.active != 0)
 }
 
 /// A client SYN. A BPF subprogram: the packet's dispatch in the main

@@ -113,6 +113,9 @@ pub struct DatapathConfig {
     pub syn_cookies: SynCookies,
     pub attack_syn_rate: u64,
     pub attack_sample: u32,
+    /// Unmatched ACKs per second on one CPU that put the datapath in
+    /// ACK-checking mode by itself (0 = only the daemon does).
+    pub attack_ack_rate: u64,
 }
 
 impl Default for DatapathConfig {
@@ -132,6 +135,7 @@ impl Default for DatapathConfig {
             syn_cookies: SynCookies::Xdp,
             attack_syn_rate: 20_000,
             attack_sample: 64,
+            attack_ack_rate: 20_000,
         }
     }
 }
@@ -153,6 +157,9 @@ pub struct DetectionConfig {
     /// A listener whose SYN queue holds at least this share of its backlog
     /// is under pressure.
     pub listener_queue_share: f64,
+    /// ACKs per second to a protected port that match no connection (the
+    /// kernel answers each with a RST) that make an ACK flood.
+    pub min_ack_rate: f64,
 }
 
 impl Default for DetectionConfig {
@@ -168,6 +175,7 @@ impl Default for DetectionConfig {
             heavy_share: 0.5,
             spoofed_new_source_ratio: 0.5,
             listener_queue_share: 0.5,
+            min_ack_rate: 1000.0,
         }
     }
 }
@@ -349,6 +357,12 @@ impl Config {
                 format!("{} is below 1000 SYN/s (0 turns it off)", p.attack_syn_rate),
             ));
         }
+        if p.attack_ack_rate != 0 && p.attack_ack_rate < 1000 {
+            return Err((
+                "datapath.attack-ack-rate",
+                format!("{} is below 1000 unmatched ACKs/s (0 turns it off)", p.attack_ack_rate),
+            ));
+        }
         if !(1..=65_536).contains(&p.attack_sample) {
             return Err(("datapath.attack-sample", format!("{} is outside 1..=65536", p.attack_sample)));
         }
@@ -413,6 +427,9 @@ impl Config {
         }
         if !(t.min_syn_rate.is_finite() && t.min_syn_rate > 0.0) {
             return Err(("detection.min-syn-rate", format!("{} must be a positive rate", t.min_syn_rate)));
+        }
+        if !(t.min_ack_rate.is_finite() && t.min_ack_rate > 0.0) {
+            return Err(("detection.min-ack-rate", format!("{} must be a positive rate", t.min_ack_rate)));
         }
         if !(1..=100).contains(&t.start_ticks) {
             return Err(("detection.start-ticks", format!("{} is outside 1..=100", t.start_ticks)));

@@ -95,6 +95,28 @@ fn render_datapath(v: &StatusView, s: &mut String) {
     }
 }
 
+/// The ACK side: unmatched ACKs and the datapath's ACK check, when either
+/// is worth a line.
+fn render_ack_flood(v: &StatusView, s: &mut String) {
+    let k = &v.ack_flood;
+    if k.datapath.is_empty() {
+        return; // an older daemon's answer
+    }
+    if k.datapath == "checking" || k.active || k.unmatched_acks_per_sec >= 1.0 {
+        let by = k.entered_by.as_ref().map_or(String::new(), |b| format!(", entered by the {b}"));
+        let _ = writeln!(
+            *s,
+            "ACK check: {}{by}: {:.0} unmatched ACKs/s, {:.0} dropped/s in XDP, kernel RSTs {:.0}/s; entered by \
+                itself {} times",
+            if k.datapath == "checking" { "ON" } else { "off" },
+            k.unmatched_acks_per_sec,
+            k.dropped_per_sec,
+            k.kernel_rsts_per_sec,
+            k.entries
+        );
+    }
+}
+
 /// Each interface on a line of its own: mode, responder and why, figures.
 fn render_interfaces(v: &StatusView, s: &mut String) {
     for i in &v.interfaces {
@@ -111,7 +133,11 @@ fn render_interfaces(v: &StatusView, s: &mut String) {
             } else {
                 "DETACHED, "
             },
-            if i.mode == "attack" { "ATTACK MODE" } else { "tracking" },
+            match (i.mode == "attack", i.ack_checking) {
+                (true, _) => "ATTACK MODE",
+                (false, true) => "ACK-checking",
+                (false, false) => "tracking",
+            },
             i.responder,
             i.responder_reason
         );
@@ -165,7 +191,12 @@ pub fn render_status(v: &StatusView) -> String {
     );
     let a = &v.attack;
     if a.active {
-        let kind = a.kind.map_or("unknown", |k| k.as_str());
+        let kinds: Vec<&str> = a.kinds.iter().map(|k| k.as_str()).collect();
+        let kind = if kinds.len() > 1 {
+            format!("{} (mixed flood)", kinds.join(" + "))
+        } else {
+            a.kind.map_or("unknown", |k| k.as_str()).to_string()
+        };
         let phase = if a.phase == crate::model::Phase::CoolingDown { " (cooling down)" } else { "" };
         let _ = writeln!(s, "ATTACK: {kind}{phase} for {}", dur(a.since_secs.unwrap_or(0.0)));
         for m in &a.mitigation {
@@ -175,6 +206,7 @@ pub fn render_status(v: &StatusView) -> String {
         let _ = writeln!(s, "no attack ({} so far)", a.attacks_total);
     }
     render_datapath(v, &mut s);
+    render_ack_flood(v, &mut s);
     render_interfaces(v, &mut s);
     let ev: Vec<String> = a.evidence.iter().map(ToString::to_string).collect();
     if !ev.is_empty() {

@@ -295,13 +295,28 @@ impl<'a> Maps<'a> {
 
     /// The attack-mode state the datapath and the daemon share.
     pub fn attack(&self) -> Result<AttackState, MapsError> {
-        let n = map_names::ATTACK;
+        self.mode_state(map_names::ATTACK)
+    }
+
+    pub fn set_attack(&mut self, a: &AttackState) -> Result<(), MapsError> {
+        self.set_mode_state(map_names::ATTACK, a)
+    }
+
+    /// The ACK-checking mode's state (an ACK flood), shared likewise.
+    pub fn ack_mode(&self) -> Result<AttackState, MapsError> {
+        self.mode_state(map_names::ACK_ATTACK)
+    }
+
+    pub fn set_ack_mode(&mut self, a: &AttackState) -> Result<(), MapsError> {
+        self.set_mode_state(map_names::ACK_ATTACK, a)
+    }
+
+    fn mode_state(&self, n: &'static str) -> Result<AttackState, MapsError> {
         let arr: Array<&MapData, AttackState> = Array::try_from(self.map(n)?).map_err(op(n, "open"))?;
         arr.get(&0, 0).map_err(op(n, "read"))
     }
 
-    pub fn set_attack(&mut self, a: &AttackState) -> Result<(), MapsError> {
-        let n = map_names::ATTACK;
+    fn set_mode_state(&mut self, n: &'static str, a: &AttackState) -> Result<(), MapsError> {
         let mut arr: Array<&mut MapData, AttackState> = Array::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
         arr.set(0, a, 0).map_err(op(n, "write"))
     }

@@ -13,16 +13,25 @@ pub enum Kind {
     FewHeavySources,
     SpoofedRandom,
     DistributedReal,
+    /// ACKs that match no connection (a flood the SYN-cookie defence does
+    /// not see); detected beside a SYN flood's kind, not instead of it.
+    AckFlood,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::FewHeavySources, Kind::SpoofedRandom, Kind::DistributedReal];
+    pub const ALL: [Kind; 4] = [Kind::FewHeavySources, Kind::SpoofedRandom, Kind::DistributedReal, Kind::AckFlood];
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::FewHeavySources => "few-heavy-sources",
             Kind::SpoofedRandom => "spoofed-random",
             Kind::DistributedReal => "distributed-real",
+            Kind::AckFlood => "ack-flood",
         }
+    }
+
+    /// A SYN flood's kind (not `ack-flood`).
+    pub fn is_syn(self) -> bool {
+        self != Kind::AckFlood
     }
 }
 
@@ -56,6 +65,12 @@ pub enum Rule {
     ListenerQueue,
     /// Connection attempts a listener dropped, per second.
     ListenerDrops,
+    /// ACKs to protected ports matching no connection, per second.
+    AckRate,
+    /// RSTs the kernel sent, per second (TcpOutRsts).
+    KernelRsts,
+    /// The datapath entered ACK-checking mode by itself.
+    DatapathAckMode,
 }
 
 impl Rule {
@@ -68,6 +83,9 @@ impl Rule {
             Rule::NewSourceRatio => "new-source-ratio",
             Rule::ListenerQueue => "listener-queue",
             Rule::ListenerDrops => "listener-drops",
+            Rule::AckRate => "ack-rate",
+            Rule::KernelRsts => "kernel-rsts",
+            Rule::DatapathAckMode => "datapath-ack-mode",
         }
     }
 }
@@ -213,6 +231,10 @@ pub struct KernelView {
     pub req_qfull_drops: u64,
     /// Current value of net.ipv4.tcp_syncookies.
     pub syncookies: u8,
+    /// RSTs the kernel sent (Tcp OutRsts): its answer to every ACK that
+    /// matches no connection.
+    #[serde(default)]
+    pub out_rsts: u64,
 }
 
 #[cfg(test)]
@@ -231,6 +253,9 @@ mod tests {
             Rule::NewSourceRatio,
             Rule::ListenerQueue,
             Rule::ListenerDrops,
+            Rule::AckRate,
+            Rule::KernelRsts,
+            Rule::DatapathAckMode,
         ] {
             assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{}\"", r.as_str()));
         }

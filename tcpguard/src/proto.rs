@@ -69,6 +69,9 @@ pub struct StatusView {
     pub datapath_mode: String,
     pub uptime_secs: f64,
     pub attack: AttackView,
+    /// ACK floods: the unmatched ACK rate and the datapath's ACK check.
+    #[serde(default)]
+    pub ack_flood: AckFloodView,
     /// The datapath's own mode (tracking, or attack mode with the SYN-cookie responder).
     #[serde(default)]
     pub datapath: DatapathView,
@@ -120,6 +123,9 @@ pub struct InterfaceView {
     /// This interface's datapath: "tracking" or "attack".
     #[serde(default)]
     pub mode: String,
+    /// Its datapath checks ACKs to listeners (ACK-checking mode).
+    #[serde(default)]
+    pub ack_checking: bool,
     /// Who answers its SYNs in attack mode: "xdp", "xdp (probing)",
     /// "kernel cookies" (replies from XDP would not leave), or "off" (the
     /// policy does not answer from XDP).
@@ -163,9 +169,16 @@ pub struct InterfaceView {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AttackView {
+    /// A SYN flood or an ACK flood is on (active or cooling down).
     pub active: bool,
+    /// The SYN flood's phase; the ACK flood's when no SYN flood is on.
     pub phase: Phase,
+    /// The SYN flood's kind; `ack-flood` when only an ACK flood is on.
     pub kind: Option<Kind>,
+    /// Every kind on now: a mixed flood names both (e.g. spoofed-random and
+    /// ack-flood).
+    #[serde(default)]
+    pub kinds: Vec<Kind>,
     pub since_secs: Option<f64>,
     pub evidence: Vec<Evidence>,
     pub mitigation: Vec<String>,
@@ -178,10 +191,52 @@ impl Default for AttackView {
             active: false,
             phase: Phase::Idle,
             kind: None,
+            kinds: Vec::new(),
             since_secs: None,
             evidence: Vec::new(),
             mitigation: Vec::new(),
             attacks_total: 0,
+        }
+    }
+}
+
+/// The ACK-flood side: ACKs that match no connection, and the datapath's
+/// ACK check.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AckFloodView {
+    pub active: bool,
+    pub phase: Phase,
+    pub since_secs: Option<f64>,
+    /// ACKs to protected ports matching no connection, per second (answered
+    /// by the kernel with a RST, or dropped in XDP).
+    pub unmatched_acks_per_sec: f64,
+    /// RSTs the kernel sent per second (TcpOutRsts).
+    pub kernel_rsts_per_sec: f64,
+    /// Invalid ACKs dropped in XDP per second (ACK check, or attack mode).
+    pub dropped_per_sec: f64,
+    /// The datapath's ACK check: "checking" or "off".
+    pub datapath: String,
+    /// Who turned it on: "datapath" (its rate crossed
+    /// datapath.attack-ack-rate) or "daemon".
+    pub entered_by: Option<String>,
+    /// Times the datapath entered ACK-checking mode by itself.
+    pub entries: u64,
+    pub evidence: Vec<Evidence>,
+}
+
+impl Default for AckFloodView {
+    fn default() -> Self {
+        AckFloodView {
+            active: false,
+            phase: Phase::Idle,
+            since_secs: None,
+            unmatched_acks_per_sec: 0.0,
+            kernel_rsts_per_sec: 0.0,
+            dropped_per_sec: 0.0,
+            datapath: String::new(),
+            entered_by: None,
+            entries: 0,
+            evidence: Vec::new(),
         }
     }
 }

@@ -84,6 +84,7 @@ pub fn build(cfg: Option<&Config>, f: &Facts) -> Settings {
         heavy_syns_per_sec: cfg.detection.heavy_source_syn_rate,
         attack_syn_rate: p.attack_syn_rate,
         attack_sample: p.attack_sample,
+        attack_ack_rate: p.attack_ack_rate,
         ..link
     }
 }

@@ -12,7 +12,8 @@ use aya::maps::{MapData, RingBuf};
 use tcpguard_common::{
     map_names,
     sketch::{self, Hll},
-    AttackState, BlockEntry, Counter, Counters, HoBucket, ATTACK_REASON_DAEMON, ATTACK_REASON_SYN_RATE,
+    AttackState, BlockEntry, Counter, Counters, HoBucket, ATTACK_REASON_ACK_RATE, ATTACK_REASON_DAEMON,
+    ATTACK_REASON_SYN_RATE,
 };
 
 use super::{
@@ -53,6 +54,8 @@ pub struct Iface {
     pub prev: Counters,
     /// Its attack-mode state as last read.
     pub attack: AttackState,
+    /// Its ACK-checking mode as last read.
+    pub ack_mode: AttackState,
     /// The driver's own failed XDP_TX count (ethtool), where it has one.
     pub driver_tx_errors: Option<u64>,
     /// Its block-lists and allow-lists hold anything (as last written).
@@ -67,7 +70,38 @@ impl Iface {
     }
 }
 
-/// The datapath's attack mode as last read (all interfaces).
+/// The datapath's two flood modes, each one `AttackState` entry.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Attack mode (a SYN flood).
+    Attack,
+    /// ACK-checking mode (an ACK flood).
+    AckCheck,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Attack => "attack mode",
+            Mode::AckCheck => "ACK-checking mode",
+        }
+    }
+    fn read(self, m: &Maps<'_>) -> Result<AttackState, MapsError> {
+        match self {
+            Mode::Attack => m.attack(),
+            Mode::AckCheck => m.ack_mode(),
+        }
+    }
+    fn write(self, m: &mut Maps<'_>, a: &AttackState) -> Result<(), MapsError> {
+        match self {
+            Mode::Attack => m.set_attack(a),
+            Mode::AckCheck => m.set_ack_mode(a),
+        }
+    }
+}
+
+/// The datapath's attack mode (or ACK-checking mode) as last read (all
+/// interfaces).
 #[derive(Clone, Debug, Default)]
 pub struct DpAttack {
     pub active: bool,
@@ -78,6 +112,29 @@ pub struct DpAttack {
     pub first_cookie_ns: u64,
     /// Times the datapaths entered attack mode by themselves.
     pub entries: u64,
+}
+
+impl DpAttack {
+    /// Every interface's state as one: active if any is, the earliest entry.
+    fn fold(per: &[AttackState]) -> DpAttack {
+        let mut out = DpAttack::default();
+        for a in per {
+            out.entries += a.entries;
+            if a.active != 0 && (!out.active || a.entered_ns < out.entered_ns) {
+                out.active = true;
+                out.by_datapath = matches!(a.reason, ATTACK_REASON_SYN_RATE | ATTACK_REASON_ACK_RATE);
+                out.entered_ns = a.entered_ns;
+                out.trigger_window_ns = a.trigger_window_ns;
+            }
+            if a.active != 0
+                && a.first_cookie_ns != 0
+                && (out.first_cookie_ns == 0 || a.first_cookie_ns < out.first_cookie_ns)
+            {
+                out.first_cookie_ns = a.first_cookie_ns;
+            }
+        }
+        out
+    }
 }
 
 /// Every protected interface's datapath.
@@ -211,6 +268,7 @@ impl Datapaths {
                 counters: Counters::default(),
                 prev: Counters::default(),
                 attack: AttackState::default(),
+                ack_mode: AttackState::default(),
                 driver_tx_errors: None,
                 has_blocks: false,
                 has_allows: false,
@@ -290,44 +348,46 @@ impl Datapaths {
 
     /// Attack mode over all interfaces: active if any is, the earliest entry.
     pub fn attack(&mut self) -> Result<DpAttack> {
-        let mut out = DpAttack::default();
         let per = self.each(|_, m| m.attack())?;
         for (i, a) in self.ifaces.iter_mut().zip(&per) {
             i.attack = *a;
         }
-        for a in per {
-            out.entries += a.entries;
-            if a.active != 0 && (!out.active || a.entered_ns < out.entered_ns) {
-                out.active = true;
-                out.by_datapath = a.reason == ATTACK_REASON_SYN_RATE;
-                out.entered_ns = a.entered_ns;
-                out.trigger_window_ns = a.trigger_window_ns;
-            }
-            if a.active != 0
-                && a.first_cookie_ns != 0
-                && (out.first_cookie_ns == 0 || a.first_cookie_ns < out.first_cookie_ns)
-            {
-                out.first_cookie_ns = a.first_cookie_ns;
-            }
+        Ok(DpAttack::fold(&per))
+    }
+
+    /// ACK-checking mode over all interfaces, as [`Datapaths::attack`].
+    pub fn ack_mode(&mut self) -> Result<DpAttack> {
+        let per = self.each(|_, m| m.ack_mode())?;
+        for (i, a) in self.ifaces.iter_mut().zip(&per) {
+            i.ack_mode = *a;
         }
-        Ok(out)
+        Ok(DpAttack::fold(&per))
     }
 
     /// Put every interface in attack mode (entered by the daemon) or take
     /// them out of it. Errors are logged per interface.
     pub fn set_attack(&mut self, on: bool, now: u64) {
+        self.set_mode(Mode::Attack, on, now);
+    }
+
+    /// The same for ACK-checking mode.
+    pub fn set_ack_mode(&mut self, on: bool, now: u64) {
+        self.set_mode(Mode::AckCheck, on, now);
+    }
+
+    fn set_mode(&mut self, mode: Mode, on: bool, now: u64) {
         for i in &mut self.ifaces {
             let mut m = Maps::new(&mut i.dp.ebpf);
-            let r = m.attack().and_then(|cur| {
+            let r = mode.read(&m).and_then(|cur| {
                 let next = if on {
                     AttackState { active: 1, reason: ATTACK_REASON_DAEMON, entered_ns: now, first_cookie_ns: 0, ..cur }
                 } else {
                     AttackState { active: 0, left_ns: now, ..cur }
                 };
-                m.set_attack(&next)
+                mode.write(&mut m, &next)
             });
             if let Err(e) = r {
-                log::error!("{}: setting the datapath's attack mode: {e}", i.name);
+                log::error!("{}: setting the datapath's {}: {e}", i.name, mode.name());
             }
         }
     }
@@ -335,16 +395,29 @@ impl Datapaths {
     /// Mark every interface's attack mode (on) as entered by the datapath at
     /// `now`: what a new daemon adopts from a previous one.
     pub fn adopt_attack(&mut self, now: u64) {
+        self.adopt_mode(Mode::Attack, now);
+    }
+
+    /// The same for ACK-checking mode.
+    pub fn adopt_ack_mode(&mut self, now: u64) {
+        self.adopt_mode(Mode::AckCheck, now);
+    }
+
+    fn adopt_mode(&mut self, mode: Mode, now: u64) {
+        let reason = match mode {
+            Mode::Attack => ATTACK_REASON_SYN_RATE,
+            Mode::AckCheck => ATTACK_REASON_ACK_RATE,
+        };
         for i in &mut self.ifaces {
             let mut m = Maps::new(&mut i.dp.ebpf);
-            let r = m.attack().and_then(|cur| {
+            let r = mode.read(&m).and_then(|cur| {
                 if cur.active == 0 {
                     return Ok(());
                 }
-                m.set_attack(&AttackState { reason: ATTACK_REASON_SYN_RATE, entered_ns: now, ..cur })
+                mode.write(&mut m, &AttackState { reason, entered_ns: now, ..cur })
             });
             if let Err(e) = r {
-                log::error!("{}: adopting the datapath's attack mode: {e}", i.name);
+                log::error!("{}: adopting the datapath's {}: {e}", i.name, mode.name());
             }
         }
     }

@@ -30,6 +30,16 @@
 //! Lifecycle with hysteresis: `start-ticks` consecutive ticks over threshold
 //! start an attack; once under, it cools down and is over after
 //! `hold-down-secs` without a tick over threshold.
+//!
+//! ACK floods have a lifecycle of their own beside it (a flood can be both,
+//! and is then named both): a tick is over threshold when ACKs to protected
+//! ports that match no connection arrive at `min-ack-rate` or more (the
+//! datapath counts those the kernel answers with a RST, seen on egress, and
+//! those it drops itself in ACK-checking mode; without the egress program,
+//! the kernel's own count of RSTs sent stands in). The datapath entering
+//! ACK-checking mode by itself (its per-CPU rate crossed
+//! `datapath.attack-ack-rate` within a 5 ms window) counts as the first
+//! tick over threshold, so one more tick declares the flood.
 
 use std::{collections::HashMap, net::IpAddr};
 
@@ -59,6 +69,17 @@ pub struct Sample {
     pub sources: Vec<SourceSample>,
     /// The kernel's listeners and their queues.
     pub listeners: Vec<ListenerSample>,
+    /// ACKs to protected ports that matched no connection: answered by the
+    /// kernel with a RST (seen on egress), or dropped (counted) by the
+    /// datapath's ACK check.
+    pub unmatched_acks: u64,
+    /// RSTs the kernel sent (TcpOutRsts, the whole network namespace).
+    pub kernel_rsts: u64,
+    /// The egress program sees the kernel's RSTs (else `kernel_rsts` stands
+    /// in for the unmatched ACKs it answered).
+    pub egress: bool,
+    /// The datapath entered ACK-checking mode by itself.
+    pub ack_mode_by_datapath: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -111,6 +132,40 @@ impl HeavySource {
     }
 }
 
+/// The ACK-flood side of a tick's assessment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AckAssessment {
+    pub over: bool,
+    pub phase: Phase,
+    /// Why the tick was (or was not) over threshold.
+    pub evidence: Vec<Evidence>,
+    pub event: Option<Event>,
+    pub unmatched_per_sec: f64,
+    pub kernel_rsts_per_sec: f64,
+    /// Seconds since the ACK flood started.
+    pub since: Option<f64>,
+}
+
+impl Default for AckAssessment {
+    fn default() -> Self {
+        AckAssessment {
+            over: false,
+            phase: Phase::Idle,
+            evidence: Vec::new(),
+            event: None,
+            unmatched_per_sec: 0.0,
+            kernel_rsts_per_sec: 0.0,
+            since: None,
+        }
+    }
+}
+
+impl AckAssessment {
+    pub fn active(&self) -> bool {
+        self.phase.is_attack()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Assessment {
     pub over: bool,
@@ -127,13 +182,30 @@ pub struct Assessment {
     pub listeners: Vec<ListenerPressure>,
     /// Seconds since the attack started.
     pub since: Option<f64>,
+    /// The ACK-flood side, with its own lifecycle.
+    pub ack: AckAssessment,
 }
 
+impl Assessment {
+    /// The kinds of flood on now (active or cooling down): a SYN flood's
+    /// kind, then `ack-flood`; both for a mixed flood.
+    pub fn kinds(&self) -> Vec<Kind> {
+        let mut v: Vec<Kind> = self.kind.into_iter().collect();
+        if self.ack.active() {
+            v.push(Kind::AckFlood);
+        }
+        v
+    }
+
+    /// The events of this tick, the SYN side's first.
+    pub fn events(&self) -> impl Iterator<Item = Event> {
+        self.event.into_iter().chain(self.ack.event)
+    }
+}
+
+/// One kind of flood's phases with hysteresis.
 #[derive(Clone, Debug)]
-pub struct Detector {
-    cfg: DetectionConfig,
-    prev: Option<Sample>,
-    prev_sources: HashMap<(IpAddr, u8), u64>,
+struct Lifecycle {
     phase: Phase,
     over_ticks: u32,
     kind: Option<Kind>,
@@ -141,18 +213,79 @@ pub struct Detector {
     last_over_at: f64,
 }
 
+impl Lifecycle {
+    fn new() -> Self {
+        Lifecycle { phase: Phase::Idle, over_ticks: 0, kind: None, started_at: 0.0, last_over_at: 0.0 }
+    }
+
+    fn active(&self) -> bool {
+        self.phase.is_attack()
+    }
+
+    /// One tick: `over` threshold or not; `start_ticks` consecutive ticks
+    /// over start it, `hold_down` seconds under end it.
+    fn advance(&mut self, t: f64, over: bool, kind: Option<Kind>, start_ticks: u32, hold_down: f64) -> Option<Event> {
+        if over {
+            self.last_over_at = t;
+            self.over_ticks = self.over_ticks.saturating_add(1);
+        } else {
+            self.over_ticks = 0;
+        }
+        match (self.phase, over) {
+            (Phase::Idle | Phase::Pending, true) => {
+                if self.over_ticks >= start_ticks {
+                    self.phase = Phase::Active;
+                    self.kind = kind;
+                    self.started_at = t;
+                    return kind.map(Event::Started);
+                }
+                self.phase = Phase::Pending;
+                None
+            }
+            (Phase::Pending, false) => {
+                self.phase = Phase::Idle;
+                None
+            }
+            (Phase::Active | Phase::CoolingDown, true) => {
+                self.phase = Phase::Active;
+                self.kind = kind.or(self.kind);
+                None
+            }
+            (Phase::Active, false) => {
+                self.phase = Phase::CoolingDown;
+                self.cool_or_end(t, hold_down)
+            }
+            (Phase::CoolingDown, false) => self.cool_or_end(t, hold_down),
+            (Phase::Idle, false) => None,
+        }
+    }
+
+    fn cool_or_end(&mut self, t: f64, hold_down: f64) -> Option<Event> {
+        if t - self.last_over_at >= hold_down {
+            self.phase = Phase::Idle;
+            return self.kind.take().map(Event::Ended);
+        }
+        None
+    }
+
+    /// Seconds since it started, while on.
+    fn since(&self, t: f64) -> Option<f64> {
+        self.active().then(|| t - self.started_at)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Detector {
+    cfg: DetectionConfig,
+    prev: Option<Sample>,
+    prev_sources: HashMap<(IpAddr, u8), u64>,
+    syn: Lifecycle,
+    ack: Lifecycle,
+}
+
 impl Detector {
     pub fn new(cfg: DetectionConfig) -> Self {
-        Detector {
-            cfg,
-            prev: None,
-            prev_sources: HashMap::new(),
-            phase: Phase::Idle,
-            over_ticks: 0,
-            kind: None,
-            started_at: 0.0,
-            last_over_at: 0.0,
-        }
+        Detector { cfg, prev: None, prev_sources: HashMap::new(), syn: Lifecycle::new(), ack: Lifecycle::new() }
     }
 
     /// New thresholds (reload); the attack state carries over.
@@ -161,7 +294,7 @@ impl Detector {
     }
 
     pub fn phase(&self) -> Phase {
-        self.phase
+        self.syn.phase
     }
 
     pub fn step(&mut self, s: Sample) -> Assessment {
@@ -269,55 +402,49 @@ impl Detector {
             classified = Some(kind);
         }
 
-        let event = self.advance(s.t, over, classified);
+        let event = self.syn.advance(s.t, over, classified, self.cfg.start_ticks, self.cfg.hold_down_secs);
+        let ack = self.step_ack(&s, &prev, dt);
         self.prev = Some(s);
         let mut a = self.assessment(over, evidence, event, rates, heavy);
         a.listeners = listeners;
+        a.ack = ack;
         a
     }
 
-    fn advance(&mut self, t: f64, over: bool, kind: Option<Kind>) -> Option<Event> {
-        if over {
-            self.last_over_at = t;
-            self.over_ticks = self.over_ticks.saturating_add(1);
+    /// The ACK-flood side of a tick.
+    fn step_ack(&mut self, s: &Sample, prev: &Sample, dt: f64) -> AckAssessment {
+        let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt;
+        let kernel_rsts_per_sec = rate(s.kernel_rsts, prev.kernel_rsts);
+        // Without the egress program only the kernel's count of its RSTs
+        // sees the ACKs it answered.
+        let unmatched_per_sec = if s.egress {
+            rate(s.unmatched_acks, prev.unmatched_acks)
         } else {
-            self.over_ticks = 0;
+            rate(s.unmatched_acks, prev.unmatched_acks) + kernel_rsts_per_sec
+        };
+        let min = self.cfg.min_ack_rate;
+        let over = unmatched_per_sec >= min;
+        let mut evidence = vec![
+            Evidence::new(Rule::AckRate, unmatched_per_sec, min),
+            Evidence::new(Rule::KernelRsts, kernel_rsts_per_sec, min),
+        ];
+        // The datapath's own entry is a tick over threshold already.
+        let start_ticks = if s.ack_mode_by_datapath && over {
+            evidence.push(Evidence::new(Rule::DatapathAckMode, 1.0, 1.0));
+            self.cfg.start_ticks.saturating_sub(1).max(1)
+        } else {
+            self.cfg.start_ticks
+        };
+        let event = self.ack.advance(s.t, over, Some(Kind::AckFlood), start_ticks, self.cfg.hold_down_secs);
+        AckAssessment {
+            over,
+            phase: self.ack.phase,
+            evidence,
+            event,
+            unmatched_per_sec,
+            kernel_rsts_per_sec,
+            since: self.ack.since(s.t),
         }
-        match (self.phase, over) {
-            (Phase::Idle | Phase::Pending, true) => {
-                if self.over_ticks >= self.cfg.start_ticks {
-                    self.phase = Phase::Active;
-                    self.kind = kind;
-                    self.started_at = t;
-                    return kind.map(Event::Started);
-                }
-                self.phase = Phase::Pending;
-                None
-            }
-            (Phase::Pending, false) => {
-                self.phase = Phase::Idle;
-                None
-            }
-            (Phase::Active | Phase::CoolingDown, true) => {
-                self.phase = Phase::Active;
-                self.kind = kind.or(self.kind);
-                None
-            }
-            (Phase::Active, false) => {
-                self.phase = Phase::CoolingDown;
-                self.cool_or_end(t)
-            }
-            (Phase::CoolingDown, false) => self.cool_or_end(t),
-            (Phase::Idle, false) => None,
-        }
-    }
-
-    fn cool_or_end(&mut self, t: f64) -> Option<Event> {
-        if t - self.last_over_at >= self.cfg.hold_down_secs {
-            self.phase = Phase::Idle;
-            return self.kind.take().map(Event::Ended);
-        }
-        None
     }
 
     fn assessment(
@@ -328,17 +455,18 @@ impl Detector {
         rates: Rates,
         heavy: Vec<HeavySource>,
     ) -> Assessment {
-        let active = matches!(self.phase, Phase::Active | Phase::CoolingDown);
+        let active = self.syn.active();
         Assessment {
             over,
-            phase: self.phase,
-            kind: if active { self.kind } else { None },
+            phase: self.syn.phase,
+            kind: if active { self.syn.kind } else { None },
             evidence,
             event,
-            since: active.then(|| self.prev.as_ref().map_or(0.0, |p| p.t) - self.started_at),
+            since: self.syn.since(self.prev.as_ref().map_or(0.0, |p| p.t)),
             rates,
             heavy,
             listeners: Vec::new(),
+            ack: AckAssessment::default(),
         }
     }
 }

@@ -301,3 +301,100 @@ fn single_tick_spike_does_not_start_an_attack() {
     assert_eq!(a.phase, Phase::Idle);
     assert_eq!(a.event, None);
 }
+
+impl Series {
+    /// One tick of a SYN-calm host with `acks` unmatched ACKs/s (and as many
+    /// kernel RSTs/s when `rsts`).
+    fn ack_tick(&mut self, acks: f64, rsts: f64, by_datapath: bool) -> Sample {
+        self.s.egress = true;
+        self.s.unmatched_acks += (acks * self.tick) as u64;
+        self.s.kernel_rsts += (rsts * self.tick) as u64;
+        self.s.ack_mode_by_datapath = by_datapath;
+        self.tick(10.0, 10.0, 1.0, 0, &[])
+    }
+}
+
+#[test]
+fn an_ack_flood_is_named_with_its_evidence_and_ends_after_the_hold_down() {
+    let mut d = Detector::new(cfg());
+    let mut g = Series::new();
+    // Stale connections after a restart: a few hundred RSTs/s are no flood.
+    for _ in 0..8 {
+        let a = d.step(g.ack_tick(300.0, 300.0, false));
+        assert!(!a.ack.over && a.ack.phase == Phase::Idle && a.kinds().is_empty(), "{a:?}");
+    }
+    // 100k unmatched ACKs/s: pending one tick, then active.
+    let a = d.step(g.ack_tick(100_000.0, 100_000.0, false));
+    assert_eq!((a.ack.over, a.ack.phase, a.ack.event), (true, Phase::Pending, None));
+    let a = d.step(g.ack_tick(100_000.0, 100_000.0, false));
+    assert_eq!(a.ack.event, Some(Event::Started(Kind::AckFlood)));
+    assert_eq!(a.kinds(), vec![Kind::AckFlood]);
+    // The SYN side is untouched: no SYN flood kind, no SYN event.
+    assert_eq!((a.phase, a.kind, a.event), (Phase::Idle, None, None));
+    let rules: Vec<Rule> = a.ack.evidence.iter().map(|e| e.rule).collect();
+    assert_eq!(rules, vec![Rule::AckRate, Rule::KernelRsts]);
+    assert!((a.ack.unmatched_per_sec - 100_000.0).abs() < 1.0, "{}", a.ack.unmatched_per_sec);
+    // Dropped in XDP: the kernel sends no RSTs, the datapath still counts.
+    for _ in 0..4 {
+        let a = d.step(g.ack_tick(100_000.0, 0.0, false));
+        assert!(a.ack.over && a.ack.active() && a.ack.event.is_none());
+    }
+    // Over: cooling down for the hold-down (5 s = 20 ticks), then ended.
+    let mut ended = None;
+    for i in 0..40 {
+        let a = d.step(g.ack_tick(0.0, 0.0, false));
+        if a.ack.event.is_some() {
+            ended = Some((i, a.ack.event));
+            break;
+        }
+        assert_eq!(a.ack.phase, Phase::CoolingDown);
+    }
+    let (i, ev) = ended.expect("ended");
+    assert_eq!(ev, Some(Event::Ended(Kind::AckFlood)));
+    assert!((19..=20).contains(&i), "ended after {i} quiet ticks");
+}
+
+#[test]
+fn the_datapaths_own_entry_counts_as_the_first_tick_over() {
+    let mut d = Detector::new(cfg());
+    let mut g = Series::new();
+    d.step(g.ack_tick(0.0, 0.0, false));
+    let a = d.step(g.ack_tick(80_000.0, 80_000.0, true));
+    assert_eq!(a.ack.event, Some(Event::Started(Kind::AckFlood)), "{a:?}");
+    assert!(a.ack.evidence.iter().any(|e| e.rule == Rule::DatapathAckMode));
+    // An entry alone, under min-ack-rate (a burst of 5 ms), declares nothing.
+    let mut d = Detector::new(cfg());
+    let mut g = Series::new();
+    d.step(g.ack_tick(0.0, 0.0, false));
+    let a = d.step(g.ack_tick(500.0, 500.0, true));
+    assert!(!a.ack.over && a.ack.event.is_none(), "{a:?}");
+}
+
+#[test]
+fn without_the_egress_program_the_kernels_rsts_stand_in() {
+    let mut d = Detector::new(cfg());
+    let mut g = Series::new();
+    let mut events = Vec::new();
+    for _ in 0..4 {
+        let mut s = g.ack_tick(0.0, 50_000.0, false);
+        s.egress = false;
+        events.extend(d.step(s).ack.event);
+    }
+    assert_eq!(events, vec![Event::Started(Kind::AckFlood)]);
+}
+
+#[test]
+fn a_mixed_syn_and_ack_flood_is_named_both() {
+    let mut d = Detector::new(cfg());
+    let mut g = Series::new();
+    let mut last = None;
+    for _ in 0..4 {
+        g.s.egress = true;
+        g.s.unmatched_acks += 20_000;
+        // Spoofed SYNs: none completes, every source new.
+        last = Some(d.step(g.tick(40_000.0, 0.0, 40_000.0, 2000, &[])));
+    }
+    let a = last.unwrap();
+    assert_eq!(a.kinds(), vec![Kind::SpoofedRandom, Kind::AckFlood], "{a:?}");
+    assert!(a.phase.is_attack() && a.ack.active());
+}

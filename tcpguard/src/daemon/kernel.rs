@@ -26,26 +26,40 @@ pub fn read_view(syn_recv: u64) -> KernelView {
         listen_overflows: g("ListenOverflows"),
         listen_drops: g("ListenDrops"),
         syncookies: read_syncookies().unwrap_or(0),
+        out_rsts: read_table("/proc/net/snmp", "Tcp:").ok().and_then(|t| t.get("OutRsts").copied()).unwrap_or(0),
     }
 }
 
 /// TcpExt counters from /proc/net/netstat (a header line of names, then a
 /// line of values).
 pub fn read_tcpext() -> io::Result<HashMap<String, u64>> {
-    parse_tcpext(&std::fs::read_to_string("/proc/net/netstat")?)
+    read_table("/proc/net/netstat", "TcpExt:")
+}
+
+fn read_table(path: &str, prefix: &str) -> io::Result<HashMap<String, u64>> {
+    parse_table(&std::fs::read_to_string(path)?, prefix)
+        .ok_or_else(|| io::Error::other(format!("no {prefix} lines in {path}")))
 }
 
 pub fn parse_tcpext(text: &str) -> io::Result<HashMap<String, u64>> {
-    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    parse_table(text, "TcpExt:").ok_or_else(|| io::Error::other("no TcpExt lines in /proc/net/netstat"))
+}
+
+/// One table of /proc/net/netstat or /proc/net/snmp: the first two lines
+/// starting with `prefix` (names, then values).
+fn parse_table(text: &str, prefix: &str) -> Option<HashMap<String, u64>> {
+    let mut lines = text.lines().filter(|l| l.starts_with(prefix));
     let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
-        return Err(io::Error::other("no TcpExt lines in /proc/net/netstat"));
+        return None;
     };
-    Ok(names
-        .split_whitespace()
-        .skip(1)
-        .zip(values.split_whitespace().skip(1))
-        .filter_map(|(n, v)| Some((n.to_string(), v.parse().ok()?)))
-        .collect())
+    Some(
+        names
+            .split_whitespace()
+            .skip(1)
+            .zip(values.split_whitespace().skip(1))
+            .filter_map(|(n, v)| Some((n.to_string(), v.parse().ok()?)))
+            .collect(),
+    )
 }
 
 pub fn read_syncookies() -> io::Result<u8> {
@@ -262,6 +276,10 @@ mod tests {
         assert_eq!(m["SyncookiesSent"], 5);
         assert_eq!(m["ListenDrops"], 9);
         assert!(parse_tcpext("IpExt: a\nIpExt: 1\n").is_err());
+        // /proc/net/snmp's Tcp table (not "TcpExt:").
+        let snmp = "Ip: Forwarding\nIp: 1\nTcp: RtoAlgorithm ActiveOpens OutRsts\nTcp: 1 7 4242\n";
+        assert_eq!(parse_table(snmp, "Tcp:").unwrap()["OutRsts"], 4242);
+        assert!(parse_table(snmp, "Udp:").is_none());
     }
 
     #[test]

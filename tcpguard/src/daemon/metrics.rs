@@ -39,6 +39,7 @@ pub struct Metrics {
     would_drop: IntCounterVec,
     passed: IntCounterVec,
     attack_active: IntGauge,
+    syn_flood_active: IntGauge,
     attacks: IntCounterVec,
     blocked: IntGauge,
     block_list_entries: prometheus::IntGaugeVec,
@@ -56,6 +57,10 @@ pub struct Metrics {
     xdp_cookies: IntCounter,
     xdp_cookie_acks: IntCounter,
     k_syn_recv: IntGauge,
+    unmatched_acks: IntCounter,
+    ack_flood_active: IntGauge,
+    datapath_ack_mode: IntGauge,
+    ack_mode_entries: IntCounter,
     pub tick: Histogram,
 }
 
@@ -103,7 +108,11 @@ impl Metrics {
                 "reason",
             ),
             passed: vec("passed_packets_total", "Packets passed without tracking, by reason.", "reason"),
-            attack_active: gauge("attack_active", "1 while an attack is active or cooling down."),
+            attack_active: gauge(
+                "attack_active",
+                "1 while an attack (a SYN flood, an ACK flood, or both) is active or cooling down.",
+            ),
+            syn_flood_active: gauge("syn_flood_active", "1 while a SYN flood is active or cooling down."),
             attacks: vec("attacks_total", "Attacks declared, by kind.", "kind"),
             blocked: gauge("blocked_prefixes", "Entries in the block-lists."),
             block_list_entries: gauge_vec(
@@ -155,6 +164,22 @@ impl Metrics {
                 completed through cookies).",
             ),
             k_syn_recv: gauge("kernel_syn_recv_sockets", "SYN_RECV sockets according to the kernel (sock_diag)."),
+            unmatched_acks: counter(
+                "unmatched_acks_total",
+                "ACKs to protected ports that matched no connection: answered by the kernel with a RST (seen on \
+                 egress), or checked and dropped in XDP (ACK-checking or attack mode).",
+            ),
+            ack_flood_active: gauge("ack_flood_active", "1 while an ACK flood is active or cooling down."),
+            datapath_ack_mode: gauge(
+                "datapath_ack_mode",
+                "1 while the datapath checks ACKs to listeners (ACK-checking mode: no connection and no valid \
+                 cookie, dropped).",
+            ),
+            ack_mode_entries: counter(
+                "datapath_ack_mode_entries_total",
+                "Times the datapath entered ACK-checking mode by itself (its unmatched-ACK rate crossed \
+                 datapath.attack-ack-rate).",
+            ),
             tick: reg(
                 &r,
                 Histogram::with_opts(
@@ -183,11 +208,18 @@ impl Metrics {
         let m = &o.mitigation;
         advance(&self.block_failures, m.block_failures);
         self.datapath_attack.set(i64::from(m.dp_attack.active));
+        self.datapath_ack_mode.set(i64::from(m.dp_ack.active));
+        self.ack_flood_active.set(i64::from(a.is_some_and(|a| a.ack.active())));
         let t = |x: Counter| o.total(x);
         advance(&self.packets, t(Counter::Packets));
         advance(&self.syn, t(Counter::Syn));
         advance(&self.completed, t(Counter::HandshakeCompleted) + t(Counter::CookieAckValid));
         advance(&self.attack_entries, t(Counter::AttackEntered));
+        advance(&self.ack_mode_entries, t(Counter::AckModeEntered));
+        advance(
+            &self.unmatched_acks,
+            t(Counter::AckUnmatched) + t(Counter::DropAckInvalid) + t(Counter::MonitorAckInvalid),
+        );
         advance(&self.attack_syns, t(Counter::AttackSyn));
         advance(&self.xdp_cookies, t(Counter::CookieSent));
         advance(&self.xdp_cookie_acks, t(Counter::CookieAckValid));
@@ -211,6 +243,7 @@ impl Metrics {
         }
         self.half_open.set(o.half_open as i64);
         self.attack_active.set(i64::from(o.attack_active()));
+        self.syn_flood_active.set(i64::from(a.is_some_and(|a| a.phase.is_attack())));
         let v4 = m.blocks.iter().filter(|b| b.prefix.addr.is_ipv4()).count();
         self.blocked.set(m.blocks.len() as i64);
         self.block_list_entries.with_label_values(&["ipv4"]).set(v4 as i64);

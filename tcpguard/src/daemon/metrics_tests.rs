@@ -13,6 +13,7 @@ fn iface(name: &str, attached: bool, attack: bool, xdp: bool, cookies: u64, fail
         attached,
         present: attached,
         attack_mode: attack,
+        ack_mode: false,
         attack_entries: 0,
         responder: String::new(),
         responder_reason: String::new(),
@@ -33,7 +34,7 @@ fn names_and_no_address_labels() {
     use crate::{
         daemon::{
             datapaths::DpAttack,
-            detect::{Assessment, Rates},
+            detect::{AckAssessment, Assessment, Rates},
             observe::{BlockObs, ConfigObs, MitigationObs},
         },
         model::{BlockOrigin, ListenerPressure, Phase},
@@ -42,6 +43,9 @@ fn names_and_no_address_labels() {
     let mut c = Counters::default();
     c.v[Counter::Syn as usize] = 10;
     c.v[Counter::DropBlocked as usize] = 3;
+    c.v[Counter::AckUnmatched as usize] = 100;
+    c.v[Counter::DropAckInvalid as usize] = 50;
+    c.v[Counter::AckModeEntered as usize] = 2;
     let pressed = ListenerPressure {
         addr: "0.0.0.0:80".into(),
         syn_queue: 16,
@@ -55,7 +59,7 @@ fn names_and_no_address_labels() {
         counters: c,
         half_open: 7,
         failed_total: 2,
-        attacks: vec![0, 1, 0],
+        attacks: vec![0, 1, 0, 1],
         assessment: Some(Assessment {
             over: true,
             phase: Phase::Active,
@@ -66,9 +70,11 @@ fn names_and_no_address_labels() {
             heavy: Vec::new(),
             listeners: vec![pressed],
             since: None,
+            ack: AckAssessment { phase: Phase::Active, ..AckAssessment::default() },
         }),
         mitigation: MitigationObs {
             dp_attack: DpAttack { active: true, ..DpAttack::default() },
+            dp_ack: DpAttack { active: true, by_datapath: true, ..DpAttack::default() },
             syncookies_original: Some(1),
             blocks: vec![BlockObs {
                 prefix: "198.51.100.0/24".parse().unwrap(),
@@ -92,6 +98,12 @@ fn names_and_no_address_labels() {
         "tcpguard_dropped_packets_total{reason=\"blocked\"} 3",
         "tcpguard_attack_active 1",
         "tcpguard_attacks_total{kind=\"spoofed-random\"} 1",
+        "tcpguard_attacks_total{kind=\"ack-flood\"} 1",
+        "tcpguard_syn_flood_active 1",
+        "tcpguard_ack_flood_active 1",
+        "tcpguard_datapath_ack_mode 1",
+        "tcpguard_datapath_ack_mode_entries_total 2",
+        "tcpguard_unmatched_acks_total 150",
         "tcpguard_blocked_prefixes 1",
         "tcpguard_block_list_entries{family=\"ipv4\"} 1",
         "tcpguard_block_list_entries{family=\"ipv6\"} 0",

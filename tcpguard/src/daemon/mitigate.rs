@@ -16,7 +16,7 @@ use tcpguard_common::BlockEntry;
 use crate::{
     daemon::{
         datapaths::{Datapaths, DpAttack},
-        detect::{Assessment, Event, Phase},
+        detect::{AckAssessment, Assessment, Event, Phase},
         kernel::{self, SavedState},
         observe::{BlockObs, MitigationObs},
         policy::Action,
@@ -74,6 +74,8 @@ pub struct Mitigator {
     cookies_forced: bool,
     /// The datapath's attack mode as last read or set.
     dp_attack: DpAttack,
+    /// Its ACK-checking mode as last read or set.
+    dp_ack: DpAttack,
     /// Blocks the datapath refused (a full block-list): never counted as done.
     block_failures: u64,
     last_block_error: Option<String>,
@@ -118,6 +120,7 @@ impl Mitigator {
             state_dir,
             cookies_forced: false,
             dp_attack: DpAttack::default(),
+            dp_ack: DpAttack::default(),
             block_failures: 0,
             block_capacity: tcpguard_common::LIST_ENTRIES,
             last_block_error: None,
@@ -166,6 +169,16 @@ impl Mitigator {
     /// The datapaths' attack mode as this tick sampled it.
     pub fn sampled_attack(&mut self, d: DpAttack) {
         self.dp_attack = d;
+    }
+
+    /// The datapaths' ACK-checking mode as this tick sampled it.
+    pub fn sampled_ack_mode(&mut self, d: DpAttack) {
+        self.dp_ack = d;
+    }
+
+    /// The datapath's ACK-checking mode as last read or set.
+    pub fn dp_ack(&self) -> &DpAttack {
+        &self.dp_ack
     }
 
     /// A datapath entered attack mode by itself (its ring-buffer record).
@@ -291,6 +304,57 @@ impl Mitigator {
         }
     }
 
+    /// The daemon's side of ACK-checking mode, as for attack mode: an entry
+    /// by the datapath itself is kept while the detector sees the ACK flood
+    /// (pending or on), and for the hold-down after entry when it does not.
+    /// The daemon enters it for an ACK flood under the datapath's own
+    /// threshold (unless `enforce` is false: policy monitor), and ends it
+    /// with the flood.
+    pub fn steer_ack_mode(
+        &mut self,
+        dps: &mut Datapaths,
+        a: &AckAssessment,
+        now: u64,
+        hold_down_secs: f64,
+        enforce: bool,
+    ) {
+        let d = &self.dp_ack;
+        let want = if d.active && d.by_datapath {
+            a.phase != Phase::Idle || now.saturating_sub(d.entered_ns) < (hold_down_secs * 1e9) as u64
+        } else {
+            a.active() && enforce
+        };
+        if want == d.active {
+            return;
+        }
+        dps.set_ack_mode(want, now);
+        if want {
+            log::warn!("datapath ACK-checking mode on (the daemon detected an ACK flood)");
+            self.dp_ack = DpAttack { active: true, by_datapath: false, entered_ns: now, ..self.dp_ack.clone() };
+        } else {
+            let why = if matches!(a.event, Some(Event::Ended(_))) {
+                "the ACK flood is over"
+            } else {
+                "not confirmed by the detector"
+            };
+            log::warn!("datapath ACK-checking mode off ({why})");
+            self.dp_ack.active = false;
+        }
+    }
+
+    /// Take over ACK-checking mode a previous run left on, as
+    /// [`Mitigator::adopt_attack_mode`] does for attack mode.
+    pub fn adopt_ack_mode(&mut self, dps: &mut Datapaths, now: u64) {
+        dps.adopt_ack_mode(now);
+        self.dp_ack = DpAttack { active: true, by_datapath: true, entered_ns: now, ..DpAttack::default() };
+    }
+
+    /// Leave ACK-checking mode (shutdown).
+    pub fn leave_ack_mode(&mut self, dps: &mut Datapaths, now: u64) {
+        dps.set_ack_mode(false, now);
+        self.dp_ack.active = false;
+    }
+
     /// Take over attack mode a previous run left on (a handover or a
     /// crash): entered anew by the datapath as of `now`, so it lasts the
     /// hold-down unless the detector confirms the attack.
@@ -328,6 +392,7 @@ impl Mitigator {
     pub fn observe(&self, list: &BlockList, allowed: Vec<Prefix>) -> MitigationObs {
         MitigationObs {
             dp_attack: self.dp_attack.clone(),
+            dp_ack: self.dp_ack.clone(),
             syncookies_original: self.state.syncookies_original,
             timestamps_original: self.state.timestamps_original,
             blocks: list

@@ -189,6 +189,11 @@ pub async fn run(opts: RunOptions) -> Result<Stopped> {
         d.mitigator.restore_saved()?;
         d.mitigator.sampled_attack(attack);
     }
+    let ack_mode = d.dps.ack_mode()?;
+    if ack_mode.active {
+        log::warn!("the datapath is in ACK-checking mode from a previous run: adopted");
+        d.mitigator.adopt_ack_mode(&mut d.dps, monotonic_ns());
+    }
     d.mitigator.sync_sysctls(&mut d.dps, responder_enabled(&d.cfg));
     d.base = d.dps.counters()?;
     d.iface_base = d.dps.ifaces().iter().map(|i| i.counters).collect();
@@ -292,6 +297,7 @@ impl Daemon {
             &self.cfg.datapath.ports,
         )?;
         self.mitigator.sampled_attack(reading.attack.clone());
+        self.mitigator.sampled_ack_mode(reading.ack_mode.clone());
         // Detect.
         let a = self.detector.step(std::mem::take(&mut reading.sample));
         // Decide.
@@ -301,6 +307,8 @@ impl Daemon {
         // and the sysctls they need.
         self.mitigator.apply(&mut self.dps, acts, now, &mut reading.blocks);
         self.mitigator.steer_attack_mode(&mut self.dps, &a, now, self.cfg.detection.hold_down_secs);
+        let enforce = self.policy.mode() != crate::config::PolicyMode::Monitor;
+        self.mitigator.steer_ack_mode(&mut self.dps, &a.ack, now, self.cfg.detection.hold_down_secs, enforce);
         self.dps.follow_host();
         self.dps.step_responders(t);
         self.mitigator.sync_sysctls(&mut self.dps, responder_enabled(&self.cfg));
@@ -317,8 +325,10 @@ impl Daemon {
     /// The tick's observation: made once, its events logged, published to
     /// `status` and `/metrics`.
     fn observe(&mut self, a: Option<Assessment>, counters: &Counters, blocks: &BlockList, kernel: KernelView, t: f64) {
-        if let Some(Event::Started(k)) = a.as_ref().and_then(|a| a.event) {
-            self.attacks[kind_index(k)] += 1;
+        for ev in a.iter().flat_map(Assessment::events) {
+            if let Event::Started(k) = ev {
+                self.attacks[kind_index(k)] += 1;
+            }
         }
         let prev = &self.observation;
         let dt = if prev.now_ns == 0 { 1.0 } else { (t - prev.now_ns as f64 / 1e9).max(1e-3) };
@@ -421,11 +431,17 @@ impl Daemon {
             if self.mitigator.dp_attack().active {
                 log::info!("handing over in attack mode: the responder and its sysctls stay for the next daemon");
             }
+            if self.mitigator.dp_ack().active {
+                log::info!("handing over in ACK-checking mode: it stays for the next daemon");
+            }
         } else {
             // Leave attack mode: with no daemon to end it, it must not outlive
             // us; the responder stops before the sysctls are restored.
             if self.mitigator.dp_attack().active {
                 self.mitigator.leave_attack_mode(&mut self.dps, monotonic_ns());
+            }
+            if self.mitigator.dp_ack().active {
+                self.mitigator.leave_ack_mode(&mut self.dps, monotonic_ns());
             }
             let mut unchanged = BlockList::new();
             self.mitigator.apply(&mut self.dps, vec![Action::RestoreCookies], monotonic_ns(), &mut unchanged);

@@ -27,6 +27,8 @@ pub struct IfaceObs {
     /// An interface of its name exists (false: deleted or moved away).
     pub present: bool,
     pub attack_mode: bool,
+    /// Its datapath checks ACKs to listeners (an ACK flood).
+    pub ack_mode: bool,
     /// Times its datapath entered attack mode by itself.
     pub attack_entries: u64,
     /// Who answers its SYNs in attack mode ("xdp", "kernel cookies", ...) and why.
@@ -54,6 +56,7 @@ impl IfaceObs {
             attached: i.attached,
             present: i.present,
             attack_mode: i.attack.active != 0,
+            ack_mode: i.ack_mode.active != 0,
             attack_entries: i.attack.entries,
             responder: i.responder.name().to_string(),
             responder_reason: i.responder.reason.clone(),
@@ -93,6 +96,8 @@ pub struct BlockObs {
 #[derive(Clone, Debug, Default)]
 pub struct MitigationObs {
     pub dp_attack: DpAttack,
+    /// The datapath's ACK-checking mode.
+    pub dp_ack: DpAttack,
     /// tcp_syncookies / tcp_timestamps as the operator had them, while
     /// tcpguard has them changed.
     pub syncookies_original: Option<u8>,
@@ -171,9 +176,9 @@ impl Observation {
         self.counters.get(c).saturating_sub(self.base.get(c))
     }
 
-    /// An attack is active or cooling down.
+    /// An attack (SYN or ACK flood) is active or cooling down.
     pub fn attack_active(&self) -> bool {
-        self.assessment.as_ref().is_some_and(|a| a.phase.is_attack())
+        self.assessment.as_ref().is_some_and(|a| a.phase.is_attack() || a.ack.active())
     }
 
     /// The XDP responder answers now (attack mode, and the policy answers from XDP).
@@ -197,15 +202,24 @@ impl Observation {
     /// Log the tick's events (an attack started or ended), once.
     pub fn log_events(&self) {
         let Some(a) = &self.assessment else { return };
-        match a.event {
-            Some(Event::Started(k)) => {
-                let ev: Vec<String> = a.evidence.iter().map(ToString::to_string).collect();
-                log::warn!("attack started: {} — {}", k.as_str(), ev.join(", "));
+        for e in a.events() {
+            match e {
+                Event::Started(k) => {
+                    let evidence = if k.is_syn() { &a.evidence } else { &a.ack.evidence };
+                    let ev: Vec<String> = evidence.iter().map(ToString::to_string).collect();
+                    let mixed = if a.kinds().len() > 1 { " (mixed flood: " } else { "" };
+                    let also = if mixed.is_empty() {
+                        String::new()
+                    } else {
+                        let names: Vec<&str> = a.kinds().iter().map(|k| k.as_str()).collect();
+                        format!("{mixed}{})", names.join(" + "))
+                    };
+                    log::warn!("attack started: {}{also} — {}", k.as_str(), ev.join(", "));
+                }
+                Event::Ended(k) => {
+                    log::warn!("attack over: {} (quiet for {} s)", k.as_str(), self.config.hold_down_secs);
+                }
             }
-            Some(Event::Ended(k)) => {
-                log::warn!("attack over: {} (quiet for {} s)", k.as_str(), self.config.hold_down_secs);
-            }
-            None => {}
         }
     }
 }

@@ -130,6 +130,7 @@ mod tests {
                 .collect(),
             listeners: Vec::new(),
             since: Some(1.0),
+            ack: crate::daemon::detect::AckAssessment::default(),
         }
     }
 

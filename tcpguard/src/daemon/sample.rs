@@ -38,8 +38,9 @@ pub struct Reading {
     pub sample: Sample,
     /// All interfaces' counters summed (each interface's are in `Datapaths`).
     pub counters: Counters,
-    /// The datapaths' attack mode.
+    /// The datapaths' attack mode, and their ACK-checking mode.
     pub attack: DpAttack,
+    pub ack_mode: DpAttack,
     /// The block-lists (the same on every interface).
     pub blocks: BlockList,
     pub kernel: KernelView,
@@ -77,6 +78,7 @@ impl Sampler {
     ) -> Result<Reading> {
         let c = dps.counters()?;
         let attack = dps.attack()?;
+        let ack_mode = dps.ack_mode()?;
         let blocks = dps.blocks()?;
         dps.check_attached();
         let slots = dps.half_open_slots()?;
@@ -87,6 +89,11 @@ impl Sampler {
         self.distinct_per_sec = distinct / self.prev_t.map_or(1.0, |p| (t - p).max(1e-3));
         self.prev_t = Some(t);
         let sources = self.followed_sources(dps, t)?;
+        let (all, syn_recv) = listeners::read().unwrap_or_else(|e| {
+            log::debug!("sock_diag: {e}");
+            (Vec::new(), 0)
+        });
+        let kernel = kernel::read_view(syn_recv);
         let sample = Sample {
             t,
             // SYNs the server refused (a closed port: a scan) are not a
@@ -103,14 +110,17 @@ impl Sampler {
             new_sources: c.get(Counter::NewSource) + self.attack_distinct,
             half_open: self.half_open,
             sources,
-            listeners: Vec::new(),
+            listeners: exposed(all, ports),
+            // Answered by the kernel (its RSTs, on egress), or checked and
+            // dropped (or, in monitor mode, counted) in XDP.
+            unmatched_acks: c.get(Counter::AckUnmatched)
+                + c.get(Counter::DropAckInvalid)
+                + c.get(Counter::MonitorAckInvalid),
+            kernel_rsts: kernel.out_rsts,
+            egress: dps.egress(),
+            ack_mode_by_datapath: ack_mode.active && ack_mode.by_datapath,
         };
-        let (all, syn_recv) = listeners::read().unwrap_or_else(|e| {
-            log::debug!("sock_diag: {e}");
-            (Vec::new(), 0)
-        });
-        let sample = Sample { listeners: exposed(all, ports), ..sample };
-        Ok(Reading { sample, counters: c, attack, blocks, kernel: kernel::read_view(syn_recv) })
+        Ok(Reading { sample, counters: c, attack, ack_mode, blocks, kernel })
     }
 
     /// Point lookups of the followed sources only: cost grows with the

@@ -10,7 +10,10 @@ use crate::{
     config::{DatapathMode, PolicyMode, SynCookies},
     daemon::observe::{IfaceObs, Observation},
     model::{Attach, Kind},
-    proto::{AttackView, BlockListView, BlockView, DatapathView, InterfaceView, KernelStatus, SourceView, StatusView},
+    proto::{
+        AckFloodView, AttackView, BlockListView, BlockView, DatapathView, InterfaceView, KernelStatus, SourceView,
+        StatusView,
+    },
 };
 
 /// The status view of an observation, as of `now_ns` (CLOCK_MONOTONIC).
@@ -66,6 +69,7 @@ pub fn render(o: &Observation, now_ns: u64) -> StatusView {
         },
         uptime_secs: o.uptime_secs,
         attack: attack_view(o),
+        ack_flood: ack_flood_view(o),
         datapath: datapath_view(o, now_ns),
         half_open: o.half_open,
         half_open_basis: if o.egress { "server" } else { "client" }.into(),
@@ -105,6 +109,7 @@ fn interface_view(o: &Observation, i: &IfaceObs) -> InterfaceView {
         attached: i.attached,
         present: i.present,
         mode: if i.attack_mode { "attack" } else { "tracking" }.into(),
+        ack_checking: i.ack_mode,
         responder,
         responder_reason: reason,
         answering: i.answering,
@@ -161,14 +166,42 @@ fn datapath_view(o: &Observation, now: u64) -> DatapathView {
     }
 }
 
+fn ack_flood_view(o: &Observation) -> AckFloodView {
+    let d = &o.mitigation.dp_ack;
+    let Some(a) = &o.assessment else {
+        return AckFloodView { datapath: "off".into(), entries: d.entries, ..AckFloodView::default() };
+    };
+    let a = &a.ack;
+    AckFloodView {
+        active: a.active(),
+        phase: a.phase,
+        since_secs: a.since,
+        unmatched_acks_per_sec: a.unmatched_per_sec,
+        kernel_rsts_per_sec: a.kernel_rsts_per_sec,
+        dropped_per_sec: o.rate(Counter::DropAckInvalid),
+        datapath: if d.active { "checking" } else { "off" }.into(),
+        entered_by: d.active.then(|| if d.by_datapath { "datapath" } else { "daemon" }.to_string()),
+        entries: d.entries,
+        evidence: a.evidence.clone(),
+    }
+}
+
 fn attack_view(o: &Observation) -> AttackView {
     let Some(a) = &o.assessment else { return AttackView::default() };
     let m = &o.mitigation;
-    let active = a.phase.is_attack();
+    let syn_active = a.phase.is_attack();
+    let active = syn_active || a.ack.active();
     let mut mitigation = Vec::new();
     if o.responder_armed() {
         mitigation
             .push("SYNs to listeners answered from XDP with the kernel's SYN cookies; invalid ACKs dropped".into());
+    }
+    if m.dp_ack.active {
+        mitigation.push(if o.config.datapath_mode == DatapathMode::Monitor {
+            "ACK check on: ACKs to listeners without a connection or a valid cookie counted (datapath monitor)".into()
+        } else {
+            "ACKs to listeners without a connection or a valid cookie dropped in XDP".into()
+        });
     }
     match (m.syncookies_original, m.syncookies_now) {
         (Some(orig), Some(2)) => mitigation.push(format!("SYN cookies forced (tcp_syncookies=2, restores to {orig})")),
@@ -197,12 +230,21 @@ fn attack_view(o: &Observation) -> AttackView {
     if active && o.config.policy == PolicyMode::Monitor {
         mitigation.push("none (policy monitor)".into());
     }
+    let mut evidence = a.evidence.clone();
+    if a.ack.over || a.ack.active() {
+        evidence.extend(a.ack.evidence.iter().cloned());
+    }
+    let kinds = a.kinds();
     AttackView {
         active,
-        phase: a.phase,
-        kind: a.kind,
-        since_secs: a.since,
-        evidence: a.evidence.clone(),
+        phase: if syn_active || !a.ack.active() { a.phase } else { a.ack.phase },
+        kind: kinds.first().copied(),
+        kinds,
+        since_secs: match (a.since, a.ack.since) {
+            (Some(x), Some(y)) => Some(x.max(y)),
+            (x, y) => x.or(y),
+        },
+        evidence,
         mitigation,
         attacks_total: o.attacks_total(),
     }
