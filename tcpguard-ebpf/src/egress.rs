@@ -50,13 +50,10 @@ pub(crate) fn egress(ctx: &TcContext) -> Option<()> {
     if fl == TCP_SYN | TCP_ACK {
         bump(c, Counter::SynAckOut);
         on_synack_out(c, s, &p, &key);
-    } else {
-        if !p.has(TCP_ACK) {
-            // The kernel's answer to an ACK that matched no socket (a RST
-            // to a segment without ACK carries ACK itself).
-            on_unmatched_ack(c, s);
-        }
-        on_rst_out(c, s, &p, &key);
+    } else if !on_rst_out(c, s, &p, &key) && !p.has(TCP_ACK) {
+        // Not a tracked handshake's: the kernel's answer to an ACK that
+        // matched no socket (its RST to a segment without ACK carries ACK).
+        on_unmatched_ack(c, s);
     }
     Some(())
 }
@@ -112,16 +109,16 @@ pub(crate) fn on_synack_out(c: &mut Counters, s: &Settings, p: &TcpPacket, key: 
 
 /// The server resets a tracked handshake: before answering it, the SYN was
 /// refused (a closed port: a scan, not a flood); after, it is closed like a
-/// client RST would close it.
+/// client RST would close it. Whether it was a tracked handshake's.
 #[inline(never)]
-pub(crate) fn on_rst_out(c: &mut Counters, s: &Settings, p: &TcpPacket, key: &FlowKey) {
+pub(crate) fn on_rst_out(c: &mut Counters, s: &Settings, p: &TcpPacket, key: &FlowKey) -> bool {
     // SAFETY: copied out before removal.
-    let Some(e) = (unsafe { HALF_OPEN.get(key) }).copied() else { return };
+    let Some(e) = (unsafe { HALF_OPEN.get(key) }).copied() else { return false };
     if p.has(TCP_ACK) && p.ack != e.isn.wrapping_add(1) {
-        return;
+        return false;
     }
     if HALF_OPEN.remove(key).is_err() {
-        return;
+        return true;
     }
     if e.answered() {
         bump(c, Counter::RstHalfOpen);
@@ -129,4 +126,5 @@ pub(crate) fn on_rst_out(c: &mut Counters, s: &Settings, p: &TcpPacket, key: &Fl
     } else {
         bump(c, Counter::SynRefused);
     }
+    true
 }

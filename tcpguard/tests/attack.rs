@@ -24,12 +24,13 @@ use tcpguard::{
 };
 use tcpguard_common::{
     craft::{fold, sum16, Craft},
-    parse::{ETH_P_8021AD, ETH_P_8021Q, TCP_ACK, TCP_SYN},
+    parse::{ETH_P_8021AD, ETH_P_8021Q, TCP_ACK, TCP_RST, TCP_SYN},
     sketch,
     synack::decode_tsecr,
     AttackState, Counter,
     Counter::*,
-    Settings, ATTACK_REASON_DAEMON, ATTACK_REASON_SYN_RATE, FLAG_ANSWER, FLAG_MONITOR, FLAG_XDP_COOKIES,
+    Settings, ATTACK_REASON_ACK_RATE, ATTACK_REASON_DAEMON, ATTACK_REASON_SYN_RATE, FLAG_ANSWER, FLAG_MONITOR,
+    FLAG_XDP_COOKIES,
 };
 
 /// The responder enabled, and allowed to answer now (the daemon's view:
@@ -484,6 +485,129 @@ fn a_forged_ack_is_dropped_and_established_traffic_passes() {
         let d = moved(&mut dp, |dp| assert_eq!(run(dp, &data), XDP_PASS));
         assert_eq!(d, want(&[(PassTcp, 1)]));
         drop(c);
+    });
+}
+
+fn set_ack_mode(dp: &mut Datapath, on: bool) {
+    Maps::new(&mut dp.ebpf)
+        .set_ack_mode(&AttackState {
+            active: u32::from(on),
+            reason: ATTACK_REASON_DAEMON,
+            entered_ns: monotonic_ns(),
+            ..AttackState::default()
+        })
+        .unwrap();
+}
+
+#[test]
+fn ack_checking_mode_drops_unmatched_acks_to_listeners_and_nothing_else() {
+    let _g = serial();
+    let mut dp = load();
+    setup(&mut dp, RESPOND);
+    let ns = Ns::new("2");
+    let other: [u8; 4] = [192, 0, 2, 99];
+    ns.with_listeners(|| {
+        // A SYN-ACK with a cookie, as the kernel would send when its queue
+        // overflows (here from attack mode); then attack mode ends and only
+        // the ACK check is on: an ACK flood without a SYN flood.
+        let (v, frame) = run_out(&dp, &syn4(41_000, 7000).build());
+        assert_eq!(v, XDP_TX);
+        let sa = SynAck::parse(frame);
+        Maps::new(&mut dp.ebpf).set_attack(&AttackState::default()).unwrap();
+        set_ack_mode(&mut dp, true);
+
+        // An ACK of no connection to a listener: dropped, counted.
+        let forged = Craft::v4(CLIENT, SERVER, 1000, 80).flags(TCP_ACK).seq(2).ack(0xdead_beef).build();
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &forged), XDP_DROP));
+        assert_eq!(d, want(&[(DropAckInvalid, 1)]));
+        let forged6 = Craft::v6(v6(10), v6(1), 1001, 443).flags(TCP_ACK).seq(2).ack(77).build();
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &forged6), XDP_DROP));
+        assert_eq!(d, want(&[(DropAckInvalid, 1)]));
+        // The ACK that completes a cookie handshake passes (the kernel's
+        // own check of its cookie).
+        let ack = final_ack4(41_000, 7000, &sa);
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &ack), XDP_PASS));
+        assert_eq!(d, want(&[(CookieAckValid, 1), (PassTcp, 1)]));
+        // An established connection's data passes untouched.
+        let l = TcpListener::bind("127.0.0.1:8081").unwrap();
+        let c = TcpStream::connect("127.0.0.1:8081").unwrap();
+        let (_s, peer) = l.accept().unwrap();
+        let data = Craft::v4([127, 0, 0, 1], [127, 0, 0, 1], peer.port(), 8081)
+            .flags(TCP_ACK)
+            .seq(1)
+            .ack(1)
+            .payload(b"hi")
+            .build();
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &data), XDP_PASS));
+        assert_eq!(d, want(&[(PassTcp, 1)]));
+        drop(c);
+        // An ACK to an address the host does not own (forwarded traffic),
+        // though the wildcard listener would match it: the kernel's.
+        let fwd = Craft::v4(CLIENT, other, 1002, 80).macs(CLIENT_MAC, SERVER_MAC).flags(TCP_ACK).seq(2).ack(3).build();
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &fwd), XDP_PASS));
+        assert_eq!(d, want(&[(NotForHost, 1), (PassTcp, 1)]));
+        // A closed port: no listener to protect, the kernel answers.
+        let closed = Craft::v4(CLIENT, SERVER, 1003, 9).flags(TCP_ACK).seq(2).ack(3).build();
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &closed), XDP_PASS));
+        assert_eq!(d, want(&[(PassTcp, 1)]));
+        // SYNs are tracked as in calm times: no attack-mode accounting.
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &syn4(1004, 1).build()), XDP_PASS));
+        assert_eq!(d, want(&[(Syn, 1), (SynTracked, 1), (HalfOpenOpened, 1), (NewSource, 1), (PassTcp, 1)]));
+    });
+    // The mode off: the same forged ACK goes to the kernel.
+    set_ack_mode(&mut dp, false);
+    ns.with_listeners(|| {
+        let forged = Craft::v4(CLIENT, SERVER, 1005, 80).flags(TCP_ACK).seq(2).ack(0xdead_beef).build();
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &forged), XDP_PASS));
+        assert_eq!(d, want(&[(PassTcp, 1)]));
+    });
+}
+
+#[test]
+fn the_kernels_rsts_to_unmatched_acks_put_the_datapath_in_ack_checking_mode() {
+    let _g = serial();
+    let mut dp = load();
+    let s = Settings { attack_ack_rate: 20_000, ..attack_settings(0) };
+    Maps::new(&mut dp.ebpf).set_settings(&s).unwrap();
+    for a in local_addrs() {
+        Maps::new(&mut dp.ebpf).add_local(a).unwrap();
+    }
+    let n = s.attack_window_acks();
+    assert_eq!(n, 100);
+    let egress = |dp: &Datapath, frame: &[u8], repeat: u64| {
+        let opts = TestRunOptions { data_in: Some(frame), repeat: repeat as u32, ..TestRunOptions::default() };
+        assert_eq!(dp.egress().test_run(opts).unwrap().return_value, 0, "egress never drops");
+    };
+    // The kernel's answer to a SYN on a closed port (RST|ACK) is a scan's,
+    // not an ACK flood's.
+    let refused = Craft::v4(SERVER, CLIENT, 81, 2000).flags(TCP_RST | TCP_ACK).seq(0).ack(301).build();
+    let d = moved(&mut dp, |dp| egress(dp, &refused, 3 * n));
+    assert_eq!(d, want(&[]));
+    // Its answer to an ACK of no connection: a RST without ACK.
+    let rst = Craft::v4(SERVER, CLIENT, 80, 2001).flags(TCP_RST).seq(0xdead_beef).build();
+    let d = moved(&mut dp, |dp| egress(dp, &rst, n - 1));
+    assert_eq!(d, want(&[(AckUnmatched, n - 1)]));
+    assert_eq!(Maps::new(&mut dp.ebpf).ack_mode().unwrap().active, 0, "one short of the window");
+    // A full window in one run (one CPU, microseconds): the mode is on.
+    let d = moved(&mut dp, |dp| egress(dp, &rst, n));
+    assert_eq!(d, want(&[(AckUnmatched, n), (AckModeEntered, 1)]));
+    let a = Maps::new(&mut dp.ebpf).ack_mode().unwrap();
+    assert_eq!((a.active, a.reason, a.entries), (1, ATTACK_REASON_ACK_RATE, 1), "{a:?}");
+    assert!(a.entered_ns - a.trigger_window_ns <= tcpguard_common::ATTACK_WINDOW_NS, "{a:?}");
+    // SYN attack mode is a separate state, untouched.
+    assert_eq!(Maps::new(&mut dp.ebpf).attack().unwrap().active, 0);
+    // And the XDP program now drops the flood's ACKs itself.
+    let ns = Ns::new("1");
+    ns.with_listeners(|| {
+        let forged = Craft::v4(CLIENT, SERVER, 2002, 80).flags(TCP_ACK).seq(2).ack(5).build();
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &forged), XDP_DROP));
+        assert_eq!(d, want(&[(DropAckInvalid, 1)]));
+    });
+    // Off (the daemon ends it): the ACKs go to the kernel again.
+    set_ack_mode(&mut dp, false);
+    ns.with_listeners(|| {
+        let forged = Craft::v4(CLIENT, SERVER, 2003, 80).flags(TCP_ACK).seq(2).ack(5).build();
+        assert_eq!(run(&dp, &forged), XDP_PASS);
     });
 }
 
