@@ -406,6 +406,20 @@ pub struct ModeEvent {
     pub trigger_window_ns: u64,
 }
 
+/// Sent on the `EVENTS` ring buffer when the egress program puts the
+/// datapath in ACK-checking mode, so the daemon spreads it to every
+/// interface at once: the kernel's RSTs leave by the route back to the
+/// flood's sources, which need not be the interface the flood comes in by.
+/// Told apart by its size.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AckModeEvent {
+    pub entered_ns: u64,
+    pub trigger_window_ns: u64,
+    /// Unmatched ACKs this CPU counted in the tripping window.
+    pub window_acks: u64,
+}
+
 /// Value of a block-list entry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -497,6 +511,7 @@ mod tests {
         assert_eq!(size_of::<AggEvent>(), 32);
         assert_eq!(size_of::<AggStats>(), 24);
         assert_ne!(size_of::<AggEvent>(), size_of::<ModeEvent>(), "told apart by size");
+        assert_eq!(size_of::<AckModeEvent>(), 24, "told apart by size from 16, 32 and 40");
         assert_eq!(size_of::<SrcKey>(), 16);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<HalfOpen>(), 24);

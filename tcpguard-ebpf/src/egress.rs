@@ -9,12 +9,12 @@ use aya_ebpf::programs::TcContext;
 use tcpguard_common::{
     handshake::{self, SynAckAction},
     parse::{self, TcpPacket, TCP_ACK, TCP_RST, TCP_SYN},
-    Counter, Counters, FlowKey, Settings, SrcKey, ATTACK_REASON_ACK_RATE, FLAG_EGRESS, FLAG_PORT_FILTER,
+    AckModeEvent, Counter, Counters, FlowKey, Settings, SrcKey, ATTACK_REASON_ACK_RATE, FLAG_EGRESS, FLAG_PORT_FILTER,
 };
 
 use crate::{
     context::{bump, now_ns, Frame},
-    maps::{ACK_ATTACK, ACK_WIN, COUNTERS, HALF_OPEN, PORTS, SETTINGS, SRC_STATS},
+    maps::{ACK_ATTACK, ACK_WIN, COUNTERS, EVENTS, HALF_OPEN, PORTS, SETTINGS, SRC_STATS},
     tracking::{close_half_open, count_half_open},
 };
 
@@ -73,13 +73,18 @@ pub(crate) fn on_unmatched_ack(c: &mut Counters, s: &Settings) {
     // SAFETY: shared map value of plain words; a racing CPU writes the same.
     let a = unsafe { &mut *a };
     if a.active == 0 {
+        // SAFETY: per-CPU value, read after its update above.
+        let (win_start, win_acks) = unsafe { ((*w).win_start_ns, (*w).win_syns) };
         a.active = 1;
         a.reason = ATTACK_REASON_ACK_RATE;
         a.entered_ns = now;
-        // SAFETY: as above, read after the window update.
-        a.trigger_window_ns = unsafe { (*w).win_start_ns };
+        a.trigger_window_ns = win_start;
         a.entries += 1;
         bump(c, Counter::AckModeEntered);
+        if let Some(mut ev) = EVENTS.reserve::<AckModeEvent>(0) {
+            ev.write(AckModeEvent { entered_ns: now, trigger_window_ns: win_start, window_acks: win_acks });
+            ev.submit(0);
+        }
     }
 }
 

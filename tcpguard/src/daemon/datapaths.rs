@@ -392,6 +392,30 @@ impl Datapaths {
         }
     }
 
+    /// ACK-checking mode on every interface that is not in it yet, as
+    /// entered by the datapath at `entered_ns` (one interface's egress
+    /// program saw the flood's RSTs; the flood may come in by another). The
+    /// interfaces it was turned on for.
+    pub fn spread_ack_mode(&mut self, entered_ns: u64) -> Vec<String> {
+        let mut spread = Vec::new();
+        for i in &mut self.ifaces {
+            let mut m = Maps::new(&mut i.dp.ebpf);
+            let r = m.ack_mode().and_then(|cur| {
+                if cur.active != 0 {
+                    return Ok(false);
+                }
+                let next = AttackState { active: 1, reason: ATTACK_REASON_ACK_RATE, entered_ns, ..cur };
+                m.set_ack_mode(&next).map(|()| true)
+            });
+            match r {
+                Ok(true) => spread.push(i.name.clone()),
+                Ok(false) => {}
+                Err(e) => log::error!("{}: setting the datapath's ACK-checking mode: {e}", i.name),
+            }
+        }
+        spread
+    }
+
     /// Mark every interface's attack mode (on) as entered by the datapath at
     /// `now`: what a new daemon adopts from a previous one.
     pub fn adopt_attack(&mut self, now: u64) {

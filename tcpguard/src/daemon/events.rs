@@ -1,11 +1,11 @@
-//! What the datapath tells the daemon between ticks: heavy-source reports
-//! and attack-mode entries on its ring buffer, and aya-log records, each
+//! What the datapath tells the daemon between ticks: heavy-source reports,
+//! attack-mode and ACK-checking-mode entries on its ring buffer, and aya-log records, each
 //! read by a task that wakes on the buffer's notification.
 
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
 use std::net::IpAddr;
-use tcpguard_common::{AggEvent, HeavyEvent, ModeEvent};
+use tcpguard_common::{AckModeEvent, AggEvent, HeavyEvent, ModeEvent};
 use tokio::sync::mpsc;
 
 use crate::loader::Datapath;
@@ -18,6 +18,8 @@ pub enum DpEvent {
     HeavyPrefix { prefix: crate::net::Prefix, syns: u64 },
     /// An interface's datapath entered attack mode by itself.
     AttackEntered { iface: String, entered_ns: u64 },
+    /// An interface's egress program put its datapath in ACK-checking mode.
+    AckModeEntered { iface: String, entered_ns: u64 },
 }
 
 pub fn spawn_reader(iface: String, rb: RingBuf<MapData>, tx: mpsc::Sender<DpEvent>) -> Result<()> {
@@ -46,6 +48,10 @@ pub fn spawn_reader(iface: String, rb: RingBuf<MapData>, tx: mpsc::Sender<DpEven
                     // SAFETY: as above, a whole ModeEvent.
                     let ev: ModeEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
                     DpEvent::AttackEntered { iface: iface.clone(), entered_ns: ev.entered_ns }
+                } else if item.len() == std::mem::size_of::<AckModeEvent>() {
+                    // SAFETY: as above, a whole AckModeEvent.
+                    let ev: AckModeEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                    DpEvent::AckModeEntered { iface: iface.clone(), entered_ns: ev.entered_ns }
                 } else {
                     continue;
                 };

@@ -324,6 +324,11 @@ impl Mitigator {
         } else {
             a.active() && enforce
         };
+        if want && d.active {
+            // On every interface, whichever one's egress saw the flood.
+            self.spread_ack_mode(dps, d.entered_ns);
+            return;
+        }
         if want == d.active {
             return;
         }
@@ -339,6 +344,22 @@ impl Mitigator {
             };
             log::warn!("datapath ACK-checking mode off ({why})");
             self.dp_ack.active = false;
+        }
+    }
+
+    /// An interface's egress program entered ACK-checking mode (its
+    /// ring-buffer record): every other interface follows at once.
+    pub fn ack_mode_entered(&mut self, dps: &mut Datapaths, entered_ns: u64) {
+        if !self.dp_ack.active {
+            self.dp_ack = DpAttack { active: true, by_datapath: true, entered_ns, ..self.dp_ack.clone() };
+        }
+        self.spread_ack_mode(dps, entered_ns);
+    }
+
+    fn spread_ack_mode(&self, dps: &mut Datapaths, entered_ns: u64) {
+        let spread = dps.spread_ack_mode(entered_ns);
+        if !spread.is_empty() {
+            log::warn!("ACK-checking mode on for {} too (the flood may come in by any interface)", spread.join(", "));
         }
     }
 

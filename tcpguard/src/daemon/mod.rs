@@ -403,6 +403,14 @@ impl Daemon {
                 self.mitigator.datapath_entered();
                 self.mitigator.sync_sysctls(&mut self.dps, responder_enabled(&self.cfg));
             }
+            DpEvent::AckModeEntered { iface, entered_ns } => {
+                let age_ms = monotonic_ns().saturating_sub(entered_ns) as f64 / 1e6;
+                log::warn!(
+                    "{iface}: the datapath entered ACK-checking mode (the kernel's RSTs to unmatched ACKs over \
+                     datapath.attack-ack-rate); noticed {age_ms:.1} ms later"
+                );
+                self.mitigator.ack_mode_entered(&mut self.dps, entered_ns);
+            }
         }
     }
 

@@ -120,8 +120,9 @@ pub struct FloodBench {
     pub daemon: DaemonCost,
 }
 
-fn cpu_times() -> (u64, u64) {
-    // (softirq, total) jiffies from the aggregate "cpu" line of /proc/stat.
+/// (softirq, total) jiffies of the whole machine, from the aggregate "cpu"
+/// line of /proc/stat.
+pub fn cpu_times() -> (u64, u64) {
     let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let f: Vec<u64> =
         s.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
@@ -181,7 +182,7 @@ fn set(ns: &Netns, k: &str, v: &str) -> Result<()> {
 }
 
 /// Packets received so far on `dev` in `ns` (iproute2's JSON link stats).
-fn rx_packets(ns: &Netns, dev: &str) -> Result<u64> {
+pub fn rx_packets(ns: &Netns, dev: &str) -> Result<u64> {
     let out = ns.ip(&["-s", "-j", "link", "show", "dev", dev])?;
     let v: serde_json::Value = serde_json::from_str(&out).context("ip -j link output")?;
     v[0]["stats64"]["rx"]["packets"].as_u64().context("rx packets in ip -s -j link")
