@@ -1,6 +1,7 @@
 //! The flood benchmark's plot: softirq CPU per received flood packet and
-//! legit connect p99 against the flood rate, setups (b)-(e), drawn with
-//! plotters into a PNG.
+//! legit connect p99 against the flood rate, setups (b)-(e) under SYN
+//! floods (lines) and (b), (e) under a full-rate ACK flood (triangles),
+//! drawn with plotters into a PNG.
 
 use std::path::Path;
 
@@ -15,9 +16,9 @@ pub fn success_vs_rate(bench: &Value, out: &Path) -> Result<()> {
     plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(font.into_boxed_slice()))
         .map_err(|_| anyhow::anyhow!("{FONT} is not a usable font"))?;
     let points = bench["points"].as_array().context("points")?;
-    let max_rate =
-        points.iter().filter(|p| p["setup"] != "a").filter_map(|p| p["received_pps"].as_f64()).fold(0.0, f64::max)
-            / 1000.0;
+    let acks: Vec<Value> = bench["ack_points"].as_array().cloned().unwrap_or_default();
+    let every = || points.iter().chain(acks.iter()).filter(|p| p["setup"] != "a");
+    let max_rate = every().filter_map(|p| p["received_pps"].as_f64()).fold(0.0, f64::max) / 1000.0;
     let root = BitMapBackend::new(out, (1200, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(600);
@@ -34,7 +35,7 @@ pub fn success_vs_rate(bench: &Value, out: &Path) -> Result<()> {
     ];
     for (area, (key, caption, ydesc, _)) in [left, right].iter().zip(panels) {
         let value = |p: &Value| if key == "p99_ms" { p["legit"]["p99_ms"].as_f64() } else { p[key].as_f64() };
-        let ymax = points.iter().filter(|p| p["setup"] != "a").filter_map(value).fold(0.0, f64::max) * 1.15;
+        let ymax = every().filter_map(value).fold(0.0, f64::max) * 1.15;
         let mut chart = ChartBuilder::on(area)
             .caption(caption, ("sans-serif", 22))
             .margin(16)
@@ -43,7 +44,7 @@ pub fn success_vs_rate(bench: &Value, out: &Path) -> Result<()> {
             .build_cartesian_2d(0.0..(max_rate * 1.08).max(1.0), 0.0..ymax.max(1.0))?;
         chart
             .configure_mesh()
-            .x_desc("flood received (thousand SYN/s)")
+            .x_desc("flood received (thousand packets/s)")
             .y_desc(ydesc)
             .label_style(("sans-serif", 14))
             .draw()?;
@@ -59,6 +60,17 @@ pub fn success_vs_rate(bench: &Value, out: &Path) -> Result<()> {
                 .label(label)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
             chart.draw_series(series.iter().map(|&(x, y)| Circle::new((x, y), 4, color.filled())))?;
+        }
+        for (k, label, color) in [("b", "ACK flood: (b) kernel alone", BLUE), ("e", "ACK flood: (e) tcpguard", RED)] {
+            let at: Vec<(f64, f64)> = acks
+                .iter()
+                .filter(|p| p["setup"] == k)
+                .filter_map(|p| Some((p["received_pps"].as_f64()? / 1000.0, value(p)?)))
+                .collect();
+            chart
+                .draw_series(at.iter().map(|&(x, y)| TriangleMarker::new((x, y), 9, color.filled())))?
+                .label(label)
+                .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 6, color.filled()));
         }
         chart
             .configure_series_labels()

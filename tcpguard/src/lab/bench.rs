@@ -196,6 +196,54 @@ fn ack_rows(dp: &mut Datapath, pass: &Baselines, singles: u32) -> anyhow::Result
         ..Row::default()
     });
     Maps::new(&mut dp.ebpf).set_attack(&tcpguard_common::AttackState::default())?;
+    // ACK-checking mode alone (an ACK flood, no SYN flood): the same check.
+    Maps::new(&mut dp.ebpf).set_ack_mode(&tcpguard_common::AttackState {
+        active: 1,
+        reason: tcpguard_common::ATTACK_REASON_DAEMON,
+        ..tcpguard_common::AttackState::default()
+    })?;
+    let dropped_before = Maps::new(&mut dp.ebpf).counters()?.get(tcpguard_common::Counter::DropAckInvalid);
+    let ns_ack_mode = single_ns(dp.program(), &acks)?;
+    let dropped = Maps::new(&mut dp.ebpf).counters()?.get(tcpguard_common::Counter::DropAckInvalid) - dropped_before;
+    anyhow::ensure!(dropped >= u64::from(singles) * 9 / 10, "ACK-checking mode dropped only {dropped} of {singles}");
+    rows.push(Row {
+        name: "ACK-checking mode: spoofed ACK to a listener (lookup + cookie check, drop)",
+        regime: "single-shot",
+        ns: ns_ack_mode,
+        base_ns: base_ack,
+        ..Row::default()
+    });
+    // What an established flow's packet pays while the check is on: its
+    // socket is found (a real connection in this namespace), it passes.
+    Maps::new(&mut dp.ebpf).add_local(std::net::IpAddr::from([127, 0, 0, 1]))?;
+    let l = std::net::TcpListener::bind("127.0.0.1:8081")?;
+    let _c = std::net::TcpStream::connect("127.0.0.1:8081")?;
+    let (_s, peer) = l.accept()?;
+    let data = Craft::v4([127, 0, 0, 1], [127, 0, 0, 1], peer.port(), 8081)
+        .flags(TCP_ACK)
+        .seq(1)
+        .ack(1)
+        .payload(&[0u8; 64])
+        .build();
+    let frames = vec![data; singles as usize / 10];
+    let before = Maps::new(&mut dp.ebpf).counters()?;
+    let ns_est = single_ns(dp.program(), &frames)?;
+    let after = Maps::new(&mut dp.ebpf).counters()?;
+    let c = tcpguard_common::Counter::PassTcp;
+    anyhow::ensure!(
+        after.get(c) - before.get(c) == frames.len() as u64
+            && after.get(tcpguard_common::Counter::NotForHost) == before.get(tcpguard_common::Counter::NotForHost),
+        "the established flow's data was not checked and passed"
+    );
+    let base_est = single_ns(pass.xdp(), &frames)?;
+    rows.push(Row {
+        name: "ACK-checking mode: established flow's data (socket found, pass)",
+        regime: "single-shot",
+        ns: ns_est,
+        base_ns: base_est,
+        ..Row::default()
+    });
+    Maps::new(&mut dp.ebpf).set_ack_mode(&tcpguard_common::AttackState::default())?;
     let ns_ack_calm = single_ns(dp.program(), &acks)?;
     rows.push(Row {
         name: "tracking mode: spoofed ACK to a listener (passed; the kernel answers RST)",
@@ -316,6 +364,30 @@ fn egress_rows(singles: u32, repeat: u32, rounds: usize) -> anyhow::Result<Vec<R
         base += repeat_ns(pass.tc(), f, 1)?;
         total += repeat_ns(dp.egress(), f, 1)?;
     }
+    // The kernel's RSTs to unmatched ACKs (an ACK flood before the check is
+    // on): counted in the rate window that enters ACK-checking mode.
+    let rsts: Vec<Vec<u8>> = (0..singles)
+        .map(|i| {
+            Craft::v4(DST, src(7_000_000 + i), 80, 1024 + (i % 60000) as u16)
+                .flags(tcpguard_common::parse::TCP_RST)
+                .seq(i)
+                .build()
+        })
+        .collect();
+    let (mut rst_total, mut rst_base) = (0.0, 0.0);
+    for f in &rsts {
+        rst_base += repeat_ns(pass.tc(), f, 1)?;
+        rst_total += repeat_ns(dp.egress(), f, 1)?;
+    }
+    let counted = Maps::new(&mut dp.ebpf).counters()?.get(tcpguard_common::Counter::AckUnmatched);
+    anyhow::ensure!(counted >= u64::from(singles), "egress counted {counted} of {singles} RSTs");
+    rows.push(Row {
+        name: "egress: the kernel's RST to an unmatched ACK (counted)",
+        regime: "single-shot",
+        ns: rst_total / f64::from(singles),
+        base_ns: rst_base / f64::from(singles),
+        ..Row::default()
+    });
     rows.push(Row {
         name: "egress: SYN-ACK of a tracked SYN (half-open)",
         regime: "single-shot",

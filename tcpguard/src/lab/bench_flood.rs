@@ -116,6 +116,9 @@ pub struct FloodBench {
     pub generator_max_pps: f64,
     pub seconds_per_point: f64,
     pub points: Vec<Point>,
+    /// A spoofed ACK flood at the generator's full rate: (b) the kernel
+    /// alone, (e) tcpguard's default.
+    pub ack_points: Vec<Point>,
     pub latency: Vec<Latency>,
     pub daemon: DaemonCost,
 }
@@ -467,6 +470,21 @@ pub fn run(quick: bool) -> Result<FloodBench> {
             );
             out.points.push(p);
         }
+    }
+    for s in [Setup::KernelCookies, Setup::TcpguardAttackMode] {
+        let p = point_of(s, 0, secs, FloodKind::Ack)?;
+        eprintln!(
+            "{:<46} ACK flood, full rate (sent {:>7.0}, rx {:>7.0}): legit {:>5.1}% p99 {:>7.2} ms {:>6.0} ns/rx xdp \
+             {:>6.0} ns",
+            s.label(),
+            p.sent_pps,
+            p.received_pps,
+            p.legit.success * 100.0,
+            p.legit.p99_ms,
+            p.softirq_ns_per_rx,
+            p.xdp_ns_per_packet.unwrap_or(f64::NAN)
+        );
+        out.ack_points.push(p);
     }
     let runs = if quick { 2 } else { 5 };
     out.latency.push(latency("spoofed-random", 50_000, runs)?);
