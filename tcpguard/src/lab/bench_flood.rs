@@ -41,6 +41,11 @@ pub enum Setup {
     TcpguardAuto,
     #[serde(rename = "e")]
     TcpguardAttackMode,
+    /// A control for the ACK flood: (b) with a pass-everything XDP program
+    /// on the server's attacker-facing interface (what veth's XDP receive
+    /// path costs by itself).
+    #[serde(rename = "p")]
+    KernelPassXdp,
 }
 
 impl Setup {
@@ -58,6 +63,7 @@ impl Setup {
             Setup::TcpguardDrop => "(c) tcpguard policy drop",
             Setup::TcpguardAuto => "(d) tcpguard auto, kernel cookies",
             Setup::TcpguardAttackMode => "(e) tcpguard auto, attack mode (XDP cookies)",
+            Setup::KernelPassXdp => "(p) control: (b) with a pass-all XDP program",
         }
     }
 }
@@ -220,6 +226,17 @@ fn point_of(setup: Setup, pps: u64, secs: f64, kind: FloodKind) -> Result<Point>
             Some(daemon_with(&lab, &att, "auto", "d", "syn-cookies = \"kernel\"\nattack-syn-rate = 0")?)
         }
         Setup::TcpguardAttackMode => Some(daemon(&lab, &att, "auto", "e")?),
+        _ => None,
+    };
+    // The control: a two-instruction XDP_PASS program on the interface the
+    // flood comes in by, detached when `_pass` drops.
+    let _pass = match setup {
+        Setup::KernelPassXdp => {
+            let mut b = crate::lab::baselines::Baselines::load().context("pass-all XDP program")?;
+            let dev = att.srv_if.clone();
+            lab.server.run(|| b.attach_xdp(&dev))?.context("attaching the pass-all XDP program")?;
+            Some(b)
+        }
         _ => None,
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -422,7 +439,7 @@ pub fn ack_side_by_side(secs: f64) -> Result<String> {
         "| flood | setup | sent pkt/s | rx pkt/s | legit success | p50 ms | p99 ms | softirq | softirq ns / rx pkt \
          | XDP ns |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    for s in [Setup::KernelCookies, Setup::TcpguardAttackMode] {
+    for s in [Setup::KernelCookies, Setup::KernelPassXdp, Setup::TcpguardAttackMode] {
         let p = point_of(s, 0, secs, FloodKind::Ack)?;
         let _ = writeln!(
             out,
@@ -471,7 +488,7 @@ pub fn run(quick: bool) -> Result<FloodBench> {
             out.points.push(p);
         }
     }
-    for s in [Setup::KernelCookies, Setup::TcpguardAttackMode] {
+    for s in [Setup::KernelCookies, Setup::KernelPassXdp, Setup::TcpguardAttackMode] {
         let p = point_of(s, 0, secs, FloodKind::Ack)?;
         eprintln!(
             "{:<46} ACK flood, full rate (sent {:>7.0}, rx {:>7.0}): legit {:>5.1}% p99 {:>7.2} ms {:>6.0} ns/rx xdp \

@@ -21,7 +21,7 @@ use anyhow::{Context as _, Result};
 
 use crate::{
     daemon::detect::Kind,
-    lab::flood::{self, FloodReport, FloodSpec, Sources},
+    lab::flood::{self, FloodKind, FloodReport, FloodSpec, Sources},
     lab::{probe_stats, DaemonProcess, Lab, Probe, Prober, Server, SERVER_IP},
     proto::StatusView,
 };
@@ -35,7 +35,7 @@ extern "C" fn on_sigint(_: libc::c_int) {
 struct Phase {
     name: &'static str,
     secs: u64,
-    flood: Option<(Sources, u64)>,
+    flood: Option<(Sources, u64, FloodKind)>,
     /// The kind the flood should be classified as.
     expect: Option<Kind>,
 }
@@ -71,15 +71,22 @@ pub fn run(phase_scale: f64) -> Result<()> {
         Phase {
             name: "spoofed random-source SYN flood (50k SYN/s from 198.19.0.0/17)",
             secs: s(15),
-            flood: Some((Sources::Random("198.19.0.0/17".parse().expect("prefix")), 50_000)),
+            flood: Some((Sources::Random("198.19.0.0/17".parse().expect("prefix")), 50_000, FloodKind::Syn)),
             expect: Some(Kind::SpoofedRandom),
         },
         Phase { name: "flood stopped", secs: s(9), flood: None, expect: None },
         Phase {
             name: "single-source SYN flood (10k SYN/s from 203.0.113.66)",
             secs: s(12),
-            flood: Some((Sources::Single("203.0.113.66".parse().expect("addr")), 10_000)),
+            flood: Some((Sources::Single("203.0.113.66".parse().expect("addr")), 10_000, FloodKind::Syn)),
             expect: Some(Kind::FewHeavySources),
+        },
+        Phase { name: "flood stopped", secs: s(9), flood: None, expect: None },
+        Phase {
+            name: "spoofed ACK flood (50k ACK/s of no connection)",
+            secs: s(12),
+            flood: Some((Sources::Random("198.19.0.0/17".parse().expect("prefix")), 50_000, FloodKind::Ack)),
+            expect: Some(Kind::AckFlood),
         },
         Phase { name: "flood stopped", secs: s(9), flood: None, expect: None },
     ];
@@ -101,8 +108,9 @@ pub fn run(phase_scale: f64) -> Result<()> {
     'phases: for ph in &phases {
         let stop = Arc::new(AtomicBool::new(false));
         let fl = match &ph.flood {
-            Some((src, rate)) => {
+            Some((src, rate, kind)) => {
                 let spec = FloodSpec {
+                    kind: *kind,
                     rate: *rate,
                     duration: Duration::from_secs(ph.secs),
                     seed: 0x5eed,
@@ -137,13 +145,15 @@ pub fn run(phase_scale: f64) -> Result<()> {
             }
             if let Some(v) = status() {
                 let now = demo_start.elapsed().as_secs_f64() - from;
-                if ph.expect.is_some() && v.attack.active && v.attack.kind == ph.expect && row.detected_after.is_none()
-                {
-                    row.detected_after = Some(now);
-                    row.kind = v.attack.kind.map(|k| k.as_str().to_string());
+                if let Some(k) = ph.expect.filter(|k| v.attack.active && v.attack.kinds.contains(k)) {
+                    if row.detected_after.is_none() {
+                        row.detected_after = Some(now);
+                        row.kind = Some(k.as_str().to_string());
+                    }
                 }
                 let mitigated = match ph.expect {
                     Some(Kind::FewHeavySources) => !v.blocked.is_empty(),
+                    Some(Kind::AckFlood) => v.ack_flood.datapath == "checking",
                     Some(_) => v.kernel.syncookies_forced,
                     None => false,
                 };
@@ -200,13 +210,13 @@ pub fn run(phase_scale: f64) -> Result<()> {
         let st = probe_stats(&p);
         let det = match (&r.sent, r.detected_after, &r.kind) {
             (Some(rep), Some(d), Some(k)) => format!(
-                "{k} detected after {d:.2}s, mitigated after {}; {}; flood sent {} SYNs ({:.0}/s)",
+                "{k} detected after {d:.2}s, mitigated after {}; {}; flood sent {} packets ({:.0}/s)",
                 r.mitigated_after.map_or("-".into(), |m| format!("{m:.2}s")),
                 r.mitigation.join(", "),
                 rep.sent,
                 rep.pps()
             ),
-            (Some(rep), _, _) => format!("not detected as expected; flood sent {} SYNs", rep.sent),
+            (Some(rep), _, _) => format!("not detected as expected; flood sent {} packets", rep.sent),
             _ => r.ended_after.map_or(String::new(), |e| format!("attack over after {e:.1}s (hold-down 5 s)")),
         };
         println!("{:<66} {:>8.1}% {:>8.2} {:>8.2}  {}", r.name, st.success * 100.0, st.p50_ms, st.p99_ms, det);
@@ -236,14 +246,16 @@ fn screen(tty: bool, phase: &str, t: f64, v: &StatusView, probes: &[Probe]) {
         print!("{}", crate::ctl::render_status(v));
         println!("\nCtrl-C stops the demo and cleans up.");
     } else {
-        let kind = v.attack.kind.map_or("-", |k| k.as_str());
+        let kinds: Vec<&str> = v.attack.kinds.iter().map(|k| k.as_str()).collect();
+        let kind = if kinds.is_empty() { "-".to_string() } else { kinds.join("+") };
         println!(
-            "t={t:5.1}s {:<40.40} attack={:<5} kind={:<18} datapath={:<8} xdp-synacks/s={:>7.0} syn/s={:>7.0} \
-                half-open={:>6} drops/s={:>7.0} blocked={} cookies={} legit={:>5.1}%",
+            "t={t:5.1}s {:<40.40} attack={:<5} kind={:<18} datapath={:<8} ack-check={:<8} xdp-synacks/s={:>7.0} \
+                syn/s={:>7.0} half-open={:>6} drops/s={:>7.0} blocked={} cookies={} legit={:>5.1}%",
             phase,
             v.attack.active,
             kind,
             v.datapath.mode,
+            v.ack_flood.datapath,
             v.datapath.cookies_sent_per_sec,
             v.syn_per_sec,
             v.half_open,
