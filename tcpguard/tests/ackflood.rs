@@ -306,3 +306,50 @@ fn an_established_bulk_transfer_keeps_its_speed_during_an_ack_flood() {
     bulk.join().unwrap();
     drop(server);
 }
+
+#[test]
+fn a_handover_under_an_ack_flood_keeps_the_ack_check_on_throughout() {
+    let _serial = serial();
+    require_root();
+    let (lab, att) = lab_with_attacker();
+    let server = serve(&lab);
+    let f = Files::new("ackusr2");
+    f.write_config("auto", "");
+    let ifaces = [lab.srv_if.as_str(), att.srv_if.as_str()];
+    let mut d = Daemon::start_on(&lab, &f, &ifaces);
+    let stop = Arc::new(AtomicBool::new(false));
+    let spec = flood_spec(&att, FloodKind::Ack, 60_000, 12.0);
+    let st = stop.clone();
+    let flood = att.ns.spawn(move || flood::run(&spec, &st).expect("flood")).unwrap();
+    wait_status(&f, Duration::from_secs(3), "ACK flood named, check on", |v| {
+        kinds(v).iter().any(|k| k == "ack-flood") && v["ack_flood"]["datapath"] == "checking"
+    });
+    // SIGUSR2 (the package's upgrade path): the daemon exits, XDP stays,
+    // and so does the ACK check: the flood is dropped with no daemon.
+    d.signal(libc::SIGUSR2);
+    let t = Instant::now();
+    while d.child.try_wait().unwrap().is_none() {
+        assert!(t.elapsed() < Duration::from_secs(10), "no exit on SIGUSR2:\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(d.log_text().contains("handing over in ACK-checking mode"), "{}", d.log_text());
+    let rsts = || lab.server.run(|| tcpguard::daemon::kernel::read_view(0).out_rsts).unwrap();
+    let r0 = rsts();
+    std::thread::sleep(Duration::from_millis(500));
+    let gap = rsts() - r0;
+    assert!(gap < 1000, "with no daemon the kernel answered {gap} ACKs in 0.5 s: the check was off");
+    // The next daemon adopts it, and ends it after the flood.
+    let d2 = Daemon::start_on(&lab, &f, &ifaces);
+    let (v, _) = wait_status(&f, Duration::from_secs(3), "adopted and confirmed", |v| {
+        v["ack_flood"]["datapath"] == "checking" && kinds(v).iter().any(|k| k == "ack-flood")
+    });
+    assert_eq!(v["interfaces"][0]["adopted"], true, "{v:#}");
+    assert_eq!(connect_n(&lab, SocketAddr::new(IpAddr::V4(SERVER_IP), PORT), 10), 10, "legit after the handover");
+    stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    wait_status(&f, Duration::from_secs(8), "ACK check off", |v| v["ack_flood"]["datapath"] == "off");
+    let log = d2.stop();
+    assert!(log.contains("ACK-checking mode from a previous run: adopted"), "{log}");
+    assert!(log.contains("datapath ACK-checking mode off"), "{log}");
+    drop(server);
+}
