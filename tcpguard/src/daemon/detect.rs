@@ -270,7 +270,7 @@ impl Lifecycle {
 
     /// Seconds since it started, while on.
     fn since(&self, t: f64) -> Option<f64> {
-        self.active().then(|| t - self.started_at)
+        self.active().then_some(t - self.started_at)
     }
 }
 

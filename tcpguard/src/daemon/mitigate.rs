@@ -326,7 +326,7 @@ impl Mitigator {
         };
         if want && d.active {
             // On every interface, whichever one's egress saw the flood.
-            self.spread_ack_mode(dps, d.entered_ns);
+            spread_ack_mode(dps, d.entered_ns);
             return;
         }
         if want == d.active {
@@ -353,14 +353,7 @@ impl Mitigator {
         if !self.dp_ack.active {
             self.dp_ack = DpAttack { active: true, by_datapath: true, entered_ns, ..self.dp_ack.clone() };
         }
-        self.spread_ack_mode(dps, entered_ns);
-    }
-
-    fn spread_ack_mode(&self, dps: &mut Datapaths, entered_ns: u64) {
-        let spread = dps.spread_ack_mode(entered_ns);
-        if !spread.is_empty() {
-            log::warn!("ACK-checking mode on for {} too (the flood may come in by any interface)", spread.join(", "));
-        }
+        spread_ack_mode(dps, entered_ns);
     }
 
     /// Take over ACK-checking mode a previous run left on, as
@@ -503,5 +496,13 @@ impl Mitigator {
         kernel::save_state(&self.state_dir, st).with_context(|| {
             format!("saving the sysctl record {} (daemon.state-dir)", self.state_dir.join("state.json").display())
         })
+    }
+}
+
+/// ACK-checking mode on every interface not in it yet, logged.
+fn spread_ack_mode(dps: &mut Datapaths, entered_ns: u64) {
+    let spread = dps.spread_ack_mode(entered_ns);
+    if !spread.is_empty() {
+        log::warn!("ACK-checking mode on for {} too (the flood may come in by any interface)", spread.join(", "));
     }
 }
