@@ -473,19 +473,25 @@ fn a_forged_ack_is_dropped_and_established_traffic_passes() {
         let d = moved(&mut dp, |dp| assert_eq!(run(dp, &other), XDP_PASS));
         assert_eq!(d, want(&[(PassTcp, 1)]));
         // A real established connection's packets pass untouched.
-        let l = TcpListener::bind("127.0.0.1:8081").unwrap();
-        let c = TcpStream::connect("127.0.0.1:8081").unwrap();
-        let (_s, peer) = l.accept().unwrap();
-        let data = Craft::v4([127, 0, 0, 1], [127, 0, 0, 1], peer.port(), 8081)
-            .flags(TCP_ACK)
-            .seq(1)
-            .ack(1)
-            .payload(b"hi")
-            .build();
+        let (_conn, data) = established_data();
         let d = moved(&mut dp, |dp| assert_eq!(run(dp, &data), XDP_PASS));
         assert_eq!(d, want(&[(PassTcp, 1)]));
-        drop(c);
     });
+}
+
+/// A real connection on loopback (both ends, kept open while the returned
+/// sockets live) and a data segment of it from the client.
+fn established_data() -> ((TcpStream, TcpStream), Vec<u8>) {
+    let l = TcpListener::bind("127.0.0.1:8081").unwrap();
+    let c = TcpStream::connect("127.0.0.1:8081").unwrap();
+    let (s, peer) = l.accept().unwrap();
+    let data = Craft::v4([127, 0, 0, 1], [127, 0, 0, 1], peer.port(), 8081)
+        .flags(TCP_ACK)
+        .seq(1)
+        .ack(1)
+        .payload(b"hi")
+        .build();
+    ((c, s), data)
 }
 
 fn set_ack_mode(dp: &mut Datapath, on: bool) {
@@ -529,18 +535,9 @@ fn ack_checking_mode_drops_unmatched_acks_to_listeners_and_nothing_else() {
         let d = moved(&mut dp, |dp| assert_eq!(run(dp, &ack), XDP_PASS));
         assert_eq!(d, want(&[(CookieAckValid, 1), (PassTcp, 1)]));
         // An established connection's data passes untouched.
-        let l = TcpListener::bind("127.0.0.1:8081").unwrap();
-        let c = TcpStream::connect("127.0.0.1:8081").unwrap();
-        let (_s, peer) = l.accept().unwrap();
-        let data = Craft::v4([127, 0, 0, 1], [127, 0, 0, 1], peer.port(), 8081)
-            .flags(TCP_ACK)
-            .seq(1)
-            .ack(1)
-            .payload(b"hi")
-            .build();
+        let (_conn, data) = established_data();
         let d = moved(&mut dp, |dp| assert_eq!(run(dp, &data), XDP_PASS));
         assert_eq!(d, want(&[(PassTcp, 1)]));
-        drop(c);
         // An ACK to an address the host does not own (forwarded traffic),
         // though the wildcard listener would match it: the kernel's.
         let fwd = Craft::v4(CLIENT, other, 1002, 80).macs(CLIENT_MAC, SERVER_MAC).flags(TCP_ACK).seq(2).ack(3).build();

@@ -147,19 +147,8 @@ fn flood_markdown(b: &Value, cmd: &str) -> String {
             _ => "—".into(),
         };
         let xdp = p["xdp_ns_per_packet"].as_f64().map_or("—".into(), |x| format!("{x:.0}"));
-        let _ = writeln!(
-            s,
-            "| {} | {} | {:.0} | {:.0} | {:.1}% | {:.2} | {:.2} | {:.1}% | {:.0} | {vs} | {xdp} |",
-            if target == 0 { "full".to_string() } else { target.to_string() },
-            labels(p["setup"].as_str().unwrap_or("")),
-            f(&p["sent_pps"]),
-            f(&p["received_pps"]),
-            f(&p["legit"]["success"]) * 100.0,
-            f(&p["legit"]["p50_ms"]),
-            f(&p["legit"]["p99_ms"]),
-            f(&p["softirq_pct"]),
-            f(&p["softirq_ns_per_rx"]),
-        );
+        let flood = if target == 0 { "full".to_string() } else { target.to_string() };
+        let _ = writeln!(s, "{}", point_row(p, &flood, labels(p["setup"].as_str().unwrap_or("")), &vs, &xdp));
     }
     let _ = writeln!(s, "\nWhere each stops serving legit clients (first tested rate with success below 90%):\n");
     for k in ["a", "b", "c", "d", "e"] {
@@ -179,6 +168,21 @@ fn flood_markdown(b: &Value, cmd: &str) -> String {
     s.push_str(&ack_markdown(b));
     s.push_str(&latency_and_cost_markdown(b));
     s
+}
+
+/// One flood point as a table row: flood, setup, sent and received rates,
+/// legit success and latency, softirq, then `vs` and `xdp` as given.
+fn point_row(p: &Value, flood: &str, label: &str, vs: &str, xdp: &str) -> String {
+    format!(
+        "| {flood} | {label} | {:.0} | {:.0} | {:.1}% | {:.2} | {:.2} | {:.1}% | {:.0} | {vs} | {xdp} |",
+        f(&p["sent_pps"]),
+        f(&p["received_pps"]),
+        f(&p["legit"]["success"]) * 100.0,
+        f(&p["legit"]["p50_ms"]),
+        f(&p["legit"]["p99_ms"]),
+        f(&p["softirq_pct"]),
+        f(&p["softirq_ns_per_rx"]),
+    )
 }
 
 /// The ACK-flood rows: (b) the kernel alone against (e) tcpguard's default.
@@ -214,22 +218,12 @@ fn ack_markdown(b: &Value) -> String {
             None => "—".into(),
         };
         let xdp = p["xdp_ns_per_packet"].as_f64().map_or("—".into(), |x| format!("{x:.0}"));
-        let _ = writeln!(
-            s,
-            "| ACK, full | {} | {:.0} | {:.0} | {:.1}% | {:.2} | {:.2} | {:.1}% | {:.0} | {vs} | {xdp} |",
-            match p["setup"].as_str() {
-                Some("b") => "(b) kernel alone: syncookies=1",
-                Some("p") => "(p) control: (b) + a pass-all XDP program",
-                _ => "(e) tcpguard default",
-            },
-            f(&p["sent_pps"]),
-            f(&p["received_pps"]),
-            f(&p["legit"]["success"]) * 100.0,
-            f(&p["legit"]["p50_ms"]),
-            f(&p["legit"]["p99_ms"]),
-            f(&p["softirq_pct"]),
-            f(&p["softirq_ns_per_rx"]),
-        );
+        let label = match p["setup"].as_str() {
+            Some("b") => "(b) kernel alone: syncookies=1",
+            Some("p") => "(p) control: (b) + a pass-all XDP program",
+            _ => "(e) tcpguard default",
+        };
+        let _ = writeln!(s, "{}", point_row(p, "ACK, full", label, &vs, &xdp));
     }
     s
 }

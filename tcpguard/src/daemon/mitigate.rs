@@ -278,30 +278,15 @@ impl Mitigator {
     /// policy answers with cookies (`cookies`) that stays under the
     /// datapath's own threshold, and ends it with the attack.
     pub fn steer_attack_mode(&mut self, dps: &mut Datapaths, a: &Assessment, now: u64, hold_down_secs: f64) {
-        let cookies = self.cookies_forced;
         let attack = matches!(a.phase, Phase::Active | Phase::CoolingDown);
-        let d = &self.dp_attack;
-        let want = if d.active && d.by_datapath {
-            attack || a.phase == Phase::Pending || now.saturating_sub(d.entered_ns) < (hold_down_secs * 1e9) as u64
-        } else {
-            attack && cookies
-        };
+        let seen = attack || a.phase == Phase::Pending;
+        let want = mode_wanted(&self.dp_attack, seen, attack && self.cookies_forced, now, hold_down_secs);
         if want == self.dp_attack.active {
             return;
         }
         dps.set_attack(want, now);
-        if want {
-            log::warn!("datapath attack mode on (the daemon detected an attack)");
-            self.dp_attack = DpAttack { active: true, by_datapath: false, entered_ns: now, ..self.dp_attack.clone() };
-        } else {
-            let why = if matches!(a.event, Some(Event::Ended(_))) {
-                "the attack is over"
-            } else {
-                "not confirmed by the detector"
-            };
-            log::warn!("datapath attack mode off ({why})");
-            self.dp_attack.active = false;
-        }
+        let ended = matches!(a.event, Some(Event::Ended(_)));
+        switched(&mut self.dp_attack, want, now, ("attack mode", "an attack", "the attack is over"), ended);
     }
 
     /// The daemon's side of ACK-checking mode, as for attack mode: an entry
@@ -319,11 +304,7 @@ impl Mitigator {
         enforce: bool,
     ) {
         let d = &self.dp_ack;
-        let want = if d.active && d.by_datapath {
-            a.phase != Phase::Idle || now.saturating_sub(d.entered_ns) < (hold_down_secs * 1e9) as u64
-        } else {
-            a.active() && enforce
-        };
+        let want = mode_wanted(d, a.phase != Phase::Idle, a.active() && enforce, now, hold_down_secs);
         if want && d.active {
             // On every interface, whichever one's egress saw the flood.
             spread_ack_mode(dps, d.entered_ns);
@@ -333,18 +314,9 @@ impl Mitigator {
             return;
         }
         dps.set_ack_mode(want, now);
-        if want {
-            log::warn!("datapath ACK-checking mode on (the daemon detected an ACK flood)");
-            self.dp_ack = DpAttack { active: true, by_datapath: false, entered_ns: now, ..self.dp_ack.clone() };
-        } else {
-            let why = if matches!(a.event, Some(Event::Ended(_))) {
-                "the ACK flood is over"
-            } else {
-                "not confirmed by the detector"
-            };
-            log::warn!("datapath ACK-checking mode off ({why})");
-            self.dp_ack.active = false;
-        }
+        let ended = matches!(a.event, Some(Event::Ended(_)));
+        let names = ("ACK-checking mode", "an ACK flood", "the ACK flood is over");
+        switched(&mut self.dp_ack, want, now, names, ended);
     }
 
     /// An interface's egress program entered ACK-checking mode (its
@@ -504,5 +476,31 @@ fn spread_ack_mode(dps: &mut Datapaths, entered_ns: u64) {
     let spread = dps.spread_ack_mode(entered_ns);
     if !spread.is_empty() {
         log::warn!("ACK-checking mode on for {} too (the flood may come in by any interface)", spread.join(", "));
+    }
+}
+
+/// Whether a datapath mode should be on. An entry by the datapath itself is
+/// kept while the detector `seen`s the flood (pending or on), and for the
+/// hold-down after entry when it does not; otherwise the mode is on while
+/// the daemon wants it (`daemon_wants`).
+fn mode_wanted(d: &DpAttack, seen: bool, daemon_wants: bool, now: u64, hold_down_secs: f64) -> bool {
+    if d.active && d.by_datapath {
+        seen || now.saturating_sub(d.entered_ns) < (hold_down_secs * 1e9) as u64
+    } else {
+        daemon_wants
+    }
+}
+
+/// The daemon switched a mode (`names`: the mode, the flood, "it is over"),
+/// already written to the datapaths: recorded and logged.
+fn switched(d: &mut DpAttack, on: bool, now: u64, names: (&str, &str, &str), ended: bool) {
+    let (mode, flood, over) = names;
+    if on {
+        log::warn!("datapath {mode} on (the daemon detected {flood})");
+        *d = DpAttack { active: true, by_datapath: false, entered_ns: now, ..d.clone() };
+    } else {
+        let why = if ended { over } else { "not confirmed by the detector" };
+        log::warn!("datapath {mode} off ({why})");
+        d.active = false;
     }
 }
