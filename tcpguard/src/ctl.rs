@@ -106,8 +106,8 @@ fn render_ack_flood(v: &StatusView, s: &mut String) {
         let by = k.entered_by.as_ref().map_or(String::new(), |b| format!(", entered by the {b}"));
         let _ = writeln!(
             *s,
-            "ACK check: {}{by}: {:.0} unmatched ACKs/s, {:.0} dropped/s in XDP, kernel RSTs {:.0}/s; entered by \
-                itself {} times",
+            "ACK check: {}{by}: {:.0} unmatched ACKs/s, {:.0} dropped/s in XDP, kernel RSTs {:.0}/s; {} entries \
+                by the datapath so far",
             if k.datapath == "checking" { "ON" } else { "off" },
             k.unmatched_acks_per_sec,
             k.dropped_per_sec,
@@ -395,5 +395,42 @@ mod tests {
         assert!(text.contains("ATTACK: spoofed-random"), "{text}");
         assert!(text.contains("mitigation: SYN cookies forced"));
         assert!(text.contains("198.51.100.66/32") && text.contains("expires in 42s"));
+        // An older daemon's answer has no ACK side: no line for it.
+        assert!(!text.contains("ACK check"), "{text}");
+    }
+
+    #[test]
+    fn status_names_a_mixed_flood_and_the_ack_check() {
+        use crate::model::Kind;
+        let mut v = StatusView::default();
+        v.attack.active = true;
+        v.attack.kind = Some(Kind::SpoofedRandom);
+        v.attack.kinds = vec![Kind::SpoofedRandom, Kind::AckFlood];
+        v.ack_flood.active = true;
+        v.ack_flood.datapath = "checking".into();
+        v.ack_flood.entered_by = Some("datapath".into());
+        v.ack_flood.unmatched_acks_per_sec = 250_000.0;
+        v.ack_flood.dropped_per_sec = 249_000.0;
+        v.ack_flood.entries = 1;
+        v.interfaces.push(crate::proto::InterfaceView {
+            name: "eth1".into(),
+            present: true,
+            attached: true,
+            mode: "tracking".into(),
+            ack_checking: true,
+            ..crate::proto::InterfaceView::default()
+        });
+        let text = render_status(&v);
+        assert!(text.contains("ATTACK: spoofed-random + ack-flood (mixed flood)"), "{text}");
+        assert!(
+            text.contains("ACK check: ON, entered by the datapath: 250000 unmatched ACKs/s, 249000 dropped/s"),
+            "{text}"
+        );
+        assert!(text.contains("1 entries by the datapath so far"), "{text}");
+        assert!(text.contains("eth1: ACK-checking"), "{text}");
+        // Calm: no ACK line unless unmatched ACKs arrive.
+        v.attack = crate::proto::AttackView::default();
+        v.ack_flood = crate::proto::AckFloodView { datapath: "off".into(), ..crate::proto::AckFloodView::default() };
+        assert!(!render_status(&v).contains("ACK check"));
     }
 }
