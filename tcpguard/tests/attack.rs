@@ -580,10 +580,14 @@ fn the_kernels_rsts_to_unmatched_acks_put_the_datapath_in_ack_checking_mode() {
     let refused = Craft::v4(SERVER, CLIENT, 81, 2000).flags(TCP_RST | TCP_ACK).seq(0).ack(301).build();
     let d = moved(&mut dp, |dp| egress(dp, &refused, 3 * n));
     assert_eq!(d, want(&[]));
-    // Its answer to an ACK of no connection: a RST without ACK.
+    // Its answer to an ACK of no connection: a RST without ACK, over IPv6
+    // as over IPv4 (the same window).
+    let rst6 = Craft::v6(v6(1), v6(10), 443, 2000).flags(TCP_RST).seq(7).build();
+    let d = moved(&mut dp, |dp| egress(dp, &rst6, 1));
+    assert_eq!(d, want(&[(AckUnmatched, 1)]));
     let rst = Craft::v4(SERVER, CLIENT, 80, 2001).flags(TCP_RST).seq(0xdead_beef).build();
-    let d = moved(&mut dp, |dp| egress(dp, &rst, n - 1));
-    assert_eq!(d, want(&[(AckUnmatched, n - 1)]));
+    let d = moved(&mut dp, |dp| egress(dp, &rst, n - 2));
+    assert_eq!(d, want(&[(AckUnmatched, n - 2)]));
     assert_eq!(Maps::new(&mut dp.ebpf).ack_mode().unwrap().active, 0, "one short of the window");
     // A full window in one run (one CPU, microseconds): the mode is on.
     let d = moved(&mut dp, |dp| egress(dp, &rst, n));
