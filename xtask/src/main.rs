@@ -131,6 +131,13 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("systemd-nspawn", "systemd-container"),
     ("debootstrap", "debootstrap"),
     ("lintian", "lintian"),
+    // Feature `upstream` (the tests build with it): gobgpd's client is
+    // generated from GoBGP's API definitions with protoc and the
+    // well-known types; the upstream tests run gobgpd itself.
+    ("protoc", "protobuf-compiler"),
+    ("/usr/include/google/protobuf/any.proto", "libprotobuf-dev"),
+    ("/usr/share/gocode/src/github.com/osrg/gobgp/api/gobgp.proto", "golang-github-osrg-gobgp-dev"),
+    ("gobgpd", "gobgpd"),
 ];
 
 /// What the demo needs (the lab's `ip`).
