@@ -66,6 +66,9 @@ pub fn run(phase_scale: f64) -> Result<()> {
         Duration::from_secs(1),
     )?;
     let s = |x: u64| ((x as f64 * phase_scale).round() as u64).max(2);
+    // A quiet spell outlasts the hold-down (5 s) at any scale: each flood
+    // is then an attack of its own, ended before the next starts.
+    let quiet = s(9).max(7);
     let phases = [
         Phase { name: "steady legit clients", secs: s(6), flood: None, expect: None },
         Phase {
@@ -74,21 +77,21 @@ pub fn run(phase_scale: f64) -> Result<()> {
             flood: Some((Sources::Random("198.19.0.0/17".parse().expect("prefix")), 50_000, FloodKind::Syn)),
             expect: Some(Kind::SpoofedRandom),
         },
-        Phase { name: "flood stopped", secs: s(9), flood: None, expect: None },
+        Phase { name: "flood stopped", secs: quiet, flood: None, expect: None },
         Phase {
             name: "single-source SYN flood (10k SYN/s from 203.0.113.66)",
             secs: s(12),
             flood: Some((Sources::Single("203.0.113.66".parse().expect("addr")), 10_000, FloodKind::Syn)),
             expect: Some(Kind::FewHeavySources),
         },
-        Phase { name: "flood stopped", secs: s(9), flood: None, expect: None },
+        Phase { name: "flood stopped", secs: quiet, flood: None, expect: None },
         Phase {
             name: "spoofed ACK flood (50k ACK/s of no connection)",
             secs: s(12),
             flood: Some((Sources::Random("198.19.0.0/17".parse().expect("prefix")), 50_000, FloodKind::Ack)),
             expect: Some(Kind::AckFlood),
         },
-        Phase { name: "flood stopped", secs: s(9), flood: None, expect: None },
+        Phase { name: "flood stopped", secs: quiet, flood: None, expect: None },
     ];
 
     struct Row {
