@@ -439,12 +439,11 @@ pub fn ack_side_by_side(secs: f64) -> Result<String> {
         "| flood | setup | sent pkt/s | rx pkt/s | legit success | p50 ms | p99 ms | softirq | softirq ns / rx pkt \
          | XDP ns |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    for s in [Setup::KernelCookies, Setup::KernelPassXdp, Setup::TcpguardAttackMode] {
-        let p = point_of(s, 0, secs, FloodKind::Ack)?;
+    for p in ack_points(secs)? {
         let _ = writeln!(
             out,
             "| ACK, full rate | {} | {:.0} | {:.0} | {:.1}% | {:.2} | {:.2} | {:.1}% | {:.0} | {} |",
-            s.label(),
+            p.setup.label(),
             p.sent_pps,
             p.received_pps,
             p.legit.success * 100.0,
@@ -456,6 +455,15 @@ pub fn ack_side_by_side(secs: f64) -> Result<String> {
         );
     }
     Ok(out)
+}
+
+/// A spoofed ACK flood at the generator's full rate for `secs` against (b)
+/// the kernel alone, (p) the pass-all XDP control and (e) tcpguard.
+fn ack_points(secs: f64) -> Result<Vec<Point>> {
+    [Setup::KernelCookies, Setup::KernelPassXdp, Setup::TcpguardAttackMode]
+        .into_iter()
+        .map(|s| point_of(s, 0, secs, FloodKind::Ack))
+        .collect()
 }
 
 pub fn run(quick: bool) -> Result<FloodBench> {
@@ -488,12 +496,11 @@ pub fn run(quick: bool) -> Result<FloodBench> {
             out.points.push(p);
         }
     }
-    for s in [Setup::KernelCookies, Setup::KernelPassXdp, Setup::TcpguardAttackMode] {
-        let p = point_of(s, 0, secs, FloodKind::Ack)?;
+    for p in ack_points(secs)? {
         eprintln!(
             "{:<46} ACK flood, full rate (sent {:>7.0}, rx {:>7.0}): legit {:>5.1}% p99 {:>7.2} ms {:>6.0} ns/rx xdp \
              {:>6.0} ns",
-            s.label(),
+            p.setup.label(),
             p.sent_pps,
             p.received_pps,
             p.legit.success * 100.0,
