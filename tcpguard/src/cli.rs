@@ -88,6 +88,17 @@ pub enum Command {
         #[command(flatten)]
         client: Client,
     },
+    /// FlowSpec rules pushed upstream through gobgpd (`[upstream]`): the list
+    /// with age, TTL and reason, gobgpd's state; announce or withdraw by hand.
+    Upstream {
+        #[command(subcommand)]
+        what: Option<UpstreamCmd>,
+        /// Machine-readable output (the list).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: Client,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -127,4 +138,38 @@ pub enum ConfigCmd {
     Check { path: PathBuf },
     /// Print the embedded default config.
     Default,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UpstreamCmd {
+    /// Announce a rule by hand, with the guardrails automatic rules meet:
+    /// SYN from --src to the host's protected addresses (or --dst), discarded
+    /// (or rate-limited with --rate-limit).
+    Announce {
+        /// The source prefix (at most upstream.widest-source-v4/-v6 wide).
+        #[arg(long)]
+        src: Option<Prefix>,
+        /// One of the host's protected addresses (default: each of the source's family).
+        #[arg(long)]
+        dst: Option<Prefix>,
+        /// The destination port (default: datapath.ports, or every port).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Rate-limit to this many bytes per second instead of discarding.
+        #[arg(long)]
+        rate_limit: Option<u64>,
+        /// How long, e.g. 30s, 10m, 2h (default upstream.default-ttl-secs).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// Withdraw the announcements from --src (to --dst, --port when given);
+    /// without --src, the rate limits (no source).
+    Withdraw {
+        #[arg(long)]
+        src: Option<Prefix>,
+        #[arg(long)]
+        dst: Option<Prefix>,
+        #[arg(long)]
+        port: Option<u16>,
+    },
 }

@@ -38,6 +38,7 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub metrics: MetricsConfig,
     pub control: ControlConfig,
+    pub upstream: UpstreamConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -226,6 +227,59 @@ impl Default for PolicyConfig {
     }
 }
 
+/// `[upstream]`: FlowSpec rules pushed to the network through a gobgpd the
+/// operator runs (off by default).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    pub enabled: bool,
+    /// gobgpd's gRPC API (its --api-hosts).
+    pub api: SocketAddr,
+    /// Seconds between reconciles of gobgpd's RIB with what should stand.
+    pub reconcile_secs: u64,
+    /// The addresses rules may protect (host prefixes of this host); empty:
+    /// every global address of the protected interfaces.
+    pub destinations: Vec<Prefix>,
+    /// Announce blocks with an expiry (heavy sources, `tcpguard block --ttl`).
+    pub announce_blocks: bool,
+    pub widest_source_v4: u8,
+    pub widest_source_v6: u8,
+    /// SYN/s the host absorbs; at or over it, SYNs are rate-limited upstream
+    /// (0 = never).
+    pub host_capacity: u64,
+    /// The rate a rate-limit rule lets through, in bytes per second.
+    pub rate_limit_bytes_per_sec: u64,
+    /// Seconds a rate-limit rule stays after the SYN rate fell below the capacity.
+    pub hold_down_secs: f64,
+    pub max_announcements: usize,
+    pub max_new_per_minute: usize,
+    /// No announcement stands longer.
+    pub max_ttl_secs: u64,
+    /// The TTL of `tcpguard upstream announce` without --ttl.
+    pub default_ttl_secs: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            enabled: false,
+            api: "127.0.0.1:50051".parse().expect("valid"),
+            reconcile_secs: 5,
+            destinations: Vec::new(),
+            announce_blocks: true,
+            widest_source_v4: 24,
+            widest_source_v6: 48,
+            host_capacity: 0,
+            rate_limit_bytes_per_sec: 1_000_000,
+            hold_down_secs: 60.0,
+            max_announcements: 200,
+            max_new_per_minute: 60,
+            max_ttl_secs: 86_400,
+            default_ttl_secs: 600,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct MetricsConfig {
@@ -406,6 +460,54 @@ impl Config {
         let c = &self.control;
         if !c.socket.is_absolute() {
             return Err(("control.socket", format!("{} must be an absolute path", c.socket.display())));
+        }
+        self.check_upstream()
+    }
+
+    fn check_upstream(&self) -> Result<(), (&'static str, String)> {
+        let u = &self.upstream;
+        if !(1..=300).contains(&u.reconcile_secs) {
+            return Err(("upstream.reconcile-secs", format!("{} is outside 1..=300", u.reconcile_secs)));
+        }
+        if let Some(d) = u.destinations.iter().find(|d| !d.is_host()) {
+            return Err(("upstream.destinations", format!("{d} is not one address (a /32 or /128 of this host)")));
+        }
+        // Never a wider source than a /8 or a /32, whatever is asked.
+        if !(8..=32).contains(&u.widest_source_v4) {
+            return Err(("upstream.widest-source-v4", format!("{} is outside 8..=32", u.widest_source_v4)));
+        }
+        if !(32..=128).contains(&u.widest_source_v6) {
+            return Err(("upstream.widest-source-v6", format!("{} is outside 32..=128", u.widest_source_v6)));
+        }
+        if u.host_capacity > 0 && u.host_capacity < 1000 {
+            return Err((
+                "upstream.host-capacity",
+                format!("{} is below 1000 SYN/s (0 turns it off)", u.host_capacity),
+            ));
+        }
+        if u.rate_limit_bytes_per_sec == 0 || u.rate_limit_bytes_per_sec > 100_000_000_000 {
+            return Err((
+                "upstream.rate-limit-bytes-per-sec",
+                format!("{} is outside 1..=100000000000 (a discard is a block)", u.rate_limit_bytes_per_sec),
+            ));
+        }
+        if !(u.hold_down_secs.is_finite() && (0.0..=3600.0).contains(&u.hold_down_secs)) {
+            return Err(("upstream.hold-down-secs", format!("{} is outside 0..=3600", u.hold_down_secs)));
+        }
+        if !(1..=10_000).contains(&u.max_announcements) {
+            return Err(("upstream.max-announcements", format!("{} is outside 1..=10000", u.max_announcements)));
+        }
+        if !(1..=10_000).contains(&u.max_new_per_minute) {
+            return Err(("upstream.max-new-per-minute", format!("{} is outside 1..=10000", u.max_new_per_minute)));
+        }
+        if !(60..=604_800).contains(&u.max_ttl_secs) {
+            return Err(("upstream.max-ttl-secs", format!("{} is outside 60..=604800 (a week)", u.max_ttl_secs)));
+        }
+        if u.default_ttl_secs == 0 || u.default_ttl_secs > u.max_ttl_secs {
+            return Err((
+                "upstream.default-ttl-secs",
+                format!("{} is outside 1..=upstream.max-ttl-secs ({})", u.default_ttl_secs, u.max_ttl_secs),
+            ));
         }
         Ok(())
     }

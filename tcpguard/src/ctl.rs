@@ -5,7 +5,7 @@ use std::{fmt::Write as _, io, path::Path, time::Duration};
 
 use tokio::net::UnixStream;
 
-use crate::proto::{read_frame, write_frame, Request, Response, SourceView, StatusView};
+use crate::proto::{read_frame, write_frame, Request, Response, SourceView, StatusView, UpstreamView};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
@@ -247,6 +247,9 @@ pub fn render_status(v: &StatusView) -> String {
     );
     render_listeners(v, &mut s);
     render_blocks(v, &mut s);
+    if let Some(u) = &v.upstream {
+        let _ = writeln!(s, "{}", upstream_line(u));
+    }
     if !v.top_sources.is_empty() {
         let _ = writeln!(s, "heavy sources:");
         for t in &v.top_sources {
@@ -308,6 +311,53 @@ fn render_blocks(v: &StatusView, s: &mut String) {
     if v.blocked.len() > 20 {
         let _ = writeln!(s, "  ... {} more (tcpguard status --json)", v.blocked.len() - 20);
     }
+}
+
+/// gobgpd's state and the rule count in one line.
+fn upstream_line(u: &UpstreamView) -> String {
+    let gobgpd = match (u.reachable, &u.error) {
+        (Some(false), Some(e)) => format!("UNREACHABLE ({e})"),
+        (Some(false), None) => "UNREACHABLE".into(),
+        (None, _) => "not reached yet".into(),
+        (Some(true), _) => {
+            let peers: Vec<String> = u.peers.iter().map(|p| format!("{} {}", p.address, p.state)).collect();
+            format!("reachable, peers: {}", if peers.is_empty() { "none".into() } else { peers.join(", ") })
+        }
+    };
+    format!(
+        "upstream: gobgpd {} {gobgpd}; {} rule(s) {}{}",
+        u.api,
+        u.announcements.len(),
+        if u.monitor { "would be announced (policy monitor)" } else { "announced" },
+        if u.refused.is_empty() { String::new() } else { format!(", {} held back", u.refused.len()) }
+    )
+}
+
+/// `tcpguard upstream`: the rules with age, TTL and reason, what is held
+/// back and why, gobgpd's state.
+pub fn render_upstream(u: &UpstreamView) -> String {
+    let mut s = upstream_line(u);
+    s.push('\n');
+    for a in &u.announcements {
+        let _ = writeln!(
+            s,
+            "  {:<11} {}\n              age {}, withdrawn in {} at the latest; {}",
+            a.kind,
+            a.rule,
+            dur(a.age_secs),
+            dur(a.ttl_secs),
+            a.reason
+        );
+    }
+    for r in &u.refused {
+        let _ = writeln!(s, "  held back   {}: {}", r.what, r.reason);
+    }
+    let _ = writeln!(
+        s,
+        "  totals: {} announced, {} withdrawn, {} gobgpd failures, {} refused by a guardrail",
+        u.announced_total, u.withdrawn_total, u.failures_total, u.refused_total
+    );
+    s
 }
 
 pub fn render_top(v: &[SourceView]) -> String {

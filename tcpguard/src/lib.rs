@@ -23,6 +23,5 @@ pub mod proto;
 pub mod settings;
 pub mod summary;
 pub mod sys;
-#[cfg(feature = "upstream")]
 pub mod upstream;
 pub mod validate;

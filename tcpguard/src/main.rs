@@ -3,7 +3,7 @@ use std::{io::IsTerminal as _, path::PathBuf, time::Duration};
 use anyhow::{Context as _, Result};
 use clap::Parser as _;
 use tcpguard::{
-    cli::{Cli, Client, Command, ConfigCmd},
+    cli::{Cli, Client, Command, ConfigCmd, UpstreamCmd},
     config::{Config, ControlConfig},
     ctl, daemon,
     loader::{pin_dir_for, Datapath, LoadOptions},
@@ -104,6 +104,30 @@ async fn dispatch(cli: Cli) -> Result<()> {
             tcpguard::validate::ttl(ttl_secs).map_err(anyhow::Error::msg)?;
             done(ask(&client, Request::Block { prefix, ttl_secs, force }).await?)
         }
+        Command::Upstream { what, json, client } => match what {
+            None => match ask(&client, Request::Status).await? {
+                Response::Status(v) => {
+                    let Some(u) = v.upstream else {
+                        anyhow::bail!("upstream is off (set upstream.enabled = true and reload)");
+                    };
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&u)?);
+                    } else {
+                        print!("{}", ctl::render_upstream(&u));
+                    }
+                    Ok(())
+                }
+                other => anyhow::bail!("unexpected answer: {other:?}"),
+            },
+            Some(UpstreamCmd::Announce { src, dst, port, rate_limit, ttl }) => {
+                let ttl_secs = ttl.map(|t| ctl::parse_duration(&t)).transpose().map_err(anyhow::Error::msg)?;
+                let h = tcpguard::upstream::plan::HandRule { src, dst, port, rate_limit, ttl_secs };
+                done(ask(&client, Request::UpstreamAnnounce(h)).await?)
+            }
+            Some(UpstreamCmd::Withdraw { src, dst, port }) => {
+                done(ask(&client, Request::UpstreamWithdraw { src, dst, port }).await?)
+            }
+        },
         Command::Unblock { prefix, client } => done(ask(&client, Request::Unblock { prefix }).await?),
         Command::Allow { prefix, force, client } => done(ask(&client, Request::Allow { prefix, force }).await?),
         Command::Unallow { prefix, client } => done(ask(&client, Request::Unallow { prefix }).await?),

@@ -17,6 +17,15 @@ pub fn host_len(addr: IpAddr) -> u8 {
     }
 }
 
+/// An address a router can route to this host: not loopback, link-local,
+/// multicast or unspecified.
+pub fn is_global_unicast(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(v) => !(v.is_loopback() || v.is_link_local() || v.is_multicast() || v.is_unspecified()),
+        IpAddr::V6(v) => !(v.is_loopback() || v.is_unicast_link_local() || v.is_multicast() || v.is_unspecified()),
+    }
+}
+
 impl Prefix {
     /// The prefix with host bits cleared.
     pub fn new(addr: IpAddr, len: u8) -> Self {

@@ -41,6 +41,14 @@ pub enum Request {
     Unallow {
         prefix: Prefix,
     },
+    /// Announce a FlowSpec rule upstream by hand (`[upstream]`).
+    UpstreamAnnounce(crate::upstream::plan::HandRule),
+    /// Withdraw the announcements from `src` (to `dst`, `port` when given).
+    UpstreamWithdraw {
+        src: Option<Prefix>,
+        dst: Option<Prefix>,
+        port: Option<u16>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -99,6 +107,60 @@ pub struct StatusView {
     pub listeners: Vec<crate::model::ListenerPressure>,
     pub kernel: KernelStatus,
     pub counters: std::collections::BTreeMap<String, u64>,
+    /// `[upstream]`: absent when off.
+    #[serde(default)]
+    pub upstream: Option<UpstreamView>,
+}
+
+/// FlowSpec rules pushed upstream through gobgpd, and gobgpd's state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UpstreamView {
+    /// gobgpd's API address.
+    pub api: String,
+    /// gobgpd answered the last reconcile (null: none tried yet).
+    pub reachable: Option<bool>,
+    pub error: Option<String>,
+    /// Policy monitor: `announcements` are what would be announced.
+    pub monitor: bool,
+    /// gobgpd's BGP peers and their session state ("established", ...).
+    pub peers: Vec<PeerView>,
+    pub announcements: Vec<AnnouncementView>,
+    /// Rules held back by a guardrail, and why.
+    pub refused: Vec<RefusalView>,
+    /// tcpguard's paths gobgpd held after the last reconcile.
+    pub held: usize,
+    pub announced_total: u64,
+    pub withdrawn_total: u64,
+    pub failures_total: u64,
+    pub refused_total: u64,
+    pub last_reconcile_age_secs: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PeerView {
+    pub address: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AnnouncementView {
+    /// The rule in words ("tcp to 198.18.0.1/32 from 203.0.113.7/32 port 80 SYN → discard").
+    pub rule: String,
+    /// "block", "rate-limit" or "operator".
+    pub kind: String,
+    pub reason: String,
+    pub src: Option<Prefix>,
+    pub dst: Prefix,
+    pub ports: Vec<u16>,
+    pub age_secs: f64,
+    /// Until it is withdrawn at the latest.
+    pub ttl_secs: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RefusalView {
+    pub what: String,
+    pub reason: String,
 }
 
 /// `true`, for fields an older daemon's answer lacks.

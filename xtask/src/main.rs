@@ -131,13 +131,17 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("systemd-nspawn", "systemd-container"),
     ("debootstrap", "debootstrap"),
     ("lintian", "lintian"),
-    // Feature `upstream` (the tests build with it): gobgpd's client is
-    // generated from GoBGP's API definitions with protoc and the
-    // well-known types; the upstream tests run gobgpd itself.
+    // The upstream tests run gobgpd itself (a server's and a router's).
+    ("gobgpd", "gobgpd"),
+];
+
+/// What every build needs besides the toolchain: gobgpd's gRPC client
+/// (`[upstream]`) is generated from GoBGP's API definitions with protoc and
+/// the well-known types.
+const BUILD_TOOLS: &[(&str, &str)] = &[
     ("protoc", "protobuf-compiler"),
     ("/usr/include/google/protobuf/any.proto", "libprotobuf-dev"),
     ("/usr/share/gocode/src/github.com/osrg/gobgp/api/gobgp.proto", "golang-github-osrg-gobgp-dev"),
-    ("gobgpd", "gobgpd"),
 ];
 
 /// What the demo needs (the lab's `ip`).
@@ -147,8 +151,10 @@ const LAB_TOOLS: &[(&str, &str)] = &[("ip", "iproute2")];
 const BENCH_TOOLS: &[(&str, &str)] =
     &[("ip", "iproute2"), ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "fonts-dejavu-core")];
 
-/// What building the eBPF object needs (no root).
+/// What building needs: the eBPF object's toolchain (no root) and the
+/// Debian packages of [`BUILD_TOOLS`] (root installs them).
 fn toolchain() -> Result<()> {
+    debian_tools(BUILD_TOOLS)?;
     // 1. The nightly toolchain with rust-src (the eBPF crate builds core).
     let toolchains = output(Command::new("rustup").args(["toolchain", "list"])).unwrap_or_default();
     if !toolchains.lines().any(|l| l.starts_with("nightly")) {

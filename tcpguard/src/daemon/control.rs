@@ -29,6 +29,8 @@ impl Daemon {
             Request::Unblock { prefix } => self.operator_unblock(prefix),
             Request::Allow { prefix, force } => self.operator_allow(prefix, force),
             Request::Unallow { prefix } => self.operator_unallow(prefix),
+            Request::UpstreamAnnounce(ref h) => Ok(self.upstream_announce(h)),
+            Request::UpstreamWithdraw { src, dst, port } => Ok(self.upstream_withdraw(src, dst, port)),
         };
         r.unwrap_or_else(|e| Response::Error { message: format!("{e:#}") })
     }
@@ -61,6 +63,34 @@ impl Daemon {
         } else {
             Response::Error { message: format!("{prefix} is not blocked (see `tcpguard status` for the list)") }
         })
+    }
+
+    fn upstream_announce(&mut self, h: &crate::upstream::plan::HandRule) -> Response {
+        let Some(u) = self.upstream.as_mut() else { return upstream_off() };
+        match u.announce(h) {
+            Ok(rules) => {
+                let text: Vec<String> = rules.iter().map(ToString::to_string).collect();
+                log::info!("operator announced upstream: {}", text.join("; "));
+                Response::Done { message: format!("announcing {}", text.join("; ")) }
+            }
+            Err(message) => Response::Error { message },
+        }
+    }
+
+    fn upstream_withdraw(&mut self, src: Option<Prefix>, dst: Option<Prefix>, port: Option<u16>) -> Response {
+        let Some(u) = self.upstream.as_mut() else { return upstream_off() };
+        let rules = u.withdraw(src, dst, port);
+        if rules.is_empty() {
+            return Response::Error { message: "no upstream announcement matches (see `tcpguard upstream`)".into() };
+        }
+        let text: Vec<String> = rules.iter().map(ToString::to_string).collect();
+        log::info!("operator withdrew upstream: {}", text.join("; "));
+        Response::Done {
+            message: format!(
+                "withdrawing {} (one the host's state still calls for is not announced again while its cause lasts)",
+                text.join("; ")
+            ),
+        }
     }
 
     /// The limits on blocks and allow-list entries (`[policy]`).
@@ -98,4 +128,8 @@ impl Daemon {
         log::info!("operator removed the allow-list entry {prefix}");
         Ok(Response::Done { message: format!("{prefix} is no longer allow-listed") })
     }
+}
+
+fn upstream_off() -> Response {
+    Response::Error { message: "upstream is off (set upstream.enabled = true and reload)".into() }
 }

@@ -175,6 +175,22 @@ fn parse_link(buf: &[u8]) -> io::Result<Link> {
 
 /// Every address configured on an interface of this network namespace.
 pub fn local_addrs() -> io::Result<Vec<IpAddr>> {
+    let mut out: Vec<IpAddr> = if_addrs()?.into_iter().map(|(_, a)| a).collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// The addresses of the named interfaces.
+pub fn addrs_of(names: &[String]) -> io::Result<Vec<IpAddr>> {
+    let mut out: Vec<IpAddr> = if_addrs()?.into_iter().filter(|(n, _)| names.contains(n)).map(|(_, a)| a).collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// (interface, address) for every address of this network namespace.
+fn if_addrs() -> io::Result<Vec<(String, IpAddr)>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head`, freed below.
     if unsafe { libc::getifaddrs(&raw mut head) } != 0 {
@@ -186,17 +202,19 @@ pub fn local_addrs() -> io::Result<Vec<IpAddr>> {
         // SAFETY: a node of the list getifaddrs returned.
         let ifa = unsafe { &*cur };
         if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_name is a NUL-terminated string of the node.
+            let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }.to_string_lossy().into_owned();
             // SAFETY: ifa_addr points to a sockaddr of the family it names.
             match i32::from(unsafe { (*ifa.ifa_addr).sa_family }) {
                 libc::AF_INET => {
                     // SAFETY: an AF_INET sockaddr is a sockaddr_in (read unaligned).
                     let sin = unsafe { std::ptr::read_unaligned(ifa.ifa_addr.cast::<libc::sockaddr_in>()) };
-                    out.push(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()));
+                    out.push((name, IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes())));
                 }
                 libc::AF_INET6 => {
                     // SAFETY: an AF_INET6 sockaddr is a sockaddr_in6 (read unaligned).
                     let sin6 = unsafe { std::ptr::read_unaligned(ifa.ifa_addr.cast::<libc::sockaddr_in6>()) };
-                    out.push(IpAddr::from(sin6.sin6_addr.s6_addr));
+                    out.push((name, IpAddr::from(sin6.sin6_addr.s6_addr)));
                 }
                 _ => {}
             }
@@ -205,8 +223,6 @@ pub fn local_addrs() -> io::Result<Vec<IpAddr>> {
     }
     // SAFETY: the list getifaddrs returned, freed once.
     unsafe { libc::freeifaddrs(head) };
-    out.sort();
-    out.dedup();
     Ok(out)
 }
 

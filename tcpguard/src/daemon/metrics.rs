@@ -49,6 +49,7 @@ pub struct Metrics {
     /// 1 while the datapath is in attack mode.
     datapath_attack: IntGauge,
     ifaces: IfaceMetrics,
+    upstream: UpstreamMetrics,
     not_for_host: IntCounter,
     block_failures: IntCounter,
     state_failures: IntCounter,
@@ -137,6 +138,7 @@ impl Metrics {
                  could not be written; each is tried again the next tick.",
             ),
             ifaces: IfaceMetrics::new(&r),
+            upstream: UpstreamMetrics::new(&r),
             not_for_host: counter(
                 "not_for_host_packets_total",
                 "Attack-mode SYNs and ACKs not addressed to this host (another MAC or a non-local address: \
@@ -252,6 +254,7 @@ impl Metrics {
         self.syncookies_forced.set(i64::from(m.cookies_forced()));
         advance(&self.state_failures, m.state_failures);
         self.k_syn_recv.set(o.kernel.syn_recv as i64);
+        self.upstream.render(o.upstream.as_ref());
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -322,6 +325,78 @@ impl IfaceMetrics {
         advance(&self.cookies.with_label_values(&l), i.total(Counter::CookieSent));
         advance(&self.tx_errors.with_label_values(&l), i.total(Counter::XdpTxFailed));
         advance(&self.fallbacks.with_label_values(&l), i.fallbacks);
+    }
+}
+
+/// `[upstream]`: the rules and gobgpd's state.
+struct UpstreamMetrics {
+    enabled: IntGauge,
+    reachable: IntGauge,
+    announcements: prometheus::IntGaugeVec,
+    announced: IntCounter,
+    withdrawn: IntCounter,
+    failures: IntCounter,
+    refused: IntCounter,
+    peers: prometheus::IntGaugeVec,
+}
+
+impl UpstreamMetrics {
+    fn new(r: &Registry) -> Self {
+        let gauge = |n: &str, h: &str| reg(r, IntGauge::new(n, h).expect("valid metric"));
+        let counter = |n: &str, h: &str| reg(r, IntCounter::new(n, h).expect("valid metric"));
+        let gauge_vec = |n: &str, h: &str, l: &str| {
+            reg(r, prometheus::IntGaugeVec::new(Opts::new(n, h), &[l]).expect("valid metric"))
+        };
+        UpstreamMetrics {
+            enabled: gauge("upstream_enabled", "1 while upstream (BGP FlowSpec through gobgpd) is enabled."),
+            reachable: gauge(
+                "upstream_reachable",
+                "1 while gobgpd answered the last reconcile; 0: it did not (or none was tried yet), and the rules \
+                 that should stand upstream may not.",
+            ),
+            announcements: gauge_vec(
+                "upstream_announcements",
+                "FlowSpec rules tcpguard has announced (or, in policy monitor, would), by kind: block, rate-limit, \
+                 operator.",
+                "kind",
+            ),
+            announced: counter("upstream_announced_total", "Paths added to gobgpd."),
+            withdrawn: counter(
+                "upstream_withdrawn_total",
+                "Paths withdrawn from gobgpd (ended, or orphans of an earlier run).",
+            ),
+            failures: counter(
+                "upstream_failures_total",
+                "Reconciles with gobgpd that failed (unreachable, an error, a timeout).",
+            ),
+            refused: counter(
+                "upstream_refused_total",
+                "Rules a guardrail held back (each counted once when it starts).",
+            ),
+            peers: gauge_vec(
+                "upstream_peer_established",
+                "gobgpd's BGP peers as of the last reconcile: 1 while the session is established.",
+                "peer",
+            ),
+        }
+    }
+
+    fn render(&self, u: Option<&crate::proto::UpstreamView>) {
+        self.enabled.set(i64::from(u.is_some()));
+        let Some(u) = u else { return };
+        self.reachable.set(i64::from(u.reachable == Some(true)));
+        for k in crate::upstream::plan::Cause::ALL {
+            let n = u.announcements.iter().filter(|a| a.kind == k.as_str()).count();
+            self.announcements.with_label_values(&[k.as_str()]).set(n as i64);
+        }
+        advance(&self.announced, u.announced_total);
+        advance(&self.withdrawn, u.withdrawn_total);
+        advance(&self.failures, u.failures_total);
+        advance(&self.refused, u.refused_total);
+        self.peers.reset();
+        for p in &u.peers {
+            self.peers.with_label_values(&[p.address.as_str()]).set(i64::from(p.state == "established"));
+        }
     }
 }
 

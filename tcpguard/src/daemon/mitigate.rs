@@ -196,6 +196,11 @@ impl Mitigator {
         self.blocks.insert(prefix, origin);
     }
 
+    /// Why `prefix` is blocked, as recorded.
+    pub fn origin(&self, prefix: &Prefix) -> Option<&BlockOrigin> {
+        self.blocks.get(prefix)
+    }
+
     pub fn forget_block(&mut self, prefix: &Prefix) {
         self.blocks.remove(prefix);
     }

@@ -10,7 +10,8 @@
 //! `mitigate` (carries out every action: blocks, cookies, attack mode,
 //! sysctls), `observe` (the tick's one observation), `status` and `metrics`
 //! (its two renderings), `control` (the operator's commands), `reload`,
-//! `events`, `kernel`, `host`, `responder`, `listeners`, `notify`, `api`.
+//! `events`, `kernel`, `host`, `responder`, `listeners`, `notify`, `api`,
+//! `upstream` (FlowSpec rules through gobgpd, `[upstream]`).
 
 pub mod api;
 mod control;
@@ -30,6 +31,7 @@ mod reload;
 pub mod responder;
 mod sample;
 pub mod status;
+pub mod upstream;
 
 use std::{
     path::PathBuf,
@@ -89,6 +91,8 @@ pub(crate) struct Daemon {
     /// The last observation, and its channel to `status` and `/metrics`.
     observation: Observation,
     published: watch::Sender<Arc<Observation>>,
+    /// `[upstream]` when enabled.
+    upstream: Option<upstream::Upstream>,
 }
 
 /// The configuration to run: the file (or the embedded default) with the
@@ -167,6 +171,7 @@ pub async fn run(opts: RunOptions) -> Result<Stopped> {
         attacks: vec![0; Kind::ALL.len()],
         observation: Observation::default(),
         published: watch::channel(Arc::new(Observation::default())).0,
+        upstream: None,
     };
     d.dps.follow_host();
     // Written with the responder held back: this daemon lets it answer once
@@ -200,6 +205,9 @@ pub async fn run(opts: RunOptions) -> Result<Stopped> {
     let blocks = d.dps.blocks()?;
     let kernel = kernel::read_view(listeners::read().map_or(0, |(_, n)| n));
     let base = d.base;
+    if d.cfg.upstream.enabled {
+        d.upstream = Some(upstream::Upstream::start(&d.cfg.upstream));
+    }
     d.observe(None, &base, &blocks, kernel, monotonic_ns() as f64 / 1e9);
 
     if d.cfg.metrics.enabled {
@@ -229,8 +237,27 @@ pub async fn run(opts: RunOptions) -> Result<Stopped> {
     if handover {
         log::info!("SIGUSR2: handing over; XDP stays attached for the next start to adopt");
     }
+    // A clean stop takes every upstream rule back (nothing of ours stands
+    // in the network with no daemon to end it); a handover leaves them.
+    if let Some(u) = d.upstream.take() {
+        u.stop(!handover).await;
+    }
     d.shutdown(handover);
     result
+}
+
+/// The addresses upstream rules may protect: `upstream.destinations` that
+/// are this host's, else every global address of the protected interfaces.
+fn upstream_destinations(cfg: &Config, local: &[std::net::IpAddr]) -> Vec<Prefix> {
+    if !cfg.upstream.destinations.is_empty() {
+        return cfg.upstream.destinations.iter().filter(|d| local.contains(&d.addr)).copied().collect();
+    }
+    host::addrs_of(&cfg.daemon.interfaces)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| crate::net::is_global_unicast(*a))
+        .map(Prefix::host)
+        .collect()
 }
 
 /// The block-lists' real size; a pinned list of another size than the
@@ -312,6 +339,7 @@ impl Daemon {
         self.dps.follow_host();
         self.dps.step_responders(t);
         self.mitigator.sync_sysctls(&mut self.dps, responder_enabled(&self.cfg));
+        self.step_upstream(&a, &reading.blocks, now);
         // Observe.
         let Reading { counters, blocks, kernel, .. } = reading;
         self.observe(Some(a), &counters, &blocks, kernel, t);
@@ -355,6 +383,7 @@ impl Daemon {
             kernel,
             mitigation: self.mitigator.observe(blocks, self.allow_list()),
             config: self.config_obs(),
+            upstream: self.upstream.as_ref().map(|u| u.view((t * 1e9) as u64)),
         };
         o.log_events();
         self.observation = o;
@@ -373,6 +402,7 @@ impl Daemon {
         };
         self.observation.mitigation = self.mitigator.observe(&blocks, self.allow_list());
         self.observation.config = self.config_obs();
+        self.observation.upstream = self.upstream.as_ref().map(|u| u.view(monotonic_ns()));
         self.published.send_replace(Arc::new(self.observation.clone()));
     }
 
@@ -411,6 +441,36 @@ impl Daemon {
                 );
                 self.mitigator.ack_mode_entered(&mut self.dps, entered_ns);
             }
+        }
+    }
+
+    /// Feed the upstream planner this tick's blocks, SYN rate and flood kind.
+    fn step_upstream(&mut self, a: &Assessment, blocks: &BlockList, now: u64) {
+        if self.upstream.is_none() {
+            return;
+        }
+        let local = host::local_addrs().unwrap_or_default();
+        let destinations = upstream_destinations(&self.cfg, &local);
+        let inputs = crate::upstream::plan::Inputs {
+            now_ns: now,
+            blocks: blocks
+                .iter()
+                .map(|(p, e)| crate::upstream::plan::BlockIn {
+                    prefix: *p,
+                    expires_ns: e.expires_ns,
+                    configured: matches!(self.mitigator.origin(p), Some(BlockOrigin::Config)),
+                })
+                .collect(),
+            syn_per_sec: a.rates.syn_per_sec,
+            spoofed: a.kind == Some(Kind::SpoofedRandom),
+            destinations,
+            ports: self.cfg.datapath.ports.clone(),
+            allow: self.allow_list(),
+            local,
+            monitor: self.policy.mode() == crate::config::PolicyMode::Monitor,
+        };
+        if let Some(u) = self.upstream.as_mut() {
+            u.step(inputs);
         }
     }
 

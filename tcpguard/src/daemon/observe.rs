@@ -163,6 +163,8 @@ pub struct Observation {
     pub kernel: KernelView,
     pub mitigation: MitigationObs,
     pub config: ConfigObs,
+    /// `[upstream]` when enabled: the rules and gobgpd's state.
+    pub upstream: Option<crate::proto::UpstreamView>,
 }
 
 impl Observation {

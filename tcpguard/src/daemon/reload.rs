@@ -123,10 +123,32 @@ impl Daemon {
         }
     }
 
-    /// The detector and the policy take the running config's sections.
+    /// The detector, the policy and upstream take the running config's
+    /// sections. Upstream turned off, or pointed at another gobgpd: the old
+    /// task withdraws its rules and ends; turned on: a task starts.
     fn reconfigure(&mut self) {
         self.detector.reconfigure(self.cfg.detection.clone());
         self.policy.reconfigure(self.cfg.policy.clone());
+        let u = &self.cfg.upstream;
+        match self.upstream.take() {
+            Some(mut cur) if u.enabled && cur.api() == u.api => {
+                cur.set_config(u);
+                self.upstream = Some(cur);
+            }
+            Some(cur) => {
+                log::info!(
+                    "reload: upstream {}: withdrawing from gobgpd at {}",
+                    if u.enabled { "moved" } else { "off" },
+                    cur.api()
+                );
+                cur.stop_soon(true);
+                if u.enabled {
+                    self.upstream = Some(crate::daemon::upstream::Upstream::start(u));
+                }
+            }
+            None if u.enabled => self.upstream = Some(crate::daemon::upstream::Upstream::start(u)),
+            None => {}
+        }
     }
 }
 

@@ -91,6 +91,7 @@ pub fn render(o: &Observation, now_ns: u64) -> StatusView {
             timestamps_original: m.timestamps_original,
         },
         counters,
+        upstream: o.upstream.clone(),
     }
 }
 
