@@ -40,6 +40,17 @@ fn bad_values_name_the_key_and_reason() {
         ("[datapath]\nblock = [\"2001:db8::/32\"]\n", "datapath.block", "wider than /48"),
         ("[control]\nmode = \"0777\"\n", "control.mode", "every local user"),
         ("[control]\nmode = \"0662\"\n", "control.mode", "every local user"),
+        ("[upstream]\napi = \"gobgpd\"\n", "api", "invalid socket address"),
+        ("[upstream]\nreconcile-secs = 0\n", "upstream.reconcile-secs", "outside 1..=300"),
+        ("[upstream]\ndestinations = [\"198.18.0.0/24\"]\n", "upstream.destinations", "not one address"),
+        ("[upstream]\nwidest-source-v4 = 0\n", "upstream.widest-source-v4", "outside 8..=32"),
+        ("[upstream]\nwidest-source-v6 = 16\n", "upstream.widest-source-v6", "outside 32..=128"),
+        ("[upstream]\nhost-capacity = 10\n", "upstream.host-capacity", "below 1000"),
+        ("[upstream]\nrate-limit-bytes-per-sec = 0\n", "upstream.rate-limit-bytes-per-sec", "a discard is a block"),
+        ("[upstream]\nmax-announcements = 0\n", "upstream.max-announcements", "outside"),
+        ("[upstream]\nmax-ttl-secs = 10\n", "upstream.max-ttl-secs", "outside 60..="),
+        ("[upstream]\ndefault-ttl-secs = 100000\n", "upstream.default-ttl-secs", "max-ttl-secs"),
+        ("[upstream]\nhold-down-secs = -1\n", "upstream.hold-down-secs", "outside 0..=3600"),
     ];
     // The config's opt-in takes a wide block as the CLI's --force does.
     let c = Config::parse("[datapath]\nblock = [\"10.0.0.0/8\"]\nwide-entries = true\n", "t.toml").unwrap();

@@ -250,6 +250,11 @@ pub fn render_status(v: &StatusView) -> String {
     if let Some(u) = &v.upstream {
         let _ = writeln!(s, "{}", upstream_line(u));
     }
+    render_heavy(v, &mut s);
+    s
+}
+
+fn render_heavy(v: &StatusView, s: &mut String) {
     if !v.top_sources.is_empty() {
         let _ = writeln!(s, "heavy sources:");
         for t in &v.top_sources {
@@ -263,7 +268,6 @@ pub fn render_status(v: &StatusView) -> String {
             );
         }
     }
-    s
 }
 
 /// Listeners under pressure (all of them with `--json`).

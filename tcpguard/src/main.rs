@@ -104,30 +104,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             tcpguard::validate::ttl(ttl_secs).map_err(anyhow::Error::msg)?;
             done(ask(&client, Request::Block { prefix, ttl_secs, force }).await?)
         }
-        Command::Upstream { what, json, client } => match what {
-            None => match ask(&client, Request::Status).await? {
-                Response::Status(v) => {
-                    let Some(u) = v.upstream else {
-                        anyhow::bail!("upstream is off (set upstream.enabled = true and reload)");
-                    };
-                    if json {
-                        println!("{}", serde_json::to_string_pretty(&u)?);
-                    } else {
-                        print!("{}", ctl::render_upstream(&u));
-                    }
-                    Ok(())
-                }
-                other => anyhow::bail!("unexpected answer: {other:?}"),
-            },
-            Some(UpstreamCmd::Announce { src, dst, port, rate_limit, ttl }) => {
-                let ttl_secs = ttl.map(|t| ctl::parse_duration(&t)).transpose().map_err(anyhow::Error::msg)?;
-                let h = tcpguard::upstream::plan::HandRule { src, dst, port, rate_limit, ttl_secs };
-                done(ask(&client, Request::UpstreamAnnounce(h)).await?)
-            }
-            Some(UpstreamCmd::Withdraw { src, dst, port }) => {
-                done(ask(&client, Request::UpstreamWithdraw { src, dst, port }).await?)
-            }
-        },
+        Command::Upstream { what, json, client } => upstream(what, json, &client).await,
         Command::Unblock { prefix, client } => done(ask(&client, Request::Unblock { prefix }).await?),
         Command::Allow { prefix, force, client } => done(ask(&client, Request::Allow { prefix, force }).await?),
         Command::Unallow { prefix, client } => done(ask(&client, Request::Unallow { prefix }).await?),
@@ -155,6 +132,34 @@ async fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Watch { iface, xdp_mode, no_pin, interval, duration } => {
             watch(&iface, xdp_mode, !no_pin, interval, duration).await
+        }
+    }
+}
+
+/// `tcpguard upstream`: the list (from `status`), or announce/withdraw.
+async fn upstream(what: Option<UpstreamCmd>, json: bool, client: &Client) -> Result<()> {
+    match what {
+        None => match ask(client, Request::Status).await? {
+            Response::Status(v) => {
+                let Some(u) = v.upstream else {
+                    anyhow::bail!("upstream is off (set upstream.enabled = true and reload)");
+                };
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&u)?);
+                } else {
+                    print!("{}", ctl::render_upstream(&u));
+                }
+                Ok(())
+            }
+            other => anyhow::bail!("unexpected answer: {other:?}"),
+        },
+        Some(UpstreamCmd::Announce { src, dst, port, rate_limit, ttl }) => {
+            let ttl_secs = ttl.map(|t| ctl::parse_duration(&t)).transpose().map_err(anyhow::Error::msg)?;
+            let h = tcpguard::upstream::plan::HandRule { src, dst, port, rate_limit, ttl_secs };
+            done(ask(client, Request::UpstreamAnnounce(h)).await?)
+        }
+        Some(UpstreamCmd::Withdraw { src, dst, port }) => {
+            done(ask(client, Request::UpstreamWithdraw { src, dst, port }).await?)
         }
     }
 }

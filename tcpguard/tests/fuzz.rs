@@ -39,6 +39,18 @@ fn request() -> impl Strategy<Value = Request> {
         prefix().prop_map(|prefix| Request::Unblock { prefix }),
         (prefix(), any::<bool>()).prop_map(|(prefix, force)| Request::Allow { prefix, force }),
         prefix().prop_map(|prefix| Request::Unallow { prefix }),
+        (
+            proptest::option::of(prefix()),
+            proptest::option::of(prefix()),
+            proptest::option::of(any::<u16>()),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(any::<u64>())
+        )
+            .prop_map(|(src, dst, port, rate_limit, ttl_secs)| Request::UpstreamAnnounce(
+                tcpguard::upstream::plan::HandRule { src, dst, port, rate_limit, ttl_secs }
+            )),
+        (proptest::option::of(prefix()), proptest::option::of(prefix()), proptest::option::of(any::<u16>()))
+            .prop_map(|(src, dst, port)| Request::UpstreamWithdraw { src, dst, port }),
     ]
 }
 
@@ -83,16 +95,20 @@ fn stream() -> impl Strategy<Value = Vec<u8>> {
 
 /// A decoded request is well formed: its prefix normalised and in range.
 fn well_formed(r: &Request) -> Result<(), TestCaseError> {
-    let p = match r {
+    let ps: Vec<&Prefix> = match r {
         Request::Block { prefix, .. }
         | Request::Unblock { prefix }
         | Request::Allow { prefix, .. }
-        | Request::Unallow { prefix } => prefix,
+        | Request::Unallow { prefix } => vec![prefix],
+        Request::UpstreamAnnounce(h) => h.src.iter().chain(h.dst.iter()).collect(),
+        Request::UpstreamWithdraw { src, dst, .. } => src.iter().chain(dst.iter()).collect(),
         Request::Status | Request::Top { .. } => return Ok(()),
     };
-    let max = if p.addr.is_ipv4() { 32 } else { 128 };
-    prop_assert!(p.len <= max, "{p:?}");
-    prop_assert_eq!(Prefix::new(p.addr, p.len), *p, "host bits set");
+    for p in ps {
+        let max = if p.addr.is_ipv4() { 32 } else { 128 };
+        prop_assert!(p.len <= max, "{p:?}");
+        prop_assert_eq!(Prefix::new(p.addr, p.len), *p, "host bits set");
+    }
     Ok(())
 }
 

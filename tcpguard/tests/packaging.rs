@@ -69,7 +69,7 @@ fn alerting_rules_check_and_their_unit_tests_pass() {
     };
     let o = promtool(&["check", "rules", "tcpguard-alerts.yml"]);
     let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    assert!(o.status.success() && out.contains("SUCCESS: 11 rules found"), "{out}");
+    assert!(o.status.success() && out.contains("SUCCESS: 12 rules found"), "{out}");
     // Every alert has unit tests.
     let rules = std::fs::read_to_string(format!("{dir}/tcpguard-alerts.yml")).unwrap();
     let tests = std::fs::read_to_string(format!("{dir}/tcpguard-alerts.test.yml")).unwrap();
@@ -156,6 +156,11 @@ fn the_package_is_lintian_clean() {
     let tags: Vec<&str> = out.lines().filter(|l| l.starts_with("E: ") || l.starts_with("W: ")).collect();
     assert!(tags.is_empty(), "lintian on {}:\n{}", deb.display(), tags.join("\n"));
     assert!(o.status.success(), "lintian failed on {}:\n{out}", deb.display());
+    // gobgpd ([upstream], off by default) is suggested, never required.
+    let o = Command::new("dpkg-deb").arg("-f").arg(&deb).args(["Depends", "Recommends", "Suggests"]).output().unwrap();
+    let fields = String::from_utf8_lossy(&o.stdout);
+    assert!(fields.contains("Suggests: gobgpd"), "{fields}");
+    assert!(!fields.lines().any(|l| l.starts_with("Depends:") && l.contains("gobgp")), "{fields}");
     // Every override carries its reason.
     let overrides = std::fs::read_to_string(format!("{ROOT}/tcpguard/debian/lintian/tcpguard")).unwrap();
     let mut reason = false;

@@ -462,6 +462,7 @@ impl Daemon {
                 })
                 .collect(),
             syn_per_sec: a.rates.syn_per_sec,
+            attack: a.phase.is_attack(),
             spoofed: a.kind == Some(Kind::SpoofedRandom),
             destinations,
             ports: self.cfg.datapath.ports.clone(),

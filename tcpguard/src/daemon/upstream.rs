@@ -15,6 +15,7 @@ use std::{
     time::Duration,
 };
 
+use anyhow::Context as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{
@@ -52,7 +53,9 @@ pub struct TaskState {
 pub struct Upstream {
     api: SocketAddr,
     planner: Planner,
-    desired: watch::Sender<Vec<Rule>>,
+    /// None until the first tick planned: a restarted daemon must not
+    /// withdraw what still stands before it knows what that is.
+    desired: watch::Sender<Option<Vec<Rule>>>,
     stop: mpsc::Sender<(bool, oneshot::Sender<()>)>,
     state: Arc<Mutex<TaskState>>,
     task: tokio::task::JoinHandle<()>,
@@ -61,7 +64,7 @@ pub struct Upstream {
 impl Upstream {
     /// Start the task (its first reconcile withdraws what a crashed run left).
     pub fn start(cfg: &UpstreamConfig) -> Self {
-        let (desired, rx) = watch::channel(Vec::new());
+        let (desired, rx) = watch::channel(None);
         let (stop, stop_rx) = mpsc::channel(1);
         let state = Arc::new(Mutex::new(TaskState::default()));
         let every = Duration::from_secs(cfg.reconcile_secs);
@@ -87,7 +90,7 @@ impl Upstream {
     }
 
     fn publish(&self) {
-        let want = self.planner.desired();
+        let want = Some(self.planner.desired());
         self.desired.send_if_modified(|cur| {
             if *cur == want {
                 false
@@ -176,7 +179,7 @@ impl Upstream {
 async fn run(
     api: SocketAddr,
     every: Duration,
-    mut desired: watch::Receiver<Vec<Rule>>,
+    mut desired: watch::Receiver<Option<Vec<Rule>>>,
     mut stop: mpsc::Receiver<(bool, oneshot::Sender<()>)>,
     state: Arc<Mutex<TaskState>>,
 ) {
@@ -204,7 +207,9 @@ async fn run(
             }
         }
         let want = desired.borrow_and_update().clone();
-        round(api, &mut client, &want, &state).await;
+        if let Some(want) = want {
+            round(api, &mut client, &want, &state).await;
+        }
     }
 }
 
@@ -216,8 +221,8 @@ async fn round(api: SocketAddr, client: &mut Option<Client>, want: &[Rule], stat
             *client = Some(Client::connect(&api.to_string()).await?);
         }
         let c = client.as_mut().expect("connected");
-        let done = c.reconcile(want).await?;
-        let peers = c.peers().await?;
+        let done = c.reconcile(want).await.with_context(|| format!("gobgpd at {api}"))?;
+        let peers = c.peers().await.with_context(|| format!("gobgpd at {api}"))?;
         anyhow::Ok((done, peers))
     })
     .await

@@ -230,7 +230,7 @@ impl Client {
     /// missing ones. Paths without the mark are never touched.
     pub async fn reconcile(&mut self, desired: &[Rule]) -> Result<Reconciled> {
         let mut done = Reconciled::default();
-        let want: BTreeSet<String> = desired.iter().map(|r| r.identity()).collect();
+        let want: BTreeSet<String> = desired.iter().map(Rule::identity).collect();
         let mut have = BTreeSet::new();
         for v6 in [false, true] {
             for p in self.own(v6).await? {

@@ -9,7 +9,8 @@
 //!   to each protected address and port → discard", until the block ends.
 //! - `rate-limit`: the SYN rate reached `upstream.host-capacity`, as "TCP SYN
 //!   without ACK to each protected address and port → traffic-rate", until
-//!   `upstream.hold-down-secs` after the rate fell below it.
+//!   `upstream.hold-down-secs` after the attack ended (or, with no attack
+//!   declared, after the rate fell below the capacity).
 //! - `operator`: `tcpguard upstream announce`, for its TTL.
 //!
 //! Guardrails, each refusal said once and shown in `status`: a source prefix
@@ -89,6 +90,8 @@ pub struct Inputs {
     pub now_ns: u64,
     pub blocks: Vec<BlockIn>,
     pub syn_per_sec: f64,
+    /// A SYN flood is on (active or cooling down).
+    pub attack: bool,
     /// A spoofed-random SYN flood is on (active or cooling down).
     pub spoofed: bool,
     /// The host's own protected addresses, as host prefixes.
@@ -283,8 +286,10 @@ impl Planner {
         let now = inp.now_ns;
         let mut out = Vec::new();
         let cap = self.cfg.host_capacity;
-        if cap > 0 && inp.syn_per_sec >= cap as f64 {
-            if self.capacity_until <= now {
+        let over = cap > 0 && inp.syn_per_sec >= cap as f64;
+        let standing = self.capacity_until > now;
+        if over || (standing && inp.attack) {
+            if !standing {
                 log.push(format!(
                     "upstream: {:.0} SYN/s reached upstream.host-capacity ({cap}/s): rate-limiting SYNs upstream",
                     inp.syn_per_sec
@@ -395,22 +400,21 @@ impl Planner {
         }
         let action = h.rate_limit.map_or(Action::Discard, |b| Action::RateLimit { bytes_per_sec: b as f32 });
         let ports: Vec<u16> = h.port.map_or_else(|| inp.ports.clone(), |p| vec![p]);
-        let rules = match h.src {
-            Some(src) => self.source_rules(src, h.dst, &ports, action, &inp)?,
-            None => {
-                if action == Action::Discard {
-                    return Err("a discard without a source would cut off every client: give --src, or \
-                                --rate-limit for a rate limit of every source"
-                        .into());
-                }
-                let dsts: Vec<Prefix> = h.dst.map_or_else(|| inp.destinations.clone(), |d| vec![d]);
-                if dsts.is_empty() {
-                    return Err("the host has no protected address (upstream.destinations)".into());
-                }
-                dsts.into_iter()
-                    .map(|d| Rule { dst: d, src: None, dports: ports.clone(), syn_only: true, action })
-                    .collect()
+        let rules = if let Some(src) = h.src {
+            self.source_rules(src, h.dst, &ports, action, &inp)?
+        } else {
+            if action == Action::Discard {
+                return Err("a discard without a source would cut off every client: give --src, or \
+                            --rate-limit for a rate limit of every source"
+                    .into());
             }
+            let dsts: Vec<Prefix> = h.dst.map_or_else(|| inp.destinations.clone(), |d| vec![d]);
+            if dsts.is_empty() {
+                return Err("the host has no protected address (upstream.destinations)".into());
+            }
+            dsts.into_iter()
+                .map(|d| Rule { dst: d, src: None, dports: ports.clone(), syn_only: true, action })
+                .collect()
         };
         let now = inp.now_ns;
         let fresh: Vec<&Rule> = rules.iter().filter(|r| !self.table.contains_key(&r.key())).collect();

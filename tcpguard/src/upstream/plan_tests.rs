@@ -109,14 +109,22 @@ fn the_host_capacity_rule_stands_for_the_hold_down_after_the_rate_falls() {
         ]
     );
     assert!(pl.announcements().all(|a| a.cause == Cause::RateLimit && a.rule.src.is_none()));
-    // Under capacity: kept for the hold-down (10 s), then withdrawn.
+    // Under capacity, the attack still on: kept.
     i.syn_per_sec = 10_000.0;
-    for t in [101, 105, 109] {
+    i.attack = true;
+    for t in [105, 114, 123] {
+        i.now_ns = t * S;
+        pl.step(i.clone());
+        assert_eq!(rules(&pl).len(), 2, "while the attack lasts ({t} s)");
+    }
+    // The attack over at 124 s: kept for the hold-down (10 s), then withdrawn.
+    i.attack = false;
+    for t in [124, 128, 132] {
         i.now_ns = t * S;
         pl.step(i.clone());
         assert_eq!(rules(&pl).len(), 2, "at {t} s");
     }
-    i.now_ns = 111 * S;
+    i.now_ns = 134 * S;
     pl.step(i);
     assert!(rules(&pl).is_empty());
 }
