@@ -380,6 +380,9 @@ fn a_blocked_flood_source_reaches_the_routers_rib_and_leaves_with_its_block() {
 
         stop.store(true, Ordering::Relaxed);
         flood.join().unwrap();
+        // Unblocked once the flood is over (while its source is still seen
+        // heavy, the policy would block it again, and rightly).
+        wait_status(&f, Duration::from_secs(15), "the attack over", |v| v["attack"]["active"] == false);
         let o = ctl(&f, &["unblock", &blocked]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let took = wait_router(&edge.router, "the rule gone", |r| !r.contains(&want));
@@ -514,6 +517,18 @@ fn host_capacity_rate_limits_upstream_and_the_guardrails_hold() {
     let took = wait_router(&edge.router, "the TTL ran out", |r| !r.contains(&by_hand));
     assert!(took <= Duration::from_secs(5), "{took:?}");
     assert_eq!(metric(&scrape(&lab), "tcpguard_upstream_announcements{kind=\"operator\"}"), 0.0);
+
+    // A reload that turns upstream off withdraws every rule; the blocks stay local.
+    assert_eq!(router_rules(&edge.router).len(), 3);
+    let text = std::fs::read_to_string(f.config()).unwrap().replace("enabled = true", "enabled = false");
+    std::fs::write(f.config(), text).unwrap();
+    d.signal(libc::SIGHUP);
+    let took = wait_router(&edge.router, "an empty RIB after the reload", <[Rule]>::is_empty);
+    eprintln!("reload with upstream off -> router's RIB empty: {took:?}");
+    assert!(took <= Duration::from_secs(2), "{took:?}");
+    let (v, _) = wait_status(&f, Duration::from_secs(2), "no upstream in status", |v| v["upstream"].is_null());
+    assert!(block_of(&v, "203.0.113.1".parse().unwrap()).is_some(), "the local blocks stay");
+    assert_eq!(metric(&scrape(&lab), "tcpguard_upstream_enabled"), 0.0);
     d.stop();
 }
 

@@ -188,8 +188,10 @@ async fn run(
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = timer.tick() => {}
-            r = desired.changed() => if r.is_err() { return },
+            // A stop first: a reload that ends this task sends it and then
+            // drops the sender of `desired`, which must not end the task
+            // before it has withdrawn.
+            biased;
             s = stop.recv() => {
                 if let Some((withdraw, done)) = s {
                     if withdraw {
@@ -205,6 +207,8 @@ async fn run(
                 }
                 return;
             }
+            r = desired.changed() => if r.is_err() { return },
+            _ = timer.tick() => {}
         }
         let want = desired.borrow_and_update().clone();
         if let Some(want) = want {
