@@ -146,15 +146,8 @@ pub enum UpstreamCmd {
     /// SYN from --src to the host's protected addresses (or --dst), discarded
     /// (or rate-limited with --rate-limit).
     Announce {
-        /// The source prefix (at most upstream.widest-source-v4/-v6 wide).
-        #[arg(long)]
-        src: Option<Prefix>,
-        /// One of the host's protected addresses (default: each of the source's family).
-        #[arg(long)]
-        dst: Option<Prefix>,
-        /// The destination port (default: datapath.ports, or every port).
-        #[arg(long)]
-        port: Option<u16>,
+        #[command(flatten)]
+        rule: RuleMatch,
         /// Rate-limit to this many bytes per second instead of discarding.
         #[arg(long)]
         rate_limit: Option<u64>,
@@ -165,11 +158,21 @@ pub enum UpstreamCmd {
     /// Withdraw the announcements from --src (to --dst, --port when given);
     /// without --src, the rate limits (no source).
     Withdraw {
-        #[arg(long)]
-        src: Option<Prefix>,
-        #[arg(long)]
-        dst: Option<Prefix>,
-        #[arg(long)]
-        port: Option<u16>,
+        #[command(flatten)]
+        rule: RuleMatch,
     },
+}
+
+/// What an upstream rule matches: SYN from --src to --dst, port --port.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct RuleMatch {
+    /// The source prefix (at most upstream.widest-source-v4/-v6 wide).
+    #[arg(long)]
+    pub src: Option<Prefix>,
+    /// One of the host's protected addresses (default: each of the source's family).
+    #[arg(long)]
+    pub dst: Option<Prefix>,
+    /// The destination port (default: datapath.ports, or every port).
+    #[arg(long)]
+    pub port: Option<u16>,
 }

@@ -3,7 +3,7 @@ use std::{io::IsTerminal as _, path::PathBuf, time::Duration};
 use anyhow::{Context as _, Result};
 use clap::Parser as _;
 use tcpguard::{
-    cli::{Cli, Client, Command, ConfigCmd, UpstreamCmd},
+    cli::{Cli, Client, Command, ConfigCmd, RuleMatch, UpstreamCmd},
     config::{Config, ControlConfig},
     ctl, daemon,
     loader::{pin_dir_for, Datapath, LoadOptions},
@@ -153,12 +153,12 @@ async fn upstream(what: Option<UpstreamCmd>, json: bool, client: &Client) -> Res
             }
             other => anyhow::bail!("unexpected answer: {other:?}"),
         },
-        Some(UpstreamCmd::Announce { src, dst, port, rate_limit, ttl }) => {
+        Some(UpstreamCmd::Announce { rule: RuleMatch { src, dst, port }, rate_limit, ttl }) => {
             let ttl_secs = ttl.map(|t| ctl::parse_duration(&t)).transpose().map_err(anyhow::Error::msg)?;
             let h = tcpguard::upstream::plan::HandRule { src, dst, port, rate_limit, ttl_secs };
             done(ask(client, Request::UpstreamAnnounce(h)).await?)
         }
-        Some(UpstreamCmd::Withdraw { src, dst, port }) => {
+        Some(UpstreamCmd::Withdraw { rule: RuleMatch { src, dst, port } }) => {
             done(ask(client, Request::UpstreamWithdraw { src, dst, port }).await?)
         }
     }

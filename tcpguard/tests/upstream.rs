@@ -26,7 +26,7 @@ use common::{e2e::*, require_root, serial};
 use serde_json::Value;
 use tcpguard::{
     lab::{
-        flood::{self, FloodReport, FloodSpec, Sources},
+        flood::{FloodReport, Sources},
         ip, Lab, Netns, Server, SERVER_IP6,
     },
     upstream::{from_path, Action, Client, Rule},
@@ -291,23 +291,6 @@ fn discard(dst: &str, src: &str) -> Rule {
     }
 }
 
-fn flood_from(
-    lab: &Lab,
-    dst: IpAddr,
-    sources: Sources,
-    rate: u64,
-    secs: u64,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<FloodReport> {
-    let spec = FloodSpec {
-        rate,
-        duration: Duration::from_secs(secs),
-        seed: rand_seed(),
-        ..lab.client_flood(dst, PORT, sources)
-    };
-    lab.client.spawn(move || flood::run(&spec, &stop).expect("flood")).unwrap()
-}
-
 /// The block status shows for `addr` (a host or an aggregate holding it).
 fn block_of(v: &Value, addr: IpAddr) -> Option<String> {
     v["blocked"].as_array().unwrap().iter().find_map(|b| {
@@ -324,7 +307,7 @@ fn flood_until_blocked(
     bad: IpAddr,
     stop: Arc<AtomicBool>,
 ) -> (std::thread::JoinHandle<FloodReport>, String, Instant) {
-    let flood = flood_from(lab, dst, Sources::Single(bad), 5_000, 60, stop);
+    let flood = start_flood_to(lab, dst, Sources::Single(bad), 5_000, 60, stop);
     let (v, _) = wait_status(f, Duration::from_secs(8), "the flood's source blocked", |v| block_of(v, bad).is_some());
     (flood, block_of(&v, bad).unwrap(), Instant::now())
 }
@@ -410,7 +393,7 @@ fn host_capacity_rate_limits_upstream_and_the_guardrails_hold() {
 
     // A spoofed flood over the host's capacity.
     let stop = Arc::new(AtomicBool::new(false));
-    let flood = flood_from(
+    let flood = start_flood_to(
         &lab,
         IpAddr::V4(tcpguard::lab::SERVER_IP),
         Sources::Random("198.19.0.0/16".parse().unwrap()),

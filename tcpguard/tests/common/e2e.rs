@@ -171,11 +171,23 @@ pub fn start_flood(
     secs: u64,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<FloodReport> {
+    start_flood_to(lab, IpAddr::V4(SERVER_IP), sources, rate, secs, stop)
+}
+
+/// A flood from the client namespace to `dst`, port [`PORT`].
+pub fn start_flood_to(
+    lab: &Lab,
+    dst: IpAddr,
+    sources: Sources,
+    rate: u64,
+    secs: u64,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<FloodReport> {
     let spec = FloodSpec {
         rate,
         duration: Duration::from_secs(secs),
         seed: rand_seed(),
-        ..lab.client_flood(IpAddr::V4(SERVER_IP), PORT, sources)
+        ..lab.client_flood(dst, PORT, sources)
     };
     lab.client.spawn(move || flood::run(&spec, &stop).expect("flood")).unwrap()
 }
