@@ -26,7 +26,7 @@ use common::{e2e::*, require_root, serial};
 use serde_json::Value;
 use tcpguard::{
     lab::{
-        flood::{FloodReport, Sources},
+        flood::{self, FloodReport, FloodSpec, Sources},
         ip, Lab, Netns, Server, SERVER_IP6,
     },
     upstream::{from_path, Action, Client, Rule},
@@ -102,6 +102,8 @@ struct Edge {
     router: Netns,
     server_bgp: Gobgpd,
     _router_bgp: Gobgpd,
+    /// The server's end of its link to the router.
+    s_if: String,
 }
 
 impl Edge {
@@ -132,7 +134,7 @@ impl Edge {
         let server_bgp = Gobgpd::start(server, "server", 64_512, "10.255.100.1", "10.255.100.2", 64_513);
         let router_bgp = Gobgpd::start(&router, "router", 64_513, "10.255.100.2", "10.255.100.1", 64_512);
         wait_session(server);
-        Edge { router, server_bgp, _router_bgp: router_bgp }
+        Edge { router, server_bgp, _router_bgp: router_bgp, s_if }
     }
 }
 
@@ -588,4 +590,138 @@ fn clean_stop_kill_9_restart_and_gobgpd_down_and_back() {
     eprintln!("clean stop -> router's RIB empty: {took:?}");
     assert!(took <= Duration::from_secs(2), "{took:?}");
     assert!(log.contains("every tcpguard rule withdrawn"), "{log}");
+}
+
+/// The lab's stand-in for a router's FlowSpec engine: the router's FlowSpec
+/// RIB (IPv4) written as an nftables forward chain in its namespace, each
+/// rule with a counter. Returns the ruleset applied.
+fn apply_flowspec_as_nft(router: &Netns) -> String {
+    let mut rules = String::new();
+    for r in router_rules(router).iter().filter(|r| !r.v6()) {
+        let mut m = format!("ip daddr {}", r.dst);
+        if let Some(s) = r.src {
+            m = format!("ip saddr {s} {m}");
+        }
+        m.push_str(" meta l4proto tcp");
+        if !r.dports.is_empty() {
+            let ports: Vec<String> = r.dports.iter().map(ToString::to_string).collect();
+            m = format!("{m} tcp dport {{ {} }}", ports.join(", "));
+        }
+        if r.syn_only {
+            m.push_str(" tcp flags & (syn | ack) == syn");
+        }
+        let then = match r.action {
+            Action::Discard => "counter drop".to_string(),
+            Action::RateLimit { bytes_per_sec } => {
+                format!("limit rate over {} bytes/second counter drop", bytes_per_sec as u64)
+            }
+        };
+        rules.push_str(&format!("    {m} {then}\n"));
+    }
+    let text = format!(
+        "flush ruleset\ntable inet flowspec {{\n  chain forward {{\n    type filter hook forward priority 0; policy \
+         accept;\n{rules}  }}\n}}\n"
+    );
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &router.name, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nft (Debian package nftables; `cargo xtask prereqs` installs it)");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "nft -f: {}\n{text}", String::from_utf8_lossy(&o.stderr));
+    text
+}
+
+/// Packets the router's FlowSpec rules dropped (the nft counters summed).
+fn nft_dropped(router: &Netns) -> u64 {
+    let o = Command::new("ip")
+        .args(["netns", "exec", &router.name, "nft", "list", "table", "inet", "flowspec"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    text.split("counter packets ").skip(1).filter_map(|t| t.split_whitespace().next()?.parse::<u64>().ok()).sum()
+}
+
+#[test]
+fn the_routers_flowspec_rib_as_nftables_drops_the_attackers_syns_at_the_router() {
+    let _g = serial();
+    require_root();
+    let lab = Lab::new().unwrap();
+    let edge = Edge::new(&lab.server);
+    // An attacker behind the router: attacker -> router -> server.
+    let attacker = Netns::new("a").unwrap();
+    let n = std::process::id() % 100_000;
+    let (a_if, ra_if) = (format!("tga{n}"), format!("tgq{n}"));
+    ip(&[
+        "link",
+        "add",
+        &a_if,
+        "netns",
+        &attacker.name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &ra_if,
+        "netns",
+        &edge.router.name,
+    ])
+    .unwrap();
+    for (ns, dev, addr) in [(&attacker, &a_if, "10.255.200.2/30"), (&edge.router, &ra_if, "10.255.200.1/30")] {
+        ns.ip(&["addr", "add", addr, "dev", dev]).unwrap();
+        ns.ip(&["link", "set", dev, "up"]).unwrap();
+    }
+    edge.router.sysctl("net.ipv4.ip_forward", "1").unwrap();
+    edge.router.ip(&["route", "add", "198.18.0.0/16", "via", "10.255.100.1"]).unwrap();
+    attacker.ip(&["route", "add", "default", "via", "10.255.200.1"]).unwrap();
+    lab.server.ip(&["route", "add", "10.255.200.0/30", "via", "10.255.100.2"]).unwrap();
+
+    let f = Files::new("upnft");
+    upstream_config(&f, "", "");
+    let _srv = serve(&lab);
+    // The server protects the interface the attacker's SYNs come in by.
+    let d = Daemon::start_on(&lab, &f, &[&lab.srv_if, &edge.s_if]);
+    apply_flowspec_as_nft(&edge.router);
+
+    let bad: IpAddr = "10.255.200.2".parse().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let spec = FloodSpec {
+        ifname: a_if.clone(),
+        src_mac: tcpguard::lab::mac(&attacker, &a_if).unwrap(),
+        dst_mac: tcpguard::lab::mac(&edge.router, &ra_if).unwrap(),
+        rate: 5_000,
+        duration: Duration::from_secs(60),
+        seed: rand_seed(),
+        ..lab.client_flood(IpAddr::V4(tcpguard::lab::SERVER_IP), PORT, Sources::Single(bad))
+    };
+    let st = stop.clone();
+    let flood = attacker.spawn(move || flood::run(&spec, &st).expect("flood")).unwrap();
+    wait_status(&f, Duration::from_secs(8), "the attacker blocked at the server", |v| block_of(v, bad).is_some());
+    let want = discard("198.18.0.1/32", "10.255.200.2/32");
+    wait_router(&edge.router, "the discard rule", |r| r.contains(&want));
+    // Before the router acts: the SYNs cross the link and XDP drops them.
+    let drops = |v: &Value| v["counters"]["drop_blocked"].as_u64().unwrap();
+    let a = drops(&status(&f).unwrap());
+    std::thread::sleep(Duration::from_secs(1));
+    let b = drops(&status(&f).unwrap());
+    assert!(b - a > 2_000, "the server drops the flood itself: {a} -> {b}");
+
+    // The router applies its FlowSpec RIB: the SYNs stop there.
+    let ruleset = apply_flowspec_as_nft(&edge.router);
+    assert!(ruleset.contains("ip saddr 10.255.200.2/32 ip daddr 198.18.0.1/32"), "{ruleset}");
+    std::thread::sleep(Duration::from_millis(300));
+    let (r0, s0) = (nft_dropped(&edge.router), drops(&status(&f).unwrap()));
+    std::thread::sleep(Duration::from_secs(1));
+    let (r1, s1) = (nft_dropped(&edge.router), drops(&status(&f).unwrap()));
+    eprintln!("with the router's rule: {} SYNs dropped at the router, {} reached the server in 1 s", r1 - r0, s1 - s0);
+    assert!(r1 - r0 > 2_000, "the router drops the flood: {r0} -> {r1}");
+    assert!(s1 - s0 < 50, "nothing of it reaches the server: {s0} -> {s1}");
+    stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    d.stop();
+    wait_router(&edge.router, "the RIB empty after the clean stop", <[Rule]>::is_empty);
+    let ruleset = apply_flowspec_as_nft(&edge.router);
+    assert!(!ruleset.contains("saddr"), "{ruleset}");
 }

@@ -131,8 +131,10 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("systemd-nspawn", "systemd-container"),
     ("debootstrap", "debootstrap"),
     ("lintian", "lintian"),
-    // The upstream tests run gobgpd itself (a server's and a router's).
+    // The upstream tests run gobgpd itself (a server's and a router's), and
+    // apply the router's FlowSpec RIB with nft.
     ("gobgpd", "gobgpd"),
+    ("nft", "nftables"),
 ];
 
 /// What every build needs besides the toolchain: gobgpd's gRPC client

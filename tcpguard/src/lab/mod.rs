@@ -135,7 +135,8 @@ impl Lab {
     }
 }
 
-fn mac(ns: &Netns, dev: &str) -> Result<[u8; 6], LabError> {
+/// The MAC address of `dev` in `ns`.
+pub fn mac(ns: &Netns, dev: &str) -> Result<[u8; 6], LabError> {
     let out = ns.ip(&["-o", "link", "show", dev])?;
     let bad = || LabError::Ip { args: format!("link show {dev}"), stderr: format!("no MAC in {out:?}") };
     let s = out.split("link/ether ").nth(1).ok_or_else(bad)?;
