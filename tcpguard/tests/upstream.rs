@@ -13,6 +13,7 @@
 mod common;
 
 use std::{
+    fmt::Write as _,
     net::{IpAddr, SocketAddr},
     process::{Child, Command, Stdio},
     sync::{
@@ -616,7 +617,7 @@ fn apply_flowspec_as_nft(router: &Netns) -> String {
                 format!("limit rate over {} bytes/second counter drop", bytes_per_sec as u64)
             }
         };
-        rules.push_str(&format!("    {m} {then}\n"));
+        let _ = writeln!(rules, "    {m} {then}");
     }
     let text = format!(
         "flush ruleset\ntable inet flowspec {{\n  chain forward {{\n    type filter hook forward priority 0; policy \
@@ -692,7 +693,7 @@ fn the_routers_flowspec_rib_as_nftables_drops_the_attackers_syns_at_the_router()
         src_mac: tcpguard::lab::mac(&attacker, &a_if).unwrap(),
         dst_mac: tcpguard::lab::mac(&edge.router, &ra_if).unwrap(),
         rate: 5_000,
-        duration: Duration::from_secs(60),
+        duration: Duration::from_mins(1),
         seed: rand_seed(),
         ..lab.client_flood(IpAddr::V4(tcpguard::lab::SERVER_IP), PORT, Sources::Single(bad))
     };
