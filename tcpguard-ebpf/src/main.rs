@@ -57,9 +57,9 @@ use tcpguard_common::{
 
 use crate::{
     ack::{attack_ack, on_ack, on_rst, AckCheck},
-    context::{bump, bump_dyn, parse_frame},
+    context::{bump, bump_dyn, coarse_ns, parse_frame},
     lists::{blocked, judge},
-    maps::{COUNTERS, PORTS, SETTINGS, SRC_STATS},
+    maps::{COUNTERS, PORTS, SETTINGS, SRC_STATS, SYN_SEEN},
     responder::{answer_syn, KERNEL_ANSWERS},
     syn::{acks_checked, on_syn, RESPOND},
 };
@@ -76,6 +76,10 @@ fn try_tcpguard(ctx: &XdpContext) -> Result<u32, ()> {
     // SAFETY: per-CPU value, only this CPU writes it while we run.
     let c = unsafe { &mut *c };
     bump(c, Counter::Packets);
+    let v = fast_path(ctx, c);
+    if v != SLOW {
+        return Ok(v);
+    }
 
     let p = match parse_frame(ctx) {
         Ok(p) => p,
@@ -101,6 +105,83 @@ fn try_tcpguard(ctx: &XdpContext) -> Result<u32, ()> {
         bump(c, Counter::PassTcp);
     }
     Ok(v)
+}
+
+/// A calm day's commonest packets, decided without the full parse and with
+/// the verdict and counter the full path gives them: a frame that is not
+/// IP; an untagged IPv4 packet (no IP options, not a fragment) that is not
+/// TCP; and an untagged IPv4 TCP segment of an established flow (ACK
+/// without SYN, RST or FIN) when nothing could make it more than a pass: no
+/// block-list, no ACK check, and no half-open handshake its 4-tuple could
+/// complete (the half-open pre-filter says so). [`SLOW`]: the full path.
+/// A BPF subprogram: its frame is gone before the full path's call chain
+/// (which needs most of the 512-byte stack) runs.
+#[inline(never)]
+fn fast_path(ctx: &XdpContext, c: &mut Counters) -> u32 {
+    fast(ctx, c).unwrap_or(SLOW)
+}
+
+/// `fast_path`'s "not decided here".
+const SLOW: u32 = u32::MAX;
+
+#[inline(always)]
+fn fast(ctx: &XdpContext, c: &mut Counters) -> Option<u32> {
+    use tcpguard_common::parse::{PacketBuf as _, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP};
+    // SAFETY: reads the context pointer field of a valid XdpContext (the
+    // volatile read keeps the packet pointers the verifier's, as in
+    // `parse_frame`).
+    let raw = unsafe { core::ptr::read_volatile(&ctx.ctx) };
+    let ctx = XdpContext::new(raw);
+    let f = context::Frame(&ctx);
+    let eth = f.bytes::<14>(0)?;
+    let proto = u16::from_be_bytes([eth[12], eth[13]]);
+    if proto != ETH_P_IP {
+        if proto != ETH_P_IPV6 && proto != ETH_P_8021Q && proto != ETH_P_8021AD {
+            bump(c, Counter::PassNonIp);
+            return Some(xdp_action::XDP_PASS);
+        }
+        return None;
+    }
+    let ip = f.bytes::<20>(14)?;
+    // Version 4 with no options; no fragment offset.
+    if ip[0] != 0x45 || (u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff) != 0 {
+        return None;
+    }
+    if ip[9] != IPPROTO_TCP {
+        bump(c, Counter::PassNonTcp);
+        return Some(xdp_action::XDP_PASS);
+    }
+    let t = f.bytes::<20>(34)?;
+    let flags = t[13];
+    if flags & (TCP_SYN | TCP_RST | TCP_FIN | TCP_ACK) != TCP_ACK || t[12] >> 4 < 5 {
+        return None;
+    }
+    // The options the data offset announces are in the packet.
+    if f.bytes::<1>(34 + usize::from(t[12] >> 4) * 4 - 1).is_none() {
+        return None;
+    }
+    let s = SETTINGS.get(0)?;
+    if s.flags & FLAG_HAS_BLOCKS != 0 || acks_checked() {
+        return None;
+    }
+    let sport = u16::from_be_bytes([t[0], t[1]]);
+    let dport = u16::from_be_bytes([t[2], t[3]]);
+    if s.flags & FLAG_PORT_FILTER != 0 {
+        // SAFETY: read-only presence check.
+        if unsafe { PORTS.get(dport) }.is_none() {
+            bump(c, Counter::PassUnprotectedPort);
+            return Some(xdp_action::XDP_PASS);
+        }
+    }
+    let saddr = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ip[12], ip[13], ip[14], ip[15]];
+    let slot = tcpguard_common::handshake::filter_slot(&saddr, sport, dport);
+    if let Some(&stamp) = SYN_SEEN.get(slot) {
+        if stamp != 0 && tcpguard_common::handshake::filter_may_match(stamp, coarse_ns(), s.timeout_ns()) {
+            return None;
+        }
+    }
+    bump(c, Counter::PassTcp);
+    Some(xdp_action::XDP_PASS)
 }
 
 /// A TCP packet to a protected port: block-list, then by kind.
