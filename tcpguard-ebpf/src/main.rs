@@ -47,19 +47,20 @@ mod txwatch;
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{classifier, raw_tracepoint, xdp},
+    maps::lpm_trie::Key,
     programs::{RawTracePointContext, TcContext, XdpContext},
 };
 use tcpguard_common::{
     parse::{TcpPacket, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     verdict::Rule,
-    Counter, Counters, Settings, SrcKey, FLAG_HAS_BLOCKS, FLAG_PORT_FILTER,
+    Counter, Counters, Settings, SrcKey, FLAG_HAS_ALLOWS, FLAG_HAS_BLOCKS, FLAG_PORT_FILTER,
 };
 
 use crate::{
     ack::{attack_ack, on_ack, on_rst, AckCheck},
     context::{bump, bump_dyn, coarse_ns, parse_frame},
     lists::{blocked, judge},
-    maps::{COUNTERS, PORTS, SETTINGS, SRC_STATS, SYN_SEEN},
+    maps::{ALLOW_V4, BLOCK_V4, COUNTERS, PORTS, SETTINGS, SRC_STATS, SYN_SEEN},
     responder::{answer_syn, KERNEL_ANSWERS},
     syn::{acks_checked, on_syn, RESPOND},
 };
@@ -113,7 +114,9 @@ fn try_tcpguard(ctx: &XdpContext) -> Result<u32, ()> {
 /// TCP; and an untagged IPv4 TCP segment of an established flow (ACK
 /// without SYN, RST or FIN) when nothing could make it more than a pass: no
 /// block-list, no ACK check, and no half-open handshake its 4-tuple could
-/// complete (the half-open pre-filter says so). [`SLOW`]: the full path.
+/// complete (the half-open pre-filter says so). And an untagged IPv4 TCP
+/// segment from a blocked host or prefix is dropped here. [`SLOW`]: the
+/// full path.
 /// A BPF subprogram: its frame is gone before the full path's call chain
 /// (which needs most of the 512-byte stack) runs.
 #[inline(never)]
@@ -152,18 +155,12 @@ fn fast(ctx: &XdpContext, c: &mut Counters) -> Option<u32> {
         return Some(xdp_action::XDP_PASS);
     }
     let t = f.bytes::<20>(34)?;
-    let flags = t[13];
-    if flags & (TCP_SYN | TCP_RST | TCP_FIN | TCP_ACK) != TCP_ACK || t[12] >> 4 < 5 {
-        return None;
-    }
+    let doff = t[12] >> 4;
     // The options the data offset announces are in the packet.
-    if f.bytes::<1>(34 + usize::from(t[12] >> 4) * 4 - 1).is_none() {
+    if doff < 5 || f.bytes::<1>(34 + usize::from(doff) * 4 - 1).is_none() {
         return None;
     }
     let s = SETTINGS.get(0)?;
-    if s.flags & FLAG_HAS_BLOCKS != 0 || acks_checked() {
-        return None;
-    }
     let sport = u16::from_be_bytes([t[0], t[1]]);
     let dport = u16::from_be_bytes([t[2], t[3]]);
     if s.flags & FLAG_PORT_FILTER != 0 {
@@ -172,6 +169,30 @@ fn fast(ctx: &XdpContext, c: &mut Counters) -> Option<u32> {
             bump(c, Counter::PassUnprotectedPort);
             return Some(xdp_action::XDP_PASS);
         }
+    }
+    let flags = t[13];
+    let src4 = [ip[12], ip[13], ip[14], ip[15]];
+    if s.flags & FLAG_HAS_BLOCKS != 0 {
+        // A blocked source dropped here, before any other work; what the
+        // block does not drop (allow-listed, monitor mode) and an expired
+        // entry go the full way, which counts them.
+        let e = BLOCK_V4.get(Key::new(32, src4));
+        if let Some(e) = e {
+            if e.expires_ns != 0 && coarse_ns() >= e.expires_ns {
+                return None;
+            }
+            let allowed = s.flags & FLAG_HAS_ALLOWS != 0 && ALLOW_V4.get(Key::new(32, src4)).is_some();
+            let syn = flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN;
+            let v = tcpguard_common::verdict::decide(s.flags, Rule::Blocked, allowed, syn);
+            if !v.drop {
+                return None;
+            }
+            bump(c, v.counter);
+            return Some(xdp_action::XDP_DROP);
+        }
+    }
+    if flags & (TCP_SYN | TCP_RST | TCP_FIN | TCP_ACK) != TCP_ACK || acks_checked() {
+        return None;
     }
     let saddr = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ip[12], ip[13], ip[14], ip[15]];
     let slot = tcpguard_common::handshake::filter_slot(&saddr, sport, dport);
