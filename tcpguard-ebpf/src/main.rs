@@ -9,6 +9,11 @@
 //! `ack` (cookie check, handshake completion, RST), `egress` (TC), `txwatch`
 //! (failed XDP_TX), `bench` (pass-all baselines).
 //!
+//! First a fast path (`fast_path`): frames that are not IP, untagged IPv4
+//! that is not TCP, an established IPv4 flow's segment and an untagged IPv4
+//! segment from a blocked source are decided there, as the full path would,
+//! without the full parse. Everything else takes the full path.
+//!
 //! Two modes. *Tracking* (calm): per packet, in order of cost: one per-CPU
 //! counter lookup and the parse (every packet); the settings lookup (TCP);
 //! the port filter (only if configured); the block-lists (only if
