@@ -181,16 +181,8 @@ pub fn local_addrs() -> io::Result<Vec<IpAddr>> {
     Ok(out)
 }
 
-/// The addresses of the named interfaces.
-pub fn addrs_of(names: &[String]) -> io::Result<Vec<IpAddr>> {
-    let mut out: Vec<IpAddr> = if_addrs()?.into_iter().filter(|(n, _)| names.contains(n)).map(|(_, a)| a).collect();
-    out.sort();
-    out.dedup();
-    Ok(out)
-}
-
 /// (interface, address) for every address of this network namespace.
-fn if_addrs() -> io::Result<Vec<(String, IpAddr)>> {
+pub fn if_addrs() -> io::Result<Vec<(String, IpAddr)>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head`, freed below.
     if unsafe { libc::getifaddrs(&raw mut head) } != 0 {

@@ -248,16 +248,18 @@ pub async fn run(opts: RunOptions) -> Result<Stopped> {
 
 /// The addresses upstream rules may protect: `upstream.destinations` that
 /// are this host's, else every global address of the protected interfaces.
-fn upstream_destinations(cfg: &Config, local: &[std::net::IpAddr]) -> Vec<Prefix> {
+fn upstream_destinations(cfg: &Config, addrs: &[(String, std::net::IpAddr)]) -> Vec<Prefix> {
     if !cfg.upstream.destinations.is_empty() {
-        return cfg.upstream.destinations.iter().filter(|d| local.contains(&d.addr)).copied().collect();
+        return cfg.upstream.destinations.iter().filter(|d| addrs.iter().any(|(_, a)| *a == d.addr)).copied().collect();
     }
-    host::addrs_of(&cfg.daemon.interfaces)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|a| crate::net::is_global_unicast(*a))
-        .map(Prefix::host)
-        .collect()
+    let mut out: Vec<Prefix> = addrs
+        .iter()
+        .filter(|(n, a)| cfg.daemon.interfaces.contains(n) && crate::net::is_global_unicast(*a))
+        .map(|(_, a)| Prefix::host(*a))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The block-lists' real size; a pinned list of another size than the
@@ -449,8 +451,11 @@ impl Daemon {
         if self.upstream.is_none() {
             return;
         }
-        let local = host::local_addrs().unwrap_or_default();
-        let destinations = upstream_destinations(&self.cfg, &local);
+        let addrs = host::if_addrs().unwrap_or_default();
+        let destinations = upstream_destinations(&self.cfg, &addrs);
+        let mut local: Vec<std::net::IpAddr> = addrs.into_iter().map(|(_, a)| a).collect();
+        local.sort();
+        local.dedup();
         let inputs = crate::upstream::plan::Inputs {
             now_ns: now,
             blocks: blocks

@@ -24,7 +24,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
-    fmt::Write as _,
     net::IpAddr,
 };
 
@@ -461,23 +460,6 @@ impl Planner {
             out.push(a.rule);
         }
         out
-    }
-
-    /// One line per announcement, for logs.
-    pub fn describe(&self, now: u64) -> String {
-        let mut s = String::new();
-        for a in self.table.values() {
-            let _ = writeln!(
-                s,
-                "{} [{}] {}, age {} s, ends in {} s",
-                a.rule,
-                a.cause.as_str(),
-                a.reason,
-                now.saturating_sub(a.since_ns) / NS,
-                a.expires_ns.saturating_sub(now) / NS
-            );
-        }
-        s
     }
 }
 
