@@ -180,6 +180,11 @@ counters! {
     XdpTxFailed => "xdp_tx_failed": Event,
     /// XDP_TX replies the driver reported sent (`xdp:xdp_bulk_tx`, veth).
     XdpTxDelivered => "xdp_tx_delivered": Event,
+    /// SYNs answered from XDP without a socket lookup (also in
+    /// `cookie_sent`): the port's listener was proven by a kernel cookie
+    /// within the last second, and the server closed no connection of that
+    /// 4-tuple within TIME_WAIT's 60 s.
+    CookieNoLookup => "cookie_no_lookup": Event,
 }
 
 /// The value stored per CPU.

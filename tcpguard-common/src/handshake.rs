@@ -53,6 +53,67 @@ pub fn filter_may_match(stamp_ns: u64, now_ns: u64, timeout_ns: u64) -> bool {
     stamp_ns != 0 && now_ns.saturating_sub(stamp_ns) < timeout_ns + 1_000_000_000
 }
 
+/// How long the server's TIME_WAIT socket of a closed 4-tuple lives
+/// (`TCP_TIMEWAIT_LEN`).
+pub const TIME_WAIT_NS: u64 = 60_000_000_000;
+/// How long a kernel cookie made for a port's listener (the socket lookup's
+/// path) vouches for that listener: within it, later SYNs to the port are
+/// answered without a lookup. It also bounds how long an answer may go out
+/// for a listener that has since closed.
+pub const LISTENER_FRESH_NS: u64 = 1_000_000_000;
+/// Slots of the per-(family, port) listener stamps.
+pub const LISTENER_SLOTS: u32 = 1 << 17;
+/// Slots of the closed-4-tuple marks (one byte each: 64 KiB, small enough to
+/// stay in cache under a flood, where each SYN reads a random slot).
+pub const CLOSED_SLOTS: u32 = 1 << 16;
+/// A closed-4-tuple mark counts time in units of 2^32 ns (about 4.3 s) ...
+const CLOSED_UNIT_SHIFT: u32 = 32;
+/// ... and stays recent for this many units after the one it was made in
+/// (64 s and more: TIME_WAIT's 60 s with a unit's rounding to spare).
+const CLOSED_UNITS: u8 = 15;
+
+/// Slot of a destination port and family in the listener stamps.
+#[inline(always)]
+pub fn listener_slot(dport: u16, v6: bool) -> u32 {
+    u32::from(dport) | (u32::from(v6) << 16)
+}
+
+/// Slot of a client 4-tuple in the closed marks.
+#[inline(always)]
+pub fn closed_slot(saddr: &[u8; 16], sport: u16, dport: u16) -> u32 {
+    filter_slot(saddr, sport, dport) & (CLOSED_SLOTS - 1)
+}
+
+/// The mark of a 4-tuple the server closes at `now_ns`: its time unit
+/// modulo 255, plus one (so never 0, which means "never closed"). The marks
+/// wrap every 255 units (18 min): an old mark can read as recent again,
+/// which only costs a socket lookup; a recent one never reads as old.
+#[inline(always)]
+pub fn closed_mark(now_ns: u64) -> u8 {
+    ((now_ns >> CLOSED_UNIT_SHIFT) % 255) as u8 + 1
+}
+
+/// Whether the 4-tuple's slot was closed by the server recently enough
+/// that a TIME_WAIT socket may hold it.
+#[inline(always)]
+pub fn closed_recently(mark: u8, now_ns: u64) -> bool {
+    mark != 0 && (u16::from(closed_mark(now_ns)) + 255 - u16::from(mark)) % 255 <= u16::from(CLOSED_UNITS)
+}
+
+/// Whether a SYN may be answered from XDP without a socket lookup: the
+/// port's listener was proven within [`LISTENER_FRESH_NS`] (which also
+/// keeps the kernel's "cookies sent recently" stamp on it fresh: the kernel
+/// refuses cookie ACKs to a listener without one), and the server closed no
+/// connection of this 4-tuple's slot within TIME_WAIT (its TIME_WAIT
+/// socket, which only the lookup finds, must get the SYN).
+#[inline(always)]
+pub fn answer_without_lookup(listener_ns: u64, closed: u8, now_ns: u64) -> bool {
+    listener_ns != 0
+        && now_ns >= listener_ns
+        && now_ns - listener_ns < LISTENER_FRESH_NS
+        && !closed_recently(closed, now_ns)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SynAction {
     /// No entry for the 4-tuple: open one.
@@ -168,6 +229,33 @@ mod tests {
         assert!(!filter_may_match(0, 5, t));
         assert!(filter_may_match(100, 100 + t, t));
         assert!(!filter_may_match(100, 100 + t + 1_000_000_000, t));
+    }
+
+    #[test]
+    fn a_syn_skips_the_lookup_only_for_a_fresh_listener_and_no_recent_close() {
+        let t = 1_000_000_000_000u64;
+        assert!(answer_without_lookup(t, 0, t + 1));
+        assert!(answer_without_lookup(t, 0, t + LISTENER_FRESH_NS - 1));
+        assert!(!answer_without_lookup(t, 0, t + LISTENER_FRESH_NS), "stale listener stamp");
+        assert!(!answer_without_lookup(0, 0, t), "never proven");
+        assert!(!answer_without_lookup(t + 5, 0, t), "a stamp from another CPU's later clock read");
+        // The server closed this 4-tuple (slot) at c: TIME_WAIT may hold it
+        // for 60 s, the mark says so for all of them, and not forever.
+        let every_unit = (0..600u64).map(|u| (u << 32) + (u * 7_919_000_000) % (1 << 32));
+        for c in [t, t + (1 << 32) - 1, (256 << 32) - 1, 0, 1].into_iter().chain(every_unit) {
+            let m = closed_mark(c);
+            assert_ne!(m, 0);
+            for dt in [0, 1_000_000_000, 30_000_000_000, TIME_WAIT_NS, TIME_WAIT_NS + 1_000_000_000] {
+                assert!(closed_recently(m, c + dt), "closed at {c}, {dt} ns later");
+                assert!(!answer_without_lookup(c + dt, m, c + dt + 1));
+            }
+            assert!(!closed_recently(m, c + 70_000_000_000), "closed at {c}, 70 s later");
+        }
+        assert!(!closed_recently(0, t), "never closed");
+        assert_eq!(listener_slot(80, false), 80);
+        assert_eq!(listener_slot(80, true), 80 + 65_536);
+        assert!(listener_slot(u16::MAX, true) < LISTENER_SLOTS);
+        assert!(closed_slot(&[7; 16], 1234, 80) < CLOSED_SLOTS);
     }
 
     #[test]

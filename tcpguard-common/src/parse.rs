@@ -105,8 +105,14 @@ fn be16(b: [u8; 2]) -> u16 {
 }
 
 #[inline(always)]
-fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
-    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
+pub fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
+    // As two 64-bit words: the XDP program's stores are two instead of a
+    // byte loop over the zeros (LLVM's out-of-line memset on BPF).
+    let lo = 0u64.to_ne_bytes();
+    let hi = u64::from_ne_bytes([0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]).to_ne_bytes();
+    let w = [u64::from_ne_bytes(lo), u64::from_ne_bytes(hi)];
+    // SAFETY: plain bytes either way; [u64; 2] and [u8; 16] have one size.
+    unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(w) }
 }
 
 /// Parse an Ethernet frame down to TCP.
@@ -233,6 +239,12 @@ fn parse_tcp<B: PacketBuf + ?Sized>(
 
 #[cfg(all(test, feature = "craft"))]
 mod tests {
+    #[test]
+    fn v4_mapped_is_the_ipv6_form() {
+        let want: std::net::Ipv6Addr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(super::v4_mapped([192, 0, 2, 7]), want.octets());
+    }
+
     use super::*;
     use crate::craft::Craft;
 

@@ -34,10 +34,16 @@ pub mod map_names {
     pub const ACK_ATTACK: &str = "ACK_ATTACK";
     /// Per-CPU windows of unmatched ACKs that trip ACK-checking mode.
     pub const ACK_WIN: &str = "ACK_WIN";
+    /// Per (family, port): when a cookie the kernel made for that port's
+    /// listener last proved it (the responder's socket-lookup-free path).
+    pub const LISTENER_SEEN: &str = "LISTENER_SEEN";
+    /// Coarse time of the server's last FIN per 4-tuple hash (TC egress):
+    /// a SYN that may hit a TIME_WAIT socket takes the socket lookup.
+    pub const CLOSED_SEEN: &str = "CLOSED_SEEN";
     /// Ring buffer of heavy-source events (not pinned: per daemon run).
     pub const EVENTS: &str = "EVENTS";
     /// Every map the program owns, in pinning order.
-    pub const ALL: [&str; 20] = [
+    pub const ALL: [&str; 22] = [
         SETTINGS,
         COUNTERS,
         HALF_OPEN,
@@ -58,6 +64,8 @@ pub mod map_names {
         TX_MARK,
         ACK_ATTACK,
         ACK_WIN,
+        LISTENER_SEEN,
+        CLOSED_SEEN,
     ];
 }
 

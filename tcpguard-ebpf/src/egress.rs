@@ -8,13 +8,13 @@
 use aya_ebpf::programs::TcContext;
 use tcpguard_common::{
     handshake::{self, SynAckAction},
-    parse::{self, TcpPacket, TCP_ACK, TCP_RST, TCP_SYN},
+    parse::{self, TcpPacket, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     AckModeEvent, Counter, Counters, FlowKey, Settings, SrcKey, ATTACK_REASON_ACK_RATE, FLAG_EGRESS, FLAG_PORT_FILTER,
 };
 
 use crate::{
-    context::{bump, now_ns, Frame},
-    maps::{ACK_ATTACK, ACK_WIN, COUNTERS, EVENTS, HALF_OPEN, PORTS, SETTINGS, SRC_STATS},
+    context::{bump, coarse_ns, now_ns, Frame},
+    maps::{ACK_ATTACK, ACK_WIN, CLOSED_SEEN, COUNTERS, EVENTS, HALF_OPEN, PORTS, SETTINGS, SRC_STATS},
     tracking::{close_half_open, count_half_open},
 };
 
@@ -32,6 +32,14 @@ pub(crate) fn parse_skb(ctx: &TcContext) -> Result<TcpPacket, parse::ParseError>
 #[inline(always)]
 pub(crate) fn egress(ctx: &TcContext) -> Option<()> {
     let p = parse_skb(ctx).ok()?;
+    if p.flags & TCP_FIN != 0 {
+        // The server closes: its side of this 4-tuple may end in TIME_WAIT,
+        // and a SYN for it must find that socket (the responder's lookup).
+        if let Some(t) = CLOSED_SEEN.get_ptr_mut(handshake::closed_slot(&p.daddr, p.dport, p.sport)) {
+            // SAFETY: array slot; a racing CPU writes a time as recent.
+            unsafe { *t = handshake::closed_mark(coarse_ns()) };
+        }
+    }
     let fl = p.flags & (TCP_SYN | TCP_ACK | TCP_RST);
     if fl != TCP_SYN | TCP_ACK && p.flags & TCP_RST == 0 {
         return None;

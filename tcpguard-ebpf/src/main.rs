@@ -63,11 +63,11 @@ use tcpguard_common::{
 
 use crate::{
     ack::{attack_ack, on_ack, on_rst, AckCheck},
-    context::{bump, bump_dyn, coarse_ns, parse_frame},
+    context::{bump, bump_dyn, coarse_ns, now_ns, parse_frame},
     lists::{blocked, judge},
     maps::{ALLOW_V4, BLOCK_V4, COUNTERS, PORTS, SETTINGS, SRC_STATS, SYN_SEEN},
     responder::{answer_syn, KERNEL_ANSWERS},
-    syn::{acks_checked, on_syn, RESPOND},
+    syn::{acks_checked, attack_active, on_syn, RESPOND},
 };
 
 /// The tcpguard datapath.
@@ -83,9 +83,11 @@ fn try_tcpguard(ctx: &XdpContext) -> Result<u32, ()> {
     let c = unsafe { &mut *c };
     bump(c, Counter::Packets);
     let v = fast_path(ctx, c);
-    if v != SLOW {
+    if v != SLOW && v != SLOW_UNBLOCKED {
         return Ok(v);
     }
+    // The fast path found no block-list entry for the source: not again.
+    let unblocked = v == SLOW_UNBLOCKED;
 
     let p = match parse_frame(ctx) {
         Ok(p) => p,
@@ -106,7 +108,7 @@ fn try_tcpguard(ctx: &XdpContext) -> Result<u32, ()> {
     // The one exit of a TCP packet to a protected port: a drop or an XDP_TX
     // was counted where it was decided (`drop_*`, `cookie_sent`); a pass is
     // counted here.
-    let v = on_tcp(ctx, c, s, &p);
+    let v = on_tcp(ctx, c, s, &p, unblocked);
     if v == xdp_action::XDP_PASS {
         bump(c, Counter::PassTcp);
     }
@@ -131,6 +133,10 @@ fn fast_path(ctx: &XdpContext, c: &mut Counters) -> u32 {
 
 /// `fast_path`'s "not decided here".
 const SLOW: u32 = u32::MAX;
+/// `fast_path`'s "not decided here, and the block-lists hold no entry for
+/// the source" (an untagged IPv4 segment: the full path's lookup would be
+/// the same).
+const SLOW_UNBLOCKED: u32 = u32::MAX - 2;
 
 #[inline(always)]
 fn fast(ctx: &XdpContext, c: &mut Counters) -> Option<u32> {
@@ -197,13 +203,13 @@ fn fast(ctx: &XdpContext, c: &mut Counters) -> Option<u32> {
         }
     }
     if flags & (TCP_SYN | TCP_RST | TCP_FIN | TCP_ACK) != TCP_ACK || acks_checked() {
-        return None;
+        return Some(SLOW_UNBLOCKED);
     }
     let saddr = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ip[12], ip[13], ip[14], ip[15]];
     let slot = tcpguard_common::handshake::filter_slot(&saddr, sport, dport);
     if let Some(&stamp) = SYN_SEEN.get(slot) {
         if stamp != 0 && tcpguard_common::handshake::filter_may_match(stamp, coarse_ns(), s.timeout_ns()) {
-            return None;
+            return Some(SLOW_UNBLOCKED);
         }
     }
     bump(c, Counter::PassTcp);
@@ -212,9 +218,9 @@ fn fast(ctx: &XdpContext, c: &mut Counters) -> Option<u32> {
 
 /// A TCP packet to a protected port: block-list, then by kind.
 #[inline(always)]
-fn on_tcp(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket) -> u32 {
+fn on_tcp(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket, unblocked: bool) -> u32 {
     let syn = p.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN;
-    if s.flags & FLAG_HAS_BLOCKS != 0 {
+    if s.flags & FLAG_HAS_BLOCKS != 0 && !unblocked {
         match blocked(p) {
             // Dropped, or (allow-listed, monitor mode) tracked like any other.
             Some(true) => {
@@ -227,11 +233,16 @@ fn on_tcp(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket) -> u3
         }
     }
     if syn {
-        let v = on_syn(ctx, c, s, p);
+        // One clock read for the SYN's accounting and its answer; in attack
+        // mode the coarse clock (a tick's resolution is plenty for the
+        // sketch's epochs, the answer's timestamp and the listener's
+        // freshness, and on a VM the precise one costs ~80 ns a read).
+        let now = if attack_active() { coarse_ns() } else { now_ns() };
+        let v = on_syn(ctx, c, s, p, now);
         if v != RESPOND {
             return v;
         }
-        let v = answer_syn(ctx, c, s, p);
+        let v = answer_syn(ctx, c, s, p, now);
         return if v == KERNEL_ANSWERS { xdp_action::XDP_PASS } else { v };
     }
     if p.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_ACK && acks_checked() {

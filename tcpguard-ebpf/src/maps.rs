@@ -28,6 +28,13 @@ pub(crate) static HALF_OPEN: LruHashMap<FlowKey, HalfOpen> = LruHashMap::with_ma
 /// Coarse time of the last SYN per 4-tuple hash: the ACK path's pre-filter.
 #[map]
 pub(crate) static SYN_SEEN: Array<u64> = Array::with_max_entries(handshake::FILTER_SLOTS, 0);
+/// Per (family, port): when a kernel cookie last proved the listener.
+#[map]
+pub(crate) static LISTENER_SEEN: Array<u64> = Array::with_max_entries(handshake::LISTENER_SLOTS, 0);
+/// The server's last FIN per 4-tuple hash (TC egress), a one-byte mark of
+/// its time (`handshake::closed_mark`).
+#[map]
+pub(crate) static CLOSED_SEEN: Array<u8> = Array::with_max_entries(handshake::CLOSED_SLOTS, 0);
 #[map]
 pub(crate) static HO_BUCKETS: PerCpuArray<HoBucket> = PerCpuArray::with_max_entries(BUCKETS, 0);
 #[map]

@@ -5,18 +5,20 @@
 use aya_ebpf::{
     bindings::{tcphdr, xdp_action},
     helpers::{
-        bpf_loop, bpf_sk_release, bpf_skc_lookup_tcp, bpf_tcp_gen_syncookie, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
+        bpf_loop, bpf_sk_release, bpf_skc_lookup_tcp, bpf_tcp_gen_syncookie, bpf_tcp_raw_gen_syncookie_ipv4,
+        bpf_tcp_raw_gen_syncookie_ipv6, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
     },
     programs::XdpContext,
 };
 use tcpguard_common::{
+    handshake,
     parse::{PacketBuf, TcpPacket},
-    synack, Counter, Counters, Settings, SrcKey, FLAG_ANSWER,
+    synack, Counter, Counters, Settings, SrcKey, FLAG_ANSWER, FLAG_EGRESS,
 };
 
 use crate::{
     context::{bump, now_ns, v4, Frame},
-    maps::{ATTACK, LOCAL_ADDRS, REPLY},
+    maps::{ATTACK, CLOSED_SEEN, LISTENER_SEEN, LOCAL_ADDRS, REPLY},
 };
 
 /// `sk_state` of a listening socket.
@@ -116,12 +118,12 @@ pub(crate) const KERNEL_ANSWERS: u32 = u32::MAX;
 /// [`KERNEL_ANSWERS`]. A BPF subprogram of its own (at most five
 /// arguments, no stack arguments): its buffers get their own stack frame.
 #[inline(never)]
-pub(crate) fn answer_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket) -> u32 {
-    answer(ctx, c, s, p).unwrap_or(KERNEL_ANSWERS)
+pub(crate) fn answer_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket, now: u64) -> u32 {
+    answer(ctx, c, s, p, now).unwrap_or(KERNEL_ANSWERS)
 }
 
 #[inline(always)]
-pub(crate) fn answer(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket) -> Option<u32> {
+pub(crate) fn answer(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket, now: u64) -> Option<u32> {
     if !for_host(ctx, s, p) {
         bump(c, Counter::NotForHost);
         return None;
@@ -139,51 +141,83 @@ pub(crate) fn answer(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPa
     let r = REPLY.get_ptr_mut(0)?;
     // SAFETY: per-CPU scratch, only this CPU uses it during this run.
     let r = unsafe { &mut *r };
-    let sk = lookup_socket(ctx, p);
-    if sk.is_null() {
-        bump(c, Counter::CookieNoListener);
-        return None;
-    }
-    // SAFETY: non-null socket from the lookup; released on every path below.
-    if unsafe { (*sk).state } != TCP_LISTEN {
-        unsafe { bpf_sk_release(sk as *mut _) };
-        bump(c, Counter::CookieOtherSocket);
-        return None;
-    }
-    if s.flags & FLAG_ANSWER == 0 {
+    let seen = LISTENER_SEEN.get_ptr_mut(handshake::listener_slot(p.dport, p.is_v6))?;
+    // The socket lookup is skipped while a cookie made for this port's
+    // listener is recent and the server closed no connection of this
+    // 4-tuple lately (only known with the egress program's FIN marks).
+    // SAFETY: array slots; plain words.
+    let quick = s.flags & FLAG_EGRESS != 0
+        && match CLOSED_SEEN.get(handshake::closed_slot(&p.saddr, p.sport, p.dport)) {
+            Some(&closed) => handshake::answer_without_lookup(unsafe { *seen }, closed, now),
+            None => false,
+        };
+    let cookie = if quick {
+        if s.flags & FLAG_ANSWER == 0 {
+            bump(c, Counter::CookieHeld);
+            return None;
+        }
+        let cookie = raw_cookie(ctx, p, ip_len, th_len, &mut r.th);
+        if cookie.is_some() {
+            bump(c, Counter::CookieNoLookup);
+        }
+        cookie
+    } else {
+        let sk = lookup_socket(ctx, p);
+        if sk.is_null() {
+            bump(c, Counter::CookieNoListener);
+            return None;
+        }
+        // SAFETY: non-null socket from the lookup; released on every path below.
+        if unsafe { (*sk).state } != TCP_LISTEN {
+            unsafe { bpf_sk_release(sk as *mut _) };
+            bump(c, Counter::CookieOtherSocket);
+            return None;
+        }
+        if s.flags & FLAG_ANSWER == 0 {
+            // SAFETY: the socket from the lookup, released once.
+            unsafe { bpf_sk_release(sk as *mut _) };
+            bump(c, Counter::CookieHeld);
+            return None;
+        }
+        let cookie = gen_cookie(ctx, p, sk, ip_len, th_len, &mut r.th);
         // SAFETY: the socket from the lookup, released once.
         unsafe { bpf_sk_release(sk as *mut _) };
-        bump(c, Counter::CookieHeld);
-        return None;
-    }
-    let cookie = gen_cookie(ctx, p, sk, ip_len, th_len, &mut r.th);
-    // SAFETY: the socket from the lookup, released once.
-    unsafe { bpf_sk_release(sk as *mut _) };
+        if cookie.is_some() {
+            // The listener is proven, and the kernel stamped it as sending
+            // cookies: later SYNs to the port skip the lookup for a while.
+            // SAFETY: array slot; a racing CPU writes a time as recent.
+            unsafe { *seen = now };
+        }
+        cookie
+    };
     let Some(cookie) = cookie else {
         bump(c, Counter::CookieRefused);
         return None;
     };
-    let mut walk = synack::OptionWalk::new(th_len as usize);
     // Linux clients' layout is read in place; anything else is walked.
-    match synack::linux_layout(&r.th, th_len as usize) {
-        Some(o) => walk.found = o,
-        // SAFETY: the callback gets a pointer to `walk`, alive for the call.
-        None => unsafe {
-            bpf_loop(
-                synack::MAX_OPTIONS as u32,
-                option_cb as *mut core::ffi::c_void,
-                &mut walk as *mut synack::OptionWalk as *mut core::ffi::c_void,
-                0,
-            );
-        },
-    }
+    let found = match synack::linux_layout(&r.th, th_len as usize) {
+        Some(o) => o,
+        None => {
+            let mut walk = synack::OptionWalk::new(th_len as usize);
+            // SAFETY: the callback gets a pointer to `walk`, alive for the call.
+            unsafe {
+                bpf_loop(
+                    synack::MAX_OPTIONS as u32,
+                    option_cb as *mut core::ffi::c_void,
+                    &mut walk as *mut synack::OptionWalk as *mut core::ffi::c_void,
+                    0,
+                );
+            }
+            walk.found
+        }
+    };
     let mss = match (p.is_v6, s.synack_mss4, s.synack_mss6) {
         (false, 0, _) => 1460,
         (false, m, _) => m as u16,
         (true, _, 0) => 1440,
         (true, _, m) => m as u16,
     };
-    let now_ms = (now_ns() / 1_000_000) as u32;
+    let now_ms = (now / 1_000_000) as u32;
     let reply = synack::Reply {
         sport: p.sport,
         dport: p.dport,
@@ -193,7 +227,7 @@ pub(crate) fn answer(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPa
         our_wscale: s.synack_wscale as u8,
         now_ms,
     };
-    let len = synack::write_synack(&mut r.tcp, &reply, &walk.found);
+    let len = synack::write_synack(&mut r.tcp, &reply, &found);
     let l3 = p.l3_off as usize & 0x3f;
     let l4 = p.l4_off as usize & 0x7f;
     // Resize the frame to exactly the reply: headers, no payload.
@@ -239,6 +273,7 @@ pub(crate) fn answer(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPa
         // SAFETY: shared map value; a racing first write stores a time as early.
         unsafe {
             if (*atk).first_cookie_ns == 0 {
+                // The precise clock (`now` may be the coarse one).
                 (*atk).first_cookie_ns = now_ns();
             }
         }
@@ -256,6 +291,39 @@ pub(crate) extern "C" fn option_cb(_index: u32, ctx: *mut core::ffi::c_void) -> 
     } else {
         1
     }
+}
+
+/// The kernel's cookie for this SYN without its listener (the kernel's
+/// secret and MSS table, as the listener's cookie); the SYN's TCP header is
+/// copied to `th` for the helper and the option walk.
+#[inline(always)]
+pub(crate) fn raw_cookie(
+    ctx: &XdpContext,
+    p: &TcpPacket,
+    ip_len: usize,
+    th_len: u32,
+    th: &mut [u8; 64],
+) -> Option<u32> {
+    let th_len = if th_len > 60 { 60 } else { th_len };
+    let th = th.as_mut_ptr();
+    // SAFETY: copies th_len (20..=60) bytes into a 64-byte buffer.
+    if unsafe { bpf_xdp_load_bytes(ctx.ctx, p.l4_off as u32, th as *mut _, th_len) } != 0 {
+        return None;
+    }
+    let l3 = p.l3_off as usize & 0x3f;
+    let r = if ip_len == 40 {
+        let iph = pkt_ptr::<40>(ctx, l3)?;
+        // SAFETY: iph spans 40 packet bytes; th th_len bytes.
+        unsafe { bpf_tcp_raw_gen_syncookie_ipv6(iph as *mut _, th as *mut tcphdr, th_len) }
+    } else {
+        let iph = pkt_ptr::<20>(ctx, l3)?;
+        // SAFETY: as above, 20 bytes of IPv4 header.
+        unsafe { bpf_tcp_raw_gen_syncookie_ipv4(iph as *mut _, th as *mut tcphdr, th_len) }
+    };
+    if r < 0 {
+        return None;
+    }
+    Some(r as u32)
 }
 
 /// The kernel's cookie for this SYN from its listener; the SYN's TCP

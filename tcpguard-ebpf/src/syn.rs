@@ -9,7 +9,7 @@ use tcpguard_common::{
 };
 
 use crate::{
-    context::{bump, now_ns},
+    context::bump,
     lists::allowed_if_any,
     maps::{ACK_ATTACK, ATTACK, EVENTS, HLL, RATE_WIN, SKETCH},
     tracking::{count_aggregate, track_syn, SynArgs},
@@ -32,9 +32,8 @@ pub(crate) fn acks_checked() -> bool {
 /// program stays small, and the combined stack of a call chain (at most
 /// 512 bytes) has room for the responder below it.
 #[inline(never)]
-pub(crate) fn on_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket) -> u32 {
+pub(crate) fn on_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket, now: u64) -> u32 {
     bump(c, Counter::Syn);
-    let now = now_ns();
     let Some(w) = RATE_WIN.get_ptr_mut(0) else { return xdp_action::XDP_PASS };
     // SAFETY: per-CPU value, only this CPU writes it.
     let w = unsafe { &mut *w };

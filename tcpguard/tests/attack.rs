@@ -24,13 +24,13 @@ use tcpguard::{
 };
 use tcpguard_common::{
     craft::{fold, sum16, Craft},
-    parse::{ETH_P_8021AD, ETH_P_8021Q, TCP_ACK, TCP_RST, TCP_SYN},
+    parse::{ETH_P_8021AD, ETH_P_8021Q, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     sketch,
     synack::decode_tsecr,
     AttackState, Counter,
     Counter::*,
-    Settings, ATTACK_REASON_ACK_RATE, ATTACK_REASON_DAEMON, ATTACK_REASON_SYN_RATE, FLAG_ANSWER, FLAG_MONITOR,
-    FLAG_XDP_COOKIES,
+    Settings, ATTACK_REASON_ACK_RATE, ATTACK_REASON_DAEMON, ATTACK_REASON_SYN_RATE, FLAG_ANSWER, FLAG_EGRESS,
+    FLAG_MONITOR, FLAG_XDP_COOKIES,
 };
 
 /// The responder enabled, and allowed to answer now (the daemon's view:
@@ -363,6 +363,86 @@ fn the_kernel_answers_what_the_responder_must_not() {
         let tw = Craft::v4([127, 0, 0, 1], [127, 0, 0, 1], cport, 8080).flags(TCP_SYN).seq(5).syn_options().build();
         let d = moved(&mut dp, |dp| assert_eq!(run(dp, &tw), XDP_PASS));
         assert!(d.contains(&(CookieOtherSocket.name(), 1)), "TIME_WAIT goes to the kernel: {d:?}");
+    });
+}
+
+#[test]
+fn the_socket_lookup_is_skipped_only_for_a_proven_listener_and_a_4_tuple_not_closed_lately() {
+    let _g = serial();
+    let mut dp = load();
+    setup(&mut dp, RESPOND | FLAG_EGRESS);
+    let ns = Ns::new("2");
+    ns.with_listeners(|| {
+        // The first SYN to a port takes the lookup; its cookie proves the
+        // listener, and the next SYNs to that port are answered without one.
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &syn4(3000, 1).build()), XDP_TX));
+        assert_eq!(d, want(&[(Syn, 1), (AttackSyn, 1), (CookieSent, 1)]));
+        let mut out = Vec::new();
+        let d = moved(&mut dp, |dp| out.push(run_out(dp, &syn4(3001, 1000).build())));
+        let (verdict, frame) = out.pop().unwrap();
+        assert_eq!(verdict, XDP_TX);
+        assert_eq!(d, want(&[(Syn, 1), (AttackSyn, 1), (CookieSent, 1), (CookieNoLookup, 1)]));
+        // The same reply, and a cookie the kernel's own check accepts.
+        let sa = SynAck::parse(frame);
+        sa.checksums_verify();
+        assert_eq!(sa.ack(), 1001);
+        assert_eq!(decode_tsecr(u32::from_be_bytes(sa.option(8).unwrap()[..4].try_into().unwrap())), (Some(7), true));
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &final_ack4(3001, 1000, &sa)), XDP_PASS));
+        assert_eq!(d, want(&[(CookieAckValid, 1), (PassTcp, 1)]));
+        // Another port, another family: proven on their own.
+        let closed = Craft::v4(CLIENT, SERVER, 3002, 81).macs(CLIENT_MAC, SERVER_MAC).flags(TCP_SYN).seq(1).build();
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &closed), XDP_PASS));
+        assert_eq!(d, want(&[(Syn, 1), (AttackSyn, 1), (CookieNoListener, 1), (PassTcp, 1)]));
+        let six = Craft::v6(v6(10), v6(1), 3003, 80).macs(CLIENT_MAC, SERVER_MAC).flags(TCP_SYN).seq(1).build();
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &six), XDP_PASS));
+        assert_eq!(d, want(&[(Syn, 1), (AttackSyn, 1), (CookieNoListener, 1), (PassTcp, 1)]), "no [::]:80");
+
+        // A TIME_WAIT 4-tuple on a proven port: the server's FIN, seen by
+        // the egress program, sends its next SYN to the lookup (and so to
+        // the kernel); another 4-tuple to that port still skips it.
+        let l = TcpListener::bind("127.0.0.1:8080").unwrap();
+        let lo = |sport: u16, seq: u32| {
+            Craft::v4([127, 0, 0, 1], [127, 0, 0, 1], sport, 8080).flags(TCP_SYN).seq(seq).syn_options().build()
+        };
+        assert_eq!(run(&dp, &lo(1, 1)), XDP_TX);
+        let mut c = TcpStream::connect("127.0.0.1:8080").unwrap();
+        let cport = c.local_addr().unwrap().port();
+        let (mut s, _) = l.accept().unwrap();
+        drop(s.write_all(b"x"));
+        s.shutdown(std::net::Shutdown::Both).unwrap();
+        drop(s);
+        let mut b = [0u8; 8];
+        while c.read(&mut b).unwrap_or(0) > 0 {}
+        drop(c);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let fin = Craft::v4([127, 0, 0, 1], [127, 0, 0, 1], 8080, cport).flags(TCP_FIN | TCP_ACK).seq(9).ack(9).build();
+        assert_eq!(run_egress(&dp, &fin), 0, "egress never drops");
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &lo(cport, 5)), XDP_PASS));
+        assert!(d.contains(&(CookieOtherSocket.name(), 1)), "TIME_WAIT goes to the kernel: {d:?}");
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &lo(cport.wrapping_add(1), 5)), XDP_TX));
+        assert!(d.contains(&(CookieNoLookup.name(), 1)), "{d:?}");
+
+        // Held back (the replies would not leave): the kernel answers.
+        let mut m = Maps::new(&mut dp.ebpf);
+        m.set_settings(&attack_settings(FLAG_XDP_COOKIES | FLAG_EGRESS)).unwrap();
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &syn4(3004, 1).build()), XDP_PASS));
+        assert_eq!(d, want(&[(Syn, 1), (AttackSyn, 1), (CookieHeld, 1), (PassTcp, 1)]));
+        // Without the egress program nothing marks closed 4-tuples: every
+        // SYN takes the lookup.
+        let mut m = Maps::new(&mut dp.ebpf);
+        m.set_settings(&attack_settings(RESPOND)).unwrap();
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &syn4(3005, 1).build()), XDP_TX));
+        assert_eq!(d, want(&[(Syn, 1), (AttackSyn, 1), (CookieSent, 1)]));
+        let mut m = Maps::new(&mut dp.ebpf);
+        m.set_settings(&attack_settings(RESPOND | FLAG_EGRESS)).unwrap();
+
+        // The listener closes: within a second of its last proof a SYN may
+        // still be answered (its client's ACK then meets a RST); after it,
+        // the lookup finds no listener and the kernel answers.
+        drop(l);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &lo(7, 1)), XDP_PASS));
+        assert!(d.contains(&(CookieNoListener.name(), 1)), "{d:?}");
     });
 }
 

@@ -62,6 +62,11 @@ fn dispatch(cmd: LabCommand) -> Result<()> {
             print!("{}", tcpguard::lab::bench_flood::ack_side_by_side(secs)?);
             Ok(())
         }
+        LabCommand::Bench { what: BenchWhat::Syn { secs, rounds } } => {
+            tcpguard::daemon_check::require_capabilities()?;
+            print!("{}", tcpguard::lab::bench_flood::syn_side_by_side(secs, rounds)?);
+            Ok(())
+        }
         LabCommand::Bench { what: BenchWhat::Flood { quick } } => {
             tcpguard::daemon_check::require_capabilities()?;
             let r = tcpguard::lab::bench_flood::run(quick)?;

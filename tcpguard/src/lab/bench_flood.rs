@@ -432,6 +432,26 @@ fn scrape_tick(ns: &Netns) -> Result<f64> {
 /// against tcpguard's default (e), side by side: the starting point of
 /// issue 21 (ACK floods). A markdown table.
 pub fn ack_side_by_side(secs: f64) -> Result<String> {
+    side_by_side("ACK", secs, ack_points)
+}
+
+/// A spoofed SYN flood at the generator's full rate, the kernel alone (b)
+/// against tcpguard's default (e), `rounds` times alternating: the quick
+/// form of the full-rate rows of `bench flood`, for measuring one datapath
+/// change at a time. A markdown table.
+pub fn syn_side_by_side(secs: f64, rounds: usize) -> Result<String> {
+    side_by_side("SYN", secs, |secs| {
+        let mut v = Vec::new();
+        for _ in 0..rounds.max(1) {
+            for s in [Setup::KernelCookies, Setup::TcpguardAttackMode] {
+                v.push(point(s, 0, secs)?);
+            }
+        }
+        Ok(v)
+    })
+}
+
+fn side_by_side(kind: &str, secs: f64, points: impl FnOnce(f64) -> Result<Vec<Point>>) -> Result<String> {
     use std::fmt::Write as _;
     crate::lab::sweep_stale();
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF run-time stats")?;
@@ -439,10 +459,10 @@ pub fn ack_side_by_side(secs: f64) -> Result<String> {
         "| flood | setup | sent pkt/s | rx pkt/s | legit success | p50 ms | p99 ms | softirq | softirq ns / rx pkt \
          | XDP ns |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    for p in ack_points(secs)? {
+    for p in points(secs)? {
         let _ = writeln!(
             out,
-            "| ACK, full rate | {} | {:.0} | {:.0} | {:.1}% | {:.2} | {:.2} | {:.1}% | {:.0} | {} |",
+            "| {kind}, full rate | {} | {:.0} | {:.0} | {:.1}% | {:.2} | {:.2} | {:.1}% | {:.0} | {} |",
             p.setup.label(),
             p.sent_pps,
             p.received_pps,

@@ -76,6 +76,15 @@ pub enum BenchWhat {
         #[arg(long)]
         quick: bool,
     },
+    /// A spoofed SYN flood at full rate: the kernel alone against tcpguard's default, alternating (a markdown table).
+    Syn {
+        /// Seconds per setup.
+        #[arg(long, default_value_t = 6.0)]
+        secs: f64,
+        /// Rounds of the pair.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+    },
     /// A spoofed ACK flood at full rate: the kernel alone against tcpguard (a markdown table).
     Ack {
         /// Seconds per setup.
