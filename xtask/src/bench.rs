@@ -70,16 +70,19 @@ What the attack-mode SYN costs, from the breakdown rows (each adds one stage to 
 is the fixed-memory accounting (hash, count-min sketch, HyperLogLog, the per-CPU rate window, one sampled SYN in 64
 tracked in full); *closed port* adds the socket lookup (`bpf_skc_lookup_tcp`: the established hash, where a random
 spoofed 4-tuple lands on a cold bucket, then the listener hash); *cookie refused* adds the kernel helper's own checks;
-the full row adds the cookie (two SipHash rounds in the kernel), the option read and the SYN-ACK's headers and
-checksums. The socket lookup is the largest stage and cannot be skipped: a 4-tuple with a TIME_WAIT socket must go to
-the kernel, and the cookie helper needs the listener. It is the same lookup the kernel makes for every SYN it
-receives, so on the flood path it replaces, not adds to, the kernel's work: that is why softirq per received packet
-falls while the per-packet ratio against the tracking path stays above 0.3×. What would cut it: answering from a
-listener found once per port (a sockhash the daemon fills, which needs the listeners' fds) with the TIME_WAIT check
-reduced to SYNs whose 4-tuple was recently closed, or the `bpf_sk_assign_tcp_reqsk` kfunc at TC ingress (kernel ≥
-6.9; aya 0.14 cannot call kfuncs, later aya needs a newer rustc than this machine has).
+*without the egress program* adds the cookie (two SipHash rounds in the kernel), the option read and the SYN-ACK's
+headers and checksums: the path every SYN took before the lookup-free one. The answered row as the daemon runs it
+skips the lookup: a cookie made for the port's listener by the lookup's path (`bpf_tcp_gen_syncookie`, which also
+stamps the listener as sending cookies, so the kernel accepts their ACKs) vouches for that listener for one second,
+and within it the SYN's cookie comes from `bpf_tcp_raw_gen_syncookie_ipv4/6` unless the egress program saw the server
+close that 4-tuple within TIME_WAIT (one byte of a 64 KiB array, read per SYN). What remains on it: the accounting,
+the host check, the cookie's SipHash and the rewrite. What would cut it further: the count-min sketch updated for a
+sampled share of SYNs (which would weaken the per-source rate limit in attack mode, enforced where the sketch
+promotes a source), the rewrite with word-sized loads and checksums (the parse and the rewrite move bytes one at a
+time), or the `bpf_sk_assign_tcp_reqsk` kfunc at TC ingress (kernel ≥ 6.9; aya 0.14 cannot call kfuncs, later aya
+needs a newer rustc than this machine has).
 
-The answered path also checks that the SYN is the host's own before the socket lookup: the destination MAC
+The answered path first checks that the SYN is the host's own: the destination MAC
 against the interface's (a compare of six bytes in the settings already read) and the destination address in the
 local-address hash (one lookup); the closed-port and refused rows pay it too, and the *not for this host* row
 stops right after it, so that row less the *responder off* row is what the check costs. The transmit watch costs nothing per
