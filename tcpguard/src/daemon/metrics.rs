@@ -56,6 +56,7 @@ pub struct Metrics {
     attack_entries: IntCounter,
     attack_syns: IntCounter,
     xdp_cookies: IntCounter,
+    xdp_cookies_no_lookup: IntCounter,
     xdp_cookie_acks: IntCounter,
     k_syn_recv: IntGauge,
     unmatched_acks: IntCounter,
@@ -160,6 +161,10 @@ impl Metrics {
                 fixed-size sketches, no table insert).",
             ),
             xdp_cookies: counter("xdp_syncookies_sent_total", "SYN-ACKs with a kernel SYN cookie sent from XDP."),
+            xdp_cookies_no_lookup: counter(
+                "xdp_syncookies_without_lookup_total",
+                "Of those, SYN-ACKs sent without a socket lookup (the port's listener proven within a second).",
+            ),
             xdp_cookie_acks: counter(
                 "xdp_syncookie_acks_total",
                 "ACKs carrying a valid SYN cookie (handshakes \
@@ -224,6 +229,7 @@ impl Metrics {
         );
         advance(&self.attack_syns, t(Counter::AttackSyn));
         advance(&self.xdp_cookies, t(Counter::CookieSent));
+        advance(&self.xdp_cookies_no_lookup, t(Counter::CookieNoLookup));
         advance(&self.xdp_cookie_acks, t(Counter::CookieAckValid));
         advance(&self.new_sources, t(Counter::NewSource));
         advance(&self.not_for_host, t(Counter::NotForHost));

@@ -30,6 +30,7 @@ fn iface(name: &str, attached: bool, attack: bool, xdp: bool, cookies: u64, fail
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // one observation and the table of every metric's expected line
 fn names_and_no_address_labels() {
     use crate::{
         daemon::{
@@ -46,6 +47,8 @@ fn names_and_no_address_labels() {
     c.v[Counter::AckUnmatched as usize] = 100;
     c.v[Counter::DropAckInvalid as usize] = 50;
     c.v[Counter::AckModeEntered as usize] = 2;
+    c.v[Counter::CookieSent as usize] = 40;
+    c.v[Counter::CookieNoLookup as usize] = 39;
     let pressed = ListenerPressure {
         addr: "0.0.0.0:80".into(),
         syn_queue: 16,
@@ -121,6 +124,8 @@ fn names_and_no_address_labels() {
         "tcpguard_xdp_tx_errors_total{interface=\"eth2\"} 9",
         "tcpguard_responder_fallbacks_total{interface=\"eth2\"} 1",
         "tcpguard_block_failures_total 2",
+        "tcpguard_xdp_syncookies_sent_total 40",
+        "tcpguard_xdp_syncookies_without_lookup_total 39",
         "tcpguard_tick_duration_seconds_bucket",
     ] {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
