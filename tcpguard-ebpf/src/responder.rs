@@ -156,7 +156,7 @@ pub(crate) fn answer(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPa
             bump(c, Counter::CookieHeld);
             return None;
         }
-        let cookie = raw_cookie(ctx, p, ip_len, th_len, &mut r.th);
+        let cookie = gen_cookie(ctx, p, core::ptr::null_mut(), ip_len, th_len, &mut r.th);
         if cookie.is_some() {
             bump(c, Counter::CookieNoLookup);
         }
@@ -293,40 +293,10 @@ pub(crate) extern "C" fn option_cb(_index: u32, ctx: *mut core::ffi::c_void) -> 
     }
 }
 
-/// The kernel's cookie for this SYN without its listener (the kernel's
-/// secret and MSS table, as the listener's cookie); the SYN's TCP header is
-/// copied to `th` for the helper and the option walk.
-#[inline(always)]
-pub(crate) fn raw_cookie(
-    ctx: &XdpContext,
-    p: &TcpPacket,
-    ip_len: usize,
-    th_len: u32,
-    th: &mut [u8; 64],
-) -> Option<u32> {
-    let th_len = if th_len > 60 { 60 } else { th_len };
-    let th = th.as_mut_ptr();
-    // SAFETY: copies th_len (20..=60) bytes into a 64-byte buffer.
-    if unsafe { bpf_xdp_load_bytes(ctx.ctx, p.l4_off as u32, th as *mut _, th_len) } != 0 {
-        return None;
-    }
-    let l3 = p.l3_off as usize & 0x3f;
-    let r = if ip_len == 40 {
-        let iph = pkt_ptr::<40>(ctx, l3)?;
-        // SAFETY: iph spans 40 packet bytes; th th_len bytes.
-        unsafe { bpf_tcp_raw_gen_syncookie_ipv6(iph as *mut _, th as *mut tcphdr, th_len) }
-    } else {
-        let iph = pkt_ptr::<20>(ctx, l3)?;
-        // SAFETY: as above, 20 bytes of IPv4 header.
-        unsafe { bpf_tcp_raw_gen_syncookie_ipv4(iph as *mut _, th as *mut tcphdr, th_len) }
-    };
-    if r < 0 {
-        return None;
-    }
-    Some(r as u32)
-}
-
-/// The kernel's cookie for this SYN from its listener; the SYN's TCP
+/// The kernel's cookie for this SYN: from its listener `sk` (the lookup's
+/// path: `bpf_tcp_gen_syncookie` also stamps the listener as sending
+/// cookies, so the kernel accepts their ACKs), or with a null `sk` from the
+/// raw helpers (the same secret and MSS table, no listener). The SYN's TCP
 /// header is copied to `th` for the helper and the option walk.
 #[inline(always)]
 pub(crate) fn gen_cookie(
@@ -344,14 +314,23 @@ pub(crate) fn gen_cookie(
         return None;
     }
     let l3 = p.l3_off as usize & 0x3f;
+    let th = th as *mut tcphdr;
+    // SAFETY (all four calls): iph spans the stated packet bytes, th th_len
+    // bytes of the copy; a non-null sk is the listener from the lookup.
     let r = if ip_len == 40 {
         let iph = pkt_ptr::<40>(ctx, l3)?;
-        // SAFETY: sk is a listener; iph spans 40 packet bytes; th th_len bytes.
-        unsafe { bpf_tcp_gen_syncookie(sk as *mut _, iph as *mut _, 40, th as *mut tcphdr, th_len) }
+        if sk.is_null() {
+            unsafe { bpf_tcp_raw_gen_syncookie_ipv6(iph as *mut _, th, th_len) }
+        } else {
+            unsafe { bpf_tcp_gen_syncookie(sk as *mut _, iph as *mut _, 40, th, th_len) }
+        }
     } else {
         let iph = pkt_ptr::<20>(ctx, l3)?;
-        // SAFETY: as above, 20 bytes of IPv4 header.
-        unsafe { bpf_tcp_gen_syncookie(sk as *mut _, iph as *mut _, 20, th as *mut tcphdr, th_len) }
+        if sk.is_null() {
+            unsafe { bpf_tcp_raw_gen_syncookie_ipv4(iph as *mut _, th, th_len) }
+        } else {
+            unsafe { bpf_tcp_gen_syncookie(sk as *mut _, iph as *mut _, 20, th, th_len) }
+        }
     };
     if r < 0 {
         return None;

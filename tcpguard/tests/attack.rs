@@ -331,6 +331,22 @@ fn syn_without_options_gets_an_mss_only_reply() {
     });
 }
 
+/// One connection to `l` that the server closes first, so its side ends
+/// in TIME_WAIT; the client's port.
+fn time_wait(l: &TcpListener) -> u16 {
+    let mut c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let cport = c.local_addr().unwrap().port();
+    let (mut s, _) = l.accept().unwrap();
+    drop(s.write_all(b"x"));
+    s.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(s);
+    let mut b = [0u8; 8];
+    while c.read(&mut b).unwrap_or(0) > 0 {}
+    drop(c);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    cport
+}
+
 #[test]
 fn the_kernel_answers_what_the_responder_must_not() {
     let _g = serial();
@@ -349,17 +365,7 @@ fn the_kernel_answers_what_the_responder_must_not() {
 
         // A 4-tuple that still has a TIME_WAIT socket goes to the kernel.
         let l = TcpListener::bind("127.0.0.1:8080").unwrap();
-        let mut c = TcpStream::connect("127.0.0.1:8080").unwrap();
-        let cport = c.local_addr().unwrap().port();
-        let (mut s, _) = l.accept().unwrap();
-        // The server closes first, so its side ends in TIME_WAIT.
-        drop(s.write_all(b"x"));
-        s.shutdown(std::net::Shutdown::Both).unwrap();
-        drop(s);
-        let mut b = [0u8; 8];
-        while c.read(&mut b).unwrap_or(0) > 0 {}
-        drop(c);
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        let cport = time_wait(&l);
         let tw = Craft::v4([127, 0, 0, 1], [127, 0, 0, 1], cport, 8080).flags(TCP_SYN).seq(5).syn_options().build();
         let d = moved(&mut dp, |dp| assert_eq!(run(dp, &tw), XDP_PASS));
         assert!(d.contains(&(CookieOtherSocket.name(), 1)), "TIME_WAIT goes to the kernel: {d:?}");
@@ -405,16 +411,7 @@ fn the_socket_lookup_is_skipped_only_for_a_proven_listener_and_a_4_tuple_not_clo
             Craft::v4([127, 0, 0, 1], [127, 0, 0, 1], sport, 8080).flags(TCP_SYN).seq(seq).syn_options().build()
         };
         assert_eq!(run(&dp, &lo(1, 1)), XDP_TX);
-        let mut c = TcpStream::connect("127.0.0.1:8080").unwrap();
-        let cport = c.local_addr().unwrap().port();
-        let (mut s, _) = l.accept().unwrap();
-        drop(s.write_all(b"x"));
-        s.shutdown(std::net::Shutdown::Both).unwrap();
-        drop(s);
-        let mut b = [0u8; 8];
-        while c.read(&mut b).unwrap_or(0) > 0 {}
-        drop(c);
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        let cport = time_wait(&l);
         let fin = Craft::v4([127, 0, 0, 1], [127, 0, 0, 1], 8080, cport).flags(TCP_FIN | TCP_ACK).seq(9).ack(9).build();
         assert_eq!(run_egress(&dp, &fin), 0, "egress never drops");
         let d = moved(&mut dp, |dp| assert_eq!(run(dp, &lo(cport, 5)), XDP_PASS));
