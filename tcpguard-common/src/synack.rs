@@ -105,33 +105,54 @@ pub fn option_step(th: &[u8; 64], w: &mut OptionWalk) -> bool {
     true
 }
 
+/// A word of four wire bytes, in the machine's order: what a 4-byte load
+/// of those bytes gives. The reply is built and checksummed in such words
+/// (a ones'-complement sum is the same in either byte order, RFC 1071
+/// 2(B)), so the XDP program moves the SYN-ACK with word loads and stores
+/// instead of byte by byte.
+#[inline(always)]
+pub const fn wire(b: [u8; 4]) -> u32 {
+    u32::from_ne_bytes(b)
+}
+
+/// The wire bytes of a word (the inverse of [`wire`]).
+#[inline(always)]
+pub const fn bytes(w: u32) -> [u8; 4] {
+    w.to_ne_bytes()
+}
+
+/// Bytes 20..40 of a SYN's TCP header, as five [`wire`] words.
+pub type LinuxOptionWords = [u32; 5];
+
 /// The options of a Linux client's SYN, read in place when they have the
 /// exact layout Linux sends (MSS, SACK-permitted, timestamps, NOP, window
-/// scale: a 40-byte header); `None` for any other layout (then walked).
+/// scale: a 40-byte header; `w` = its bytes 20..40 as [`wire`] words);
+/// `None` for any other layout (then walked).
 #[inline(always)]
-pub fn linux_layout(th: &[u8; 64], len: usize) -> Option<SynOptions> {
-    if len != 40
-        || th[20] != 2
-        || th[21] != 4
-        || th[24] != 4
-        || th[25] != 2
-        || th[26] != 8
-        || th[27] != 10
-        || th[36] != 1
-        || th[37] != 3
-        || th[38] != 3
-    {
+pub fn linux_layout_words(w: &LinuxOptionWords) -> Option<SynOptions> {
+    let [m0, m1, ..] = bytes(w[0]);
+    let [o0, o1, o2, ws] = bytes(w[4]);
+    if m0 != 2 || m1 != 4 || w[1] != wire([4, 2, 8, 10]) || o0 != 1 || o1 != 3 || o2 != 3 {
         return None;
     }
-    let w = th[39];
+    let [_, _, a, b] = bytes(w[0]);
     Some(SynOptions {
-        mss: u16::from_be_bytes([th[22], th[23]]),
+        mss: u16::from_be_bytes([a, b]),
         has_wscale: true,
-        wscale: if w > TCP_MAX_WSCALE { TCP_MAX_WSCALE } else { w },
+        wscale: if ws > TCP_MAX_WSCALE { TCP_MAX_WSCALE } else { ws },
         sack_ok: true,
         has_ts: true,
-        tsval: u32::from_be_bytes([th[28], th[29], th[30], th[31]]),
+        tsval: u32::from_be(w[2]),
     })
+}
+
+/// [`linux_layout_words`] on a copied header (`len` = data offset × 4).
+pub fn linux_layout(th: &[u8; 64], len: usize) -> Option<SynOptions> {
+    if len != 40 {
+        return None;
+    }
+    let at = |i: usize| wire([th[i], th[i + 1], th[i + 2], th[i + 3]]);
+    linux_layout_words(&[at(20), at(24), at(28), at(32), at(36)])
 }
 
 /// Parse the options of a SYN (`len` = data offset × 4).
@@ -176,7 +197,7 @@ pub fn kernel_wscale(tcp_rmem_max: u64, rmem_max: u64) -> u8 {
     (ilog2 - 15).clamp(0, i32::from(TCP_MAX_WSCALE)) as u8
 }
 
-/// A SYN-ACK's TCP header (checksum zero; see [`tcp_checksum_v4`]).
+/// A SYN-ACK's TCP header, checksum included.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SynAckTcp {
     pub bytes: [u8; 40],
@@ -198,122 +219,133 @@ pub struct Reply {
     pub now_ms: u32,
 }
 
-/// Build the SYN-ACK answering a SYN.
-pub fn synack_tcp(r: &Reply, o: &SynOptions) -> SynAckTcp {
-    let mut bytes = [0u8; 40];
-    let len = write_synack(&mut bytes, r, o);
-    SynAckTcp { bytes, len }
-}
+/// A SYN-ACK's TCP header as [`wire`] words: 10 with timestamps, 6 (the
+/// rest zero) without.
+pub type SynAckWords = [u32; 10];
 
-/// [`synack_tcp`] into a buffer the caller owns (in XDP, per-CPU scratch:
-/// the BPF stack is small). Every byte of `b` is written; returns the
-/// header length.
+/// The SYN-ACK answering a SYN, as [`wire`] words with the checksum zero
+/// (see [`with_checksum`]); returns the header length, 40 or 24.
 #[inline(always)]
-pub fn write_synack(b: &mut [u8; 40], r: &Reply, o: &SynOptions) -> usize {
+pub fn synack_words(r: &Reply, o: &SynOptions) -> (SynAckWords, usize) {
     let Reply { sport, dport, client_isn, cookie, our_mss, our_wscale, now_ms } = *r;
+    let be16 = |v: u16| v.to_be_bytes();
+    let be32 = |v: u32| wire(v.to_be_bytes());
     let len = if o.has_ts { 40 } else { 24 };
-    let put16 = |b: &mut [u8; 40], at: usize, v: u16| {
-        let x = v.to_be_bytes();
-        b[at] = x[0];
-        b[at + 1] = x[1];
-    };
-    let put32 = |b: &mut [u8; 40], at: usize, v: u32| {
-        let x = v.to_be_bytes();
-        b[at] = x[0];
-        b[at + 1] = x[1];
-        b[at + 2] = x[2];
-        b[at + 3] = x[3];
-    };
-    put16(b, 0, dport);
-    put16(b, 2, sport);
-    put32(b, 4, cookie);
-    put32(b, 8, client_isn.wrapping_add(1));
-    b[12] = ((len / 4) as u8) << 4;
-    b[13] = TCP_SYN | TCP_ACK;
     // The initial window, as the kernel rounds it: whole segments of what
     // fits in 16 bits.
     let seg = if o.has_ts { our_mss.saturating_sub(12) } else { our_mss };
     let seg = if seg == 0 { 536 } else { seg };
-    put16(b, 14, (u16::MAX / seg) * seg);
-    put32(b, 16, 0); // checksum, urgent pointer
-    b[20] = 2;
-    b[21] = 4;
-    put16(b, 22, our_mss);
+    let (d, s, win, mss) = (be16(dport), be16(sport), be16((u16::MAX / seg) * seg), be16(our_mss));
+    let mut w = [0u32; 10];
+    w[0] = wire([d[0], d[1], s[0], s[1]]);
+    w[1] = be32(cookie);
+    w[2] = be32(client_isn.wrapping_add(1));
+    w[3] = wire([((len / 4) as u8) << 4, TCP_SYN | TCP_ACK, win[0], win[1]]);
+    // w[4]: checksum and urgent pointer.
+    w[5] = wire([2, 4, mss[0], mss[1]]);
     if o.has_ts {
-        let (k, l) = if o.sack_ok { (4, 2) } else { (1, 1) };
-        b[24] = k;
-        b[25] = l;
-        b[26] = 8;
-        b[27] = 10;
-        put32(b, 28, encode_tsval(now_ms, o));
-        put32(b, 32, o.tsval);
-        let ws = if o.has_wscale { u32::from_be_bytes([1, 3, 3, our_wscale]) } else { 0x0101_0101 };
-        put32(b, 36, ws);
-    } else {
-        let mut i = 24;
-        while i < 40 {
-            put32(b, i, 0);
-            i += 4;
-        }
+        w[6] = if o.sack_ok { wire([4, 2, 8, 10]) } else { wire([1, 1, 8, 10]) };
+        w[7] = be32(encode_tsval(now_ms, o));
+        w[8] = be32(o.tsval);
+        w[9] = if o.has_wscale { wire([1, 3, 3, our_wscale]) } else { wire([1, 1, 1, 1]) };
     }
-    len
+    (w, len)
 }
 
-/// Ones'-complement sum of `N` bytes taken as big-endian 16-bit words.
+/// Ones'-complement sum of [`wire`] words into a 64-bit accumulator (fold
+/// with [`checksum`]).
 #[inline(always)]
-pub fn sum_words<const N: usize>(b: &[u8; N], mut acc: u32) -> u32 {
+pub fn sum<const N: usize>(w: &[u32; N], mut acc: u64) -> u64 {
     let mut i = 0;
-    while i + 1 < N {
-        acc += u32::from(u16::from_be_bytes([b[i], b[i + 1]]));
-        i += 2;
+    while i < N {
+        acc += u64::from(w[i]);
+        i += 1;
     }
     acc
 }
 
+/// The Internet checksum of an accumulated sum, as the two wire bytes to
+/// store.
 #[inline(always)]
-pub fn fold(mut acc: u32) -> u16 {
+pub fn checksum(mut acc: u64) -> [u8; 2] {
+    acc = (acc & 0xffff_ffff) + (acc >> 32);
+    acc = (acc & 0xffff_ffff) + (acc >> 32);
     acc = (acc & 0xffff) + (acc >> 16);
     acc = (acc & 0xffff) + (acc >> 16);
-    !(acc as u16)
+    acc = (acc & 0xffff) + (acc >> 16);
+    (!(acc as u16)).to_ne_bytes()
 }
 
-/// Checksum of a SYN-ACK TCP header over IPv4 (`len` bytes of `t`, the
-/// rest zero as [`write_synack`] leaves it).
+/// The pseudo-header's protocol and length as one [`wire`] word (the same
+/// sum for IPv4's 12-byte and IPv6's 40-byte pseudo-header).
 #[inline(always)]
-pub fn tcp_checksum_v4(src: &[u8; 4], dst: &[u8; 4], t: &[u8; 40], len: usize) -> u16 {
-    let acc = sum_words(src, 0) + sum_words(dst, 0) + 6 + len as u32;
-    // Bytes past `len` are zero, so summing all 40 is the same sum.
-    fold(sum_words(t, acc))
+pub fn pseudo_tail(tcp_len: usize) -> u32 {
+    let l = (tcp_len as u16).to_be_bytes();
+    wire([0, 6, l[0], l[1]])
 }
 
-/// Checksum of a SYN-ACK TCP header over IPv6.
+/// The SYN-ACK's words with the TCP checksum filled in; `addrs` is the
+/// [`sum`] of the pseudo-header's addresses.
 #[inline(always)]
-pub fn tcp_checksum_v6(src: &[u8; 16], dst: &[u8; 16], t: &[u8; 40], len: usize) -> u16 {
-    let acc = sum_words(src, 0) + sum_words(dst, 0) + 6 + len as u32;
-    fold(sum_words(t, acc))
+pub fn with_checksum(mut w: SynAckWords, len: usize, addrs: u64) -> SynAckWords {
+    // Words past `len` are zero: summing all ten is the same sum.
+    let c = checksum(sum(&w, addrs + u64::from(pseudo_tail(len))));
+    w[4] = wire([c[0], c[1], 0, 0]);
+    w
 }
 
-/// A fresh IPv4 header for the reply: DF, TTL 64, checksum filled in.
+/// A fresh IPv4 header for the reply, as [`wire`] words: DF, TTL 64,
+/// checksum filled in; `src`, `dst` as [`wire`] words.
 #[inline(always)]
-pub fn ipv4_header(src: &[u8; 4], dst: &[u8; 4], tcp_len: usize) -> [u8; 20] {
-    let mut h = [0u8; 20];
-    h[0] = 0x45;
-    h[2..4].copy_from_slice(&((20 + tcp_len) as u16).to_be_bytes());
-    h[6] = 0x40; // DF
-    h[8] = 64;
-    h[9] = 6;
-    h[12..16].copy_from_slice(src);
-    h[16..20].copy_from_slice(dst);
-    let c = fold(sum_words(&h, 0));
-    h[10..12].copy_from_slice(&c.to_be_bytes());
+pub fn ipv4_words(src: u32, dst: u32, tcp_len: usize) -> [u32; 5] {
+    let l = ((20 + tcp_len) as u16).to_be_bytes();
+    let mut h = [wire([0x45, 0, l[0], l[1]]), wire([0, 0, 0x40, 0]), wire([64, 6, 0, 0]), src, dst];
+    let c = checksum(sum(&h, 0));
+    h[2] = wire([64, 6, c[0], c[1]]);
     h
 }
 
-/// The first 8 bytes of the reply's IPv6 header (addresses follow).
+/// The first two words of the reply's IPv6 header (addresses follow).
 #[inline(always)]
-pub fn ipv6_fixed(tcp_len: usize) -> [u8; 8] {
+pub fn ipv6_words(tcp_len: usize) -> [u32; 2] {
     let l = (tcp_len as u16).to_be_bytes();
-    [0x60, 0, 0, 0, l[0], l[1], 6, 64]
+    [wire([0x60, 0, 0, 0]), wire([l[0], l[1], 6, 64])]
+}
+
+/// An address's [`wire`] words.
+#[inline(always)]
+pub fn addr_words<const N: usize, const W: usize>(a: &[u8; N]) -> [u32; W] {
+    let mut w = [0u32; W];
+    let mut i = 0;
+    while i < W && 4 * i + 3 < N {
+        w[i] = wire([a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]]);
+        i += 1;
+    }
+    w
+}
+
+/// The SYN-ACK answering a SYN between `src` (the SYN's destination, an
+/// IPv4 or IPv6 address) and `dst`, checksum included: the host's model of
+/// what the XDP program writes.
+pub fn synack_tcp<const N: usize>(r: &Reply, o: &SynOptions, src: &[u8; N], dst: &[u8; N]) -> SynAckTcp {
+    let addrs = sum(&addr_words::<N, 4>(src), sum(&addr_words::<N, 4>(dst), 0));
+    let (w, len) = synack_words(r, o);
+    let w = with_checksum(w, len, addrs);
+    let mut out = [0u8; 40];
+    for (i, x) in w.iter().enumerate() {
+        out[4 * i..4 * i + 4].copy_from_slice(&bytes(*x));
+    }
+    SynAckTcp { bytes: out, len }
+}
+
+/// The reply's IPv4 header as bytes (the host's model).
+pub fn ipv4_header(src: &[u8; 4], dst: &[u8; 4], tcp_len: usize) -> [u8; 20] {
+    let w = ipv4_words(wire(*src), wire(*dst), tcp_len);
+    let mut out = [0u8; 20];
+    for (i, x) in w.iter().enumerate() {
+        out[4 * i..4 * i + 4].copy_from_slice(&bytes(*x));
+    }
+    out
 }
 
 #[cfg(all(test, feature = "craft"))]
@@ -414,35 +446,86 @@ mod tests {
             our_wscale: 7,
             now_ms: 123_456,
         };
-        let s = synack_tcp(&r, &o);
+        let (src, dst) = ([192, 0, 2, 1], [192, 0, 2, 10]);
+        let s = synack_tcp(&r, &o, &src, &dst);
         assert_eq!(s.len, 40);
         assert_eq!(&s.bytes[0..4], &[0, 80, 0x9c, 0x40]);
         assert_eq!(u32::from_be_bytes(s.bytes[4..8].try_into().unwrap()), 0xdead_beef);
         assert_eq!(u32::from_be_bytes(s.bytes[8..12].try_into().unwrap()), 1001);
+        assert_eq!(s.bytes[12], 0xa0);
         assert_eq!(s.bytes[13], 0x12);
         assert_eq!(u16::from_be_bytes([s.bytes[14], s.bytes[15]]), 65160);
+        assert_eq!(&s.bytes[18..20], &[0, 0], "urgent pointer");
         assert_eq!(&s.bytes[20..28], &[2, 4, 0x05, 0xb4, 4, 2, 8, 10]);
         assert_eq!(&s.bytes[32..40], &[0, 1, 0, 2, 1, 3, 3, 7]);
-        let (src, dst) = ([192, 0, 2, 1], [192, 0, 2, 10]);
-        let c = tcp_checksum_v4(&src, &dst, &s.bytes, s.len);
-        let mut seg = s.bytes[..s.len].to_vec();
-        seg[16..18].copy_from_slice(&c.to_be_bytes());
-        let pseudo = sum16(&src, 0) + sum16(&dst, 0) + 6 + seg.len() as u32;
-        assert_eq!(cfold(sum16(&seg, pseudo)), 0, "TCP checksum verifies");
+        let pseudo = sum16(&src, 0) + sum16(&dst, 0) + 6 + s.len as u32;
+        assert_eq!(cfold(sum16(&s.bytes[..s.len], pseudo)), 0, "TCP checksum verifies");
         let ip = ipv4_header(&src, &dst, s.len);
         assert_eq!(cfold(sum16(&ip, 0)), 0, "IPv4 header checksum verifies");
-        assert_eq!(u16::from_be_bytes([ip[2], ip[3]]), 60);
+        assert_eq!(&ip[..12], &[0x45, 0, 0, 60, 0, 0, 0x40, 0, 64, 6, ip[10], ip[11]]);
+        assert_eq!((&ip[12..16], &ip[16..20]), (&src[..], &dst[..]));
 
         // No timestamps: MSS only, 24 bytes, v6 checksum.
         let r = Reply { sport: 1, dport: 2, client_isn: u32::MAX, cookie: 7, our_mss: 1440, our_wscale: 7, now_ms: 0 };
-        let s = synack_tcp(&r, &SynOptions { mss: 1440, ..Default::default() });
+        let (a, b) = ([0x20; 16], [0xfd; 16]);
+        let s = synack_tcp(&r, &SynOptions { mss: 1440, ..Default::default() }, &a, &b);
         assert_eq!(s.len, 24);
+        assert_eq!(s.bytes[12], 0x60);
         assert_eq!(u32::from_be_bytes(s.bytes[8..12].try_into().unwrap()), 0, "ack wraps");
         assert!(s.bytes[24..].iter().all(|b| *b == 0));
-        let (a, b) = ([0x20; 16], [0xfd; 16]);
-        let c = tcp_checksum_v6(&a, &b, &s.bytes, s.len);
-        let mut seg = s.bytes[..24].to_vec();
-        seg[16..18].copy_from_slice(&c.to_be_bytes());
-        assert_eq!(cfold(sum16(&seg, sum16(&a, 0) + sum16(&b, 0) + 6 + 24)), 0);
+        assert_eq!(cfold(sum16(&s.bytes[..24], sum16(&a, 0) + sum16(&b, 0) + 6 + 24)), 0);
+        assert_eq!(ipv6_words(24).map(bytes), [[0x60, 0, 0, 0], [0, 24, 6, 64]]);
+    }
+
+    /// The word-built headers' checksums verify for any reply, options and
+    /// addresses (checked with the byte-wise sum of `craft`).
+    #[test]
+    fn word_checksums_verify_for_any_reply() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let v = next();
+            let r = Reply {
+                sport: v as u16,
+                dport: (v >> 16) as u16,
+                client_isn: (v >> 32) as u32,
+                cookie: next() as u32,
+                our_mss: (next() % 9000) as u16,
+                our_wscale: (v % 15) as u8,
+                now_ms: next() as u32,
+            };
+            let o = SynOptions {
+                mss: v as u16,
+                has_wscale: v & 1 != 0,
+                wscale: ((v >> 8) % 15) as u8,
+                sack_ok: v & 2 != 0,
+                has_ts: v & 4 != 0,
+                tsval: (v >> 3) as u32,
+            };
+            let (a4, b4) = ((next() as u32).to_be_bytes(), (next() as u32).to_be_bytes());
+            let s = synack_tcp(&r, &o, &a4, &b4);
+            assert_eq!(s.len, if o.has_ts { 40 } else { 24 });
+            assert_eq!(cfold(sum16(&s.bytes[..s.len], sum16(&a4, 0) + sum16(&b4, 0) + 6 + s.len as u32)), 0);
+            assert_eq!(cfold(sum16(&ipv4_header(&a4, &b4, s.len), 0)), 0);
+            let mut a6 = [0u8; 16];
+            let mut b6 = [0u8; 16];
+            a6[..8].copy_from_slice(&next().to_ne_bytes());
+            a6[8..].copy_from_slice(&next().to_ne_bytes());
+            b6[..8].copy_from_slice(&next().to_ne_bytes());
+            b6[8..].copy_from_slice(&next().to_ne_bytes());
+            let s = synack_tcp(&r, &o, &a6, &b6);
+            assert_eq!(cfold(sum16(&s.bytes[..s.len], sum16(&a6, 0) + sum16(&b6, 0) + 6 + s.len as u32)), 0);
+            // The echoed TSval and the encoded options, where present.
+            if o.has_ts {
+                assert_eq!(u32::from_be_bytes(s.bytes[32..36].try_into().unwrap()), o.tsval);
+                let (ws, sack) = decode_tsecr(u32::from_be_bytes(s.bytes[28..32].try_into().unwrap()));
+                assert_eq!((ws, sack), (o.has_wscale.then_some(o.wscale), o.sack_ok));
+            }
+        }
     }
 }

@@ -35,9 +35,10 @@ pub(crate) fn egress(ctx: &TcContext) -> Option<()> {
     if p.flags & TCP_FIN != 0 {
         // The server closes: its side of this 4-tuple may end in TIME_WAIT,
         // and a SYN for it must find that socket (the responder's lookup).
-        if let Some(t) = CLOSED_SEEN.get_ptr_mut(handshake::closed_slot(&p.daddr, p.dport, p.sport)) {
-            // SAFETY: array slot; a racing CPU writes a time as recent.
-            unsafe { *t = handshake::closed_mark(coarse_ns()) };
+        let (line, at) = handshake::closed_place(handshake::closed_slot(&p.daddr, p.dport, p.sport));
+        if let Some(t) = CLOSED_SEEN.get_ptr_mut(line) {
+            // SAFETY: array entry; a racing CPU writes a time as recent.
+            unsafe { (*t)[at & 63] = handshake::closed_mark(coarse_ns()) };
         }
     }
     let fl = p.flags & (TCP_SYN | TCP_ACK | TCP_RST);

@@ -32,9 +32,10 @@ pub(crate) static SYN_SEEN: Array<u64> = Array::with_max_entries(handshake::FILT
 #[map]
 pub(crate) static LISTENER_SEEN: Array<u64> = Array::with_max_entries(handshake::LISTENER_SLOTS, 0);
 /// The server's last FIN per 4-tuple hash (TC egress), a one-byte mark of
-/// its time (`handshake::closed_mark`).
+/// its time (`handshake::closed_mark`), 64 marks to an entry
+/// (`handshake::closed_place`).
 #[map]
-pub(crate) static CLOSED_SEEN: Array<u8> = Array::with_max_entries(handshake::CLOSED_SLOTS, 0);
+pub(crate) static CLOSED_SEEN: Array<handshake::ClosedLine> = Array::with_max_entries(handshake::CLOSED_LINES, 0);
 #[map]
 pub(crate) static HO_BUCKETS: PerCpuArray<HoBucket> = PerCpuArray::with_max_entries(BUCKETS, 0);
 #[map]
@@ -86,12 +87,8 @@ pub(crate) static TX_MARK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0
 #[repr(C)]
 pub(crate) struct Reply {
     /// The SYN's TCP header, copied off the packet for the cookie helper
-    /// and the option walk.
+    /// and the option walk when it is neither a bare SYN's nor Linux's.
     pub(crate) th: [u8; 64],
-    /// The SYN-ACK's TCP header.
-    pub(crate) tcp: [u8; 40],
-    /// The reply's IPv4 header.
-    pub(crate) ip4: [u8; 20],
     /// The socket lookup's key.
     pub(crate) tuple: bpf_sock_tuple,
 }

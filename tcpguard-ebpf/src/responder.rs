@@ -49,12 +49,72 @@ pub(crate) fn pkt_ptr<const N: usize>(ctx: &XdpContext, off: usize) -> Option<*m
     Some((start + off) as *mut u8)
 }
 
+/// A 4-byte word of the packet at `p + off`, as `synack::wire` reads it,
+/// with one load. The packet is only 2-byte aligned (the Ethernet header is
+/// 14 bytes), and LLVM splits an access it may not assume aligned into
+/// bytes: the reply is moved with plain word loads and stores instead. The
+/// kernel's verifier admits a misaligned packet access wherever the
+/// architecture has efficient unaligned access (x86-64, arm64); it refuses
+/// one only under strict alignment. The caller bounds-checked `off + 4`.
 #[inline(always)]
-pub(crate) fn store<const N: usize>(ctx: &XdpContext, off: usize, b: &[u8; N]) -> Option<()> {
-    let ptr = pkt_ptr::<N>(ctx, off)?;
-    // SAFETY: [ptr, ptr + N) lies inside the packet (checked above).
-    unsafe { core::ptr::write_unaligned(ptr as *mut [u8; N], *b) };
-    Some(())
+pub(crate) fn ld32(p: *mut u8, off: usize) -> u32 {
+    // SAFETY: inside the checked range; see above on alignment.
+    #[allow(clippy::cast_ptr_alignment)]
+    unsafe {
+        (p.add(off) as *const u32).read()
+    }
+}
+
+/// A word stored into the packet (see [`ld32`]).
+#[inline(always)]
+pub(crate) fn st32(p: *mut u8, off: usize, v: u32) {
+    // SAFETY: inside the checked range; see `ld32` on alignment.
+    #[allow(clippy::cast_ptr_alignment)]
+    unsafe {
+        (p.add(off) as *mut u32).write(v);
+    }
+}
+
+/// A 2-byte load of the packet (see [`ld32`]).
+#[inline(always)]
+pub(crate) fn ld16(p: *mut u8, off: usize) -> u16 {
+    // SAFETY: inside the checked range; see `ld32` on alignment.
+    #[allow(clippy::cast_ptr_alignment)]
+    unsafe {
+        (p.add(off) as *const u16).read()
+    }
+}
+
+/// A 2-byte store into the packet (see [`ld32`]).
+#[inline(always)]
+pub(crate) fn st16(p: *mut u8, off: usize, v: u16) {
+    // SAFETY: inside the checked range; see `ld32` on alignment.
+    #[allow(clippy::cast_ptr_alignment)]
+    unsafe {
+        (p.add(off) as *mut u16).write(v);
+    }
+}
+
+/// The SYN's options walked on a copy of its TCP header (any layout but a
+/// bare SYN's and Linux's).
+#[inline(always)]
+fn walk_options(ctx: &XdpContext, p: &TcpPacket, th_len: u32, th: &mut [u8; 64]) -> Option<synack::SynOptions> {
+    let n = if th_len > 60 { 60 } else { th_len };
+    // SAFETY: copies n (20..=60) bytes into a 64-byte buffer.
+    if unsafe { bpf_xdp_load_bytes(ctx.ctx, p.l4_off as u32, th.as_mut_ptr() as *mut _, n) } != 0 {
+        return None;
+    }
+    let mut walk = synack::OptionWalk::new(n as usize);
+    // SAFETY: the callback gets a pointer to `walk`, alive for the call.
+    unsafe {
+        bpf_loop(
+            synack::MAX_OPTIONS as u32,
+            option_cb as *mut core::ffi::c_void,
+            &mut walk as *mut synack::OptionWalk as *mut core::ffi::c_void,
+            0,
+        );
+    }
+    Some(walk.found)
 }
 
 /// The socket for the packet's 4-tuple (established, TIME_WAIT, request or
@@ -145,10 +205,11 @@ pub(crate) fn answer(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPa
     // The socket lookup is skipped while a cookie made for this port's
     // listener is recent and the server closed no connection of this
     // 4-tuple lately (only known with the egress program's FIN marks).
-    // SAFETY: array slots; plain words.
+    let (line, at) = handshake::closed_place(handshake::closed_slot(&p.saddr, p.sport, p.dport));
     let quick = s.flags & FLAG_EGRESS != 0
-        && match CLOSED_SEEN.get(handshake::closed_slot(&p.saddr, p.sport, p.dport)) {
-            Some(&closed) => handshake::answer_without_lookup(unsafe { *seen }, closed, now),
+        && match CLOSED_SEEN.get(line) {
+            // SAFETY: array slot; a plain word.
+            Some(marks) => handshake::answer_without_lookup(unsafe { *seen }, marks[at & 63], now),
             None => false,
         };
     let cookie = if quick {
@@ -194,22 +255,20 @@ pub(crate) fn answer(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPa
         bump(c, Counter::CookieRefused);
         return None;
     };
-    // Linux clients' layout is read in place; anything else is walked.
-    let found = match synack::linux_layout(&r.th, th_len as usize) {
+    let l3 = p.l3_off as usize & 0x3f;
+    let l4 = p.l4_off as usize & 0x7f;
+    // The client's options: none (a bare SYN), Linux's layout read in
+    // place, or anything else walked on a copy.
+    let linux = if th_len == 40 {
+        let t = pkt_ptr::<40>(ctx, l4)?;
+        synack::linux_layout_words(&[ld32(t, 20), ld32(t, 24), ld32(t, 28), ld32(t, 32), ld32(t, 36)])
+    } else {
+        None
+    };
+    let found = match linux {
         Some(o) => o,
-        None => {
-            let mut walk = synack::OptionWalk::new(th_len as usize);
-            // SAFETY: the callback gets a pointer to `walk`, alive for the call.
-            unsafe {
-                bpf_loop(
-                    synack::MAX_OPTIONS as u32,
-                    option_cb as *mut core::ffi::c_void,
-                    &mut walk as *mut synack::OptionWalk as *mut core::ffi::c_void,
-                    0,
-                );
-            }
-            walk.found
-        }
+        None if th_len == 20 => synack::SynOptions::default(),
+        None => walk_options(ctx, p, th_len, &mut r.th)?,
     };
     let mss = match (p.is_v6, s.synack_mss4, s.synack_mss6) {
         (false, 0, _) => 1460,
@@ -217,7 +276,6 @@ pub(crate) fn answer(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPa
         (true, _, 0) => 1440,
         (true, _, m) => m as u16,
     };
-    let now_ms = (now / 1_000_000) as u32;
     let reply = synack::Reply {
         sport: p.sport,
         dport: p.dport,
@@ -225,11 +283,9 @@ pub(crate) fn answer(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPa
         cookie,
         our_mss: mss,
         our_wscale: s.synack_wscale as u8,
-        now_ms,
+        now_ms: (now / 1_000_000) as u32,
     };
-    let len = synack::write_synack(&mut r.tcp, &reply, &found);
-    let l3 = p.l3_off as usize & 0x3f;
-    let l4 = p.l4_off as usize & 0x7f;
+    let (words, len) = synack::synack_words(&reply, &found);
     // Resize the frame to exactly the reply: headers, no payload.
     let cur = (ctx.data_end() - ctx.data()) as i32;
     let delta = (l4 + len) as i32 - cur;
@@ -240,34 +296,60 @@ pub(crate) fn answer(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPa
             return None;
         }
     }
-    let sum = if p.is_v6 {
-        synack::tcp_checksum_v6(&p.daddr, &p.saddr, &r.tcp, len)
+    // The IP header in place: addresses swapped, the rest the reply's own.
+    let addrs = if p.is_v6 {
+        let ip = pkt_ptr::<40>(ctx, l3)?;
+        let (a, b) = (
+            [ld32(ip, 8), ld32(ip, 12), ld32(ip, 16), ld32(ip, 20)],
+            [ld32(ip, 24), ld32(ip, 28), ld32(ip, 32), ld32(ip, 36)],
+        );
+        let [w0, w1] = synack::ipv6_words(len);
+        st32(ip, 0, w0);
+        st32(ip, 4, w1);
+        st32(ip, 8, b[0]);
+        st32(ip, 12, b[1]);
+        st32(ip, 16, b[2]);
+        st32(ip, 20, b[3]);
+        st32(ip, 24, a[0]);
+        st32(ip, 28, a[1]);
+        st32(ip, 32, a[2]);
+        st32(ip, 36, a[3]);
+        synack::sum(&a, synack::sum(&b, 0))
     } else {
-        let (src, dst) = ([p.daddr[12], p.daddr[13], p.daddr[14], p.daddr[15]], v4(p));
-        r.ip4 = synack::ipv4_header(&src, &dst, len);
-        store(ctx, l3, &r.ip4)?;
-        synack::tcp_checksum_v4(&src, &dst, &r.tcp, len)
+        let ip = pkt_ptr::<20>(ctx, l3)?;
+        let (a, b) = (ld32(ip, 12), ld32(ip, 16));
+        let h = synack::ipv4_words(b, a, len);
+        st32(ip, 0, h[0]);
+        st32(ip, 4, h[1]);
+        st32(ip, 8, h[2]);
+        st32(ip, 12, h[3]);
+        st32(ip, 16, h[4]);
+        u64::from(a) + u64::from(b)
     };
-    let sum = sum.to_be_bytes();
-    r.tcp[16] = sum[0];
-    r.tcp[17] = sum[1];
-    if p.is_v6 {
-        store(ctx, l3, &synack::ipv6_fixed(len))?;
-        store(ctx, l3 + 8, &p.daddr)?;
-        store(ctx, l3 + 24, &p.saddr)?;
-    }
+    let w = synack::with_checksum(words, len, addrs);
+    let t = pkt_ptr::<24>(ctx, l4)?;
+    st32(t, 0, w[0]);
+    st32(t, 4, w[1]);
+    st32(t, 8, w[2]);
+    st32(t, 12, w[3]);
+    st32(t, 16, w[4]);
+    st32(t, 20, w[5]);
     if len == 40 {
-        store(ctx, l4, &r.tcp)?;
-    } else {
-        // SAFETY: the first 24 bytes of the 40-byte buffer.
-        store(ctx, l4, unsafe { &*(r.tcp.as_ptr() as *const [u8; 24]) })?;
+        let t = pkt_ptr::<40>(ctx, l4)?;
+        st32(t, 24, w[6]);
+        st32(t, 28, w[7]);
+        st32(t, 32, w[8]);
+        st32(t, 36, w[9]);
     }
-    let macs = Frame(ctx).bytes::<12>(0)?;
-    store(
-        ctx,
-        0,
-        &[macs[6], macs[7], macs[8], macs[9], macs[10], macs[11], macs[0], macs[1], macs[2], macs[3], macs[4], macs[5]],
-    )?;
+    // The MACs swapped, as three half-word pairs.
+    let e = pkt_ptr::<12>(ctx, 0)?;
+    let (d0, d1, d2, s0, s1, s2) = (ld16(e, 0), ld16(e, 2), ld16(e, 4), ld16(e, 6), ld16(e, 8), ld16(e, 10));
+    st16(e, 0, s0);
+    st16(e, 2, s1);
+    st16(e, 4, s2);
+    st16(e, 6, d0);
+    st16(e, 8, d1);
+    st16(e, 10, d2);
     bump(c, Counter::CookieSent);
     if let Some(atk) = ATTACK.get_ptr_mut(0) {
         // SAFETY: shared map value; a racing first write stores a time as early.
@@ -296,8 +378,10 @@ pub(crate) extern "C" fn option_cb(_index: u32, ctx: *mut core::ffi::c_void) -> 
 /// The kernel's cookie for this SYN: from its listener `sk` (the lookup's
 /// path: `bpf_tcp_gen_syncookie` also stamps the listener as sending
 /// cookies, so the kernel accepts their ACKs), or with a null `sk` from the
-/// raw helpers (the same secret and MSS table, no listener). The SYN's TCP
-/// header is copied to `th` for the helper and the option walk.
+/// raw helpers (the same secret and MSS table, no listener). The helpers
+/// read the SYN's TCP header in the packet when it is a bare SYN's (20
+/// bytes) or Linux's (40); any other length is copied to `th` first (the
+/// helper's length must be a bound the verifier knows).
 #[inline(always)]
 pub(crate) fn gen_cookie(
     ctx: &XdpContext,
@@ -307,16 +391,24 @@ pub(crate) fn gen_cookie(
     th_len: u32,
     th: &mut [u8; 64],
 ) -> Option<u32> {
-    let th_len = if th_len > 60 { 60 } else { th_len };
-    let th = th.as_mut_ptr();
-    // SAFETY: copies th_len (20..=60) bytes into a 64-byte buffer.
-    if unsafe { bpf_xdp_load_bytes(ctx.ctx, p.l4_off as u32, th as *mut _, th_len) } != 0 {
-        return None;
-    }
+    let l4 = p.l4_off as usize & 0x7f;
+    let (th, th_len) = match th_len {
+        20 => (pkt_ptr::<20>(ctx, l4)?, 20),
+        40 => (pkt_ptr::<40>(ctx, l4)?, 40),
+        n => {
+            let n = if n > 60 { 60 } else { n };
+            // SAFETY: copies n (20..=60) bytes into a 64-byte buffer.
+            if unsafe { bpf_xdp_load_bytes(ctx.ctx, p.l4_off as u32, th.as_mut_ptr() as *mut _, n) } != 0 {
+                return None;
+            }
+            (th.as_mut_ptr(), n)
+        }
+    };
     let l3 = p.l3_off as usize & 0x3f;
     let th = th as *mut tcphdr;
     // SAFETY (all four calls): iph spans the stated packet bytes, th th_len
-    // bytes of the copy; a non-null sk is the listener from the lookup.
+    // bytes of the packet or the copy; a non-null sk is the listener from
+    // the lookup.
     let r = if ip_len == 40 {
         let iph = pkt_ptr::<40>(ctx, l3)?;
         if sk.is_null() {

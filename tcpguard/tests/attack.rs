@@ -331,6 +331,56 @@ fn syn_without_options_gets_an_mss_only_reply() {
     });
 }
 
+/// The layouts other than a bare SYN's and Linux's (walked on a copy of
+/// the header, any length), with a payload the reply drops: answered with
+/// what each client offered and a cookie the kernel accepts.
+#[test]
+fn other_option_layouts_are_walked_and_answered() {
+    let _g = serial();
+    let mut dp = load();
+    setup(&mut dp, RESPOND);
+    let ns = Ns::new("2");
+    ns.with_listeners(|| {
+        // (options, has timestamps, window scale, SACK)
+        let layouts: [(&[u8], bool, Option<u8>, bool); 3] = [
+            // macOS: MSS, NOP, WS, NOP, NOP, TS, SACK-permitted, EOL (44 bytes).
+            (&[2, 4, 0x05, 0xb4, 1, 3, 3, 6, 1, 1, 8, 10, 0, 0, 0, 2, 0, 0, 0, 0, 4, 2, 0, 0], true, Some(6), true),
+            // Windows: MSS, NOP, WS, NOP, NOP, SACK-permitted (32 bytes).
+            (&[2, 4, 0x05, 0xb4, 1, 3, 3, 8, 1, 1, 4, 2], false, None, false),
+            // 40 bytes but not Linux's order: MSS, NOPs, TS, NOP, WS; no SACK.
+            (&[2, 4, 0x05, 0xb4, 1, 1, 8, 10, 0, 0, 0, 2, 0, 0, 0, 0, 1, 3, 3, 5], true, Some(5), false),
+        ];
+        for (i, (opts, ts, ws, sack)) in layouts.into_iter().enumerate() {
+            let sport = 41_000 + i as u16;
+            let syn = Craft::v4(CLIENT, SERVER, sport, 80)
+                .macs(CLIENT_MAC, SERVER_MAC)
+                .flags(TCP_SYN)
+                .seq(500)
+                .raw_tcp_options(opts)
+                .payload(b"data a SYN may carry")
+                .build();
+            let (verdict, frame) = run_out(&dp, &syn);
+            assert_eq!(verdict, XDP_TX, "layout {i}");
+            let sa = SynAck::parse(frame);
+            sa.checksums_verify();
+            assert_eq!(sa.ack(), 501, "layout {i}: the payload is not acknowledged");
+            assert_eq!(sa.option(2).unwrap(), 1460u16.to_be_bytes(), "layout {i}");
+            if !ts {
+                assert_eq!(sa.tcp().len(), 24, "layout {i}: MSS only, no payload");
+                continue;
+            }
+            assert_eq!(sa.tcp().len(), 40, "layout {i}: no payload");
+            let t = sa.option(8).unwrap();
+            assert_eq!(u32::from_be_bytes(t[4..].try_into().unwrap()), 2, "layout {i}: TSecr echoes the client");
+            assert_eq!(decode_tsecr(u32::from_be_bytes(t[..4].try_into().unwrap())), (ws, sack), "layout {i}");
+            assert_eq!(sa.option(4).is_some(), sack, "layout {i}: SACK-permitted as offered");
+            assert_eq!(sa.option(3).is_some(), ws.is_some(), "layout {i}: window scale as offered");
+            let d = moved(&mut dp, |dp| assert_eq!(run(dp, &final_ack4(sport, 500, &sa)), XDP_PASS));
+            assert_eq!(d, want(&[(CookieAckValid, 1), (PassTcp, 1)]), "layout {i}: the kernel takes the cookie");
+        }
+    });
+}
+
 /// One connection to `l` that the server closes first, so its side ends
 /// in TIME_WAIT; the client's port.
 fn time_wait(l: &TcpListener) -> u16 {
