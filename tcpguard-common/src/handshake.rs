@@ -31,11 +31,24 @@ pub const FILTER_SLOTS: u32 = 1 << 16;
 #[inline(always)]
 pub fn filter_slot(saddr: &[u8; 16], sport: u16, dport: u16) -> u32 {
     let w = |i: usize| u32::from_ne_bytes([saddr[i], saddr[i + 1], saddr[i + 2], saddr[i + 3]]);
+    filter_mix(w(0) ^ w(4) ^ w(8), w(12), sport, dport)
+}
+
+/// [`filter_slot`] of an IPv4 source given as its 4-byte word
+/// (`synack::wire` of its bytes): the same slot as its v4-mapped address.
+#[inline(always)]
+pub fn filter_slot_v4(src: u32, sport: u16, dport: u16) -> u32 {
+    // The v4-mapped prefix: words 0 and 1 zero, word 2 ::ffff.
+    filter_mix(u32::from_ne_bytes([0, 0, 0xff, 0xff]), src, sport, dport)
+}
+
+#[inline(always)]
+fn filter_mix(high: u32, low: u32, sport: u16, dport: u16) -> u32 {
     const K: u32 = 0x9E37_79B1;
     let ports = (u32::from(sport) << 16) | u32::from(dport);
     // Multiply between the words so that address and port bits do not
     // cancel each other as a plain XOR fold would.
-    let mut x = (w(0) ^ w(4) ^ w(8)).wrapping_mul(K) ^ w(12);
+    let mut x = high.wrapping_mul(K) ^ low;
     x = x.wrapping_mul(K) ^ ports;
     // murmur3's 32-bit finaliser.
     x ^= x >> 16;
@@ -240,6 +253,13 @@ mod tests {
             seen.insert(s);
         }
         assert!(seen.len() >= 980, "{} distinct slots of 1000", seen.len());
+        // The IPv4 form gives the v4-mapped address's slot.
+        for i in 0..10_000u32 {
+            let a = i.wrapping_mul(2_654_435_761).to_be_bytes();
+            let mapped = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]];
+            let (sp, dp) = (i as u16 ^ 0x5a5a, (i >> 3) as u16);
+            assert_eq!(filter_slot_v4(u32::from_ne_bytes(a), sp, dp), filter_slot(&mapped, sp, dp));
+        }
         let t = 10_000_000_000;
         assert!(!filter_may_match(0, 5, t));
         assert!(filter_may_match(100, 100 + t, t));
