@@ -9,12 +9,14 @@ use aya_ebpf::programs::TcContext;
 use tcpguard_common::{
     handshake::{self, SynAckAction},
     parse::{self, TcpPacket, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    synack::bytes,
     AckModeEvent, Counter, Counters, FlowKey, Settings, SrcKey, ATTACK_REASON_ACK_RATE, FLAG_EGRESS, FLAG_PORT_FILTER,
 };
 
 use crate::{
     context::{bump, coarse_ns, now_ns, Frame},
     maps::{ACK_ATTACK, ACK_WIN, CLOSED_SEEN, COUNTERS, EVENTS, HALF_OPEN, PORTS, SETTINGS, SRC_STATS},
+    responder::{ld16, ld32},
     tracking::{close_half_open, count_half_open},
 };
 
@@ -29,8 +31,37 @@ pub(crate) fn parse_skb(ctx: &TcContext) -> Result<TcpPacket, parse::ParseError>
     parse::parse(&Frame(&TcContext::new(raw)))
 }
 
+/// A segment the egress program has nothing to do with, told from two
+/// header loads without the full parse: an untagged IPv4 TCP segment (no IP
+/// options, not a fragment) with none of SYN, FIN and RST, the bulk of what
+/// a server sends. Anything else (tagged, IPv6, not TCP, headers not in the
+/// linear part) is left to the parse.
+#[inline(always)]
+fn plain_data_segment(ctx: &TcContext) -> bool {
+    use tcpguard_common::parse::{ETH_P_IP, IPPROTO_TCP};
+    // SAFETY: reads the context pointer field of a valid TcContext (see
+    // `parse_skb`).
+    let raw = unsafe { core::ptr::read_volatile(&ctx.skb.skb) };
+    let ctx = TcContext::new(raw);
+    let start = ctx.data();
+    if start + 48 > ctx.data_end() {
+        return false;
+    }
+    let f = start as *mut u8;
+    let [v, ..] = bytes(ld32(f, 12 + 2));
+    let [f0, f1, _, l4] = bytes(ld32(f, 20));
+    u16::from_be(ld16(f, 12)) == ETH_P_IP
+        && v == 0x45
+        && (u16::from_be_bytes([f0, f1]) & 0x1fff) == 0
+        && l4 == IPPROTO_TCP
+        && bytes(ld32(f, 44))[3] & (TCP_SYN | TCP_FIN | TCP_RST) == 0
+}
+
 #[inline(always)]
 pub(crate) fn egress(ctx: &TcContext) -> Option<()> {
+    if plain_data_segment(ctx) {
+        return None;
+    }
     let p = parse_skb(ctx).ok()?;
     if p.flags & TCP_FIN != 0 {
         // The server closes: its side of this 4-tuple may end in TIME_WAIT,

@@ -724,6 +724,28 @@ fn the_servers_synack_makes_a_syn_half_open_and_the_ack_must_acknowledge_it() {
     assert_eq!(maps(&mut dp).half_open_entries().unwrap(), 0);
 }
 
+/// The bulk of what a server sends (data, pure ACKs) is told apart from two
+/// header loads and left alone; a SYN-ACK, RST or FIN among it still takes
+/// the full path, whatever else its flags hold.
+#[test]
+fn the_servers_data_is_let_go_and_its_handshake_segments_still_count() {
+    let mut dp = load();
+    with_egress(&mut dp);
+    expect(&mut dp, &syn4(CLIENT, 1500, 100).build(), XDP_PASS, &[(Syn, 1), (SynTracked, 1), (PassTcp, 1)]);
+    let data = |f: u8| Craft::v4(SERVER, CLIENT, 80, 1500).flags(f).seq(7001).ack(101).payload(b"hello").build();
+    for f in [TCP_ACK, TCP_ACK | 0x08, TCP_ACK | 0x20, TCP_ACK | 0x40 | 0x80] {
+        expect_egress(&mut dp, &data(f), &[]);
+    }
+    assert_eq!(source(&mut dp, IpAddr::from(CLIENT)).half_open, 0, "no data segment opened anything");
+    // A SYN-ACK with ECN flags still makes the SYN half-open.
+    let synack = Craft::v4(SERVER, CLIENT, 80, 1500).flags(TCP_SYN | TCP_ACK | 0x40).seq(7000).ack(101).build();
+    expect_egress(&mut dp, &synack, &[(SynAckOut, 1), (HalfOpenOpened, 1)]);
+    // An RST with PSH closes it.
+    let rst = Craft::v4(SERVER, CLIENT, 80, 1500).flags(TCP_RST | 0x08).seq(7001).build();
+    expect_egress(&mut dp, &rst, &[(RstHalfOpen, 1)]);
+    assert_eq!(source(&mut dp, IpAddr::from(CLIENT)).half_open, 0);
+}
+
 #[test]
 fn the_servers_synack_over_ipv6_too() {
     let mut dp = load();
