@@ -18,6 +18,14 @@ pub const MAX_BURST: u64 = 1_000_000_000;
 /// `rate == 0` means unlimited. A fresh bucket (`refill_ns == 0`) starts full.
 #[inline(always)]
 pub fn take(b: Bucket, now_ns: u64, rate: u64, burst: u64) -> (bool, Bucket) {
+    take_for(b, now_ns, rate, burst, 1)
+}
+
+/// [`take`] for a SYN that stands for `n` (a sampled one): it takes `n`
+/// tokens (at most a full bucket), so the source is held to the rate in
+/// the SYNs it sends, not in those sampled.
+#[inline(always)]
+pub fn take_for(b: Bucket, now_ns: u64, rate: u64, burst: u64, n: u64) -> (bool, Bucket) {
     if rate == 0 {
         return (true, b);
     }
@@ -46,9 +54,12 @@ pub fn take(b: Bucket, now_ns: u64, rate: u64, burst: u64) -> (bool, Bucket) {
             t
         }
     };
-    let allowed = tokens >= 1000;
+    // `n` tokens, or a full bucket when the burst is smaller than `n`.
+    let need = n.wrapping_mul(1000);
+    let need = if need > cap { cap } else { need };
+    let allowed = tokens >= need;
     if allowed {
-        tokens -= 1000;
+        tokens -= need;
     }
     (allowed, Bucket { tokens_milli: tokens, refill_ns: now_ns })
 }
@@ -92,5 +103,24 @@ mod tests {
         let b = Bucket { tokens_milli: 0, refill_ns: S };
         let (_, b) = take(b, S + 1000 * S, 5, 7);
         assert_eq!(b.tokens_milli, 6000);
+    }
+
+    #[test]
+    fn a_sampled_syn_is_charged_for_the_syns_it_stands_for() {
+        // 100/s, burst 100: a source whose every 8th SYN is seen, each
+        // charged 8, is held to about 100/s of what it sends.
+        let mut b = Bucket { tokens_milli: 0, refill_ns: 0 };
+        let mut allowed = 0;
+        for i in 1..=1_000u64 {
+            // 1,000 seen SYNs in 10 s: 8,000 sent, 800 a second.
+            let (ok, nb) = take_for(b, i * S / 100, 100, 100, 8);
+            b = nb;
+            allowed += u64::from(ok);
+        }
+        // The burst (100 tokens: 13 seen SYNs) and 10 s at 100/s (125 seen).
+        assert!((130..=140).contains(&allowed), "{allowed} of 1,000 allowed");
+        // n = 1 is `take`.
+        let b0 = Bucket { tokens_milli: 5_500, refill_ns: S };
+        assert_eq!(take_for(b0, 2 * S, 3, 10, 1), take(b0, 2 * S, 3, 10));
     }
 }

@@ -17,6 +17,24 @@
 //! - [`Hll`]: HyperLogLog registers ([`HLL_REGS`] per CPU) of the distinct
 //!   SYN sources; the daemon merges CPUs by maximum, estimates, and clears
 //!   them every tick. Standard error 1.04 / √[`HLL_REGS`] ≈ 6.5 %.
+//!
+//! Both are fed a sampled share, so that a flood's SYN pays for them only
+//! one time in [`ACCOUNT_EVERY`]:
+//! - the sketch counts a SYN chosen at random with probability
+//!   1/[`ACCOUNT_EVERY`] (per SYN, so every source is sampled in proportion
+//!   to what it sends), and its estimates are scaled back ([`scaled`]). A
+//!   source's scaled estimate is unbiased; its sampling spread is
+//!   √(n·([`ACCOUNT_EVERY`] − 1)) for n SYNs (≈ 2.6·√n: 19 % at n = 200,
+//!   6 % at 2,000), on top of the sketch's own overcount, which scaled is
+//!   the same e·N / [`CMS_COLS`] in expectation. A heavy source well over
+//!   the promotion rate is promoted as before; one near it, in about half of
+//!   its epochs.
+//! - the registers take every SYN of the sources whose hash falls in a
+//!   1-in-[`ACCOUNT_EVERY`] subset ([`hll_subset`]; a source is in it or not,
+//!   whatever it sends), and the distinct count is scaled back
+//!   ([`distinct_estimate`]): unbiased, with the subset's binomial spread
+//!   (√(7·D) for D distinct sources: 2.6 % at D = 10,000) on top of the
+//!   registers' 6.5 %.
 
 /// Rows of the count-min sketch (independent hash slices).
 pub const CMS_ROWS: usize = 4;
@@ -28,6 +46,9 @@ pub const CELL_MAX: u32 = 0x00ff_ffff;
 /// HyperLogLog registers (a power of two).
 pub const HLL_REGS: usize = 256;
 const HLL_BITS: u32 = 8;
+/// The sampled share of attack mode's accounting: one SYN in this many
+/// reaches the sketch, one source in this many the registers.
+pub const ACCOUNT_EVERY: u32 = 8;
 /// One epoch of the sketch: 2^30 ns (about 1.07 s).
 pub const EPOCH_SHIFT: u32 = 30;
 
@@ -128,6 +149,26 @@ pub fn cms_add(s: &mut Sketch, h: u64, ep: u64) -> u32 {
     new
 }
 
+/// Whether a SYN, given a random word, is one the sketch counts (one in
+/// [`ACCOUNT_EVERY`]).
+#[inline(always)]
+pub fn counted(random: u32) -> bool {
+    random % ACCOUNT_EVERY == 0
+}
+
+/// A sketch estimate (of sampled SYNs) scaled to all SYNs.
+#[inline(always)]
+pub fn scaled(est: u32) -> u64 {
+    u64::from(est) * u64::from(ACCOUNT_EVERY)
+}
+
+/// Whether a source hashed to `h` is in the registers' subset: bits the
+/// sketch's columns do not use, so the subset says nothing about them.
+#[inline(always)]
+pub fn hll_subset(h: u64) -> bool {
+    (h >> 56) as u32 % ACCOUNT_EVERY == 0
+}
+
 /// The estimate without counting (for tests and the daemon).
 pub fn cms_estimate(s: &Sketch, h: u64, ep: u64) -> u32 {
     let tag = (ep & 0xff) as u32;
@@ -150,9 +191,11 @@ fn min(a: u32, b: u32) -> u32 {
 /// The estimate used to promote a source to "heavy": the sketch estimate
 /// less the mean load of one cell (`epoch_syns / CMS_COLS`), so that the
 /// background of many light sources does not promote them all.
+/// With a sampled sketch, `est` is the [`scaled`] estimate and
+/// `epoch_syns` all SYNs: the mean load of a cell scales the same way.
 #[inline(always)]
-pub fn promote_estimate(est: u32, epoch_syns: u64) -> u64 {
-    (est as u64).saturating_sub(epoch_syns >> COL_BITS)
+pub fn promote_estimate(est: u64, epoch_syns: u64) -> u64 {
+    est.saturating_sub(epoch_syns >> COL_BITS)
 }
 
 /// Record a source in the HyperLogLog registers.
@@ -179,6 +222,13 @@ pub fn hll_merge<'a>(regs: impl IntoIterator<Item = &'a Hll>) -> Hll {
         }
     }
     out
+}
+
+/// Distinct sources of all SYNs from the per-CPU registers of the
+/// [`hll_subset`]: merged, estimated, scaled back.
+#[cfg(not(target_arch = "bpf"))]
+pub fn distinct_estimate<'a>(regs: impl IntoIterator<Item = &'a Hll>) -> f64 {
+    hll_estimate(&hll_merge(regs)) * f64::from(ACCOUNT_EVERY)
 }
 
 /// Distinct-count estimate of merged registers (with the small-range
@@ -238,14 +288,14 @@ mod tests {
             } else {
                 let est = cms_add(&mut s, src_hash(&v4(rng as u32), seed), ep);
                 // A random source sends about one SYN: never promoted at 200/s.
-                assert!(promote_estimate(est, n) < 200, "random source promoted: est {est} of {n}");
+                assert!(promote_estimate(u64::from(est), n) < 200, "random source promoted: est {est} of {n}");
             }
         }
         let est = cms_estimate(&s, heavy, ep);
         assert!(est >= heavy_true, "count-min never undercounts: {est} < {heavy_true}");
         let bound = (std::f64::consts::E * n as f64 / CMS_COLS as f64) as u32;
         assert!(est - heavy_true <= bound, "overcount {} > bound {bound}", est - heavy_true);
-        assert!(promote_estimate(est, n) >= u64::from(heavy_true) - u64::from(bound));
+        assert!(promote_estimate(u64::from(est), n) >= u64::from(heavy_true) - u64::from(bound));
         // Over all light sources the overcount stays within the bound for
         // at least 98 % of them.
         let mut over = 0;
@@ -256,6 +306,82 @@ mod tests {
             }
         }
         assert!(over <= 40, "{over} of 2000 absent sources above the bound");
+    }
+
+    /// The sketch fed one SYN in ACCOUNT_EVERY at random, as the datapath
+    /// feeds it: the heavy source is promoted within its first few hundred
+    /// SYNs, no random source ever is, and the scaled estimate is within
+    /// the sampling spread (4 standard deviations) and the sketch's bound.
+    #[test]
+    fn sampled_sketch_finds_the_heavy_source_and_no_other() {
+        let seed = 0x0bad_cafe_f00d_1234;
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for round in 0..20u32 {
+            let mut s = Box::<Sketch>::default();
+            let ep = epoch(u64::from(round) << EPOCH_SHIFT);
+            let heavy = src_hash(&v4(0xc633_6400 + round), seed);
+            let (mut n, mut heavy_true, mut first_promoted) = (0u64, 0u64, None);
+            for i in 0..300_000u32 {
+                n += 1;
+                let is_heavy = i % 100 == 0;
+                let h = if is_heavy { heavy } else { src_hash(&v4(next() as u32), seed) };
+                heavy_true += u64::from(is_heavy);
+                if !counted(next() as u32) {
+                    continue;
+                }
+                let est = scaled(cms_add(&mut s, h, ep));
+                let promoted = promote_estimate(est, n) >= 200;
+                if is_heavy {
+                    if promoted && first_promoted.is_none() {
+                        first_promoted = Some(heavy_true);
+                    }
+                } else {
+                    assert!(!promoted, "round {round}: a random source promoted (est {est} of {n})");
+                }
+            }
+            // At 1 % of 300,000 SYNs (3,000 a second), the heavy source
+            // crosses 200 after about 200 of its SYNs.
+            let at = first_promoted.expect("the heavy source is promoted");
+            assert!(at <= 400, "round {round}: promoted only after {at} of its SYNs");
+            let est = scaled(cms_estimate(&s, heavy, ep)) as f64;
+            let (t, k) = (heavy_true as f64, f64::from(ACCOUNT_EVERY));
+            let spread = 4.0 * (t * (k - 1.0)).sqrt();
+            let bound = std::f64::consts::E * n as f64 / CMS_COLS as f64;
+            assert!(est >= t - spread && est <= t + spread + bound, "round {round}: scaled {est} for {t}");
+        }
+        // One in ACCOUNT_EVERY random words is counted.
+        let c = (0..80_000).filter(|_| counted(next() as u32)).count();
+        assert!((9_000..=11_000).contains(&c), "{c} of 80,000 counted");
+    }
+
+    /// The registers fed by the source subset, scaled back, estimate all
+    /// distinct sources (within 3 × the combined spread).
+    #[test]
+    fn distinct_count_from_the_source_subset() {
+        for &n in &[5_000u32, 50_000, 400_000] {
+            let mut cpus = [Hll::default(), Hll::default()];
+            let mut members = 0;
+            for i in 0..n {
+                let h = src_hash(&v4(i.wrapping_mul(2_654_435_761)), 7);
+                if hll_subset(h) {
+                    members += 1;
+                    // Each SYN of a member: several, on either CPU.
+                    hll_add(&mut cpus[(i % 2) as usize], h);
+                    hll_add(&mut cpus[((i + 1) % 2) as usize], h);
+                }
+            }
+            let share = f64::from(members) / f64::from(n);
+            assert!((share - 1.0 / f64::from(ACCOUNT_EVERY)).abs() < 0.02, "subset share {share:.3}");
+            let e = distinct_estimate(cpus.iter());
+            let err = (e - f64::from(n)).abs() / f64::from(n);
+            assert!(err < 0.25, "n {n}: estimate {e:.0}, error {:.1} %", err * 100.0);
+        }
     }
 
     #[test]

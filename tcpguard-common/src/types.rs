@@ -40,10 +40,13 @@ pub mod map_names {
     /// Coarse time of the server's last FIN per 4-tuple hash (TC egress):
     /// a SYN that may hit a TIME_WAIT socket takes the socket lookup.
     pub const CLOSED_SEEN: &str = "CLOSED_SEEN";
+    /// The latest of each 16 closed marks (TC egress): a SYN reads its own
+    /// mark only when its summary is recent.
+    pub const CLOSED_SUMMARY: &str = "CLOSED_SUMMARY";
     /// Ring buffer of heavy-source events (not pinned: per daemon run).
     pub const EVENTS: &str = "EVENTS";
     /// Every map the program owns, in pinning order.
-    pub const ALL: [&str; 22] = [
+    pub const ALL: [&str; 23] = [
         SETTINGS,
         COUNTERS,
         HALF_OPEN,
@@ -66,6 +69,7 @@ pub mod map_names {
         ACK_WIN,
         LISTENER_SEEN,
         CLOSED_SEEN,
+        CLOSED_SUMMARY,
     ];
 }
 

@@ -15,7 +15,7 @@ use tcpguard_common::{
 
 use crate::{
     context::{bump, coarse_ns, now_ns, Frame},
-    maps::{ACK_ATTACK, ACK_WIN, CLOSED_SEEN, COUNTERS, EVENTS, HALF_OPEN, PORTS, SETTINGS, SRC_STATS},
+    maps::{ACK_ATTACK, ACK_WIN, CLOSED_SEEN, CLOSED_SUMMARY, COUNTERS, EVENTS, HALF_OPEN, PORTS, SETTINGS, SRC_STATS},
     responder::{ld16, ld32},
     tracking::{close_half_open, count_half_open},
 };
@@ -66,10 +66,24 @@ pub(crate) fn egress(ctx: &TcContext) -> Option<()> {
     if p.flags & TCP_FIN != 0 {
         // The server closes: its side of this 4-tuple may end in TIME_WAIT,
         // and a SYN for it must find that socket (the responder's lookup).
-        let (line, at) = handshake::closed_place(handshake::closed_slot(&p.daddr, p.dport, p.sport));
+        let slot = handshake::closed_slot(&p.daddr, p.dport, p.sport);
+        let mark = handshake::closed_mark(coarse_ns());
+        let (line, at) = handshake::closed_place(slot);
         if let Some(t) = CLOSED_SEEN.get_ptr_mut(line) {
             // SAFETY: array entry; a racing CPU writes a time as recent.
-            unsafe { (*t)[at & 63] = handshake::closed_mark(coarse_ns()) };
+            unsafe { (*t)[at & 63] = mark };
+        }
+        // The summary after the mark (a SYN reads the mark only once the
+        // summary is recent), written only when it changes: the responder
+        // reads these lines on every SYN of a flood.
+        let (line, at) = handshake::closed_summary_place(slot);
+        if let Some(t) = CLOSED_SUMMARY.get_ptr_mut(line) {
+            // SAFETY: as above.
+            unsafe {
+                if (*t)[at & 63] != mark {
+                    (*t)[at & 63] = mark;
+                }
+            }
         }
     }
     let fl = p.flags & (TCP_SYN | TCP_ACK | TCP_RST);

@@ -36,6 +36,10 @@ pub(crate) static LISTENER_SEEN: Array<u64> = Array::with_max_entries(handshake:
 /// (`handshake::closed_place`).
 #[map]
 pub(crate) static CLOSED_SEEN: Array<handshake::ClosedLine> = Array::with_max_entries(handshake::CLOSED_LINES, 0);
+/// The latest of each `handshake::CLOSED_SUMMARY_SPAN` closed marks.
+#[map]
+pub(crate) static CLOSED_SUMMARY: Array<handshake::ClosedLine> =
+    Array::with_max_entries(handshake::CLOSED_SUMMARY_LINES, 0);
 #[map]
 pub(crate) static HO_BUCKETS: PerCpuArray<HoBucket> = PerCpuArray::with_max_entries(BUCKETS, 0);
 #[map]

@@ -18,7 +18,7 @@ use tcpguard_common::{
 
 use crate::{
     context::{bump, now_ns, v4, Frame},
-    maps::{ATTACK, CLOSED_SEEN, LISTENER_SEEN, LOCAL_ADDRS, REPLY},
+    maps::{ATTACK, CLOSED_SEEN, CLOSED_SUMMARY, LISTENER_SEEN, LOCAL_ADDRS, REPLY},
 };
 
 /// `sk_state` of a listening socket.
@@ -171,6 +171,24 @@ pub(crate) fn plain_ip_len(p: &TcpPacket) -> usize {
     }
 }
 
+/// The closed mark of the SYN's 4-tuple (0: not closed lately), read from
+/// the 64 KiB of marks only when its summary (4 KiB, in cache) is recent.
+/// A mark it cannot read reads as just made.
+#[inline(always)]
+fn closed_mark_of(p: &TcpPacket, now: u64) -> u8 {
+    let slot = handshake::closed_slot(&p.saddr, p.sport, p.dport);
+    let (line, at) = handshake::closed_summary_place(slot);
+    let Some(summary) = CLOSED_SUMMARY.get(line) else { return handshake::closed_mark(now) };
+    if !handshake::closed_recently(summary[at & 63], now) {
+        return 0;
+    }
+    let (line, at) = handshake::closed_place(slot);
+    match CLOSED_SEEN.get(line) {
+        Some(marks) => marks[at & 63],
+        None => handshake::closed_mark(now),
+    }
+}
+
 /// `answer_syn`'s "not answered here": the SYN goes on to the kernel.
 pub(crate) const KERNEL_ANSWERS: u32 = u32::MAX;
 
@@ -205,13 +223,9 @@ pub(crate) fn answer(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPa
     // The socket lookup is skipped while a cookie made for this port's
     // listener is recent and the server closed no connection of this
     // 4-tuple lately (only known with the egress program's FIN marks).
-    let (line, at) = handshake::closed_place(handshake::closed_slot(&p.saddr, p.sport, p.dport));
-    let quick = s.flags & FLAG_EGRESS != 0
-        && match CLOSED_SEEN.get(line) {
-            // SAFETY: array slot; a plain word.
-            Some(marks) => handshake::answer_without_lookup(unsafe { *seen }, marks[at & 63], now),
-            None => false,
-        };
+    // SAFETY: array slot; a plain word.
+    let quick =
+        s.flags & FLAG_EGRESS != 0 && handshake::answer_without_lookup(unsafe { *seen }, closed_mark_of(p, now), now);
     let cookie = if quick {
         if s.flags & FLAG_ANSWER == 0 {
             bump(c, Counter::CookieHeld);

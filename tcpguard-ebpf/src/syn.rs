@@ -2,9 +2,9 @@
 //! attack mode the fixed-memory accounting (count-min sketch, HyperLogLog)
 //! that decides which SYNs reach the tracking path and which the responder.
 
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_get_prandom_u32, programs::XdpContext};
 use tcpguard_common::{
-    parse::TcpPacket, sketch, Counter, Counters, ModeEvent, Settings, ATTACK_REASON_SYN_RATE, FLAG_MONITOR,
+    parse::TcpPacket, sketch, Counter, Counters, ModeEvent, RateWindow, Settings, ATTACK_REASON_SYN_RATE, FLAG_MONITOR,
     FLAG_XDP_COOKIES,
 };
 
@@ -58,47 +58,41 @@ pub(crate) fn on_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPa
     if atk.active == 0 {
         // Tracking mode: the source's aggregate (/24, /64) too.
         if s.heavy_prefix_syns_per_sec != 0 {
-            count_aggregate(c, s, p, now);
+            count_aggregate(c, s, p, now, 1);
         }
-        return track_syn(ctx, c, s, p, &SynArgs { now, promoted: 0 });
+        return track_syn(ctx, c, s, p, &SynArgs { now, promoted: 0, weight: 1 });
     }
 
-    // Attack mode: fixed-memory accounting; heavy (or rate-limited)
-    // sources are followed in the source table, one SYN in `attack_sample`
-    // is tracked in full; the flood's one-SYN sources never reach a table.
+    // Attack mode: fixed-memory accounting of a sampled share; heavy (or
+    // rate-limited) sources are followed in the source table, one SYN in
+    // `attack_sample` is tracked in full; the flood's one-SYN sources never
+    // reach a table.
     bump(c, Counter::AttackSyn);
     let h = sketch::src_hash(&p.saddr, s.hash_seed);
-    if let Some(r) = HLL.get_ptr_mut(0) {
-        // SAFETY: per-CPU value.
-        sketch::hll_add(unsafe { &mut *r }, h);
-    }
-    let sk = SKETCH.get_ptr_mut(0);
-    let est = match sk {
-        // SAFETY: per-CPU value.
-        Some(sk) => sketch::cms_add(unsafe { &mut *sk }, h, w.epoch),
-        None => 0,
-    };
-    let promote = tcpguard_common::promote_threshold(s);
-    let heavy = promote != 0 && sketch::promote_estimate(est, w.epoch_syns) >= promote;
-    // Aggregates (/24, /64) through the same sketch under their own hash:
-    // only one the sketch finds heavy reaches its table.
-    if s.heavy_prefix_syns_per_sec != 0 {
-        let ah = sketch::src_hash(&tcpguard_common::aggregate_key(&p.saddr), !s.hash_seed);
-        let aest = match sk {
-            // SAFETY: per-CPU value (the pointer looked up above).
-            Some(sk) => sketch::cms_add(unsafe { &mut *sk }, ah, w.epoch),
-            None => 0,
-        };
-        if sketch::promote_estimate(aest, w.epoch_syns) >= u64::from(s.heavy_prefix_syns_per_sec) {
-            count_aggregate(c, s, p, now);
+    // Distinct sources: every SYN of a fixed subset of them.
+    if sketch::hll_subset(h) {
+        if let Some(r) = HLL.get_ptr_mut(0) {
+            // SAFETY: per-CPU value.
+            sketch::hll_add(unsafe { &mut *r }, h);
         }
     }
+    // The sketch: one SYN in `ACCOUNT_EVERY`, chosen at random, its
+    // estimates scaled back.
+    // SAFETY: helper without arguments.
+    let est = if sketch::counted(unsafe { bpf_get_prandom_u32() }) { account(c, s, p, w, now) } else { 0 };
+    let promote = tcpguard_common::promote_threshold(s);
+    let heavy = est != 0 && promote != 0 && sketch::promote_estimate(est, w.epoch_syns) >= promote;
     let sampled = c.get(Counter::AttackSyn) % s.sample_every() == 0;
     if heavy || sampled {
         if sampled {
             bump(c, Counter::AttackSampled);
         }
-        let v = track_syn(ctx, c, s, p, &SynArgs { now, promoted: if heavy { est as u64 } else { 0 } });
+        let args = if heavy {
+            SynArgs { now, promoted: est, weight: u64::from(sketch::ACCOUNT_EVERY) }
+        } else {
+            SynArgs { now, promoted: 0, weight: 1 }
+        };
+        let v = track_syn(ctx, c, s, p, &args);
         if v == xdp_action::XDP_DROP {
             return v;
         }
@@ -112,6 +106,35 @@ pub(crate) fn on_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPa
         return RESPOND;
     }
     xdp_action::XDP_PASS
+}
+
+/// A SYN the sampled sketch counts (and its aggregate): its source's
+/// scaled estimate. A subprogram (at most five arguments: the source's
+/// hash is made again): its frame (the aggregate's key and hash) is not on
+/// the stack when `track_syn` runs.
+#[inline(never)]
+fn account(c: &mut Counters, s: &Settings, p: &TcpPacket, w: &RateWindow, now: u64) -> u64 {
+    let sk = SKETCH.get_ptr_mut(0);
+    let h = sketch::src_hash(&p.saddr, s.hash_seed);
+    let est = match sk {
+        // SAFETY: per-CPU value.
+        Some(sk) => sketch::scaled(sketch::cms_add(unsafe { &mut *sk }, h, w.epoch)),
+        None => 0,
+    };
+    // Aggregates (/24, /64) through the same sketch under their own hash:
+    // only one the sketch finds heavy reaches its table.
+    if s.heavy_prefix_syns_per_sec != 0 {
+        let ah = sketch::src_hash(&tcpguard_common::aggregate_key(&p.saddr), !s.hash_seed);
+        let aest = match sk {
+            // SAFETY: per-CPU value (the pointer looked up above).
+            Some(sk) => sketch::scaled(sketch::cms_add(unsafe { &mut *sk }, ah, w.epoch)),
+            None => 0,
+        };
+        if sketch::promote_estimate(aest, w.epoch_syns) >= u64::from(s.heavy_prefix_syns_per_sec) {
+            count_aggregate(c, s, p, now, u64::from(sketch::ACCOUNT_EVERY));
+        }
+    }
+    est
 }
 
 /// `on_syn`'s "answer this SYN from XDP" (then `answer_syn` decides).

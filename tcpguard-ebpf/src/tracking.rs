@@ -29,11 +29,14 @@ use crate::{
 pub(crate) struct SynArgs {
     pub(crate) now: u64,
     pub(crate) promoted: u64,
+    /// SYNs this one stands for: 1, or `sketch::ACCOUNT_EVERY` for a SYN
+    /// the sampled sketch counted and promoted.
+    pub(crate) weight: u64,
 }
 
 #[inline(never)]
 pub(crate) fn track_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket, a: &SynArgs) -> u32 {
-    let (now, promoted) = (a.now, a.promoted);
+    let (now, promoted, weight) = (a.now, a.promoted, if a.weight == 0 { 1 } else { a.weight });
     let src = &SrcKey { addr: p.saddr };
 
     let st = match SRC_STATS.get_ptr_mut(src) {
@@ -51,9 +54,10 @@ pub(crate) fn track_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &Tc
             if promoted > 0 {
                 // What the sketch counted before the source got here, so
                 // the heavy report fires now.
-                fresh.syns = promoted - 1;
+                // (Less this SYN's weight, added below.)
+                fresh.syns = promoted.saturating_sub(weight);
                 let heavy = if s.heavy_syns_per_sec == 0 { promoted } else { s.heavy_syns_per_sec };
-                fresh.second_syns = if promoted < heavy { promoted } else { heavy } - 1;
+                fresh.second_syns = (if promoted < heavy { promoted } else { heavy }).saturating_sub(weight);
                 bump(c, Counter::SketchPromoted);
             }
             // A failed insert is counted, never logged: it can happen per
@@ -74,14 +78,16 @@ pub(crate) fn track_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &Tc
     };
     // SAFETY: map value pointer; see SrcStats docs on concurrency.
     let st = unsafe { &mut *st };
-    st.syns += 1;
+    st.syns += weight;
     st.last_seen_ns = now;
     if now.saturating_sub(st.second_start_ns) >= NS_PER_SEC {
         st.second_start_ns = now;
         st.second_syns = 0;
     }
-    st.second_syns += 1;
-    if s.heavy_syns_per_sec != 0 && st.second_syns == s.heavy_syns_per_sec {
+    let before = st.second_syns;
+    st.second_syns += weight;
+    // Once a second, when the count crosses the heavy rate.
+    if s.heavy_syns_per_sec != 0 && before < s.heavy_syns_per_sec && st.second_syns >= s.heavy_syns_per_sec {
         // Written in place in the ring buffer: no copy on the BPF stack.
         if let Some(mut ev) = EVENTS.reserve::<HeavyEvent>(0) {
             ev.write(HeavyEvent { addr: p.saddr, syns: st.syns, half_open: st.half_open, completed: st.completed });
@@ -101,7 +107,7 @@ pub(crate) fn track_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &Tc
 
     if s.syn_rate != 0 {
         let b = Bucket { tokens_milli: st.tokens_milli, refill_ns: st.refill_ns };
-        let (ok, b) = ratelimit::take(b, now, s.syn_rate, s.syn_burst);
+        let (ok, b) = ratelimit::take_for(b, now, s.syn_rate, s.syn_burst, weight);
         st.tokens_milli = b.tokens_milli;
         st.refill_ns = b.refill_ns;
         if !ok {
@@ -121,10 +127,11 @@ pub(crate) fn track_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &Tc
     xdp_action::XDP_PASS
 }
 
-/// Count a SYN against its source's aggregate (/24 or /64) and report the
-/// aggregate once per second at the heavy-prefix rate.
+/// Count a SYN (standing for `weight` SYNs: see `SynArgs`) against its
+/// source's aggregate (/24 or /64) and report the aggregate once per second
+/// at the heavy-prefix rate.
 #[inline(never)]
-pub(crate) fn count_aggregate(c: &mut Counters, s: &Settings, p: &TcpPacket, now: u64) {
+pub(crate) fn count_aggregate(c: &mut Counters, s: &Settings, p: &TcpPacket, now: u64, weight: u64) {
     let key = SrcKey { addr: tcpguard_common::aggregate_key(&p.saddr) };
     let a = match AGG_STATS.get_ptr_mut(&key) {
         Some(a) => a,
@@ -141,13 +148,15 @@ pub(crate) fn count_aggregate(c: &mut Counters, s: &Settings, p: &TcpPacket, now
     };
     // SAFETY: map value pointer; concurrent updates may lose an increment.
     let a = unsafe { &mut *a };
-    a.syns += 1;
+    a.syns += weight;
     if now.saturating_sub(a.second_start_ns) >= NS_PER_SEC {
         a.second_start_ns = now;
         a.second_syns = 0;
     }
-    a.second_syns += 1;
-    if a.second_syns == u64::from(s.heavy_prefix_syns_per_sec) {
+    let before = a.second_syns;
+    a.second_syns += weight;
+    let heavy = u64::from(s.heavy_prefix_syns_per_sec);
+    if before < heavy && a.second_syns >= heavy {
         if let Some(mut ev) = EVENTS.reserve::<AggEvent>(0) {
             let len = if p.is_v6 { tcpguard_common::AGG_V6_LEN } else { tcpguard_common::AGG_V4_LEN };
             ev.write(AggEvent { addr: key.addr, syns: a.syns, len: u32::from(len), _pad: 0 });

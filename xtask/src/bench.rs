@@ -67,20 +67,23 @@ new-source SYN; a SYN from a heavy, blocked source ≤ 2× the empty program. Mi
 after flood start (datapath stamps), attack declared ≤ 0.5 s.
 
 What the attack-mode SYN costs, from the breakdown rows (each adds one stage to the one before): *responder off*
-is the fixed-memory accounting (hash, count-min sketch, HyperLogLog, the per-CPU rate window, one sampled SYN in 64
-tracked in full); *closed port* adds the socket lookup (`bpf_skc_lookup_tcp`: the established hash, where a random
-spoofed 4-tuple lands on a cold bucket, then the listener hash); *cookie refused* adds the kernel helper's own checks;
-*without the egress program* adds the cookie (two SipHash rounds in the kernel), the option read and the SYN-ACK's
-headers and checksums: the path every SYN took before the lookup-free one. The answered row as the daemon runs it
-skips the lookup: a cookie made for the port's listener by the lookup's path (`bpf_tcp_gen_syncookie`, which also
-stamps the listener as sending cookies, so the kernel accepts their ACKs) vouches for that listener for one second,
-and within it the SYN's cookie comes from `bpf_tcp_raw_gen_syncookie_ipv4/6` unless the egress program saw the server
-close that 4-tuple within TIME_WAIT (one byte of a 64 KiB array, read per SYN). What remains on it: the accounting,
-the host check, the cookie's SipHash and the rewrite. What would cut it further: the count-min sketch updated for a
-sampled share of SYNs (which would weaken the per-source rate limit in attack mode, enforced where the sketch
-promotes a source), the rewrite with word-sized loads and checksums (the parse and the rewrite move bytes one at a
-time), or the `bpf_sk_assign_tcp_reqsk` kfunc at TC ingress (kernel ≥ 6.9; aya 0.14 cannot call kfuncs, later aya
-needs a newer rustc than this machine has).
+is the fixed-memory accounting (the source's hash, HyperLogLog for one source in 8, the count-min sketch for one SYN
+in 8 at random, the per-CPU rate window, one sampled SYN in 64 tracked in full); *closed port* adds the socket lookup
+(`bpf_skc_lookup_tcp`: the established hash, where a random spoofed 4-tuple lands on a cold bucket, then the
+listener hash); *cookie refused* adds the kernel helper's own checks; *without the egress program* adds the cookie
+(two SipHash rounds in the kernel), the option read and the SYN-ACK's headers and checksums: the path every SYN
+took before the lookup-free one. The answered row as the daemon runs it skips the lookup: a cookie made for the
+port's listener by the lookup's path (`bpf_tcp_gen_syncookie`, which also stamps the listener as sending cookies,
+so the kernel accepts their ACKs) vouches for that listener for one second, and within it the SYN's cookie comes
+from `bpf_tcp_raw_gen_syncookie_ipv4/6` unless the egress program saw the server close that 4-tuple within
+TIME_WAIT (a 4 KiB summary read per SYN, and one byte of 64 KiB of marks only when the summary is recent). The
+SYN-ACK is built, checksummed and written over the SYN in 4-byte words; a bare or Linux SYN's header is read in
+place. What remains on it: the accounting's hash and rate window, the host check (a 16-byte-key hash lookup), the
+cookie's SipHash, the frame's growth for a bare SYN (`bpf_xdp_adjust_tail`) and the rewrite. Single-shot rows run
+one packet per syscall with cold caches and the kernel's per-call timing, so they overstate every path alike; the
+live figure under the flood (bpf_stats) is the one to hold against the ≤ 300 ns goal. Beyond this: the
+`bpf_sk_assign_tcp_reqsk` kfunc at TC ingress (kernel ≥ 6.9; aya 0.14 cannot call kfuncs, later aya needs a newer
+rustc than this machine has).
 
 The answered path first checks that the SYN is the host's own: the destination MAC
 against the interface's (a compare of six bytes in the settings already read) and the destination address in the
@@ -89,10 +92,10 @@ stops right after it, so that row less the *responder off* row is what the check
 packet: its raw tracepoint programs run once per veth flush of XDP_TX frames (up to 16 frames) and per driver
 exception, not per SYN.
 
-The blocked heavy source's SYN is dropped before any accounting; what it pays is the fixed part of every packet
-(per-CPU counters, the parse, the settings) plus one LPM-trie walk of the block-list, and the LPM walk alone is
-about one empty program's time. What would bring it under 2×: an exact-match hash of blocked /32 and /128 hosts
-(what the daemon adds for heavy sources) checked before the trie, or a per-source drop bit in the sketch's cells.
+The blocked heavy source's SYN is dropped before any accounting, in the entry's inlined fast path: what it pays is
+the fixed part of every packet (per-CPU counters, two header words, the settings) plus one LPM-trie walk of the
+block-list, about one empty program's time with one entry. An exact-match hash of blocked hosts ahead of the trie
+would pay off with many blocked hosts, not with the one entry this row has.
 
 On veth every flood packet is still an skb before XDP sees it (generic XDP conversion and the veth ring), and the
 XDP_TX reply crosses the peer's XDP program and stack: the lab understates the gain a NIC in driver mode would show,

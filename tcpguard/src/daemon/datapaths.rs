@@ -343,7 +343,7 @@ impl Datapaths {
             .into_iter()
             .flatten()
             .collect();
-        Ok(sketch::hll_estimate(&sketch::hll_merge(regs.iter())))
+        Ok(sketch::distinct_estimate(regs.iter()))
     }
 
     /// Attack mode over all interfaces: active if any is, the earliest entry.
