@@ -153,7 +153,7 @@ pub fn cms_add(s: &mut Sketch, h: u64, ep: u64) -> u32 {
 /// [`ACCOUNT_EVERY`]).
 #[inline(always)]
 pub fn counted(random: u32) -> bool {
-    random % ACCOUNT_EVERY == 0
+    random.is_multiple_of(ACCOUNT_EVERY)
 }
 
 /// A sketch estimate (of sampled SYNs) scaled to all SYNs.
@@ -166,7 +166,7 @@ pub fn scaled(est: u32) -> u64 {
 /// sketch's columns do not use, so the subset says nothing about them.
 #[inline(always)]
 pub fn hll_subset(h: u64) -> bool {
-    (h >> 56) as u32 % ACCOUNT_EVERY == 0
+    ((h >> 56) as u32).is_multiple_of(ACCOUNT_EVERY)
 }
 
 /// The estimate without counting (for tests and the daemon).
