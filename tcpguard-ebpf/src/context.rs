@@ -1,5 +1,6 @@
 //! The packet and the clock: bounds-checked reads for the shared parser
-//! (XDP and TC contexts), the per-CPU counters, the flow key. Touches no map.
+//! (XDP and TC contexts), word loads and stores of checked packet ranges,
+//! the per-CPU counters, the flow key. Touches no map.
 
 use aya_ebpf::{
     helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
@@ -51,6 +52,53 @@ impl<C: PacketCtx> PacketBuf for Frame<'_, C> {
         }
         // SAFETY: the range [start+off, start+off+N) was checked against data_end.
         Some(unsafe { core::ptr::read_unaligned((start + off) as *const [u8; N]) })
+    }
+}
+
+/// A 4-byte word of the packet at `p + off`, as `synack::wire` reads it,
+/// with one load. The packet is only 2-byte aligned (the Ethernet header is
+/// 14 bytes), and LLVM splits an access it may not assume aligned into
+/// bytes: headers are read, and the SYN-ACK written, with plain word loads
+/// and stores instead. The
+/// kernel's verifier admits a misaligned packet access wherever the
+/// architecture has efficient unaligned access (x86-64, arm64); it refuses
+/// one only under strict alignment. The caller bounds-checked `off + 4`.
+#[inline(always)]
+pub(crate) fn ld32(p: *mut u8, off: usize) -> u32 {
+    // SAFETY: inside the checked range; see above on alignment.
+    #[allow(clippy::cast_ptr_alignment)]
+    unsafe {
+        (p.add(off) as *const u32).read()
+    }
+}
+
+/// A word stored into the packet (see [`ld32`]).
+#[inline(always)]
+pub(crate) fn st32(p: *mut u8, off: usize, v: u32) {
+    // SAFETY: inside the checked range; see `ld32` on alignment.
+    #[allow(clippy::cast_ptr_alignment)]
+    unsafe {
+        (p.add(off) as *mut u32).write(v);
+    }
+}
+
+/// A 2-byte load of the packet (see [`ld32`]).
+#[inline(always)]
+pub(crate) fn ld16(p: *mut u8, off: usize) -> u16 {
+    // SAFETY: inside the checked range; see `ld32` on alignment.
+    #[allow(clippy::cast_ptr_alignment)]
+    unsafe {
+        (p.add(off) as *const u16).read()
+    }
+}
+
+/// A 2-byte store into the packet (see [`ld32`]).
+#[inline(always)]
+pub(crate) fn st16(p: *mut u8, off: usize, v: u16) {
+    // SAFETY: inside the checked range; see `ld32` on alignment.
+    #[allow(clippy::cast_ptr_alignment)]
+    unsafe {
+        (p.add(off) as *mut u16).write(v);
     }
 }
 

@@ -14,9 +14,8 @@ use tcpguard_common::{
 };
 
 use crate::{
-    context::{bump, coarse_ns, now_ns, Frame},
+    context::{bump, coarse_ns, ld16, ld32, now_ns, Frame},
     maps::{ACK_ATTACK, ACK_WIN, CLOSED_SEEN, CLOSED_SUMMARY, COUNTERS, EVENTS, HALF_OPEN, PORTS, SETTINGS, SRC_STATS},
-    responder::{ld16, ld32},
     tracking::{close_half_open, count_half_open},
 };
 
@@ -48,7 +47,7 @@ fn plain_data_segment(ctx: &TcContext) -> bool {
         return false;
     }
     let f = start as *mut u8;
-    let [v, ..] = bytes(ld32(f, 12 + 2));
+    let [v, ..] = bytes(ld32(f, 14));
     let [f0, f1, _, l4] = bytes(ld32(f, 20));
     u16::from_be(ld16(f, 12)) == ETH_P_IP
         && v == 0x45

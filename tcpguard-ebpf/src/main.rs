@@ -65,10 +65,10 @@ use tcpguard_common::{
 
 use crate::{
     ack::{attack_ack, on_ack, on_rst, AckCheck},
-    context::{bump, bump_dyn, coarse_ns, now_ns, parse_frame},
+    context::{bump, bump_dyn, coarse_ns, ld16, ld32, now_ns, parse_frame},
     lists::{blocked, judge},
     maps::{ALLOW_V4, BLOCK_V4, COUNTERS, PORTS, SETTINGS, SRC_STATS, SYN_SEEN},
-    responder::{answer_syn, ld16, ld32, KERNEL_ANSWERS},
+    responder::{answer_syn, KERNEL_ANSWERS},
     syn::{acks_checked, attack_active, on_syn, RESPOND},
 };
 

@@ -17,7 +17,7 @@ use tcpguard_common::{
 };
 
 use crate::{
-    context::{bump, now_ns, v4, Frame},
+    context::{bump, ld16, ld32, now_ns, st16, st32, v4, Frame},
     maps::{ATTACK, CLOSED_SEEN, CLOSED_SUMMARY, LISTENER_SEEN, LOCAL_ADDRS, REPLY},
 };
 
@@ -47,52 +47,6 @@ pub(crate) fn pkt_ptr<const N: usize>(ctx: &XdpContext, off: usize) -> Option<*m
         return None;
     }
     Some((start + off) as *mut u8)
-}
-
-/// A 4-byte word of the packet at `p + off`, as `synack::wire` reads it,
-/// with one load. The packet is only 2-byte aligned (the Ethernet header is
-/// 14 bytes), and LLVM splits an access it may not assume aligned into
-/// bytes: the reply is moved with plain word loads and stores instead. The
-/// kernel's verifier admits a misaligned packet access wherever the
-/// architecture has efficient unaligned access (x86-64, arm64); it refuses
-/// one only under strict alignment. The caller bounds-checked `off + 4`.
-#[inline(always)]
-pub(crate) fn ld32(p: *mut u8, off: usize) -> u32 {
-    // SAFETY: inside the checked range; see above on alignment.
-    #[allow(clippy::cast_ptr_alignment)]
-    unsafe {
-        (p.add(off) as *const u32).read()
-    }
-}
-
-/// A word stored into the packet (see [`ld32`]).
-#[inline(always)]
-pub(crate) fn st32(p: *mut u8, off: usize, v: u32) {
-    // SAFETY: inside the checked range; see `ld32` on alignment.
-    #[allow(clippy::cast_ptr_alignment)]
-    unsafe {
-        (p.add(off) as *mut u32).write(v);
-    }
-}
-
-/// A 2-byte load of the packet (see [`ld32`]).
-#[inline(always)]
-pub(crate) fn ld16(p: *mut u8, off: usize) -> u16 {
-    // SAFETY: inside the checked range; see `ld32` on alignment.
-    #[allow(clippy::cast_ptr_alignment)]
-    unsafe {
-        (p.add(off) as *const u16).read()
-    }
-}
-
-/// A 2-byte store into the packet (see [`ld32`]).
-#[inline(always)]
-pub(crate) fn st16(p: *mut u8, off: usize, v: u16) {
-    // SAFETY: inside the checked range; see `ld32` on alignment.
-    #[allow(clippy::cast_ptr_alignment)]
-    unsafe {
-        (p.add(off) as *mut u16).write(v);
-    }
 }
 
 /// The SYN's options walked on a copy of its TCP header (any layout but a

@@ -229,8 +229,10 @@ fn point_of(setup: Setup, pps: u64, secs: f64, kind: FloodKind) -> Result<Point>
         _ => None,
     };
     // The control: a two-instruction XDP_PASS program on the interface the
-    // flood comes in by, detached when `_pass` drops.
-    let _pass = match setup {
+    // flood comes in by, detached when `pass` drops. Its own bpf_stats are
+    // the floor of the XDP ns column: what the kernel's accounting of a run
+    // (two clock reads) and the dispatch cost with no work at all.
+    let pass = match setup {
         Setup::KernelPassXdp => {
             let mut b = crate::lab::baselines::Baselines::load().context("pass-all XDP program")?;
             let dev = att.srv_if.clone();
@@ -244,7 +246,11 @@ fn point_of(setup: Setup, pps: u64, secs: f64, kind: FloodKind) -> Result<Point>
     let st = stop.clone();
     let rx0 = rx_packets(&lab.server, &att.srv_if)?;
     let (soft0, tot0) = cpu_times();
-    let (run0, cnt0) = xdp_stats();
+    let stats = || match &pass {
+        Some(b) => b.xdp().info().map_or((0, 0), |i| (i.run_time().as_nanos() as u64, i.run_count())),
+        None => xdp_stats(),
+    };
+    let (run0, cnt0) = stats();
     let t0 = Instant::now();
     let flood = att.ns.spawn(move || flood::run(&fspec, &st))?;
     // Probe from fresh client state: the flood is on from the start.
@@ -258,7 +264,7 @@ fn point_of(setup: Setup, pps: u64, secs: f64, kind: FloodKind) -> Result<Point>
     let probes = prober.stop();
     let rep = flood.join().map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
     let (soft1, tot1) = cpu_times();
-    let (run1, cnt1) = xdp_stats();
+    let (run1, cnt1) = stats();
     let rx = rx_packets(&lab.server, &att.srv_if)?.saturating_sub(rx0);
     let wall = t0.elapsed().as_secs_f64();
     server.stop();
@@ -435,15 +441,16 @@ pub fn ack_side_by_side(secs: f64) -> Result<String> {
     side_by_side("ACK", secs, ack_points)
 }
 
-/// A spoofed SYN flood at the generator's full rate, the kernel alone (b)
-/// against tcpguard's default (e), `rounds` times alternating: the quick
-/// form of the full-rate rows of `bench flood`, for measuring one datapath
-/// change at a time. A markdown table.
+/// A spoofed SYN flood at the generator's full rate, the kernel alone (b),
+/// the pass-all control (p) (its XDP ns: the floor of that column) and
+/// tcpguard's default (e), `rounds` times alternating: the quick form of the
+/// full-rate rows of `bench flood`, for measuring one datapath change at a
+/// time. A markdown table.
 pub fn syn_side_by_side(secs: f64, rounds: usize) -> Result<String> {
     side_by_side("SYN", secs, |secs| {
         let mut v = Vec::new();
         for _ in 0..rounds.max(1) {
-            for s in [Setup::KernelCookies, Setup::TcpguardAttackMode] {
+            for s in [Setup::KernelCookies, Setup::KernelPassXdp, Setup::TcpguardAttackMode] {
                 v.push(point(s, 0, secs)?);
             }
         }

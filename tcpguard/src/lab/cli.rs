@@ -76,7 +76,9 @@ pub enum BenchWhat {
         #[arg(long)]
         quick: bool,
     },
-    /// A spoofed SYN flood at full rate: the kernel alone against tcpguard's default, alternating (a markdown table).
+    /// A spoofed SYN flood at full rate: the kernel alone, a pass-all XDP
+    /// control (the floor of the XDP ns column) and tcpguard's default,
+    /// alternating (a markdown table).
     Syn {
         /// Seconds per setup.
         #[arg(long, default_value_t = 6.0)]
