@@ -55,51 +55,69 @@ impl<C: PacketCtx> PacketBuf for Frame<'_, C> {
     }
 }
 
-/// A 4-byte word of the packet at `p + off`, as `synack::wire` reads it,
-/// with one load. The packet is only 2-byte aligned (the Ethernet header is
-/// 14 bytes), and LLVM splits an access it may not assume aligned into
-/// bytes: headers are read, and the SYN-ACK written, with plain word loads
-/// and stores instead. The
-/// kernel's verifier admits a misaligned packet access wherever the
-/// architecture has efficient unaligned access (x86-64, arm64); it refuses
-/// one only under strict alignment. The caller bounds-checked `off + 4`.
+/// A 2- or 4-byte value of the packet at `p + off`, as `synack::wire`
+/// reads it, with one load. The packet is only 2-byte aligned (the Ethernet
+/// header is 14 bytes), and LLVM splits an access it may not assume aligned
+/// into bytes: headers are read, and the SYN-ACK written, with plain loads
+/// and stores instead. The kernel's verifier admits a misaligned packet
+/// access wherever the architecture has efficient unaligned access (x86-64,
+/// arm64); it refuses one only under strict alignment. The caller
+/// bounds-checked `off + size_of::<T>()`.
 #[inline(always)]
-pub(crate) fn ld32(p: *mut u8, off: usize) -> u32 {
+pub(crate) fn ld<T: Copy>(p: *mut u8, off: usize) -> T {
     // SAFETY: inside the checked range; see above on alignment.
     #[allow(clippy::cast_ptr_alignment)]
     unsafe {
-        (p.add(off) as *const u32).read()
+        (p.add(off) as *const T).read()
     }
 }
 
-/// A word stored into the packet (see [`ld32`]).
+/// A value stored into the packet (see [`ld`]).
 #[inline(always)]
-pub(crate) fn st32(p: *mut u8, off: usize, v: u32) {
-    // SAFETY: inside the checked range; see `ld32` on alignment.
+pub(crate) fn st<T: Copy>(p: *mut u8, off: usize, v: T) {
+    // SAFETY: inside the checked range; see `ld` on alignment.
     #[allow(clippy::cast_ptr_alignment)]
     unsafe {
-        (p.add(off) as *mut u32).write(v);
+        (p.add(off) as *mut T).write(v);
     }
 }
 
-/// A 2-byte load of the packet (see [`ld32`]).
+/// `N` consecutive words of the packet from `off` (see [`ld`]).
 #[inline(always)]
-pub(crate) fn ld16(p: *mut u8, off: usize) -> u16 {
-    // SAFETY: inside the checked range; see `ld32` on alignment.
-    #[allow(clippy::cast_ptr_alignment)]
-    unsafe {
-        (p.add(off) as *const u16).read()
+pub(crate) fn ld_words<const N: usize>(p: *mut u8, off: usize) -> [u32; N] {
+    let mut w = [0u32; N];
+    let mut i = 0;
+    while i < N {
+        w[i] = ld(p, off + 4 * i);
+        i += 1;
+    }
+    w
+}
+
+/// `N` words stored into the packet from `off` (see [`ld`]).
+#[inline(always)]
+pub(crate) fn st_words<const N: usize>(p: *mut u8, off: usize, w: &[u32; N]) {
+    let mut i = 0;
+    while i < N {
+        st(p, off + 4 * i, w[i]);
+        i += 1;
     }
 }
 
-/// A 2-byte store into the packet (see [`ld32`]).
+/// The protocol of an untagged IPv4 packet without IP options that is not a
+/// fragment, from two header words; `None` for any other frame (`f`: the
+/// frame's start, 34 bytes of it bounds-checked). The entry's and the
+/// egress program's way past the full parse.
 #[inline(always)]
-pub(crate) fn st16(p: *mut u8, off: usize, v: u16) {
-    // SAFETY: inside the checked range; see `ld32` on alignment.
-    #[allow(clippy::cast_ptr_alignment)]
-    unsafe {
-        (p.add(off) as *mut u16).write(v);
-    }
+pub(crate) fn plain_ipv4_proto(f: *mut u8) -> Option<u8> {
+    // Bytes 12..16 (ethertype, version and IHL, TOS) and 20..24 (flags and
+    // fragment offset, TTL, protocol).
+    let [t0, t1, v, _] = tcpguard_common::synack::bytes(ld(f, 12));
+    let [f0, f1, _, proto] = tcpguard_common::synack::bytes(ld(f, 20));
+    let plain = u16::from_be_bytes([t0, t1]) == tcpguard_common::parse::ETH_P_IP
+        && v == 0x45
+        && u16::from_be_bytes([f0, f1]) & 0x1fff == 0;
+    plain.then_some(proto)
 }
 
 #[inline(always)]

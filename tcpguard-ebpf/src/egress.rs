@@ -14,7 +14,7 @@ use tcpguard_common::{
 };
 
 use crate::{
-    context::{bump, coarse_ns, ld16, ld32, now_ns, Frame},
+    context::{bump, coarse_ns, ld, now_ns, plain_ipv4_proto, Frame},
     maps::{ACK_ATTACK, ACK_WIN, CLOSED_SEEN, CLOSED_SUMMARY, COUNTERS, EVENTS, HALF_OPEN, PORTS, SETTINGS, SRC_STATS},
     tracking::{close_half_open, count_half_open},
 };
@@ -37,7 +37,6 @@ pub(crate) fn parse_skb(ctx: &TcContext) -> Result<TcpPacket, parse::ParseError>
 /// linear part) is left to the parse.
 #[inline(always)]
 fn plain_data_segment(ctx: &TcContext) -> bool {
-    use tcpguard_common::parse::{ETH_P_IP, IPPROTO_TCP};
     // SAFETY: reads the context pointer field of a valid TcContext (see
     // `parse_skb`).
     let raw = unsafe { core::ptr::read_volatile(&ctx.skb.skb) };
@@ -47,13 +46,8 @@ fn plain_data_segment(ctx: &TcContext) -> bool {
         return false;
     }
     let f = start as *mut u8;
-    let [v, ..] = bytes(ld32(f, 14));
-    let [f0, f1, _, l4] = bytes(ld32(f, 20));
-    u16::from_be(ld16(f, 12)) == ETH_P_IP
-        && v == 0x45
-        && (u16::from_be_bytes([f0, f1]) & 0x1fff) == 0
-        && l4 == IPPROTO_TCP
-        && bytes(ld32(f, 44))[3] & (TCP_SYN | TCP_FIN | TCP_RST) == 0
+    plain_ipv4_proto(f) == Some(tcpguard_common::parse::IPPROTO_TCP)
+        && bytes(ld::<u32>(f, 44))[3] & (TCP_SYN | TCP_FIN | TCP_RST) == 0
 }
 
 #[inline(always)]

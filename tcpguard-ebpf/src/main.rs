@@ -65,7 +65,7 @@ use tcpguard_common::{
 
 use crate::{
     ack::{attack_ack, on_ack, on_rst, AckCheck},
-    context::{bump, bump_dyn, coarse_ns, ld16, ld32, now_ns, parse_frame},
+    context::{bump, bump_dyn, coarse_ns, ld, now_ns, parse_frame, plain_ipv4_proto},
     lists::{blocked, judge},
     maps::{ALLOW_V4, BLOCK_V4, COUNTERS, PORTS, SETTINGS, SRC_STATS, SYN_SEEN},
     responder::{answer_syn, KERNEL_ANSWERS},
@@ -159,7 +159,7 @@ fn classify(ctx: &XdpContext, c: &mut Counters) -> Class {
         return Class::Other;
     }
     let f = start as *mut u8;
-    let proto = u16::from_be(ld16(f, 12));
+    let proto = u16::from_be(ld(f, 12));
     if proto != ETH_P_IP {
         if proto != ETH_P_IPV6 && proto != ETH_P_8021Q && proto != ETH_P_8021AD {
             bump(c, Counter::PassNonIp);
@@ -170,18 +170,14 @@ fn classify(ctx: &XdpContext, c: &mut Counters) -> Class {
     if start + 34 > ctx.data_end() {
         return Class::Other;
     }
-    // Bytes 14..18 (version and IHL, TOS, total length) and 20..24 (flags
-    // and fragment offset, TTL, protocol).
-    let [v, ..] = bytes(ld32(f, 14));
-    let [f0, f1, _, l4] = bytes(ld32(f, 20));
-    if v != 0x45 || (u16::from_be_bytes([f0, f1]) & 0x1fff) != 0 {
-        return Class::Other;
+    match plain_ipv4_proto(f) {
+        Some(IPPROTO_TCP) => Class::PlainTcp4,
+        Some(_) => {
+            bump(c, Counter::PassNonTcp);
+            Class::Decided(xdp_action::XDP_PASS)
+        }
+        None => Class::Other,
     }
-    if l4 != IPPROTO_TCP {
-        bump(c, Counter::PassNonTcp);
-        return Class::Decided(xdp_action::XDP_PASS);
-    }
-    Class::PlainTcp4
 }
 
 /// `fast_path`'s "not decided here".
@@ -205,14 +201,14 @@ fn fast(ctx: &XdpContext, c: &mut Counters) -> Option<u32> {
         return None;
     }
     let f = start as *mut u8;
-    let [doff, flags] = ld16(f, 46).to_ne_bytes();
+    let [doff, flags] = ld::<u16>(f, 46).to_ne_bytes();
     let doff = doff >> 4;
     // The options the data offset announces are in the packet.
     if doff < 5 || start + 34 + usize::from(doff) * 4 > ctx.data_end() {
         return None;
     }
     let s = SETTINGS.get(0)?;
-    let [s0, s1, d0, d1] = bytes(ld32(f, 34));
+    let [s0, s1, d0, d1] = bytes(ld(f, 34));
     let (sport, dport) = (u16::from_be_bytes([s0, s1]), u16::from_be_bytes([d0, d1]));
     if s.flags & FLAG_PORT_FILTER != 0 {
         // SAFETY: read-only presence check.
@@ -221,7 +217,7 @@ fn fast(ctx: &XdpContext, c: &mut Counters) -> Option<u32> {
             return Some(xdp_action::XDP_PASS);
         }
     }
-    let src = ld32(f, 26);
+    let src: u32 = ld(f, 26);
     if s.flags & FLAG_HAS_BLOCKS != 0 {
         // A blocked source dropped here, before any other work; what the
         // block does not drop (allow-listed, monitor mode) and an expired

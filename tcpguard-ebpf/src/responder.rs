@@ -17,7 +17,7 @@ use tcpguard_common::{
 };
 
 use crate::{
-    context::{bump, ld16, ld32, now_ns, st16, st32, v4, Frame},
+    context::{bump, ld, ld_words, now_ns, st, st_words, v4, Frame},
     maps::{ATTACK, CLOSED_SEEN, CLOSED_SUMMARY, LISTENER_SEEN, LOCAL_ADDRS, REPLY},
 };
 
@@ -229,7 +229,7 @@ pub(crate) fn answer(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPa
     // place, or anything else walked on a copy.
     let linux = if th_len == 40 {
         let t = pkt_ptr::<40>(ctx, l4)?;
-        synack::linux_layout_words(&[ld32(t, 20), ld32(t, 24), ld32(t, 28), ld32(t, 32), ld32(t, 36)])
+        synack::linux_layout_words(&ld_words::<5>(t, 20))
     } else {
         None
     };
@@ -267,57 +267,30 @@ pub(crate) fn answer(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPa
     // The IP header in place: addresses swapped, the rest the reply's own.
     let addrs = if p.is_v6 {
         let ip = pkt_ptr::<40>(ctx, l3)?;
-        let (a, b) = (
-            [ld32(ip, 8), ld32(ip, 12), ld32(ip, 16), ld32(ip, 20)],
-            [ld32(ip, 24), ld32(ip, 28), ld32(ip, 32), ld32(ip, 36)],
-        );
-        let [w0, w1] = synack::ipv6_words(len);
-        st32(ip, 0, w0);
-        st32(ip, 4, w1);
-        st32(ip, 8, b[0]);
-        st32(ip, 12, b[1]);
-        st32(ip, 16, b[2]);
-        st32(ip, 20, b[3]);
-        st32(ip, 24, a[0]);
-        st32(ip, 28, a[1]);
-        st32(ip, 32, a[2]);
-        st32(ip, 36, a[3]);
+        let (a, b) = (ld_words::<4>(ip, 8), ld_words::<4>(ip, 24));
+        st_words(ip, 0, &synack::ipv6_words(len));
+        st_words(ip, 8, &b);
+        st_words(ip, 24, &a);
         synack::sum(&a, synack::sum(&b, 0))
     } else {
         let ip = pkt_ptr::<20>(ctx, l3)?;
-        let (a, b) = (ld32(ip, 12), ld32(ip, 16));
-        let h = synack::ipv4_words(b, a, len);
-        st32(ip, 0, h[0]);
-        st32(ip, 4, h[1]);
-        st32(ip, 8, h[2]);
-        st32(ip, 12, h[3]);
-        st32(ip, 16, h[4]);
+        let [a, b] = ld_words::<2>(ip, 12);
+        st_words(ip, 0, &synack::ipv4_words(b, a, len));
         u64::from(a) + u64::from(b)
     };
     let w = synack::with_checksum(words, len, addrs);
     let t = pkt_ptr::<24>(ctx, l4)?;
-    st32(t, 0, w[0]);
-    st32(t, 4, w[1]);
-    st32(t, 8, w[2]);
-    st32(t, 12, w[3]);
-    st32(t, 16, w[4]);
-    st32(t, 20, w[5]);
+    st_words(t, 0, &[w[0], w[1], w[2], w[3], w[4], w[5]]);
     if len == 40 {
         let t = pkt_ptr::<40>(ctx, l4)?;
-        st32(t, 24, w[6]);
-        st32(t, 28, w[7]);
-        st32(t, 32, w[8]);
-        st32(t, 36, w[9]);
+        st_words(t, 24, &[w[6], w[7], w[8], w[9]]);
     }
     // The MACs swapped, as three half-word pairs.
     let e = pkt_ptr::<12>(ctx, 0)?;
-    let (d0, d1, d2, s0, s1, s2) = (ld16(e, 0), ld16(e, 2), ld16(e, 4), ld16(e, 6), ld16(e, 8), ld16(e, 10));
-    st16(e, 0, s0);
-    st16(e, 2, s1);
-    st16(e, 4, s2);
-    st16(e, 6, d0);
-    st16(e, 8, d1);
-    st16(e, 10, d2);
+    let [d0, d1, d2, s0, s1, s2]: [u16; 6] = [ld(e, 0), ld(e, 2), ld(e, 4), ld(e, 6), ld(e, 8), ld(e, 10)];
+    for (i, v) in [s0, s1, s2, d0, d1, d2].into_iter().enumerate() {
+        st(e, 2 * i, v);
+    }
     bump(c, Counter::CookieSent);
     if let Some(atk) = ATTACK.get_ptr_mut(0) {
         // SAFETY: shared map value; a racing first write stores a time as early.
