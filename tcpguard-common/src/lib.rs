@@ -12,6 +12,7 @@ pub mod counters;
 pub mod halfopen;
 pub mod handshake;
 pub mod parse;
+pub mod quick;
 pub mod ratelimit;
 pub mod sketch;
 pub mod synack;

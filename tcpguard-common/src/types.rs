@@ -43,10 +43,16 @@ pub mod map_names {
     /// The latest of each 16 closed marks (TC egress): a SYN reads its own
     /// mark only when its summary is recent.
     pub const CLOSED_SUMMARY: &str = "CLOSED_SUMMARY";
+    /// The host's IPv4 addresses in one cache line (`quick::LocalV4`),
+    /// kept with `LOCAL_ADDRS`.
+    pub const LOCAL_V4: &str = "LOCAL_V4";
+    /// The first bytes the allow-lists cover (`quick::AllowFirst`), kept
+    /// with `ALLOW_V4` and `ALLOW_V6`.
+    pub const ALLOW_FIRST: &str = "ALLOW_FIRST";
     /// Ring buffer of heavy-source events (not pinned: per daemon run).
     pub const EVENTS: &str = "EVENTS";
     /// Every map the program owns, in pinning order.
-    pub const ALL: [&str; 23] = [
+    pub const ALL: [&str; 25] = [
         SETTINGS,
         COUNTERS,
         HALF_OPEN,
@@ -70,6 +76,8 @@ pub mod map_names {
         LISTENER_SEEN,
         CLOSED_SEEN,
         CLOSED_SUMMARY,
+        LOCAL_V4,
+        ALLOW_FIRST,
     ];
 }
 
@@ -480,6 +488,8 @@ mod pod {
     unsafe impl aya::Pod for RateWindow {}
     unsafe impl aya::Pod for crate::sketch::Sketch {}
     unsafe impl aya::Pod for crate::sketch::Hll {}
+    unsafe impl aya::Pod for crate::quick::LocalV4 {}
+    unsafe impl aya::Pod for crate::quick::AllowFirst {}
 }
 
 impl SrcKey {

@@ -1,4 +1,5 @@
-//! The allow- and block-lists (LPM tries) and the verdict of a rule that
+//! The allow- and block-lists (LPM tries, the allow-lists behind the
+//! summary of the first bytes they cover) and the verdict of a rule that
 //! wants a packet dropped.
 
 use aya_ebpf::maps::lpm_trie::Key;
@@ -10,11 +11,18 @@ use tcpguard_common::{
 
 use crate::{
     context::{bump, coarse_ns, v4},
-    maps::{ALLOW_V4, ALLOW_V6, BLOCK_V4, BLOCK_V6},
+    maps::{ALLOW_FIRST, ALLOW_V4, ALLOW_V6, BLOCK_V4, BLOCK_V6},
 };
 
 #[inline(always)]
 pub(crate) fn allowed(p: &TcpPacket) -> bool {
+    // No entry covers the source's first byte: not allow-listed, no walk.
+    let first = if p.is_v6 { p.saddr[0] } else { p.saddr[12] };
+    if let Some(f) = ALLOW_FIRST.get(0) {
+        if !f.may_hold(first, p.is_v6) {
+            return false;
+        }
+    }
     if p.is_v6 {
         ALLOW_V6.get(Key::new(128, p.saddr)).is_some()
     } else {

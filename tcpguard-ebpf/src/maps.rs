@@ -10,6 +10,7 @@ use aya_ebpf::{
 use tcpguard_common::{
     halfopen::BUCKETS,
     handshake,
+    quick::{AllowFirst, LocalV4},
     sketch::{Hll, Sketch},
     AggStats, AllowEntry, AttackState, BlockEntry, Counters, FlowKey, HalfOpen, HoBucket, RateWindow, Settings, SrcKey,
     SrcStats, DEFAULT_AGG_ENTRIES, DEFAULT_HALF_OPEN_ENTRIES, DEFAULT_SRC_ENTRIES, LIST_ENTRIES, LOCAL_ADDR_ENTRIES,
@@ -84,6 +85,14 @@ pub(crate) static HLL: PerCpuArray<Hll> = PerCpuArray::with_max_entries(1, 0);
 /// the responder answers, and the ACK check drops, only for these.
 #[map]
 pub(crate) static LOCAL_ADDRS: HashMap<SrcKey, u8> = HashMap::with_max_entries(LOCAL_ADDR_ENTRIES, 0);
+/// The host's IPv4 addresses in one cache line, when they fit: a SYN's
+/// check without `LOCAL_ADDRS`' hash.
+#[map]
+pub(crate) static LOCAL_V4: Array<LocalV4> = Array::with_max_entries(1, 0);
+/// The first bytes the allow-lists cover: most sources are not
+/// allow-listed without the tries' walk.
+#[map]
+pub(crate) static ALLOW_FIRST: Array<AllowFirst> = Array::with_max_entries(1, 0);
 /// Per CPU: the `cookie_sent` count the transmit watch has accounted for.
 #[map]
 pub(crate) static TX_MARK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);

@@ -18,7 +18,7 @@ use tcpguard_common::{
 
 use crate::{
     context::{bump, ld, ld_words, now_ns, st, st_words, v4, Frame},
-    maps::{ATTACK, CLOSED_SEEN, CLOSED_SUMMARY, LISTENER_SEEN, LOCAL_ADDRS, REPLY},
+    maps::{ATTACK, CLOSED_SEEN, CLOSED_SUMMARY, LISTENER_SEEN, LOCAL_ADDRS, LOCAL_V4, REPLY},
 };
 
 /// `sk_state` of a listening socket.
@@ -34,6 +34,13 @@ pub(crate) fn for_host(ctx: &XdpContext, s: &Settings, p: &TcpPacket) -> bool {
     match Frame(ctx).bytes::<6>(0) {
         Some(dst) if s.own_mac(&dst) => {}
         _ => return false,
+    }
+    // IPv4: the cache line of addresses, when it knows.
+    if !p.is_v6 {
+        let a = u32::from_ne_bytes([p.daddr[12], p.daddr[13], p.daddr[14], p.daddr[15]]);
+        if let Some(local) = LOCAL_V4.get(0).and_then(|l| l.holds(a)) {
+            return local;
+        }
     }
     // SAFETY: read-only presence check.
     unsafe { LOCAL_ADDRS.get(&SrcKey { addr: p.daddr }) }.is_some()
@@ -223,6 +230,38 @@ pub(crate) fn answer(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPa
         bump(c, Counter::CookieRefused);
         return None;
     };
+    if write_reply(ctx, s, p, th_len, cookie, now, &mut r.th).is_none() {
+        bump(c, Counter::CookieOddHeaders);
+        return None;
+    }
+    bump(c, Counter::CookieSent);
+    if let Some(atk) = ATTACK.get_ptr_mut(0) {
+        // SAFETY: shared map value; a racing first write stores a time as early.
+        unsafe {
+            if (*atk).first_cookie_ns == 0 {
+                // The precise clock (`now` may be the coarse one).
+                (*atk).first_cookie_ns = now_ns();
+            }
+        }
+    }
+    Some(xdp_action::XDP_TX)
+}
+
+/// The SYN-ACK written over the SYN (`cookie` its ISN): the client's
+/// options read (none for a bare SYN, Linux's layout in place, anything
+/// else walked on a copy in `th`), the frame resized to the reply, the
+/// headers rewritten in words and the MACs swapped. `None`: the frame is
+/// left for the kernel (only before the resize) or, after it, malformed.
+#[inline(always)]
+pub(crate) fn write_reply(
+    ctx: &XdpContext,
+    s: &Settings,
+    p: &TcpPacket,
+    th_len: u32,
+    cookie: u32,
+    now: u64,
+    th: &mut [u8; 64],
+) -> Option<()> {
     let l3 = p.l3_off as usize & 0x3f;
     let l4 = p.l4_off as usize & 0x7f;
     // The client's options: none (a bare SYN), Linux's layout read in
@@ -236,7 +275,7 @@ pub(crate) fn answer(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPa
     let found = match linux {
         Some(o) => o,
         None if th_len == 20 => synack::SynOptions::default(),
-        None => walk_options(ctx, p, th_len, &mut r.th)?,
+        None => walk_options(ctx, p, th_len, th)?,
     };
     let mss = match (p.is_v6, s.synack_mss4, s.synack_mss6) {
         (false, 0, _) => 1460,
@@ -260,7 +299,6 @@ pub(crate) fn answer(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPa
     if delta != 0 {
         // SAFETY: helper on our own context; packet pointers are re-derived after.
         if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
-            bump(c, Counter::CookieOddHeaders);
             return None;
         }
     }
@@ -291,17 +329,7 @@ pub(crate) fn answer(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPa
     for (i, v) in [s0, s1, s2, d0, d1, d2].into_iter().enumerate() {
         st(e, 2 * i, v);
     }
-    bump(c, Counter::CookieSent);
-    if let Some(atk) = ATTACK.get_ptr_mut(0) {
-        // SAFETY: shared map value; a racing first write stores a time as early.
-        unsafe {
-            if (*atk).first_cookie_ns == 0 {
-                // The precise clock (`now` may be the coarse one).
-                (*atk).first_cookie_ns = now_ns();
-            }
-        }
-    }
-    Some(xdp_action::XDP_TX)
+    Some(())
 }
 
 /// One step of the SYN option walk, called by `bpf_loop`: 0 goes on, 1 stops.

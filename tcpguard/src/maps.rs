@@ -10,6 +10,7 @@ use aya::{
 use tcpguard_common::{
     halfopen::BUCKETS,
     map_names,
+    quick::{AllowFirst, LocalV4},
     sketch::{Hll, Sketch},
     AllowEntry, AttackState, BlockEntry, Counters, HoBucket, Settings, SrcKey, SrcStats, FLAG_HAS_ALLOWS,
     FLAG_HAS_BLOCKS,
@@ -84,18 +85,50 @@ impl<'a> Maps<'a> {
 
     /// Answer for `a` (a local address of the host) from now on.
     pub fn add_local(&mut self, a: IpAddr) -> Result<(), MapsError> {
-        let n = map_names::LOCAL_ADDRS;
-        let mut m: HashMap<&mut MapData, SrcKey, u8> = HashMap::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
-        m.insert(src_key(a), 1, 0).map_err(op(n, "write"))
+        self.change_locals(&[a], &[])
     }
 
     /// `a` is no longer a local address.
     pub fn remove_local(&mut self, a: IpAddr) -> Result<(), MapsError> {
+        self.change_locals(&[], &[a])
+    }
+
+    /// The host's addresses changed: `added` and `gone` in `LOCAL_ADDRS`,
+    /// and its IPv4 cache line (`LOCAL_V4`) rewritten from it. The cache
+    /// line is marked unknown first, so the datapath asks the map while
+    /// the two differ: an address removed here is never answered for from
+    /// a stale line.
+    pub fn change_locals(&mut self, added: &[IpAddr], gone: &[IpAddr]) -> Result<(), MapsError> {
+        self.set_local_v4(&LocalV4::default())?;
         let n = map_names::LOCAL_ADDRS;
         let mut m: HashMap<&mut MapData, SrcKey, u8> = HashMap::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
-        // Already absent is as good as removed.
-        let _ = m.remove(&src_key(a));
-        Ok(())
+        for a in added {
+            m.insert(src_key(*a), 1, 0).map_err(op(n, "write"))?;
+        }
+        for a in gone {
+            // Already absent is as good as removed.
+            let _ = m.remove(&src_key(*a));
+        }
+        let mut v4 = Vec::new();
+        for k in m.keys() {
+            if let IpAddr::V4(a) = key_addr(&k.map_err(op(n, "iterate"))?) {
+                v4.push(a.octets());
+            }
+        }
+        self.set_local_v4(&LocalV4::of(&v4))
+    }
+
+    /// The IPv4 cache line of the local addresses.
+    pub fn local_v4(&self) -> Result<LocalV4, MapsError> {
+        let n = map_names::LOCAL_V4;
+        let arr: Array<&MapData, LocalV4> = Array::try_from(self.map(n)?).map_err(op(n, "open"))?;
+        arr.get(&0, 0).map_err(op(n, "read"))
+    }
+
+    fn set_local_v4(&mut self, l: &LocalV4) -> Result<(), MapsError> {
+        let n = map_names::LOCAL_V4;
+        let mut arr: Array<&mut MapData, LocalV4> = Array::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
+        arr.set(0, l, 0).map_err(op(n, "write"))
     }
 
     pub fn settings(&self) -> Result<Settings, MapsError> {
@@ -143,6 +176,7 @@ impl<'a> Maps<'a> {
     /// Keep `FLAG_HAS_BLOCKS` and `FLAG_HAS_ALLOWS` equal to "the lists are
     /// not empty" (tools without a daemon; see [`Maps::block`]).
     pub fn sync_block_flag(&mut self) -> Result<(), MapsError> {
+        self.sync_allow_first()?;
         let (blocks, allows) = self.lists_nonempty()?;
         let mut s = self.settings()?;
         let mut flags = if blocks { s.flags | FLAG_HAS_BLOCKS } else { s.flags & !FLAG_HAS_BLOCKS };
@@ -241,12 +275,20 @@ impl<'a> Maps<'a> {
         }
     }
 
-    /// Add an allow-list entry (the list only).
+    /// Add an allow-list entry (the list, and the first bytes it covers to
+    /// the summary before it, so that the summary never leaves it out).
     pub fn insert_allow(&mut self, p: &Prefix, now_ns: u64) -> Result<(), MapsError> {
+        let mut f = self.allow_first()?;
+        if f.known != 0 {
+            f.cover(first_byte(p.addr), p.len, p.addr.is_ipv6());
+            self.set_allow_first(&f)?;
+        }
         self.trie_insert((map_names::ALLOW_V4, map_names::ALLOW_V6), p, AllowEntry { added_ns: now_ns })
     }
 
-    /// Remove an allow-list entry (the list only); `Ok(false)` if there was none.
+    /// Remove an allow-list entry (the list only; the summary keeps its
+    /// bits, a superset, until [`Maps::sync_allow_first`]); `Ok(false)` if
+    /// there was none.
     pub fn remove_allow(&mut self, p: &Prefix) -> Result<bool, MapsError> {
         self.trie_remove::<AllowEntry>((map_names::ALLOW_V4, map_names::ALLOW_V6), p)
     }
@@ -280,6 +322,28 @@ impl<'a> Maps<'a> {
             out.push(Prefix::new(IpAddr::from(k.data()), k.prefix_len() as u8));
         }
         Ok(out)
+    }
+
+    /// The summary of the first bytes the allow-lists cover.
+    pub fn allow_first(&self) -> Result<AllowFirst, MapsError> {
+        let n = map_names::ALLOW_FIRST;
+        let arr: Array<&MapData, AllowFirst> = Array::try_from(self.map(n)?).map_err(op(n, "open"))?;
+        arr.get(&0, 0).map_err(op(n, "read"))
+    }
+
+    fn set_allow_first(&mut self, f: &AllowFirst) -> Result<(), MapsError> {
+        let n = map_names::ALLOW_FIRST;
+        let mut arr: Array<&mut MapData, AllowFirst> = Array::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
+        arr.set(0, f, 0).map_err(op(n, "write"))
+    }
+
+    /// Rewrite the summary of the first bytes the allow-lists cover from
+    /// the lists themselves (after any change to them: removals leave it a
+    /// superset until then).
+    pub fn sync_allow_first(&mut self) -> Result<(), MapsError> {
+        let allows = self.allows()?;
+        let f = AllowFirst::of(allows.iter().map(|p| (first_byte(p.addr), p.len, p.addr.is_ipv6())));
+        self.set_allow_first(&f)
     }
 
     fn any_allow(&self) -> Result<bool, MapsError> {
@@ -391,6 +455,14 @@ impl<'a> Maps<'a> {
         let m: HashMap<&MapData, tcpguard_common::FlowKey, tcpguard_common::HalfOpen> =
             HashMap::try_from(self.map(n)?).map_err(op(n, "open"))?;
         Ok(m.keys().flatten().count())
+    }
+}
+
+/// The first byte of an address (IPv4's first octet).
+fn first_byte(a: IpAddr) -> u8 {
+    match a {
+        IpAddr::V4(a) => a.octets()[0],
+        IpAddr::V6(a) => a.octets()[0],
     }
 }
 

@@ -24,7 +24,9 @@ use tcpguard::{
 };
 use tcpguard_common::{
     craft::{fold, sum16, Craft},
+    map_names,
     parse::{ETH_P_8021AD, ETH_P_8021Q, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    quick::{AllowFirst, LOCAL_V4_SLOTS},
     sketch,
     synack::decode_tsecr,
     AttackState, Counter,
@@ -547,6 +549,39 @@ fn only_frames_for_the_host_itself_are_answered_or_dropped() {
         let fwd = Craft::v4(CLIENT, other, 2004, 80).macs(CLIENT_MAC, SERVER_MAC).flags(TCP_SYN).seq(1).build();
         assert_eq!(run(&dp, &fwd), XDP_PASS);
     });
+    // More IPv4 addresses than the cache line holds: it says "unknown" and
+    // the hash decides, for the last added as for the first.
+    let many: Vec<IpAddr> = (1..=LOCAL_V4_SLOTS as u8 + 1).map(|i| IpAddr::from([198, 51, 100, i])).collect();
+    let mut m = Maps::new(&mut dp.ebpf);
+    m.change_locals(&many, &[]).unwrap();
+    assert_eq!(m.local_v4().unwrap().known, 0, "more addresses than fit");
+    ns.with_listeners(|| {
+        for (i, a) in [many[0], many[LOCAL_V4_SLOTS]].into_iter().enumerate() {
+            let IpAddr::V4(a) = a else { unreachable!() };
+            let syn = Craft::v4(CLIENT, a.octets(), 2010 + i as u16, 80).macs(CLIENT_MAC, SERVER_MAC);
+            assert_eq!(run(&dp, &syn.flags(TCP_SYN).seq(1).build()), XDP_TX, "{a} through the hash");
+        }
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &fwd_syn(other, 2012)), XDP_PASS));
+        assert_eq!(d, want(&[(Syn, 1), (AttackSyn, 1), (NotForHost, 1), (PassTcp, 1)]));
+    });
+    // Back under the limit: the cache line knows again, without the one
+    // removed.
+    let mut m = Maps::new(&mut dp.ebpf);
+    m.change_locals(&[], &many[1..]).unwrap();
+    let l = m.local_v4().unwrap();
+    assert_eq!(l.known, 1);
+    ns.with_listeners(|| {
+        let IpAddr::V4(first) = many[0] else { unreachable!() };
+        assert_eq!(run(&dp, &fwd_syn(first.octets(), 2013)), XDP_TX);
+        let IpAddr::V4(gone) = many[1] else { unreachable!() };
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &fwd_syn(gone.octets(), 2014)), XDP_PASS));
+        assert_eq!(d, want(&[(Syn, 1), (AttackSyn, 1), (NotForHost, 1), (PassTcp, 1)]));
+    });
+}
+
+/// A SYN from the client to `dst` on port 80, to the server's MAC.
+fn fwd_syn(dst: [u8; 4], sport: u16) -> Vec<u8> {
+    Craft::v4(CLIENT, dst, sport, 80).macs(CLIENT_MAC, SERVER_MAC).flags(TCP_SYN).seq(1).build()
 }
 
 #[test]
@@ -582,6 +617,36 @@ fn allow_listed_sources_and_monitor_mode_are_never_answered() {
         let d = moved(&mut dp, |dp| assert_eq!(run(dp, &syn4(1000, 1).build()), XDP_PASS));
         assert_eq!(d, want(&[(Syn, 1), (AttackSyn, 1), (CookieSkipAllowed, 1), (PassTcp, 1)]));
     });
+    // The first-byte summary: a source no entry's first byte covers is
+    // answered without the trie; an entry the daemon adds is in effect at
+    // once (the summary is widened before the trie gets it), and one it
+    // removes leaves a wider summary, which only costs a trie lookup.
+    let other = [11, 0, 0, 1];
+    let from_other = |port| Craft::v4(other, SERVER, port, 80).flags(TCP_SYN).seq(1).syn_options().build();
+    let f = Maps::new(&mut dp.ebpf).allow_first().unwrap();
+    assert!(f.known == 1 && f.may_hold(CLIENT[0], false) && !f.may_hold(other[0], false));
+    ns.with_listeners(|| assert_eq!(run(&dp, &from_other(1010)), XDP_TX));
+    let eleven = "11.0.0.0/8".parse::<Prefix>().unwrap();
+    Maps::new(&mut dp.ebpf).insert_allow(&eleven, 0).unwrap();
+    ns.with_listeners(|| {
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &from_other(1011)), XDP_PASS));
+        assert_eq!(d, want(&[(Syn, 1), (AttackSyn, 1), (CookieSkipAllowed, 1), (PassTcp, 1)]));
+    });
+    let mut m = Maps::new(&mut dp.ebpf);
+    assert!(m.remove_allow(&eleven).unwrap());
+    assert!(m.allow_first().unwrap().may_hold(other[0], false), "a superset until synced");
+    ns.with_listeners(|| assert_eq!(run(&dp, &from_other(1012)), XDP_TX));
+    // A summary never written (a map from before it existed): the trie.
+    let mut m = Maps::new(&mut dp.ebpf);
+    m.insert_allow(&eleven, 0).unwrap();
+    clear_allow_first(&mut dp);
+    ns.with_listeners(|| {
+        let d = moved(&mut dp, |dp| assert_eq!(run(dp, &from_other(1013)), XDP_PASS));
+        assert_eq!(d, want(&[(Syn, 1), (AttackSyn, 1), (CookieSkipAllowed, 1), (PassTcp, 1)]));
+    });
+    let mut m = Maps::new(&mut dp.ebpf);
+    m.disallow(&eleven).unwrap();
+    assert!(!m.allow_first().unwrap().may_hold(other[0], false), "synced to the lists");
     let mut m = Maps::new(&mut dp.ebpf);
     m.disallow(&Prefix::host(IpAddr::from(CLIENT))).unwrap();
     let s = m.settings().unwrap();
@@ -915,4 +980,11 @@ fn leaving_attack_mode_restores_tracking() {
         .unwrap();
     let d = moved(&mut dp, |dp| assert_eq!(run(dp, &syn4(1001, 1).build()), XDP_PASS));
     assert!(d.contains(&(HalfOpenOpened.name(), 1)) && !d.iter().any(|(n, _)| *n == AttackSyn.name()), "{d:?}");
+}
+
+/// `ALLOW_FIRST` back to all zero, as a map made before it was written.
+fn clear_allow_first(dp: &mut Datapath) {
+    let map = dp.ebpf.map_mut(map_names::ALLOW_FIRST).unwrap();
+    let mut arr: aya::maps::Array<&mut aya::maps::MapData, AllowFirst> = aya::maps::Array::try_from(map).unwrap();
+    arr.set(0, AllowFirst::default(), 0).unwrap();
 }

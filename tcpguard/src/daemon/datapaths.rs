@@ -292,8 +292,11 @@ impl Datapaths {
     }
 
     /// Re-read an interface's lists (are they empty?) and write its settings.
+    /// The allow-lists' first-byte summary is rewritten from the lists too.
     fn lists_changed(cfg: Option<&Config>, host: &HostFacts, i: &mut Iface) -> Result<(), MapsError> {
-        (i.has_blocks, i.has_allows) = Maps::new(&mut i.dp.ebpf).lists_nonempty()?;
+        let mut m = Maps::new(&mut i.dp.ebpf);
+        m.sync_allow_first()?;
+        (i.has_blocks, i.has_allows) = m.lists_nonempty()?;
         Self::write_settings(cfg, host, i)
     }
 

@@ -124,15 +124,7 @@ impl Datapaths {
             Ok(addrs) if addrs != self.local => {
                 let added: Vec<IpAddr> = addrs.iter().filter(|a| !self.local.contains(a)).copied().collect();
                 let gone: Vec<IpAddr> = self.local.iter().filter(|a| !addrs.contains(a)).copied().collect();
-                let r = self.each(|_, m| {
-                    for a in &added {
-                        m.add_local(*a)?;
-                    }
-                    for a in &gone {
-                        m.remove_local(*a)?;
-                    }
-                    Ok(())
-                });
+                let r = self.each(|_, m| m.change_locals(&added, &gone));
                 match r {
                     Ok(_) => {
                         log::info!(

@@ -46,6 +46,11 @@ pub enum Setup {
     /// path costs by itself).
     #[serde(rename = "p")]
     KernelPassXdp,
+    /// A control for the SYN flood: (b) with the bare XDP responder on the
+    /// attacker-facing interface (raw cookie and rewrite, none of
+    /// tcpguard's checks or accounting): the floor of answering from XDP.
+    #[serde(rename = "r")]
+    BareResponder,
 }
 
 impl Setup {
@@ -64,6 +69,7 @@ impl Setup {
             Setup::TcpguardAuto => "(d) tcpguard auto, kernel cookies",
             Setup::TcpguardAttackMode => "(e) tcpguard auto, attack mode (XDP cookies)",
             Setup::KernelPassXdp => "(p) control: (b) with a pass-all XDP program",
+            Setup::BareResponder => "(r) control: (b) with a bare XDP responder (no checks, no accounting)",
         }
     }
 }
@@ -232,14 +238,21 @@ fn point_of(setup: Setup, pps: u64, secs: f64, kind: FloodKind) -> Result<Point>
     // flood comes in by, detached when `pass` drops. Its own bpf_stats are
     // the floor of the XDP ns column: what the kernel's accounting of a run
     // (two clock reads) and the dispatch cost with no work at all.
-    let pass = match setup {
-        Setup::KernelPassXdp => {
-            let mut b = crate::lab::baselines::Baselines::load().context("pass-all XDP program")?;
-            let dev = att.srv_if.clone();
-            lab.server.run(|| b.attach_xdp(&dev))?.context("attaching the pass-all XDP program")?;
-            Some(b)
-        }
+    // The bare responder (r) likewise: the floor of answering from XDP.
+    use crate::lab::baselines::{Baselines, XDP_BARE, XDP_PASS};
+    let control = match setup {
+        Setup::KernelPassXdp => Some(XDP_PASS),
+        Setup::BareResponder => Some(XDP_BARE),
         _ => None,
+    };
+    let pass = match control {
+        Some(name) => {
+            let mut b = Baselines::load().context("the control XDP programs")?;
+            let dev = att.srv_if.clone();
+            lab.server.run(|| b.attach_named(name, &dev))?.with_context(|| format!("attaching {name}"))?;
+            Some((b, name))
+        }
+        None => None,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let fspec = FloodSpec { kind, ..spec(&att, spoofed(), pps, secs, 0xbe4c + pps) };
@@ -247,7 +260,7 @@ fn point_of(setup: Setup, pps: u64, secs: f64, kind: FloodKind) -> Result<Point>
     let rx0 = rx_packets(&lab.server, &att.srv_if)?;
     let (soft0, tot0) = cpu_times();
     let stats = || match &pass {
-        Some(b) => b.xdp().info().map_or((0, 0), |i| (i.run_time().as_nanos() as u64, i.run_count())),
+        Some((b, name)) => b.xdp_named(name).info().map_or((0, 0), |i| (i.run_time().as_nanos() as u64, i.run_count())),
         None => xdp_stats(),
     };
     let (run0, cnt0) = stats();
@@ -442,15 +455,16 @@ pub fn ack_side_by_side(secs: f64) -> Result<String> {
 }
 
 /// A spoofed SYN flood at the generator's full rate, the kernel alone (b),
-/// the pass-all control (p) (its XDP ns: the floor of that column) and
-/// tcpguard's default (e), `rounds` times alternating: the quick form of the
+/// the pass-all control (p) (its XDP ns: the floor of that column), the
+/// bare responder (r) (the floor of answering from XDP) and tcpguard's
+/// default (e), `rounds` times alternating: the quick form of the
 /// full-rate rows of `bench flood`, for measuring one datapath change at a
 /// time. A markdown table.
 pub fn syn_side_by_side(secs: f64, rounds: usize) -> Result<String> {
     side_by_side("SYN", secs, |secs| {
         let mut v = Vec::new();
         for _ in 0..rounds.max(1) {
-            for s in [Setup::KernelCookies, Setup::KernelPassXdp, Setup::TcpguardAttackMode] {
+            for s in [Setup::KernelCookies, Setup::KernelPassXdp, Setup::BareResponder, Setup::TcpguardAttackMode] {
                 v.push(point(s, 0, secs)?);
             }
         }
