@@ -12,6 +12,8 @@ pub fn rate_step(w: &mut RateWindow, now_ns: u64, threshold: u64) -> bool {
     if now_ns.wrapping_sub(w.win_start_ns) >= ATTACK_WINDOW_NS {
         w.win_start_ns = now_ns;
         w.win_syns = 0;
+        // A fresh seed for the sampling draw each window.
+        w.rng = 0;
     }
     w.win_syns += 1;
     let ep = sketch::epoch(now_ns);

@@ -414,6 +414,10 @@ pub struct RateWindow {
     /// Sketch epoch (see [`crate::sketch::epoch`]) and this CPU's SYNs in it.
     pub epoch: u64,
     pub epoch_syns: u64,
+    /// The sketch's one-in-`ACCOUNT_EVERY` draw: this CPU's xorshift64
+    /// state ([`crate::sketch::next_random`]), seeded from the kernel's
+    /// random again whenever it is 0, which every new window sets.
+    pub rng: u64,
 }
 
 /// Sent on the `EVENTS` ring buffer when the datapath enters attack mode by
@@ -527,7 +531,7 @@ mod tests {
     fn sizes_have_no_hidden_padding() {
         assert_eq!(size_of::<Settings>(), 96);
         assert_eq!(size_of::<AttackState>(), 48);
-        assert_eq!(size_of::<RateWindow>(), 32);
+        assert_eq!(size_of::<RateWindow>(), 40);
         assert_ne!(size_of::<ModeEvent>(), size_of::<HeavyEvent>(), "told apart by size");
         assert_eq!(size_of::<HeavyEvent>(), 40);
         assert_eq!(size_of::<AggEvent>(), 32);

@@ -76,10 +76,14 @@ pub(crate) fn on_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPa
             sketch::hll_add(unsafe { &mut *r }, h);
         }
     }
-    // The sketch: one SYN in `ACCOUNT_EVERY`, chosen at random, its
-    // estimates scaled back.
-    // SAFETY: helper without arguments.
-    let est = if sketch::counted(unsafe { bpf_get_prandom_u32() }) { account(c, s, p, w, now) } else { 0 };
+    // The sketch: one SYN in `ACCOUNT_EVERY`, chosen at random (this CPU's
+    // xorshift stream, seeded from the kernel each window), its estimates
+    // scaled back.
+    if w.rng == 0 {
+        // SAFETY: helper without arguments.
+        w.rng = unsafe { sketch::seed(bpf_get_prandom_u32(), bpf_get_prandom_u32()) };
+    }
+    let est = if sketch::counted(sketch::next_random(&mut w.rng)) { account(c, s, p, w, now) } else { 0 };
     let promote = tcpguard_common::promote_threshold(s);
     let heavy = est != 0 && promote != 0 && sketch::promote_estimate(est, w.epoch_syns) >= promote;
     let sampled = c.get(Counter::AttackSyn) % s.sample_every() == 0;
