@@ -537,6 +537,19 @@ pub fn run(quick: bool) -> Result<FloodBench> {
             out.points.push(p);
         }
     }
+    // The floors of the full-rate row's XDP ns column: the pass-all
+    // control (p) (bpf_stats' own accounting and the dispatch) and the bare
+    // responder (r) (any XDP responder's parse, cookie and rewrite).
+    for s in [Setup::KernelPassXdp, Setup::BareResponder] {
+        let p = point(s, 0, secs)?;
+        eprintln!(
+            "{:<46} full rate: softirq {:>6.0} ns/rx xdp {:>6.0} ns",
+            s.label(),
+            p.softirq_ns_per_rx,
+            p.xdp_ns_per_packet.unwrap_or(f64::NAN)
+        );
+        out.points.push(p);
+    }
     for p in ack_points(secs)? {
         eprintln!(
             "{:<46} ACK flood, full rate (sent {:>7.0}, rx {:>7.0}): legit {:>5.1}% p99 {:>7.2} ms {:>6.0} ns/rx xdp \
