@@ -152,11 +152,31 @@ fn a_peer_program_removed_mid_flood_falls_back_within_a_tick_and_xdp_returns() {
     let after = failed(&f);
     assert_eq!(before, after, "failed transmits still growing after the fallback");
     // The driver's own counter (ethtool, veth's rx_queue_N_xdp_tx_errors)
-    // says the same: every frame it failed to send, the watch counted.
-    let v = status(&f).unwrap();
-    let driver = iface(&v, &lab.srv_if)["driver_xdp_tx_errors"].as_u64().expect("veth has the statistic");
-    eprintln!("failed transmits: tracepoints {after}, driver {driver}");
-    assert_eq!(driver, after, "the two witnesses disagree");
+    // says the same: every frame it failed to send, the watch counted. The
+    // daemon reads the two at different points of its tick, so they are
+    // compared in one snapshot once both have stopped moving (up to three
+    // ticks); a disagreement then fails with both sides in full.
+    let witnesses = |v: &serde_json::Value| {
+        let i = iface(v, &lab.srv_if);
+        (i["driver_xdp_tx_errors"].as_u64().expect("veth has the statistic"), i["xdp_tx_failed"].as_u64().unwrap())
+    };
+    let mut v = status(&f).unwrap();
+    for _ in 0..3 {
+        let (driver, watch) = witnesses(&v);
+        if driver == watch && watch == after {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(TICK_MS));
+        v = status(&f).unwrap();
+    }
+    let (driver, watch) = witnesses(&v);
+    eprintln!("failed transmits: tracepoints {after} (this interface {watch}), driver {driver}");
+    assert_eq!(
+        (driver, watch),
+        (after, after),
+        "the two witnesses disagree (driver, this interface's watch) against all interfaces' watch; status: {:#}",
+        iface(&v, &lab.srv_if)
+    );
     let metrics = scrape(&lab);
     let series = |n: &str| format!("{n}{{interface=\"{}\"}}", lab.srv_if);
     assert_eq!(metric(&metrics, &series("tcpguard_interface_responder_xdp")), 0.0);
