@@ -72,24 +72,28 @@ impl ParseError {
     }
 }
 
-/// The fields of a TCP segment the datapath needs.
+/// The fields of a TCP segment the datapath needs. Eight-byte aligned with
+/// the addresses first: the BPF target has no unaligned loads, so only an
+/// address known to be aligned is read (hashed, copied into a map key) in
+/// words rather than byte by byte.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TcpPacket {
     /// Source/destination; IPv4 as IPv4-mapped IPv6.
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
-    pub is_v6: bool,
-    pub sport: u16,
-    pub dport: u16,
     pub seq: u32,
     pub ack: u32,
-    pub flags: u8,
-    /// TCP header length in 32-bit words (5..=15).
-    pub doff: u8,
+    pub sport: u16,
+    pub dport: u16,
     /// Offset of the IP header in the frame (after Ethernet and VLAN tags).
     pub l3_off: u16,
     /// Offset of the TCP header in the frame.
     pub l4_off: u16,
+    pub is_v6: bool,
+    pub flags: u8,
+    /// TCP header length in 32-bit words (5..=15).
+    pub doff: u8,
 }
 
 impl TcpPacket {

@@ -253,15 +253,16 @@ const fn per_window(rate: u64) -> u64 {
     }
 }
 
-/// A source address: IPv4 as IPv4-mapped IPv6 (`::ffff:a.b.c.d`).
-#[repr(C)]
+/// A source address: IPv4 as IPv4-mapped IPv6 (`::ffff:a.b.c.d`). Eight-byte
+/// aligned, as `FlowKey`: a key built on the BPF stack is written in words.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SrcKey {
     pub addr: [u8; 16],
 }
 
 /// Connection 4-tuple from the client's side (client = source of the SYN).
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub saddr: [u8; 16],
