@@ -19,6 +19,8 @@ pub const XDP_PASS: &str = "xdp_pass";
 pub const TC_PASS: &str = "tc_pass";
 /// The bare responder's name in the object.
 pub const XDP_BARE: &str = "xdp_bare_responder";
+/// xdp-filter's per-packet statistics record alone.
+pub const XDP_STATS: &str = "xdp_stats_record";
 
 /// Both baselines, loaded and verified (their own copy of the object, with
 /// small maps they never touch).
@@ -31,7 +33,7 @@ impl Baselines {
         let mut loader = EbpfLoader::new();
         loader.map_max_entries(map_names::HALF_OPEN, 1024).map_max_entries(map_names::SRC_STATS, 1024);
         let mut ebpf = loader.load(OBJECT).map_err(LoaderError::Load)?;
-        for name in [XDP_PASS, XDP_BARE] {
+        for name in [XDP_PASS, XDP_BARE, XDP_STATS] {
             program_mut::<Xdp>(&mut ebpf, name)?.load().map_err(|source| LoaderError::Verify { name, source })?;
         }
         let name = TC_PASS;
@@ -46,7 +48,7 @@ impl Baselines {
         self.xdp_named(XDP_PASS)
     }
 
-    /// One of the XDP programs ([`XDP_PASS`], [`XDP_BARE`]).
+    /// One of the XDP programs ([`XDP_PASS`], [`XDP_BARE`], [`XDP_STATS`]).
     pub fn xdp_named(&self, name: &str) -> &Xdp {
         self.ebpf.program(name).and_then(|p| p.try_into().ok()).expect("loaded in Baselines::load")
     }

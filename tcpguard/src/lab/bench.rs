@@ -324,6 +324,21 @@ fn repeat_rows(repeat: u32, rounds: usize) -> anyhow::Result<Vec<Row>> {
     let udp = Craft::v4(src(1), DST, 5353, 53).l4_proto(17).build();
     let (ns, base) = paired_repeat(&dp, &pass, &udp, repeat, rounds)?;
     rows.push(Row { name: "non-TCP (UDP)", regime: "repeat", ns, base_ns: base, target: Some(1.2), ..Row::default() });
+    // The yardstick of the fixed part: xdp-filter's per-packet statistics
+    // record (one per-CPU lookup by action, packets and bytes raised), run
+    // on the same frame against the same empty program.
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        b.push(repeat_ns(pass.xdp(), &udp, repeat)?);
+        a.push(repeat_ns(pass.xdp_named(crate::lab::baselines::XDP_STATS), &udp, repeat)?);
+    }
+    rows.push(Row {
+        name: "yardstick: xdp-filter's stats record alone",
+        regime: "repeat",
+        ns: median(&mut a),
+        base_ns: median(&mut b),
+        ..Row::default()
+    });
 
     let data = Craft::v4(src(2), DST, 40000, 80).flags(TCP_ACK).seq(5).ack(9).payload(&[0u8; 64]).build();
     let (ns, base) = paired_repeat(&dp, &pass, &data, repeat, rounds)?;
