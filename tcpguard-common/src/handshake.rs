@@ -143,10 +143,13 @@ pub fn closed_mark(now_ns: u64) -> u8 {
 }
 
 /// Whether the 4-tuple's slot was closed by the server recently enough
-/// that a TIME_WAIT socket may hold it.
+/// that a TIME_WAIT socket may hold it. A mark one unit ahead of `now_ns`
+/// counts too: the reader's clock may be a few milliseconds behind the
+/// writer's (a per-CPU cached coarse clock), across a unit's boundary.
 #[inline(always)]
 pub fn closed_recently(mark: u8, now_ns: u64) -> bool {
-    mark != 0 && (u16::from(closed_mark(now_ns)) + 255 - u16::from(mark)) % 255 <= u16::from(CLOSED_UNITS)
+    let age = (u16::from(closed_mark(now_ns)) + 255 - u16::from(mark)) % 255;
+    mark != 0 && (age <= u16::from(CLOSED_UNITS) || age == 254)
 }
 
 /// Whether a SYN may be answered from XDP without a socket lookup: the
@@ -306,6 +309,10 @@ mod tests {
                 assert!(!answer_without_lookup(c + dt, m, c + dt + 1));
             }
             assert!(!closed_recently(m, c + 70_000_000_000), "closed at {c}, 70 s later");
+            // Read with a clock up to 10 ms behind the writer's.
+            for lag in [1, 4_000_000, 10_000_000] {
+                assert!(closed_recently(m, c.saturating_sub(lag)), "closed at {c}, read {lag} ns before");
+            }
         }
         assert!(!closed_recently(0, t), "never closed");
         assert_eq!(listener_slot(80, false), 80);

@@ -419,6 +419,10 @@ pub struct RateWindow {
     /// state ([`crate::sketch::next_random`]), seeded from the kernel's
     /// random again whenever it is 0, which every new window sets.
     pub rng: u64,
+    /// Attack mode's clock: the coarse clock read once per jiffy on this
+    /// CPU (`clock_ns`, at `clock_jiffies`), for the SYNs of that jiffy.
+    pub clock_jiffies: u64,
+    pub clock_ns: u64,
 }
 
 /// Sent on the `EVENTS` ring buffer when the datapath enters attack mode by
@@ -532,7 +536,7 @@ mod tests {
     fn sizes_have_no_hidden_padding() {
         assert_eq!(size_of::<Settings>(), 96);
         assert_eq!(size_of::<AttackState>(), 48);
-        assert_eq!(size_of::<RateWindow>(), 40);
+        assert_eq!(size_of::<RateWindow>(), 56);
         assert_ne!(size_of::<ModeEvent>(), size_of::<HeavyEvent>(), "told apart by size");
         assert_eq!(size_of::<HeavyEvent>(), 40);
         assert_eq!(size_of::<AggEvent>(), 32);

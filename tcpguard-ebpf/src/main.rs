@@ -65,7 +65,7 @@ use tcpguard_common::{
 
 use crate::{
     ack::{attack_ack, on_ack, on_rst, AckCheck},
-    context::{bump, bump_dyn, coarse_ns, ld, now_ns, parse_frame, plain_ipv4_proto},
+    context::{attack_clock_ns, bump, bump_dyn, coarse_ns, ld, now_ns, parse_frame, plain_ipv4_proto},
     lists::{blocked, judge},
     maps::{ALLOW_FIRST, ALLOW_V4, BLOCK_V4, COUNTERS, PORTS, SETTINGS, SRC_STATS, SYN_SEEN},
     responder::{answer_syn, KERNEL_ANSWERS},
@@ -273,8 +273,9 @@ fn on_tcp(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket, unblo
         // One clock read for the SYN's accounting and its answer; in attack
         // mode the coarse clock (a tick's resolution is plenty for the
         // sketch's epochs, the answer's timestamp and the listener's
-        // freshness, and on a VM the precise one costs ~80 ns a read).
-        let now = if attack_active() { coarse_ns() } else { now_ns() };
+        // freshness, and on a VM the precise one costs ~80 ns a read),
+        // itself read once per jiffy per CPU.
+        let now = if attack_active() { attack_clock_ns() } else { now_ns() };
         let v = on_syn(ctx, c, s, p, now);
         if v != RESPOND {
             return v;
