@@ -131,6 +131,10 @@ pub struct FloodBench {
     /// A spoofed ACK flood at the generator's full rate: (b) the kernel
     /// alone, (e) tcpguard's default.
     pub ack_points: Vec<Point>,
+    /// The full-rate comparison on its own: (b), (p), (r) and (e)
+    /// alternating for several rounds, so that each figure is a median
+    /// rather than one 6 s run.
+    pub full_rounds: Vec<Point>,
     pub latency: Vec<Latency>,
     pub daemon: DaemonCost,
 }
@@ -507,6 +511,9 @@ fn ack_points(secs: f64) -> Result<Vec<Point>> {
         .collect()
 }
 
+/// Rounds of the full-rate comparison in `bench flood`.
+const FULL_ROUNDS: usize = 3;
+
 pub fn run(quick: bool) -> Result<FloodBench> {
     crate::lab::sweep_stale();
     let secs = if quick { 3.0 } else { 6.0 };
@@ -537,18 +544,21 @@ pub fn run(quick: bool) -> Result<FloodBench> {
             out.points.push(p);
         }
     }
-    // The floors of the full-rate row's XDP ns column: the pass-all
-    // control (p) (bpf_stats' own accounting and the dispatch) and the bare
-    // responder (r) (any XDP responder's parse, cookie and rewrite).
-    for s in [Setup::KernelPassXdp, Setup::BareResponder] {
-        let p = point(s, 0, secs)?;
-        eprintln!(
-            "{:<46} full rate: softirq {:>6.0} ns/rx xdp {:>6.0} ns",
-            s.label(),
-            p.softirq_ns_per_rx,
-            p.xdp_ns_per_packet.unwrap_or(f64::NAN)
-        );
-        out.points.push(p);
+    // The full-rate comparison, alternating rounds, with the floors of its
+    // XDP ns column: the pass-all control (p) (bpf_stats' own accounting
+    // and the dispatch) and the bare responder (r) (any XDP responder's
+    // parse, cookie and rewrite).
+    for round in 0..if quick { 1 } else { FULL_ROUNDS } {
+        for s in [Setup::KernelCookies, Setup::KernelPassXdp, Setup::BareResponder, Setup::TcpguardAttackMode] {
+            let p = point(s, 0, secs)?;
+            eprintln!(
+                "round {round}: {:<46} full rate: softirq {:>6.0} ns/rx xdp {:>6.0} ns",
+                s.label(),
+                p.softirq_ns_per_rx,
+                p.xdp_ns_per_packet.unwrap_or(f64::NAN)
+            );
+            out.full_rounds.push(p);
+        }
     }
     for p in ack_points(secs)? {
         eprintln!(
