@@ -120,27 +120,31 @@ impl<'a> Maps<'a> {
 
     /// The IPv4 cache line of the local addresses.
     pub fn local_v4(&self) -> Result<LocalV4, MapsError> {
-        let n = map_names::LOCAL_V4;
-        let arr: Array<&MapData, LocalV4> = Array::try_from(self.map(n)?).map_err(op(n, "open"))?;
-        arr.get(&0, 0).map_err(op(n, "read"))
+        self.one(map_names::LOCAL_V4)
     }
 
     fn set_local_v4(&mut self, l: &LocalV4) -> Result<(), MapsError> {
-        let n = map_names::LOCAL_V4;
-        let mut arr: Array<&mut MapData, LocalV4> = Array::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
-        arr.set(0, l, 0).map_err(op(n, "write"))
+        self.set_one(map_names::LOCAL_V4, l)
     }
 
-    pub fn settings(&self) -> Result<Settings, MapsError> {
-        let n = map_names::SETTINGS;
-        let arr: Array<&MapData, Settings> = Array::try_from(self.map(n)?).map_err(op(n, "open"))?;
+    /// The value of a one-entry array map.
+    fn one<T: aya::Pod>(&self, n: &'static str) -> Result<T, MapsError> {
+        let arr: Array<&MapData, T> = Array::try_from(self.map(n)?).map_err(op(n, "open"))?;
         arr.get(&0, 0).map_err(op(n, "read"))
     }
 
+    /// Write the value of a one-entry array map.
+    fn set_one<T: aya::Pod>(&mut self, n: &'static str, v: &T) -> Result<(), MapsError> {
+        let mut arr: Array<&mut MapData, T> = Array::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
+        arr.set(0, v, 0).map_err(op(n, "write"))
+    }
+
+    pub fn settings(&self) -> Result<Settings, MapsError> {
+        self.one(map_names::SETTINGS)
+    }
+
     pub fn set_settings(&mut self, s: &Settings) -> Result<(), MapsError> {
-        let n = map_names::SETTINGS;
-        let mut arr: Array<&mut MapData, Settings> = Array::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
-        arr.set(0, s, 0).map_err(op(n, "write"))
+        self.set_one(map_names::SETTINGS, s)
     }
 
     /// Replace the protected-port set (an empty set with the port filter
@@ -326,15 +330,11 @@ impl<'a> Maps<'a> {
 
     /// The summary of the first bytes the allow-lists cover.
     pub fn allow_first(&self) -> Result<AllowFirst, MapsError> {
-        let n = map_names::ALLOW_FIRST;
-        let arr: Array<&MapData, AllowFirst> = Array::try_from(self.map(n)?).map_err(op(n, "open"))?;
-        arr.get(&0, 0).map_err(op(n, "read"))
+        self.one(map_names::ALLOW_FIRST)
     }
 
     fn set_allow_first(&mut self, f: &AllowFirst) -> Result<(), MapsError> {
-        let n = map_names::ALLOW_FIRST;
-        let mut arr: Array<&mut MapData, AllowFirst> = Array::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
-        arr.set(0, f, 0).map_err(op(n, "write"))
+        self.set_one(map_names::ALLOW_FIRST, f)
     }
 
     /// Rewrite the summary of the first bytes the allow-lists cover from
@@ -376,13 +376,11 @@ impl<'a> Maps<'a> {
     }
 
     fn mode_state(&self, n: &'static str) -> Result<AttackState, MapsError> {
-        let arr: Array<&MapData, AttackState> = Array::try_from(self.map(n)?).map_err(op(n, "open"))?;
-        arr.get(&0, 0).map_err(op(n, "read"))
+        self.one(n)
     }
 
     fn set_mode_state(&mut self, n: &'static str, a: &AttackState) -> Result<(), MapsError> {
-        let mut arr: Array<&mut MapData, AttackState> = Array::try_from(self.map_mut(n)?).map_err(op(n, "open"))?;
-        arr.set(0, a, 0).map_err(op(n, "write"))
+        self.set_one(n, a)
     }
 
     /// Every CPU's distinct-source registers.
