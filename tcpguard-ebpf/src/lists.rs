@@ -14,20 +14,26 @@ use crate::{
     maps::{ALLOW_FIRST, ALLOW_V4, ALLOW_V6, BLOCK_V4, BLOCK_V6},
 };
 
+/// Whether an allow-list entry can cover a source whose first byte is
+/// `first`: false means not allow-listed, with no walk of the trie.
+#[inline(always)]
+fn may_be_allowed(first: u8, v6: bool) -> bool {
+    ALLOW_FIRST.get(0).is_none_or(|f| f.may_hold(first, v6))
+}
+
 #[inline(always)]
 pub(crate) fn allowed(p: &TcpPacket) -> bool {
-    // No entry covers the source's first byte: not allow-listed, no walk.
-    let first = if p.is_v6 { p.saddr[0] } else { p.saddr[12] };
-    if let Some(f) = ALLOW_FIRST.get(0) {
-        if !f.may_hold(first, p.is_v6) {
-            return false;
-        }
-    }
     if p.is_v6 {
-        ALLOW_V6.get(Key::new(128, p.saddr)).is_some()
+        may_be_allowed(p.saddr[0], true) && ALLOW_V6.get(Key::new(128, p.saddr)).is_some()
     } else {
-        ALLOW_V4.get(Key::new(32, v4(p))).is_some()
+        allowed_v4(v4(p))
     }
+}
+
+/// An IPv4 source (its four bytes) allow-listed.
+#[inline(always)]
+pub(crate) fn allowed_v4(src: [u8; 4]) -> bool {
+    may_be_allowed(src[0], false) && ALLOW_V4.get(Key::new(32, src)).is_some()
 }
 
 /// Allow-listed, when the allow-lists hold anything at all.

@@ -66,8 +66,8 @@ use tcpguard_common::{
 use crate::{
     ack::{attack_ack, on_ack, on_rst, AckCheck},
     context::{attack_clock_ns, bump, bump_dyn, coarse_ns, ld, now_ns, parse_frame, plain_ipv4_proto},
-    lists::{blocked, judge},
-    maps::{ALLOW_FIRST, ALLOW_V4, BLOCK_V4, COUNTERS, PORTS, SETTINGS, SRC_STATS, SYN_SEEN},
+    lists::{allowed_v4, blocked, judge},
+    maps::{BLOCK_V4, COUNTERS, PORTS, SETTINGS, SRC_STATS, SYN_SEEN},
     responder::{answer_syn, KERNEL_ANSWERS},
     syn::{acks_checked, attack_active, on_syn, RESPOND},
 };
@@ -228,9 +228,7 @@ fn fast(ctx: &XdpContext, c: &mut Counters) -> Option<u32> {
             if e.expires_ns != 0 && coarse_ns() >= e.expires_ns {
                 return None;
             }
-            let allowed = s.flags & FLAG_HAS_ALLOWS != 0
-                && ALLOW_FIRST.get(0).is_none_or(|f| f.may_hold(src4[0], false))
-                && ALLOW_V4.get(Key::new(32, src4)).is_some();
+            let allowed = s.flags & FLAG_HAS_ALLOWS != 0 && allowed_v4(src4);
             let syn = flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN;
             let v = tcpguard_common::verdict::decide(s.flags, Rule::Blocked, allowed, syn);
             if !v.drop {
