@@ -7,12 +7,15 @@
 //!   one cache line. The responder's "is this SYN for this host" is then a
 //!   few word compares instead of a hash of a 16-byte key (measured at
 //!   about 70 ns a SYN under a full-rate flood on this VM).
-//! - [`AllowFirst`]: which first bytes of an address (IPv4's first octet,
-//!   IPv6's first byte) any allow-list entry covers. A source whose first
-//!   byte none covers is not allow-listed, without the LPM trie's walk
-//!   (about 22 ns a SYN; the default config allow-lists 127.0.0.0/8 and
-//!   ::1, so the trie is never empty). A superset is always safe: a bit set
-//!   for nothing costs a trie lookup, never a wrong verdict.
+//! - [`FirstBytes`]: which first bytes of an address (IPv4's first octet,
+//!   IPv6's first byte) any entry of a list covers, one for the allow-lists
+//!   (`ALLOW_FIRST`) and one for the block-lists (`BLOCK_FIRST`). A source
+//!   whose first byte none covers is not on the list, without the LPM
+//!   trie's walk (about 22 ns a SYN for the allow-list, which the default
+//!   config never leaves empty: 127.0.0.0/8 and ::1; about 18 ns on every
+//!   TCP packet for a block-list that holds anything, as during a flood
+//!   the daemon blocks heavy sources of). A superset is always safe: a bit
+//!   set for nothing costs a trie lookup, never a wrong verdict.
 
 /// Addresses [`LocalV4`] holds (one 64-byte cache line with its count).
 pub const LOCAL_V4_SLOTS: usize = 15;
@@ -63,23 +66,24 @@ impl LocalV4 {
     }
 }
 
-/// Which first bytes of a source address the allow-lists cover
-/// (`ALLOW_FIRST`, one entry): bit `b` of `v4` for IPv4 first octet `b`,
-/// of `v6` for IPv6 first byte `b`. `known` 0: look in the trie.
+/// Which first bytes of a source address a pair of lists (IPv4 and IPv6
+/// tries) covers (`ALLOW_FIRST`, `BLOCK_FIRST`, one entry each): bit `b` of
+/// `v4` for IPv4 first octet `b`, of `v6` for IPv6 first byte `b`. `known`
+/// 0: look in the trie.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AllowFirst {
+pub struct FirstBytes {
     pub known: u32,
     pub _pad: u32,
     pub v4: [u32; 8],
     pub v6: [u32; 8],
 }
 
-impl AllowFirst {
-    /// The summary of these allow-list entries: (the address's first
-    /// byte, the prefix length, is IPv6).
-    pub fn of(entries: impl IntoIterator<Item = (u8, u8, bool)>) -> AllowFirst {
-        let mut f = AllowFirst { known: 1, ..AllowFirst::default() };
+impl FirstBytes {
+    /// The summary of these list entries: (the address's first byte, the
+    /// prefix length, is IPv6).
+    pub fn of(entries: impl IntoIterator<Item = (u8, u8, bool)>) -> FirstBytes {
+        let mut f = FirstBytes { known: 1, ..FirstBytes::default() };
         for (first, len, v6) in entries {
             f.cover(first, len, v6);
         }
@@ -97,7 +101,7 @@ impl AllowFirst {
         }
     }
 
-    /// False only when no allow-list entry can hold a source whose first
+    /// False only when no entry of the list can hold a source whose first
     /// byte is `first`.
     #[inline(always)]
     pub fn may_hold(&self, first: u8, v6: bool) -> bool {
@@ -134,34 +138,34 @@ mod tests {
     }
 
     #[test]
-    fn allow_first_covers_every_first_byte_its_prefixes_reach_and_no_other() {
+    fn first_bytes_cover_every_first_byte_the_prefixes_reach_and_no_other() {
         // The default config's entries.
-        let f = AllowFirst::of([(127, 8, false), (0, 128, true)]);
+        let f = FirstBytes::of([(127, 8, false), (0, 128, true)]);
         for b in 0..=255u8 {
             assert_eq!(f.may_hold(b, false), b == 127, "v4 {b}");
             assert_eq!(f.may_hold(b, true), b == 0, "v6 {b}");
         }
         // Prefixes shorter than a byte cover a run of first bytes.
-        let f = AllowFirst::of([(10, 7, false), (0xfc, 7, true)]);
+        let f = FirstBytes::of([(10, 7, false), (0xfc, 7, true)]);
         let v4: Vec<u8> = (0..=255u8).filter(|b| f.may_hold(*b, false)).collect();
         assert_eq!(v4, vec![10, 11]);
         let v6: Vec<u8> = (0..=255u8).filter(|b| f.may_hold(*b, true)).collect();
         assert_eq!(v6, vec![0xfc, 0xfd]);
-        let all = AllowFirst::of([(0, 0, false)]);
+        let all = FirstBytes::of([(0, 0, false)]);
         assert!((0..=255u8).all(|b| all.may_hold(b, false)));
         assert!((0..=255u8).all(|b| !all.may_hold(b, true)));
         // Against every prefix: a covered address's first byte is marked.
         for len in 0..=32u8 {
             for first in [0u8, 1, 63, 64, 127, 128, 200, 255] {
-                let f = AllowFirst::of([(first, len, false)]);
+                let f = FirstBytes::of([(first, len, false)]);
                 assert!(f.may_hold(first, false));
                 let span = if len >= 8 { 1 } else { 1u32 << (8 - len) };
                 assert_eq!((0..=255u8).filter(|b| f.may_hold(*b, false)).count() as u32, span, "/{len}");
             }
         }
         // Empty but known: nothing is allow-listed; unknown: ask the trie.
-        assert!(!AllowFirst::of([]).may_hold(127, false));
-        assert!(AllowFirst::default().may_hold(9, true));
-        assert_eq!(core::mem::size_of::<AllowFirst>(), 72);
+        assert!(!FirstBytes::of([]).may_hold(127, false));
+        assert!(FirstBytes::default().may_hold(9, true));
+        assert_eq!(core::mem::size_of::<FirstBytes>(), 72);
     }
 }

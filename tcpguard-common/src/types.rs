@@ -46,13 +46,16 @@ pub mod map_names {
     /// The host's IPv4 addresses in one cache line (`quick::LocalV4`),
     /// kept with `LOCAL_ADDRS`.
     pub const LOCAL_V4: &str = "LOCAL_V4";
-    /// The first bytes the allow-lists cover (`quick::AllowFirst`), kept
+    /// The first bytes the allow-lists cover (`quick::FirstBytes`), kept
     /// with `ALLOW_V4` and `ALLOW_V6`.
     pub const ALLOW_FIRST: &str = "ALLOW_FIRST";
+    /// The first bytes the block-lists cover (`quick::FirstBytes`), kept
+    /// with `BLOCK_V4` and `BLOCK_V6`.
+    pub const BLOCK_FIRST: &str = "BLOCK_FIRST";
     /// Ring buffer of heavy-source events (not pinned: per daemon run).
     pub const EVENTS: &str = "EVENTS";
     /// Every map the program owns, in pinning order.
-    pub const ALL: [&str; 25] = [
+    pub const ALL: [&str; 26] = [
         SETTINGS,
         COUNTERS,
         HALF_OPEN,
@@ -78,6 +81,7 @@ pub mod map_names {
         CLOSED_SUMMARY,
         LOCAL_V4,
         ALLOW_FIRST,
+        BLOCK_FIRST,
     ];
 }
 
@@ -222,6 +226,20 @@ impl Settings {
             DEFAULT_ATTACK_SAMPLE as u64
         } else {
             self.attack_sample as u64
+        }
+    }
+
+    /// Whether attack mode's `n`th SYN (this CPU's count) is one of the
+    /// one in [`Self::sample_every`] tracked in full: `n % every == 0`,
+    /// with a mask instead of the division for a power of two (the
+    /// default), which the BPF target can only do with a 64-bit `div`.
+    #[inline(always)]
+    pub fn sampled(&self, n: u64) -> bool {
+        let every = self.sample_every();
+        if every.is_power_of_two() {
+            n & (every - 1) == 0
+        } else {
+            n.is_multiple_of(every)
         }
     }
 
@@ -498,7 +516,7 @@ mod pod {
     unsafe impl aya::Pod for crate::sketch::Sketch {}
     unsafe impl aya::Pod for crate::sketch::Hll {}
     unsafe impl aya::Pod for crate::quick::LocalV4 {}
-    unsafe impl aya::Pod for crate::quick::AllowFirst {}
+    unsafe impl aya::Pod for crate::quick::FirstBytes {}
 }
 
 impl SrcKey {
@@ -530,6 +548,17 @@ mod tests {
         // An IPv6 address that only looks mapped in part is IPv6.
         let odd = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xfe, 1, 2, 3, 4];
         assert_eq!(aggregate_key(&odd), [0; 16]);
+    }
+
+    #[test]
+    fn the_sampled_syn_is_one_in_sample_every() {
+        for every in [0u32, 1, 2, 3, 7, 8, 50, 64, 100, 1024, u32::MAX] {
+            let s = Settings { attack_sample: every, ..Settings::default() };
+            let e = s.sample_every();
+            for n in (0..5000u64).chain([u64::MAX - 2, u64::MAX - 1, u64::MAX, 1 << 40, (1 << 40) + 1]) {
+                assert_eq!(s.sampled(n), n % e == 0, "every {every}, n {n}");
+            }
+        }
     }
 
     #[test]

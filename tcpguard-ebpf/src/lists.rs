@@ -1,6 +1,6 @@
-//! The allow- and block-lists (LPM tries, the allow-lists behind the
-//! summary of the first bytes they cover) and the verdict of a rule that
-//! wants a packet dropped.
+//! The allow- and block-lists (LPM tries, each pair behind the summary of
+//! the first bytes its entries cover) and the verdict of a rule that wants
+//! a packet dropped.
 
 use aya_ebpf::maps::lpm_trie::Key;
 use tcpguard_common::{
@@ -11,7 +11,7 @@ use tcpguard_common::{
 
 use crate::{
     context::{bump, coarse_ns, v4},
-    maps::{ALLOW_FIRST, ALLOW_V4, ALLOW_V6, BLOCK_V4, BLOCK_V6},
+    maps::{ALLOW_FIRST, ALLOW_V4, ALLOW_V6, BLOCK_FIRST, BLOCK_V4, BLOCK_V6},
 };
 
 /// Whether an allow-list entry can cover a source whose first byte is
@@ -19,6 +19,13 @@ use crate::{
 #[inline(always)]
 fn may_be_allowed(first: u8, v6: bool) -> bool {
     ALLOW_FIRST.get(0).is_none_or(|f| f.may_hold(first, v6))
+}
+
+/// Whether a block-list entry can cover a source whose first byte is
+/// `first`: false means not blocked, with no walk of the trie.
+#[inline(always)]
+pub(crate) fn may_be_blocked(first: u8, v6: bool) -> bool {
+    BLOCK_FIRST.get(0).is_none_or(|f| f.may_hold(first, v6))
 }
 
 #[inline(always)]
@@ -45,6 +52,10 @@ pub(crate) fn allowed_if_any(s: &Settings, p: &TcpPacket) -> bool {
 /// `Some(true)` blocked, `Some(false)` matched an expired entry, `None` no match.
 #[inline(always)]
 pub(crate) fn blocked(p: &TcpPacket) -> Option<bool> {
+    let first = if p.is_v6 { p.saddr[0] } else { p.saddr[12] };
+    if !may_be_blocked(first, p.is_v6) {
+        return None;
+    }
     let e = if p.is_v6 { BLOCK_V6.get(Key::new(128, p.saddr)) } else { BLOCK_V4.get(Key::new(32, v4(p))) }?;
     let exp = e.expires_ns;
     // The coarse clock (one jiffy behind at most) is enough for TTLs in

@@ -65,8 +65,8 @@ use tcpguard_common::{
 
 use crate::{
     ack::{attack_ack, on_ack, on_rst, AckCheck},
-    context::{attack_clock_ns, bump, bump_dyn, coarse_ns, ld, now_ns, parse_frame, plain_ipv4_proto},
-    lists::{allowed_v4, blocked, judge},
+    context::{attack_clock_ns, bump, bump_dyn, coarse_ns, ld, now_ns, parse_frame, plain_ipv4_proto, plain_tcp4},
+    lists::{allowed_v4, blocked, judge, may_be_blocked},
     maps::{BLOCK_V4, COUNTERS, PORTS, SETTINGS, SRC_STATS, SYN_SEEN},
     responder::{answer_syn, KERNEL_ANSWERS},
     syn::{acks_checked, attack_active, on_syn, RESPOND},
@@ -84,10 +84,10 @@ fn try_tcpguard(ctx: &XdpContext) -> Result<u32, ()> {
     // SAFETY: per-CPU value, only this CPU writes it while we run.
     let c = unsafe { &mut *c };
     bump(c, Counter::Packets);
-    let v = match classify(ctx, c) {
+    let (v, plain) = match classify(ctx, c) {
         Class::Decided(v) => return Ok(v),
-        Class::PlainTcp4 => fast_path(ctx, c),
-        Class::Other => SLOW,
+        Class::PlainTcp4 => (fast_path(ctx, c), true),
+        Class::Other => (SLOW, false),
     };
     if v != SLOW && v != SLOW_UNBLOCKED {
         return Ok(v);
@@ -95,12 +95,18 @@ fn try_tcpguard(ctx: &XdpContext) -> Result<u32, ()> {
     // The fast path found no block-list entry for the source: not again.
     let unblocked = v == SLOW_UNBLOCKED;
 
-    let p = match parse_frame(ctx) {
-        Ok(p) => p,
-        Err(e) => {
-            bump_dyn(c, e.counter());
-            return Ok(xdp_action::XDP_PASS);
-        }
+    // A plain IPv4 segment from its words; anything else, or what the
+    // words leave undecided, parsed in full.
+    let quick = if plain { plain_tcp4(ctx) } else { None };
+    let p = match quick {
+        Some(p) => p,
+        None => match parse_frame(ctx) {
+            Ok(p) => p,
+            Err(e) => {
+                bump_dyn(c, e.counter());
+                return Ok(xdp_action::XDP_PASS);
+            }
+        },
     };
     // Index 0 of an array always exists; its all-zero value is the default.
     let s = SETTINGS.get(0).ok_or(())?;
@@ -223,7 +229,7 @@ fn fast(ctx: &XdpContext, c: &mut Counters) -> Option<u32> {
         // block does not drop (allow-listed, monitor mode) and an expired
         // entry go the full way, which counts them.
         let src4 = bytes(src);
-        let e = BLOCK_V4.get(Key::new(32, src4));
+        let e = if may_be_blocked(src4[0], false) { BLOCK_V4.get(Key::new(32, src4)) } else { None };
         if let Some(e) = e {
             if e.expires_ns != 0 && coarse_ns() >= e.expires_ns {
                 return None;

@@ -10,7 +10,7 @@ use aya_ebpf::{
 use tcpguard_common::{
     halfopen::BUCKETS,
     handshake,
-    quick::{AllowFirst, LocalV4},
+    quick::{FirstBytes, LocalV4},
     sketch::{Hll, Sketch},
     AggStats, AllowEntry, AttackState, BlockEntry, Counters, FlowKey, HalfOpen, HoBucket, RateWindow, Settings, SrcKey,
     SrcStats, DEFAULT_AGG_ENTRIES, DEFAULT_HALF_OPEN_ENTRIES, DEFAULT_SRC_ENTRIES, LIST_ENTRIES, LOCAL_ADDR_ENTRIES,
@@ -92,7 +92,11 @@ pub(crate) static LOCAL_V4: Array<LocalV4> = Array::with_max_entries(1, 0);
 /// The first bytes the allow-lists cover: most sources are not
 /// allow-listed without the tries' walk.
 #[map]
-pub(crate) static ALLOW_FIRST: Array<AllowFirst> = Array::with_max_entries(1, 0);
+pub(crate) static ALLOW_FIRST: Array<FirstBytes> = Array::with_max_entries(1, 0);
+/// The first bytes the block-lists cover: most sources are not blocked
+/// without the tries' walk.
+#[map]
+pub(crate) static BLOCK_FIRST: Array<FirstBytes> = Array::with_max_entries(1, 0);
 /// Per CPU: the `cookie_sent` count the transmit watch has accounted for.
 #[map]
 pub(crate) static TX_MARK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);

@@ -37,11 +37,14 @@ pub(crate) fn on_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPa
     let Some(w) = RATE_WIN.get_ptr_mut(0) else { return xdp_action::XDP_PASS };
     // SAFETY: per-CPU value, only this CPU writes it.
     let w = unsafe { &mut *w };
-    let over = tcpguard_common::rate_step(w, now, s.attack_window_syns());
     let Some(atk) = ATTACK.get_ptr_mut(0) else { return xdp_action::XDP_PASS };
     // SAFETY: shared map value; the fields are plain words, a racing CPU
     // entering at the same instant writes the same kind of values.
     let atk = unsafe { &mut *atk };
+    // In attack mode the window only counts: no threshold (a division)
+    // per SYN.
+    let threshold = if atk.active == 0 { s.attack_window_syns() } else { 0 };
+    let over = tcpguard_common::rate_step(w, now, threshold);
     if atk.active == 0 && over {
         atk.active = 1;
         atk.reason = ATTACK_REASON_SYN_RATE;
@@ -86,7 +89,7 @@ pub(crate) fn on_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPa
     let est = if sketch::counted(sketch::next_random(&mut w.rng)) { account(c, s, p, w, now) } else { 0 };
     let promote = tcpguard_common::promote_threshold(s);
     let heavy = est != 0 && promote != 0 && sketch::promote_estimate(est, w.epoch_syns) >= promote;
-    let sampled = c.get(Counter::AttackSyn) % s.sample_every() == 0;
+    let sampled = s.sampled(c.get(Counter::AttackSyn));
     if heavy || sampled {
         if sampled {
             bump(c, Counter::AttackSampled);

@@ -37,6 +37,8 @@ pub const TX_EXCEPTION_PROGRAM: &str = "tcpguard_tx_exception";
 pub enum LoaderError {
     #[error("failed to load the eBPF object (is this root, with BPF enabled in the kernel?)")]
     Load(#[source] aya::EbpfError),
+    #[error("failed to rewrite the allow- and block-lists' first-byte summaries from the lists")]
+    Summaries(#[source] crate::maps::MapsError),
     #[error("program {name} is missing from the eBPF object")]
     MissingProgram { name: &'static str },
     #[error("failed to load XDP program {name} into the kernel (verifier)")]
@@ -194,6 +196,10 @@ impl Datapath {
         program_mut::<SchedClassifier>(&mut ebpf, name)?
             .load()
             .map_err(|source| LoaderError::Verify { name, source })?;
+        // The lists' first-byte summaries made from the lists themselves:
+        // adopted pins may hold entries an older build added without them
+        // (its program never read them), and a fresh map reads as unknown.
+        crate::maps::Maps::new(&mut ebpf).sync_first_bytes().map_err(LoaderError::Summaries)?;
         Ok(Datapath { ebpf, link: None, egress_link: None })
     }
 

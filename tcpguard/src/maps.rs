@@ -10,7 +10,7 @@ use aya::{
 use tcpguard_common::{
     halfopen::BUCKETS,
     map_names,
-    quick::{AllowFirst, LocalV4},
+    quick::{FirstBytes, LocalV4},
     sketch::{Hll, Sketch},
     AllowEntry, AttackState, BlockEntry, Counters, HoBucket, Settings, SrcKey, SrcStats, FLAG_HAS_ALLOWS,
     FLAG_HAS_BLOCKS,
@@ -180,7 +180,7 @@ impl<'a> Maps<'a> {
     /// Keep `FLAG_HAS_BLOCKS` and `FLAG_HAS_ALLOWS` equal to "the lists are
     /// not empty" (tools without a daemon; see [`Maps::block`]).
     pub fn sync_block_flag(&mut self) -> Result<(), MapsError> {
-        self.sync_allow_first()?;
+        self.sync_first_bytes()?;
         let (blocks, allows) = self.lists_nonempty()?;
         let mut s = self.settings()?;
         let mut flags = if blocks { s.flags | FLAG_HAS_BLOCKS } else { s.flags & !FLAG_HAS_BLOCKS };
@@ -192,12 +192,16 @@ impl<'a> Maps<'a> {
         Ok(())
     }
 
-    /// Add a block-list entry (the list only).
+    /// Add a block-list entry (the list, and the first bytes it covers to
+    /// the summary before it, so that the summary never leaves it out).
     pub fn insert_block(&mut self, p: &Prefix, expires_ns: u64) -> Result<(), MapsError> {
+        self.widen_first(map_names::BLOCK_FIRST, p)?;
         self.trie_insert((map_names::BLOCK_V4, map_names::BLOCK_V6), p, BlockEntry { expires_ns })
     }
 
-    /// Remove a block-list entry (the list only); `Ok(false)` if there was none.
+    /// Remove a block-list entry (the list only; the summary keeps its
+    /// bits, a superset, until [`Maps::sync_first_bytes`]); `Ok(false)` if
+    /// there was none.
     pub fn remove_block(&mut self, p: &Prefix) -> Result<bool, MapsError> {
         self.trie_remove::<BlockEntry>((map_names::BLOCK_V4, map_names::BLOCK_V6), p)
     }
@@ -282,16 +286,12 @@ impl<'a> Maps<'a> {
     /// Add an allow-list entry (the list, and the first bytes it covers to
     /// the summary before it, so that the summary never leaves it out).
     pub fn insert_allow(&mut self, p: &Prefix, now_ns: u64) -> Result<(), MapsError> {
-        let mut f = self.allow_first()?;
-        if f.known != 0 {
-            f.cover(first_byte(p.addr), p.len, p.addr.is_ipv6());
-            self.set_allow_first(&f)?;
-        }
+        self.widen_first(map_names::ALLOW_FIRST, p)?;
         self.trie_insert((map_names::ALLOW_V4, map_names::ALLOW_V6), p, AllowEntry { added_ns: now_ns })
     }
 
     /// Remove an allow-list entry (the list only; the summary keeps its
-    /// bits, a superset, until [`Maps::sync_allow_first`]); `Ok(false)` if
+    /// bits, a superset, until [`Maps::sync_first_bytes`]); `Ok(false)` if
     /// there was none.
     pub fn remove_allow(&mut self, p: &Prefix) -> Result<bool, MapsError> {
         self.trie_remove::<AllowEntry>((map_names::ALLOW_V4, map_names::ALLOW_V6), p)
@@ -329,21 +329,38 @@ impl<'a> Maps<'a> {
     }
 
     /// The summary of the first bytes the allow-lists cover.
-    pub fn allow_first(&self) -> Result<AllowFirst, MapsError> {
+    pub fn allow_first(&self) -> Result<FirstBytes, MapsError> {
         self.one(map_names::ALLOW_FIRST)
     }
 
-    fn set_allow_first(&mut self, f: &AllowFirst) -> Result<(), MapsError> {
-        self.set_one(map_names::ALLOW_FIRST, f)
+    /// The summary of the first bytes the block-lists cover.
+    pub fn block_first(&self) -> Result<FirstBytes, MapsError> {
+        self.one(map_names::BLOCK_FIRST)
     }
 
-    /// Rewrite the summary of the first bytes the allow-lists cover from
-    /// the lists themselves (after any change to them: removals leave it a
-    /// superset until then).
-    pub fn sync_allow_first(&mut self) -> Result<(), MapsError> {
-        let allows = self.allows()?;
-        let f = AllowFirst::of(allows.iter().map(|p| (first_byte(p.addr), p.len, p.addr.is_ipv6())));
-        self.set_allow_first(&f)
+    /// Add the first bytes `p` covers to a list's summary (`ALLOW_FIRST`,
+    /// `BLOCK_FIRST`), before the entry goes into the list. A summary not
+    /// written yet (all zero: the datapath walks the trie) stays so.
+    fn widen_first(&mut self, summary: &'static str, p: &Prefix) -> Result<(), MapsError> {
+        let mut f: FirstBytes = self.one(summary)?;
+        if f.known != 0 {
+            f.cover(first_byte(p.addr), p.len, p.addr.is_ipv6());
+            self.set_one(summary, &f)?;
+        }
+        Ok(())
+    }
+
+    /// Rewrite both summaries of the first bytes the lists cover from the
+    /// lists themselves (after any change to them: removals leave a summary
+    /// a superset until then).
+    pub fn sync_first_bytes(&mut self) -> Result<(), MapsError> {
+        let of = |ps: &mut dyn Iterator<Item = &Prefix>| {
+            FirstBytes::of(ps.map(|p| (first_byte(p.addr), p.len, p.addr.is_ipv6())))
+        };
+        let allow = of(&mut self.allows()?.iter());
+        let block = of(&mut self.blocks()?.iter().map(|(p, _)| p));
+        self.set_one(map_names::ALLOW_FIRST, &allow)?;
+        self.set_one(map_names::BLOCK_FIRST, &block)
     }
 
     fn any_allow(&self) -> Result<bool, MapsError> {

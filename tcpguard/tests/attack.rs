@@ -26,7 +26,7 @@ use tcpguard_common::{
     craft::{fold, sum16, Craft},
     map_names,
     parse::{ETH_P_8021AD, ETH_P_8021Q, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
-    quick::{AllowFirst, LOCAL_V4_SLOTS},
+    quick::{FirstBytes, LOCAL_V4_SLOTS},
     sketch,
     synack::decode_tsecr,
     AttackState, Counter,
@@ -985,6 +985,6 @@ fn leaving_attack_mode_restores_tracking() {
 /// `ALLOW_FIRST` back to all zero, as a map made before it was written.
 fn clear_allow_first(dp: &mut Datapath) {
     let map = dp.ebpf.map_mut(map_names::ALLOW_FIRST).unwrap();
-    let mut arr: aya::maps::Array<&mut aya::maps::MapData, AllowFirst> = aya::maps::Array::try_from(map).unwrap();
-    arr.set(0, AllowFirst::default(), 0).unwrap();
+    let mut arr: aya::maps::Array<&mut aya::maps::MapData, FirstBytes> = aya::maps::Array::try_from(map).unwrap();
+    arr.set(0, FirstBytes::default(), 0).unwrap();
 }

@@ -189,6 +189,93 @@ fn blocked_v6_prefix_is_dropped() {
 }
 
 #[test]
+fn the_block_lists_first_byte_summary_never_hides_an_entry() {
+    let mut dp = load();
+    let passed = [(Syn, 1), (SynTracked, 1), (HalfOpenOpened, 1), (PassTcp, 1)];
+    let sixteen: Prefix = "10.200.0.0/16".parse().unwrap();
+    maps(&mut dp).block(&sixteen, 0).unwrap();
+    let f = maps(&mut dp).block_first().unwrap();
+    assert!(f.known == 1 && f.may_hold(10, false), "{f:?}");
+    assert!(!f.may_hold(11, false) && !f.may_hold(0x20, true), "only the first bytes the entries cover: {f:?}");
+    // Dropped on the fast path (plain IPv4) and the full one (a tagged
+    // frame) alike; a source outside the summary passes on both.
+    let blocked = [10, 200, 1, 1];
+    expect(&mut dp, &syn4(blocked, 1000, 1).build(), XDP_DROP, &[(DropBlocked, 1)]);
+    expect(&mut dp, &syn4(blocked, 1001, 1).vlans(&[ETH_P_8021Q]).build(), XDP_DROP, &[(DropBlocked, 1)]);
+    let data = Craft::v4(blocked, SERVER, 1000, 80).flags(TCP_ACK).seq(2).payload(b"GET /").build();
+    expect(&mut dp, &data, XDP_DROP, &[(DropBlockedOther, 1)]);
+    let other = [11, 0, 0, 1];
+    expect(&mut dp, &syn4(other, 1000, 1).build(), XDP_PASS, &passed);
+    expect(&mut dp, &syn4(other, 1001, 1).vlans(&[ETH_P_8021Q]).build(), XDP_PASS, &passed);
+    // An entry added (as the daemon does, the list alone) is in effect at
+    // once: the summary is widened before the trie gets it. IPv6 too.
+    let eight: Prefix = "11.0.0.0/8".parse().unwrap();
+    maps(&mut dp).insert_block(&eight, 0).unwrap();
+    expect(&mut dp, &syn4(other, 1002, 1).build(), XDP_DROP, &[(DropBlocked, 1)]);
+    let v6_net: Prefix = "2001:db8::/32".parse().unwrap();
+    maps(&mut dp).block(&v6_net, 0).unwrap();
+    let f6 = Craft::v6(v6(10), v6(1), 1000, 443).flags(TCP_SYN).seq(5).build();
+    expect(&mut dp, &f6, XDP_DROP, &[(DropBlocked, 1)]);
+    // A removal leaves a superset (a walk that finds nothing) until the
+    // summary is rewritten from the lists.
+    let mut m = maps(&mut dp);
+    assert!(m.remove_block(&eight).unwrap());
+    assert!(m.block_first().unwrap().may_hold(11, false), "a superset until synced");
+    expect(&mut dp, &syn4(other, 1003, 1).build(), XDP_PASS, &passed);
+    assert!(maps(&mut dp).unblock(&v6_net).unwrap());
+    let f = maps(&mut dp).block_first().unwrap();
+    assert!(f.may_hold(10, false) && !f.may_hold(11, false) && !f.may_hold(0x20, true), "synced: {f:?}");
+    // A summary never written (all zero, as a map made before it existed):
+    // the trie decides.
+    maps(&mut dp).insert_block(&eight, 0).unwrap();
+    set_block_first(&mut dp, tcpguard_common::quick::FirstBytes::default());
+    expect(&mut dp, &syn4(other, 1004, 1).build(), XDP_DROP, &[(DropBlocked, 1)]);
+    expect(&mut dp, &syn4(blocked, 1002, 1).build(), XDP_DROP, &[(DropBlocked, 1)]);
+    expect(&mut dp, &syn4([12, 0, 0, 1], 1000, 1).build(), XDP_PASS, &passed);
+}
+
+#[test]
+fn summaries_left_stale_in_the_pins_are_rewritten_from_the_lists_on_load() {
+    // A build that knew no summary (or an older daemon) added a block to
+    // the pinned list and left the pinned summary as it was: the next load
+    // rewrites it from the list, so the block holds from the first packet.
+    use tcpguard::loader::LoadOptions;
+    require_root();
+    let pins = PinDir::new("summary");
+    let opts = LoadOptions { pin_dir: Some(pins.0.clone()), ..LoadOptions::default() };
+    {
+        let mut dp = Datapath::load(&opts).unwrap();
+        maps(&mut dp).block(&"198.51.100.0/24".parse().unwrap(), 0).unwrap();
+        // Known, and without the block's first byte.
+        set_block_first(&mut dp, tcpguard_common::quick::FirstBytes::of([]));
+        set_allow_first(&mut dp, tcpguard_common::quick::FirstBytes::of([]));
+        maps(&mut dp).insert_allow(&Prefix::host(IpAddr::from([203, 0, 113, 9])), 0).unwrap();
+        set_allow_first(&mut dp, tcpguard_common::quick::FirstBytes::of([]));
+    }
+    let mut dp = Datapath::load(&opts).unwrap();
+    let m = maps(&mut dp);
+    assert!(m.block_first().unwrap().may_hold(198, false), "block summary rewritten");
+    assert!(m.allow_first().unwrap().may_hold(203, false), "allow summary rewritten");
+    expect(&mut dp, &syn4([198, 51, 100, 7], 1000, 1).build(), XDP_DROP, &[(DropBlocked, 1)]);
+}
+
+/// Write a list summary map as an older build (none) or a test wants it.
+fn set_summary(dp: &mut Datapath, name: &str, f: tcpguard_common::quick::FirstBytes) {
+    let map = dp.ebpf.map_mut(name).unwrap();
+    let mut arr: aya::maps::Array<&mut aya::maps::MapData, tcpguard_common::quick::FirstBytes> =
+        aya::maps::Array::try_from(map).unwrap();
+    arr.set(0, f, 0).unwrap();
+}
+
+fn set_block_first(dp: &mut Datapath, f: tcpguard_common::quick::FirstBytes) {
+    set_summary(dp, tcpguard_common::map_names::BLOCK_FIRST, f);
+}
+
+fn set_allow_first(dp: &mut Datapath, f: tcpguard_common::quick::FirstBytes) {
+    set_summary(dp, tcpguard_common::map_names::ALLOW_FIRST, f);
+}
+
+#[test]
 fn allow_list_beats_block_list() {
     let mut dp = load();
     let mut m = maps(&mut dp);

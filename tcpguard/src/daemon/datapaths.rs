@@ -292,10 +292,10 @@ impl Datapaths {
     }
 
     /// Re-read an interface's lists (are they empty?) and write its settings.
-    /// The allow-lists' first-byte summary is rewritten from the lists too.
+    /// The lists' first-byte summaries are rewritten from the lists too.
     fn lists_changed(cfg: Option<&Config>, host: &HostFacts, i: &mut Iface) -> Result<(), MapsError> {
         let mut m = Maps::new(&mut i.dp.ebpf);
-        m.sync_allow_first()?;
+        m.sync_first_bytes()?;
         (i.has_blocks, i.has_allows) = m.lists_nonempty()?;
         Self::write_settings(cfg, host, i)
     }

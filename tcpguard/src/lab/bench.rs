@@ -364,9 +364,26 @@ fn repeat_rows(repeat: u32, rounds: usize) -> anyhow::Result<Vec<Row>> {
     });
 
     // The same established-data packet with a non-empty block-list: the
-    // price of the block-list lookup on every TCP packet.
+    // price of the block-list lookup on every TCP packet, when an entry
+    // covers the source's first byte (10.200.0.0/16 and 10.0.0.2: the trie
+    // is walked) and when none does (the summary answers).
     let (ns, base) = paired_repeat(&dp, &pass, &data, repeat, rounds)?;
-    rows.push(Row { name: "TCP data, block-list non-empty", regime: "repeat", ns, base_ns: base, ..Row::default() });
+    rows.push(Row {
+        name: "TCP data, block-list non-empty, an entry covers the first byte",
+        regime: "repeat",
+        ns,
+        base_ns: base,
+        ..Row::default()
+    });
+    let outside = Craft::v4([192, 0, 2, 2], DST, 40000, 80).flags(TCP_ACK).seq(5).ack(9).payload(&[0u8; 64]).build();
+    let (ns, base) = paired_repeat(&dp, &pass, &outside, repeat, rounds)?;
+    rows.push(Row {
+        name: "TCP data, block-list non-empty, no entry covers the first byte",
+        regime: "repeat",
+        ns,
+        base_ns: base,
+        ..Row::default()
+    });
     drop(dp);
     Ok(rows)
 }
