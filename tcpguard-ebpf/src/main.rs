@@ -13,7 +13,9 @@
 //! that are not IP and untagged IPv4 that is not TCP; then a fast path
 //! (`fast_path`) decides an established IPv4 flow's segment and an untagged
 //! IPv4 segment from a blocked source, as the full path would, without the
-//! full parse. Everything else takes the full path.
+//! full parse. Everything else takes the full path, an untagged IPv4
+//! segment with its packet made from six word loads (`plain_tcp4`), any
+//! other frame parsed byte by byte (`parse_frame`).
 //!
 //! Two modes. *Tracking* (calm): per packet, in order of cost: one per-CPU
 //! counter lookup and the parse (every packet); the settings lookup (TCP);
