@@ -441,6 +441,9 @@ pub struct RateWindow {
     /// CPU (`clock_ns`, at `clock_jiffies`), for the SYNs of that jiffy.
     pub clock_jiffies: u64,
     pub clock_ns: u64,
+    /// `clock_ns` in milliseconds (the SYN-ACK's TSval clock), divided once
+    /// per jiffy rather than per answer.
+    pub clock_ms: u64,
 }
 
 /// Sent on the `EVENTS` ring buffer when the datapath enters attack mode by
@@ -565,7 +568,7 @@ mod tests {
     fn sizes_have_no_hidden_padding() {
         assert_eq!(size_of::<Settings>(), 96);
         assert_eq!(size_of::<AttackState>(), 48);
-        assert_eq!(size_of::<RateWindow>(), 56);
+        assert_eq!(size_of::<RateWindow>(), 64);
         assert_ne!(size_of::<ModeEvent>(), size_of::<HeavyEvent>(), "told apart by size");
         assert_eq!(size_of::<HeavyEvent>(), 40);
         assert_eq!(size_of::<AggEvent>(), 32);

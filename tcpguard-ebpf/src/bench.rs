@@ -82,6 +82,6 @@ fn bare_respond(ctx: &XdpContext) -> Option<u32> {
     // SAFETY: per-CPU scratch, only this CPU uses it during this run.
     let r = unsafe { &mut *r };
     let cookie = gen_cookie(ctx, &p, core::ptr::null_mut(), ip_len, th_len, &mut r.th)?;
-    write_reply(ctx, s, &p, th_len, cookie, coarse_ns(), &mut r.th)?;
+    write_reply(ctx, s, &p, th_len, cookie, (coarse_ns() / 1_000_000) as u32, &mut r.th)?;
     Some(xdp_action::XDP_TX)
 }

@@ -166,8 +166,21 @@ pub(crate) fn attack_clock_ns() -> u64 {
     if w.clock_jiffies != j || w.clock_ns == 0 {
         w.clock_jiffies = j;
         w.clock_ns = coarse_ns();
+        w.clock_ms = w.clock_ns / 1_000_000;
     }
     w.clock_ns
+}
+
+/// `now` in milliseconds: the CPU's attack clock keeps it (see
+/// [`attack_clock_ns`]) when `now` is that clock's reading, so an answered
+/// SYN makes no 64-bit division (the BPF target has no multiply-high for a
+/// division by a constant); any other time is divided.
+#[inline(always)]
+pub(crate) fn millis(now: u64) -> u32 {
+    match crate::maps::RATE_WIN.get(0) {
+        Some(w) if w.clock_ns == now && now != 0 => w.clock_ms as u32,
+        _ => (now / 1_000_000) as u32,
+    }
 }
 
 #[inline(always)]

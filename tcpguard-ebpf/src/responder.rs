@@ -17,7 +17,7 @@ use tcpguard_common::{
 };
 
 use crate::{
-    context::{bump, ld, ld_words, now_ns, st, st_words, v4, Frame},
+    context::{bump, ld, ld_words, millis, now_ns, st, st_words, v4, Frame},
     maps::{ATTACK, CLOSED_SEEN, CLOSED_SUMMARY, LISTENER_SEEN, LOCAL_ADDRS, LOCAL_V4, REPLY},
 };
 
@@ -230,7 +230,7 @@ pub(crate) fn answer(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPa
         bump(c, Counter::CookieRefused);
         return None;
     };
-    if write_reply(ctx, s, p, th_len, cookie, now, &mut r.th).is_none() {
+    if write_reply(ctx, s, p, th_len, cookie, millis(now), &mut r.th).is_none() {
         bump(c, Counter::CookieOddHeaders);
         return None;
     }
@@ -247,9 +247,10 @@ pub(crate) fn answer(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPa
     Some(xdp_action::XDP_TX)
 }
 
-/// The SYN-ACK written over the SYN (`cookie` its ISN): the client's
-/// options read (none for a bare SYN, Linux's layout in place, anything
-/// else walked on a copy in `th`), the frame resized to the reply, the
+/// The SYN-ACK written over the SYN (`cookie` its ISN, `now_ms` its TSval
+/// clock): the client's options read (none for a bare SYN, Linux's layout
+/// in place, anything else walked on a copy in `th`), the frame resized to
+/// the reply, the
 /// headers rewritten in words and the MACs swapped. `None`: the frame is
 /// left for the kernel (only before the resize) or, after it, malformed.
 #[inline(always)]
@@ -259,7 +260,7 @@ pub(crate) fn write_reply(
     p: &TcpPacket,
     th_len: u32,
     cookie: u32,
-    now: u64,
+    now_ms: u32,
     th: &mut [u8; 64],
 ) -> Option<()> {
     let l3 = p.l3_off as usize & 0x3f;
@@ -290,7 +291,7 @@ pub(crate) fn write_reply(
         cookie,
         our_mss: mss,
         our_wscale: s.synack_wscale as u8,
-        now_ms: (now / 1_000_000) as u32,
+        now_ms,
     };
     let (words, len) = synack::synack_words(&reply, &found);
     // Resize the frame to exactly the reply: headers, no payload.

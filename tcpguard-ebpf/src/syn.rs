@@ -63,7 +63,7 @@ pub(crate) fn on_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPa
         if s.heavy_prefix_syns_per_sec != 0 {
             count_aggregate(c, s, p, now, 1);
         }
-        return track_syn(ctx, c, s, p, &SynArgs { now, promoted: 0, weight: 1 });
+        return track_syn(ctx, c, s, p, &SynArgs { now, promoted: 0, weight: 1, enter: 1 });
     }
 
     // Attack mode: fixed-memory accounting of a sampled share; heavy (or
@@ -95,9 +95,9 @@ pub(crate) fn on_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPa
             bump(c, Counter::AttackSampled);
         }
         let args = if heavy {
-            SynArgs { now, promoted: est, weight: u64::from(sketch::ACCOUNT_EVERY) }
+            SynArgs { now, promoted: est, weight: u64::from(sketch::ACCOUNT_EVERY), enter: 1 }
         } else {
-            SynArgs { now, promoted: 0, weight: 1 }
+            SynArgs { now, promoted: 0, weight: 1, enter: 0 }
         };
         let v = track_syn(ctx, c, s, p, &args);
         if v == xdp_action::XDP_DROP {

@@ -32,6 +32,12 @@ pub(crate) struct SynArgs {
     /// SYNs this one stands for: 1, or `sketch::ACCOUNT_EVERY` for a SYN
     /// the sampled sketch counted and promoted.
     pub(crate) weight: u64,
+    /// A source not in the table is entered (0: attack mode's one SYN in
+    /// `attack_sample` from a source the sketch does not find heavy; it
+    /// updates its source's entry if there is one, and is judged on a
+    /// fresh copy if not: a spoofed source would only evict a real one,
+    /// and attack mode counts distinct sources by HyperLogLog).
+    pub(crate) enter: u64,
 }
 
 #[inline(never)]
@@ -63,8 +69,11 @@ pub(crate) fn track_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &Tc
             // A failed insert is counted, never logged: it can happen per
             // packet under a flood. The SYN is then judged and tracked on
             // the fresh copy (what a new source gets), so it still meets
-            // the rate limit and opens its half-open entry.
-            if SRC_STATS.insert(src, &*fresh, 0).is_err() {
+            // the rate limit and opens its half-open entry; so is a SYN
+            // that enters no source.
+            if a.enter == 0 {
+                fresh as *mut SrcStats
+            } else if SRC_STATS.insert(src, &*fresh, 0).is_err() {
                 bump(c, Counter::SourceInsertFailed);
                 fresh as *mut SrcStats
             } else {

@@ -12,8 +12,12 @@
 //!   then a probe that keeps XDP only if no transmit fails while it sends
 //!   [`PROBE_REPLIES`] replies.
 
-/// Share of one tick's replies that may fail before falling back.
-pub const FAIL_SHARE: f64 = 0.01;
+/// Share of one tick's replies that may fail before falling back. Replies
+/// that cannot leave fail all but none; a path that works loses a few in
+/// bursts at a full-rate flood (a veth peer's ring full: 1,234 of 1.46 M
+/// SYN-ACKs in 8 s in the lab, up to about 3 % of one 250 ms tick), which
+/// must not put the kernel's cookies, at more CPU per SYN, in its place.
+pub const FAIL_SHARE: f64 = 0.10;
 /// Failures one tick may have whatever the share (stray counts at a tick's edge).
 pub const FAIL_MIN: u64 = 2;
 pub const BACKOFF_MIN: f64 = 1.0;
@@ -147,7 +151,7 @@ mod tests {
     fn failures_over_the_share_fall_back_within_the_tick_and_probes_need_zero() {
         let mut r = Responder::new(ok(), 0.0);
         assert_eq!(r.step(0.25, 1000, 2, ok), None, "a stray count is no failure");
-        assert_eq!(r.step(0.5, 1000, 9, ok), None, "under 1 %");
+        assert_eq!(r.step(0.5, 1000, 99, ok), None, "under 10 %: a full ring's burst");
         assert!(matches!(r.step(0.75, 1000, 400, ok), Some(Change::FellBack { failed: 400, .. })));
         assert!(!r.xdp && r.reason.contains("400 of 1000"));
         assert_eq!(r.fallbacks, 1);
