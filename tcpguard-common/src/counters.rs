@@ -175,11 +175,10 @@ counters! {
     /// destination MAC, or an address that is not local: forwarded traffic):
     /// neither answered nor dropped, the kernel gets it.
     NotForHost => "not_for_host": Event,
-    /// XDP_TX replies the driver failed to transmit (the kernel's
-    /// `xdp:xdp_bulk_tx` drops and `xdp:xdp_exception` for XDP_TX).
+    /// XDP_TX replies the driver failed to transmit: the kernel's
+    /// `xdp:xdp_exception` for XDP_TX, and (added by the daemon to what it
+    /// reads) veth's own count, `rx_queue_N_xdp_tx_errors`.
     XdpTxFailed => "xdp_tx_failed": Event,
-    /// XDP_TX replies the driver reported sent (`xdp:xdp_bulk_tx`, veth).
-    XdpTxDelivered => "xdp_tx_delivered": Event,
     /// SYNs answered from XDP without a socket lookup (also in
     /// `cookie_sent`): the port's listener was proven by a kernel cookie
     /// within the last second, and the server closed no connection of that

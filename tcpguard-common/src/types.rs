@@ -27,8 +27,6 @@ pub mod map_names {
     /// The host's own addresses (the network namespace's), which alone the
     /// responder answers for and invalid ACKs are dropped for.
     pub const LOCAL_ADDRS: &str = "LOCAL_ADDRS";
-    /// Per-CPU mark of the XDP_TX replies the transmit watch has accounted.
-    pub const TX_MARK: &str = "TX_MARK";
     /// ACK-checking mode (one entry, an `AttackState`), written by the
     /// datapath (egress) and the daemon.
     pub const ACK_ATTACK: &str = "ACK_ATTACK";
@@ -55,7 +53,7 @@ pub mod map_names {
     /// Ring buffer of heavy-source events (not pinned: per daemon run).
     pub const EVENTS: &str = "EVENTS";
     /// Every map the program owns, in pinning order.
-    pub const ALL: [&str; 26] = [
+    pub const ALL: [&str; 25] = [
         SETTINGS,
         COUNTERS,
         HALF_OPEN,
@@ -73,7 +71,6 @@ pub mod map_names {
         SKETCH,
         HLL,
         LOCAL_ADDRS,
-        TX_MARK,
         ACK_ATTACK,
         ACK_WIN,
         LISTENER_SEEN,
@@ -111,10 +108,8 @@ pub const FLAG_HAS_ALLOWS: u32 = 16;
 /// acknowledge the server's ISN. Without it (no egress program) a SYN is
 /// counted half-open when seen and the ACK's seq alone completes it.
 pub const FLAG_EGRESS: u32 = 32;
-/// Settings flag: this interface's XDP_TX replies are reported by the
-/// `xdp:xdp_bulk_tx` tracepoint (veth in native mode), which the transmit
-/// watch then counts as this interface's.
-pub const FLAG_TX_BULK: u32 = 64;
+// (64 was `FLAG_TX_BULK`, the veth flush watch: veth's own count of
+// failed XDP_TX is read by the daemon now.)
 /// Settings flag: the daemon lets this interface answer from XDP now: its
 /// replies can leave, and the sysctls the cookies need (`tcp_syncookies=2`,
 /// `tcp_timestamps=2`) are in effect. Cleared before they are restored.

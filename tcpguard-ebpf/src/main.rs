@@ -332,21 +332,14 @@ pub fn tcpguard_egress(ctx: TcContext) -> i32 {
     egress::TC_ACT_OK
 }
 
-/// The transmit watch: veth reports each flush of XDP_TX frames through
-/// `xdp:xdp_bulk_tx` (`dev, sent, drops, err`), on the CPU that ran the XDP
-/// program, right after that device's poll. A flush is this interface's
-/// when this CPU sent replies (`cookie_sent`) since the last flush the watch
-/// accounted: no other device's poll runs between a poll and its flush.
-#[raw_tracepoint(tracepoint = "xdp_bulk_tx")]
-pub fn tcpguard_tx_bulk(ctx: RawTracePointContext) -> u32 {
-    txwatch::tx_bulk(&ctx);
-    0
-}
-
-/// Other drivers report an XDP action they failed to carry out through
-/// `xdp:xdp_exception` (`dev, prog, act`): an XDP_TX on this interface
-/// (its ifindex read from `struct net_device` at the offset the daemon
-/// found in the kernel's BTF) is a failed reply.
+/// The transmit watch: drivers report an XDP action they failed to carry
+/// out through `xdp:xdp_exception` (`dev, prog, act`): an XDP_TX on this
+/// interface (its ifindex read from `struct net_device` at the offset the
+/// daemon found in the kernel's BTF) is a failed reply. It runs only on a
+/// failure. (veth reports its failed XDP_TX in a flush's `xdp:xdp_bulk_tx`
+/// instead, which runs on every poll of a flood, about as often as the
+/// datapath itself: the daemon reads veth's own count of them, ethtool's
+/// `rx_queue_N_xdp_tx_errors`, every tick.)
 #[raw_tracepoint(tracepoint = "xdp_exception")]
 pub fn tcpguard_tx_exception(ctx: RawTracePointContext) -> u32 {
     txwatch::tx_exception(&ctx);

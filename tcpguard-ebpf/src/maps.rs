@@ -97,9 +97,6 @@ pub(crate) static ALLOW_FIRST: Array<FirstBytes> = Array::with_max_entries(1, 0)
 /// without the tries' walk.
 #[map]
 pub(crate) static BLOCK_FIRST: Array<FirstBytes> = Array::with_max_entries(1, 0);
-/// Per CPU: the `cookie_sent` count the transmit watch has accounted for.
-#[map]
-pub(crate) static TX_MARK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// Buffers of the SYN-cookie responder, off the small BPF stack.
 #[repr(C)]
 pub(crate) struct Reply {

@@ -29,8 +29,7 @@ pub const PIN_ROOT: &str = "/sys/fs/bpf/tcpguard";
 pub const PROGRAM: &str = "tcpguard";
 /// The TC egress program: the server's SYN-ACKs and RSTs.
 pub const EGRESS_PROGRAM: &str = "tcpguard_egress";
-/// The transmit watch's raw tracepoint programs.
-pub const TX_BULK_PROGRAM: &str = "tcpguard_tx_bulk";
+/// The transmit watch's raw tracepoint program.
 pub const TX_EXCEPTION_PROGRAM: &str = "tcpguard_tx_exception";
 
 #[derive(Debug, thiserror::Error)]
@@ -341,16 +340,16 @@ impl Datapath {
         self.egress_link = None;
     }
 
-    /// Attach the transmit watch: raw tracepoints on `xdp:xdp_bulk_tx` and
-    /// `xdp:xdp_exception` that count this datapath's XDP_TX replies the
-    /// driver failed to send. Detached when this object is dropped (the next
-    /// daemon attaches its own); no tracefs and no perf events needed.
+    /// Attach the transmit watch: a raw tracepoint on `xdp:xdp_exception`
+    /// that counts this datapath's XDP_TX replies the driver failed to send
+    /// (veth's failures are the daemon's to read: see `tcpguard_tx_exception`).
+    /// Detached when this object is dropped (the next daemon attaches its
+    /// own); no tracefs and no perf events needed.
     pub fn attach_tx_watch(&mut self) -> Result<(), LoaderError> {
-        for (name, tp) in [(TX_BULK_PROGRAM, "xdp_bulk_tx"), (TX_EXCEPTION_PROGRAM, "xdp_exception")] {
-            let prog: &mut RawTracePoint = program_mut(&mut self.ebpf, name)?;
-            prog.load().map_err(|source| LoaderError::Verify { name, source })?;
-            prog.attach(tp).map_err(|source| LoaderError::AttachTracepoint { tracepoint: tp, source })?;
-        }
+        let (name, tp) = (TX_EXCEPTION_PROGRAM, "xdp_exception");
+        let prog: &mut RawTracePoint = program_mut(&mut self.ebpf, name)?;
+        prog.load().map_err(|source| LoaderError::Verify { name, source })?;
+        prog.attach(tp).map_err(|source| LoaderError::AttachTracepoint { tracepoint: tp, source })?;
         Ok(())
     }
 }

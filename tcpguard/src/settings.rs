@@ -5,7 +5,7 @@
 //! whole; nothing else assembles a `Settings`.
 
 use tcpguard_common::{
-    Settings, FLAG_ANSWER, FLAG_EGRESS, FLAG_HAS_ALLOWS, FLAG_HAS_BLOCKS, FLAG_MONITOR, FLAG_PORT_FILTER, FLAG_TX_BULK,
+    Settings, FLAG_ANSWER, FLAG_EGRESS, FLAG_HAS_ALLOWS, FLAG_HAS_BLOCKS, FLAG_MONITOR, FLAG_PORT_FILTER,
     FLAG_XDP_COOKIES,
 };
 
@@ -21,8 +21,6 @@ pub struct Facts {
     pub mtu: u32,
     pub mac: [u8; 6],
     pub ifindex: u32,
-    /// A veth: its driver reports XDP_TX flushes on `xdp:xdp_bulk_tx`.
-    pub veth: bool,
     /// `struct net_device`'s ifindex offset (kernel BTF; 0 = unknown).
     pub dev_ifindex_off: u32,
     /// The TC egress program sees the server's side.
@@ -54,7 +52,6 @@ pub fn build(cfg: Option<&Config>, f: &Facts) -> Settings {
     flags |= on(FLAG_EGRESS, f.egress);
     flags |= on(FLAG_HAS_BLOCKS, f.has_blocks);
     flags |= on(FLAG_HAS_ALLOWS, f.has_allows);
-    flags |= on(FLAG_TX_BULK, f.veth);
     let mtu = if f.mtu == 0 { 1500 } else { f.mtu.clamp(576, 65_535) };
     let mut mac = [0u8; 8];
     mac[..6].copy_from_slice(&f.mac);
@@ -98,7 +95,6 @@ mod tests {
             mtu: 9000,
             mac: [2, 0, 0, 0, 0, 1],
             ifindex: 7,
-            veth: true,
             dev_ifindex_off: 224,
             egress: true,
             has_blocks: true,
@@ -128,7 +124,7 @@ mod tests {
         assert_eq!((s.heavy_syns_per_sec, s.heavy_prefix_syns_per_sec), (900, 1200));
         assert_eq!((s.synack_mss4, s.synack_mss6, s.synack_wscale, s.hash_seed), (8960, 8940, 7, 42));
         assert_eq!((s.mac, s.ifindex, s.dev_ifindex_off), ([2, 0, 0, 0, 0, 1, 0, 0], 7, 224));
-        let want = FLAG_EGRESS | FLAG_HAS_BLOCKS | FLAG_TX_BULK | FLAG_PORT_FILTER | FLAG_XDP_COOKIES | FLAG_ANSWER;
+        let want = FLAG_EGRESS | FLAG_HAS_BLOCKS | FLAG_PORT_FILTER | FLAG_XDP_COOKIES | FLAG_ANSWER;
         assert_eq!(s.flags, want, "{:#x}", s.flags);
     }
 
@@ -167,9 +163,9 @@ mod tests {
     #[test]
     fn without_a_config_only_the_interface_and_the_lists_count() {
         let s = build(None, &Facts { has_allows: true, ..facts() });
-        assert_eq!(s.flags, FLAG_EGRESS | FLAG_HAS_BLOCKS | FLAG_HAS_ALLOWS | FLAG_TX_BULK);
+        assert_eq!(s.flags, FLAG_EGRESS | FLAG_HAS_BLOCKS | FLAG_HAS_ALLOWS);
         assert_eq!((s.syn_rate, s.heavy_syns_per_sec, s.attack_syn_rate), (0, 0, 0));
-        let plain = build(None, &Facts { veth: false, egress: false, has_blocks: false, ..Facts::default() });
+        let plain = build(None, &Facts { egress: false, has_blocks: false, ..Facts::default() });
         assert_eq!(plain.flags, 0);
     }
 }

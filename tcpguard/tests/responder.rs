@@ -151,11 +151,11 @@ fn a_peer_program_removed_mid_flood_falls_back_within_a_tick_and_xdp_returns() {
     std::thread::sleep(Duration::from_secs(1));
     let after = failed(&f);
     assert_eq!(before, after, "failed transmits still growing after the fallback");
-    // The driver's own counter (ethtool, veth's rx_queue_N_xdp_tx_errors)
-    // says the same: every frame it failed to send, the watch counted. The
-    // daemon reads the two at different points of its tick, so they are
-    // compared in one snapshot once both have stopped moving (up to three
-    // ticks); a disagreement then fails with both sides in full.
+    // veth's failures are its driver's own count (ethtool,
+    // rx_queue_N_xdp_tx_errors), read each tick: the interface's figure and
+    // the sum over interfaces say the same as the driver once all three
+    // have stopped moving (up to three ticks; the sum is read earlier in
+    // the tick); a disagreement then fails with all three in full.
     let witnesses = |v: &serde_json::Value| {
         let i = iface(v, &lab.srv_if);
         (i["driver_xdp_tx_errors"].as_u64().expect("veth has the statistic"), i["xdp_tx_failed"].as_u64().unwrap())
@@ -170,11 +170,11 @@ fn a_peer_program_removed_mid_flood_falls_back_within_a_tick_and_xdp_returns() {
         v = status(&f).unwrap();
     }
     let (driver, watch) = witnesses(&v);
-    eprintln!("failed transmits: tracepoints {after} (this interface {watch}), driver {driver}");
+    eprintln!("failed transmits: all interfaces {after} (this interface {watch}), driver {driver}");
     assert_eq!(
         (driver, watch),
         (after, after),
-        "the two witnesses disagree (driver, this interface's watch) against all interfaces' watch; status: {:#}",
+        "the counts disagree (driver, this interface's) against all interfaces'; status: {:#}",
         iface(&v, &lab.srv_if)
     );
     let metrics = scrape(&lab);

@@ -98,8 +98,10 @@ kept in one cache line (`LOCAL_V4`, up to 15; IPv6, or more addresses, take the 
 and refused rows pay it too, and the *not for this host* row stops right after it, so that row less the *responder
 off* row is what the check costs. An allow-listed source's SYN goes to the kernel: the default allow-list
 (127.0.0.0/8, ::1) is never empty, so the first bytes its entries cover are summarised in `ALLOW_FIRST` and a source
-outside them is not walked through the trie. The transmit watch costs nothing per packet: its raw tracepoint programs
-run once per veth flush of XDP_TX frames (up to 16 frames) and per driver exception, not per SYN.
+outside them is not walked through the trie. The transmit watch costs nothing per packet: its raw tracepoint program
+runs on a driver's failed XDP action only, and veth's failed transmits are read from its own statistics each tick. (The
+program it had on veth's `xdp:xdp_bulk_tx` ran on nearly every flush of a full-rate flood, one packet a poll, and in a
+profile of (e) took about as many softirq samples as the XDP program itself.)
 
 The fixed part every packet pays (the non-TCP and established-flow rows) is held against xdp-filter's: the
 *yardstick* row runs its per-packet statistics record alone (one per-CPU lookup by action, packets and bytes raised)

@@ -58,6 +58,10 @@ pub struct Iface {
     pub ack_mode: AttackState,
     /// The driver's own failed XDP_TX count (ethtool), where it has one.
     pub driver_tx_errors: Option<u64>,
+    /// A veth's failed XDP_TX as its driver counted them since the daemon
+    /// attached (their tracepoint, `xdp:xdp_bulk_tx`, runs on every poll
+    /// of a flood and is not watched): added to its `xdp_tx_failed`.
+    pub driver_failed: u64,
     /// Its block-lists and allow-lists hold anything (as last written).
     pub has_blocks: bool,
     pub has_allows: bool,
@@ -165,7 +169,6 @@ fn facts(host: &HostFacts, i: &Iface) -> Facts {
         mtu: i.link.mtu,
         mac: i.link.mac,
         ifindex: i.link.ifindex,
-        veth: i.link.kind == "veth",
         dev_ifindex_off: host.dev_ifindex_off,
         egress: i.egress,
         has_blocks: i.has_blocks,
@@ -270,6 +273,7 @@ impl Datapaths {
                 attack: AttackState::default(),
                 ack_mode: AttackState::default(),
                 driver_tx_errors: None,
+                driver_failed: 0,
                 has_blocks: false,
                 has_allows: false,
             });
@@ -323,7 +327,8 @@ impl Datapaths {
     pub fn counters(&mut self) -> Result<Counters> {
         let mut c = Counters::default();
         let per = self.each(|_, m| m.counters())?;
-        for (i, x) in self.ifaces.iter_mut().zip(per) {
+        for (i, mut x) in self.ifaces.iter_mut().zip(per) {
+            x.v[Counter::XdpTxFailed as usize] += i.driver_failed;
             c.add(&x);
             i.prev = std::mem::replace(&mut i.counters, x);
         }

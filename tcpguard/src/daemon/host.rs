@@ -231,7 +231,7 @@ pub fn judge_delivery(link: &Link) -> Result<String, String> {
         return Ok(format!("native XDP on {what}; failed transmits watched (xdp:xdp_exception)"));
     }
     match link.peer {
-        None => Ok("native XDP on veth, peer not found; failed transmits watched (xdp:xdp_bulk_tx)".into()),
+        None => Ok("native XDP on veth, peer not found; failed transmits watched (the driver's count)".into()),
         Some((idx, ns)) => match link_by_index(idx, ns) {
             Ok(p) if p.xdp => Ok("native XDP on veth; the peer has an XDP program".into()),
             Ok(_) => Err("XDP_TX undeliverable: veth peer has no XDP program".into()),
@@ -242,7 +242,8 @@ pub fn judge_delivery(link: &Link) -> Result<String, String> {
 
 /// The driver's own count of failed XDP_TX transmits (ethtool statistics
 /// whose name has `xdp_tx_err`: veth's `rx_queue_N_xdp_tx_errors`, summed
-/// over queues), the second witness beside the tracepoints; `None` when the
+/// over queues): veth's failed transmits, read every tick; for other
+/// drivers a second witness beside `xdp:xdp_exception`. `None` when the
 /// driver has no such statistic.
 pub fn driver_xdp_tx_errors(name: &str) -> io::Result<Option<u64>> {
     const SIOCETHTOOL: libc::c_ulong = 0x8946;

@@ -311,8 +311,8 @@ impl IfaceMetrics {
             ),
             tx_errors: counter(
                 "xdp_tx_errors_total",
-                "XDP_TX replies the interface's driver failed to transmit (the kernel's xdp:xdp_bulk_tx drops and \
-                 xdp:xdp_exception): SYN-ACKs that never left.",
+                "XDP_TX replies the interface's driver failed to transmit (veth's own count, the kernel's \
+                 xdp:xdp_exception for other drivers): SYN-ACKs that never left.",
             ),
             fallbacks: counter(
                 "responder_fallbacks_total",
