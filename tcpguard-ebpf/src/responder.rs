@@ -38,8 +38,12 @@ pub(crate) fn for_host(ctx: &XdpContext, s: &Settings, p: &TcpPacket) -> bool {
     // IPv4: the cache line of addresses, when it knows.
     if !p.is_v6 {
         let a = u32::from_ne_bytes([p.daddr[12], p.daddr[13], p.daddr[14], p.daddr[15]]);
-        if let Some(local) = LOCAL_V4.get(0).and_then(|l| l.holds(a)) {
-            return local;
+        // (A match, not `and_then`: LLVM left that closure a BPF function
+        // of its own, a call and a return per SYN.)
+        if let Some(l) = LOCAL_V4.get(0) {
+            if let Some(local) = l.holds(a) {
+                return local;
+            }
         }
     }
     // SAFETY: read-only presence check.
