@@ -89,7 +89,8 @@ same run, what bpf_stats reads for a program that does nothing, (p), and for a b
 kernel's cookie from the raw helper and tcpguard's word-sized rewrite, with no accounting and no check. (r) is the
 least any XDP SYN-cookie responder costs on this kernel and VM; tcpguard's (e) is that plus the product's work: the
 entry and its counters, the rate window and mode, the sampled sketch and HyperLogLog, the one SYN in 64 tracked in
-full (two LRU inserts), the host, listener and TIME_WAIT checks. Where (r) itself reads above 300 ns, the goal is
+full (its half-open entry, an LRU insert; its source's entry only if the source has one), the host, listener and
+TIME_WAIT checks. Where (r) itself reads above 300 ns, the goal is
 below the floor of answering from XDP here, and no cut to tcpguard's own work can meet it.
 
 The answered path first checks that the SYN is the host's own: the destination MAC against the interface's (a
@@ -111,8 +112,11 @@ rows move by about ±3 ns from run to run, which is the width of the 1.2× and 2
 
 The blocked heavy source's SYN is dropped before any accounting, in the entry's inlined fast path: what it pays is
 the fixed part of every packet (per-CPU counters, two header words, the settings) plus one LPM-trie walk of the
-block-list, about one empty program's time with one entry. An exact-match hash of blocked hosts ahead of the trie
-would pay off with many blocked hosts, not with the one entry this row has.
+block-list, about one empty program's time with one entry. The walk is made only for a source whose first octet an
+entry covers: the block-lists' first bytes are summarised in `BLOCK_FIRST`, as the allow-lists' are, so while the
+daemon blocks heavy sources the rest of the traffic skips it (the two *block-list non-empty* rows: the walk, and
+the summary alone). An exact-match hash of blocked hosts ahead of the trie was not built: a host the summary
+cannot rule out would pay the hash and then, for a prefix entry, the trie too.
 
 On veth every flood packet is still an skb before XDP sees it (generic XDP conversion and the veth ring), and the
 XDP_TX reply crosses the peer's XDP program and stack: the lab understates the gain a NIC in driver mode would show,
