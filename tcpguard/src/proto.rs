@@ -210,7 +210,8 @@ pub struct InterfaceView {
     /// `rx_queue_N_xdp_tx_errors`): a second witness, where it has one.
     #[serde(default)]
     pub driver_xdp_tx_errors: Option<u64>,
-    /// The failed-transmit tracepoints are attached for it.
+    /// Its failed transmits are observed: veth's own count is readable,
+    /// or for other drivers the `xdp:xdp_exception` program is attached.
     #[serde(default)]
     pub tx_watch: bool,
     /// Times it fell back to the kernel's cookies at run time.

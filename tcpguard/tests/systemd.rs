@@ -506,6 +506,8 @@ fn package_under_real_systemd() {
     assert_eq!(i["responder"], "kernel cookies", "{i:#}");
     assert_eq!(i["responder_reason"], "XDP_TX undeliverable: veth peer has no XDP program", "{i:#}");
     assert_eq!(i["tx_watch"], true, "the hardened unit must allow the transmit watch: {i:#}");
+    // On a veth that is the driver's own count (ethtool), read by the daemon.
+    assert!(i["driver_xdp_tx_errors"].is_u64(), "the hardened unit reads veth's failed-transmit count: {i:#}");
     // The upgrade happens under a flood, with legit clients connecting to a
     // listener in the container throughout.
     let lstop = Arc::new(AtomicBool::new(false));

@@ -47,7 +47,8 @@ pub struct Iface {
     /// The datapath is allowed to answer from XDP now (`FLAG_ANSWER` as
     /// last written).
     pub answering: bool,
-    /// The kernel's failed-transmit tracepoints are attached for it.
+    /// The `xdp:xdp_exception` program is attached for it (veth: see
+    /// `driver_failed`).
     pub tx_watch: bool,
     /// Its counters (summed over CPUs) at the last two readings.
     pub counters: Counters,

@@ -39,6 +39,7 @@ pub struct IfaceObs {
     pub fallbacks: u64,
     /// The datapath may answer from XDP now.
     pub answering: bool,
+    /// Its failed transmits are observed (see `proto`'s `tx_watch`).
     pub tx_watch: bool,
     pub driver_tx_errors: Option<u64>,
     pub mtu: u32,
@@ -63,7 +64,9 @@ impl IfaceObs {
             responder_xdp: i.responder.xdp,
             fallbacks: i.responder.fallbacks,
             answering: i.answering,
-            tx_watch: i.tx_watch,
+            // A veth's failed transmits are its driver's count: observable
+            // only while the daemon can read it.
+            tx_watch: i.tx_watch && (i.link.kind != "veth" || i.driver_tx_errors.is_some()),
             driver_tx_errors: i.driver_tx_errors,
             mtu: i.link.mtu,
             counters: i.counters,
