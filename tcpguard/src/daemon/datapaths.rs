@@ -324,11 +324,21 @@ impl Datapaths {
         Ok(out)
     }
 
-    /// Global counters summed over interfaces (and CPUs).
+    /// Global counters summed over interfaces (and CPUs). The driver's own
+    /// count of failed XDP_TX is read here too: a veth's (whose failures no
+    /// tracepoint is watched for) joins its `xdp_tx_failed`, in the same
+    /// tick's counters that the responder steps on.
     pub fn counters(&mut self) -> Result<Counters> {
         let mut c = Counters::default();
         let per = self.each(|_, m| m.counters())?;
         for (i, mut x) in self.ifaces.iter_mut().zip(per) {
+            let before = i.driver_tx_errors;
+            i.driver_tx_errors = host::driver_xdp_tx_errors(&i.name).ok().flatten();
+            if let (true, Some(b), Some(n)) = (i.link.kind == "veth", before, i.driver_tx_errors) {
+                // A count that went back (the interface made anew) starts
+                // again from there.
+                i.driver_failed += n.saturating_sub(b);
+            }
             x.v[Counter::XdpTxFailed as usize] += i.driver_failed;
             c.add(&x);
             i.prev = std::mem::replace(&mut i.counters, x);

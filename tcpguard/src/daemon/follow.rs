@@ -73,19 +73,6 @@ impl Datapaths {
     pub fn follow_host(&mut self) {
         let cfg = self.cfg.as_ref();
         for i in &mut self.ifaces {
-            let before = i.driver_tx_errors;
-            i.driver_tx_errors = host::driver_xdp_tx_errors(&i.name).ok().flatten();
-            if i.link.kind == "veth" {
-                // veth's failed transmits: its own count, read each tick, in
-                // this tick's counters (the responder steps on them next).
-                // A count that went back (the interface made anew) starts
-                // again from there.
-                if let (Some(b), Some(n)) = (before, i.driver_tx_errors) {
-                    let d = n.saturating_sub(b);
-                    i.driver_failed += d;
-                    i.counters.v[Counter::XdpTxFailed as usize] += d;
-                }
-            }
             let now = match host::link_by_name(&i.name) {
                 Ok(now) => now,
                 Err(e) => {
