@@ -155,18 +155,12 @@ pub(crate) fn coarse_ns() -> u64 {
 /// under a full-rate flood on this VM. The coarse clock changes only at a
 /// tick, as jiffies does, so the cached value is the clock's own, late by at
 /// most the tick in which the timekeeper is updated after jiffies (a few
-/// milliseconds; the closed marks allow for it). Returned with its value
-/// in milliseconds (the SYN-ACK's TSval clock), divided once per jiffy
-/// rather than per answer: the BPF target has no multiply-high, so a
-/// division by a constant is a 64-bit `div`.
+/// milliseconds; the closed marks allow for it).
 #[inline(always)]
-pub(crate) fn attack_clock() -> (u64, u32) {
+pub(crate) fn attack_clock_ns() -> u64 {
     // SAFETY: helper without arguments.
     let j = unsafe { bpf_jiffies64() };
-    let Some(w) = crate::maps::RATE_WIN.get_ptr_mut(0) else {
-        let now = coarse_ns();
-        return (now, (now / 1_000_000) as u32);
-    };
+    let Some(w) = crate::maps::RATE_WIN.get_ptr_mut(0) else { return coarse_ns() };
     // SAFETY: per-CPU value, only this CPU writes it.
     let w = unsafe { &mut *w };
     if w.clock_jiffies != j || w.clock_ns == 0 {
@@ -174,7 +168,19 @@ pub(crate) fn attack_clock() -> (u64, u32) {
         w.clock_ns = coarse_ns();
         w.clock_ms = w.clock_ns / 1_000_000;
     }
-    (w.clock_ns, w.clock_ms as u32)
+    w.clock_ns
+}
+
+/// `now` in milliseconds: the CPU's attack clock keeps it (see
+/// [`attack_clock_ns`]) when `now` is that clock's reading, so an answered
+/// SYN makes no 64-bit division (the BPF target has no multiply-high for a
+/// division by a constant); any other time is divided.
+#[inline(always)]
+pub(crate) fn millis(now: u64) -> u32 {
+    match crate::maps::RATE_WIN.get(0) {
+        Some(w) if w.clock_ns == now && now != 0 => w.clock_ms as u32,
+        _ => (now / 1_000_000) as u32,
+    }
 }
 
 #[inline(always)]

@@ -67,7 +67,7 @@ use tcpguard_common::{
 
 use crate::{
     ack::{attack_ack, on_ack, on_rst, AckCheck},
-    context::{attack_clock, bump, bump_dyn, coarse_ns, ld, now_ns, parse_frame, plain_ipv4_proto, plain_tcp4},
+    context::{attack_clock_ns, bump, bump_dyn, coarse_ns, ld, now_ns, parse_frame, plain_ipv4_proto, plain_tcp4},
     lists::{allowed_v4, blocked, judge, may_be_blocked},
     maps::{BLOCK_V4, COUNTERS, PORTS, SETTINGS, SRC_STATS, SYN_SEEN},
     responder::{answer_syn, KERNEL_ANSWERS},
@@ -281,22 +281,12 @@ fn on_tcp(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket, unblo
         // sketch's epochs, the answer's timestamp and the listener's
         // freshness, and on a VM the precise one costs ~80 ns a read),
         // itself read once per jiffy per CPU.
-        let (now, ms) = if attack_active() {
-            let (now, ms) = attack_clock();
-            (now, Some(ms))
-        } else {
-            (now_ns(), None)
-        };
+        let now = if attack_active() { attack_clock_ns() } else { now_ns() };
         let v = on_syn(ctx, c, s, p, now);
         if v != RESPOND {
             return v;
         }
-        // (This SYN entered attack mode on the precise clock: divided.)
-        let now_ms = match ms {
-            Some(ms) => ms,
-            None => (now / 1_000_000) as u32,
-        };
-        let v = answer_syn(ctx, c, s, p, now, now_ms);
+        let v = answer_syn(ctx, c, s, p, now);
         return if v == KERNEL_ANSWERS { xdp_action::XDP_PASS } else { v };
     }
     if p.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_ACK && acks_checked() {

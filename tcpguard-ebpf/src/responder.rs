@@ -17,7 +17,7 @@ use tcpguard_common::{
 };
 
 use crate::{
-    context::{bump, ld, ld_words, now_ns, st, st_words, v4, Frame},
+    context::{bump, ld, ld_words, millis, now_ns, st, st_words, v4, Frame},
     maps::{ATTACK, CLOSED_SEEN, CLOSED_SUMMARY, LISTENER_SEEN, LOCAL_ADDRS, LOCAL_V4, REPLY},
 };
 
@@ -160,29 +160,14 @@ pub(crate) const KERNEL_ANSWERS: u32 = u32::MAX;
 /// Answer a SYN to a listener with a cookie SYN-ACK (XDP_TX), or
 /// [`KERNEL_ANSWERS`]. Inlined in the entry, as `on_syn` is (a call and a
 /// return less: test_run, attack SYN answered, 370-387 -> 357-360 ns); its
-/// buffers are the per-CPU `REPLY`, not the stack. `now_ms`: `now` in
-/// milliseconds, the TSval clock (the attack clock keeps it per jiffy).
+/// buffers are the per-CPU `REPLY`, not the stack.
 #[inline(always)]
-pub(crate) fn answer_syn(
-    ctx: &XdpContext,
-    c: &mut Counters,
-    s: &Settings,
-    p: &TcpPacket,
-    now: u64,
-    now_ms: u32,
-) -> u32 {
-    answer(ctx, c, s, p, now, now_ms).unwrap_or(KERNEL_ANSWERS)
+pub(crate) fn answer_syn(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket, now: u64) -> u32 {
+    answer(ctx, c, s, p, now).unwrap_or(KERNEL_ANSWERS)
 }
 
 #[inline(always)]
-pub(crate) fn answer(
-    ctx: &XdpContext,
-    c: &mut Counters,
-    s: &Settings,
-    p: &TcpPacket,
-    now: u64,
-    now_ms: u32,
-) -> Option<u32> {
+pub(crate) fn answer(ctx: &XdpContext, c: &mut Counters, s: &Settings, p: &TcpPacket, now: u64) -> Option<u32> {
     if !for_host(ctx, s, p) {
         bump(c, Counter::NotForHost);
         return None;
@@ -250,7 +235,7 @@ pub(crate) fn answer(
         bump(c, Counter::CookieRefused);
         return None;
     };
-    if write_reply(ctx, s, p, th_len, cookie, now_ms, &mut r.th).is_none() {
+    if write_reply(ctx, s, p, th_len, cookie, millis(now), &mut r.th).is_none() {
         bump(c, Counter::CookieOddHeaders);
         return None;
     }
